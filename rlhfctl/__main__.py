@@ -1,0 +1,3 @@
+from rlhfctl.cli.app import main
+
+main()

@@ -1,0 +1,63 @@
+"""The `rlhfctl` binary: wires the four subcommands; each lives in its own thin module."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from rlhfctl import __version__
+from rlhfctl.cli import bench_rm, check_reward, serve_rm, train_ppo
+from rlhfctl.cli.options import known_flags, make_command, normalize_argv
+from rlhfctl.config import COMMANDS
+
+SUBCOMMANDS = {"serve-rm": serve_rm, "train-ppo": train_ppo, "check-reward": check_reward, "bench-rm": bench_rm}
+
+app = typer.Typer(
+    name="rlhfctl",
+    help="RLHF with the reward on a separate server: serve a reward, check it against labels, benchmark it, and "
+    "train a policy against it with PPO on Ray.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rlhfctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (or set RLHFCTL_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        import os
+
+        os.environ["RLHFCTL_DEBUG"] = "1"
+
+
+def _examples(lines: list[str]) -> str:
+    return "[bold]Examples[/]\n\n" + "\n\n".join(f"  [cyan]$ {line}[/]" for line in lines)
+
+
+for _name, _module in SUBCOMMANDS.items():
+    app.command(
+        _name,
+        help=_module.HELP,
+        epilog=_examples(_module.EXAMPLES),
+        no_args_is_help=_name != "serve-rm",
+    )(make_command(_name, COMMANDS[_name], _module.run))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point; snake_case flags from OpenRLHF launch scripts are mapped to kebab-case first."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    app(args=normalize_argv(args, known_flags(list(COMMANDS.values()))), prog_name="rlhfctl")

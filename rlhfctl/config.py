@@ -1,0 +1,495 @@
+"""THE option schema: typed argument groups shared by all four subcommands.
+
+Each group is a small pydantic model; a subcommand's config class inherits the groups it uses, and the CLI
+generates its flags from those fields (see cli/options.py). So a flag that two subcommands share has one name, one
+default and one help text, and a config file is the same flat mapping of those names (snake_case or kebab-case).
+Validation that spans fields lives here, in the subcommand configs' validators.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from rlhfctl.errors import ConfigError
+
+
+def _split_commas(value: Any) -> Any:
+    """Lists come from the command line as '1,8,32'; YAML may give a real list or a number."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (int, float)):
+        return [value]
+    return value
+
+
+IntList = Annotated[list[int], BeforeValidator(_split_commas)]
+FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
+
+# Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
+# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config.
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret") if k in kw}
+    return Field(default, description=help, json_schema_extra=extra or None, **kw)
+
+
+class Group(BaseModel):
+    """An argument group: a titled panel of related options in `--help`."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    panel: ClassVar[str] = "Options"
+
+
+# ----------------------------------------------------------------------------------------------- models
+class ModelLoadArgs(Group):
+    panel: ClassVar[str] = "Model loading"
+    bf16: bool = _opt(False, "Load weights and compute in bfloat16 (default fp32, the exact choice on CPU).")
+    flash_attn: bool = _opt(
+        False, "Use flash-attention 2 where it is installed on a GPU; elsewhere warn once and use sdpa."
+    )
+    load_in_4bit: bool = _opt(
+        False, "Load weights in 4 bits with bitsandbytes (needs a CUDA GPU; elsewhere exits with a message)."
+    )
+    disable_fast_tokenizer: bool = _opt(False, "Use the slow Python tokenizer instead of the fast Rust one.")
+
+
+class RewardModelArgs(Group):
+    panel: ClassVar[str] = "Reward model"
+    reward_pretrain: Optional[str] = _opt(
+        None,
+        "Local Hugging Face folder of a reward model: *ForSequenceClassification with one label, or "
+        "OpenRLHF's format (base model + linear value head).",
+    )
+    value_head_prefix: Optional[str] = _opt(
+        None, "Name of the value head in an OpenRLHF-format reward model (default: config.json, else detected)."
+    )
+    normalize_reward: bool = _opt(
+        False, "Return (reward - mean) / std with the mean and std stored in the reward model's config.json."
+    )
+    max_len: int = _opt(
+        2048,
+        "Longest query the reward model reads, in tokens. Longer queries are cut from the LEFT, so the end of "
+        "the response, where the reward is read, survives.",
+        ge=8,
+    )
+
+
+class RewardFuncArgs(Group):
+    panel: ClassVar[str] = "Reward function"
+    reward_func: Optional[str] = _opt(
+        None, "Path of a Python file defining reward_func(queries, prompts, labels, **kwargs) (sync or async)."
+    )
+    function: str = _opt("reward_func", "Name of the function to call in a reward .py file.", min_length=1)
+
+
+class AuthArgs(Group):
+    panel: ClassVar[str] = "Reward server"
+    api_key: Optional[str] = _opt(
+        None,
+        "Bearer token: serve-rm requires it on every request, clients send it.",
+        envvar="RLHFCTL_API_KEY",
+        secret=True,
+    )
+
+
+class ServerArgs(Group):
+    panel: ClassVar[str] = "Reward server"
+    host: str = _opt("127.0.0.1", "Interface to bind (0.0.0.0 serves every interface; do that behind --api-key).")
+    port: int = _opt(5000, "TCP port to listen on (0 picks a free one and logs it).", ge=0, le=65535)
+    max_batch_tokens: int = _opt(
+        16384, "Token budget of one forward pass (longest text x texts); batches are sorted by length.", ge=1
+    )
+    max_wait_ms: float = _opt(
+        5.0, "How long the first query of a batch waits for company from other requests, in ms.", ge=0
+    )
+    max_queue: int = _opt(4096, "Most queries waiting to be scored; past it requests get 503 with Retry-After.", ge=1)
+    max_queries_per_request: int = _opt(4096, "Most queries one request may carry (more: 413).", ge=1)
+    max_body_mb: float = _opt(32.0, "Largest request body in MiB (more: 413).", gt=0)
+    num_threads: Optional[int] = _opt(
+        None, "torch threads for scoring (default: cores minus one, at least 1, so the event loop keeps a core).", ge=1
+    )
+    log_texts: bool = _opt(False, "Log users' query texts at INFO level (off: texts may be private).")
+
+
+class ServerBatchArgs(Group):
+    panel: ClassVar[str] = "Reward server"
+    batch_size: int = _opt(16, "Most texts in one forward pass of the reward model.", ge=1)
+
+
+class RemoteRewardArgs(Group):
+    panel: ClassVar[str] = "Reward client"
+    rm_timeout: float = _opt(60.0, "Seconds one reward request may take before it is retried.", gt=0)
+    rm_max_retries: int = _opt(
+        5, "Retries of a reward request after a connection error, timeout, 429 or 5xx (not after 4xx).", ge=0
+    )
+    rm_retry_backoff: float = _opt(
+        0.5, "First retry delay in seconds; it doubles per retry, with random jitter.", ge=0
+    )
+    rm_max_inflight: int = _opt(32, "Most reward requests in flight at once, over all servers.", ge=1)
+
+
+# ----------------------------------------------------------------------------------------------- data
+class DataArgs(Group):
+    panel: ClassVar[str] = "Data"
+    prompt_data: Optional[str] = _opt(
+        None, "Local .jsonl/.json/.parquet/.csv file, a comma-separated list of them, or a save_to_disk folder."
+    )
+    input_key: str = _opt("input", "Dataset column holding the prompt (a string or a list of chat messages).")
+    label_key: Optional[str] = _opt(None, "Dataset column holding the label passed to the reward (as a string).")
+    apply_chat_template: bool = _opt(False, "Format prompts with the tokenizer's chat template.")
+    max_samples: Optional[int] = _opt(None, "Use at most this many rows of the dataset.", ge=1)
+
+
+class RolloutArgs(Group):
+    panel: ClassVar[str] = "Rollout"
+    rollout_batch_size: int = _opt(512, "Prompts per rollout step (each sampled --n-samples-per-prompt times).", ge=1)
+    micro_rollout_batch_size: int = _opt(8, "Prompts generated and scored together in one call.", ge=1)
+    n_samples_per_prompt: int = _opt(1, "Responses sampled per prompt (a group, for group estimators).", ge=1)
+    prompt_max_len: int = _opt(1024, "Longest prompt in tokens (longer ones are cut from the left).", ge=1)
+    generate_max_len: int = _opt(1024, "Most new tokens per response.", ge=1)
+    temperature: float = _opt(1.0, "Sampling temperature.", gt=0)
+    top_p: float = _opt(1.0, "Nucleus sampling: keep the smallest token set with this much probability.", gt=0, le=1)
+
+
+class RunArgs(Group):
+    panel: ClassVar[str] = "Run"
+    seed: int = _opt(42, "Seed of every random choice: data order, sampling, synthetic texts.")
+
+
+class OutputArgs(Group):
+    panel: ClassVar[str] = "Output"
+    json_output: bool = _opt(False, "Print the result as one JSON object instead of tables.", flag="json")
+
+
+# ----------------------------------------------------------------------------------------------- train-ppo
+class PlacementArgs(Group):
+    panel: ClassVar[str] = "Ray placement"
+    ray_address: Optional[str] = _opt(None, "Join this Ray cluster (default: start a local one).")
+    actor_num_nodes: int = _opt(1, "Nodes for the actor (policy) role.", ge=1)
+    actor_num_gpus_per_node: int = _opt(1, "GPUs per node for the actor; one data-parallel worker per GPU.", ge=1)
+    ref_num_nodes: int = _opt(1, "Nodes for the reference model.", ge=1)
+    ref_num_gpus_per_node: int = _opt(1, "GPUs per node for the reference model.", ge=1)
+    critic_num_nodes: int = _opt(1, "Nodes for the critic (gae only).", ge=1)
+    critic_num_gpus_per_node: int = _opt(1, "GPUs per node for the critic.", ge=1)
+    reward_num_nodes: int = _opt(1, "Nodes for a local reward model (--reward-pretrain).", ge=1)
+    reward_num_gpus_per_node: int = _opt(1, "GPUs per node for a local reward model.", ge=1)
+    vllm_num_engines: Optional[int] = _opt(None, "vLLM rollout engines (default: generate with the actor).", ge=1)
+    vllm_tensor_parallel_size: int = _opt(1, "GPUs per vLLM engine.", ge=1)
+    colocate_actor_ref: bool = _opt(False, "Put actor and reference model on the same GPUs.")
+    colocate_critic_reward: bool = _opt(False, "Put critic and reward model on the same GPUs.")
+    colocate_all_models: bool = _opt(False, "Put every model on the same GPUs.")
+    ref_reward_offload: bool = _opt(False, "Keep reference and reward model weights on CPU between uses.")
+    placement_timeout: float = _opt(
+        60.0, "Seconds to wait for the cluster to place the roles before failing with what is missing.", gt=0
+    )
+
+
+class PolicyArgs(Group):
+    panel: ClassVar[str] = "Models"
+    pretrain: Optional[str] = _opt(None, "Local Hugging Face folder of the policy (actor) to train.")
+    critic_pretrain: Optional[str] = _opt(
+        None, "Folder to initialise the critic from (default: --reward-pretrain, else --pretrain)."
+    )
+
+
+class RewardSourceArgs(Group):
+    panel: ClassVar[str] = "Reward"
+    remote_rm_url: Optional[str] = _opt(
+        None, "Reward server URL(s), comma-separated (requests are spread across them), or a reward_func.py path."
+    )
+
+
+class TrainArgs(Group):
+    panel: ClassVar[str] = "Training"
+    save_path: str = _opt("./ckpt", "Where the final policy (and critic) and metrics.jsonl are written.")
+    micro_train_batch_size: int = _opt(8, "Samples per forward/backward pass on one worker.", ge=1)
+    train_batch_size: int = _opt(128, "Samples per optimizer step, over all data-parallel workers.", ge=1)
+    max_epochs: int = _opt(1, "PPO epochs over each rollout batch.", ge=1)
+    num_episodes: int = _opt(1, "Passes over the prompt dataset.", ge=1)
+    engine: Literal["deepspeed", "torch"] = _opt("deepspeed", "Training engine for actor and critic.")
+    zero_stage: int = _opt(2, "DeepSpeed ZeRO stage (0-3).", ge=0, le=3)
+    adam_offload: bool = _opt(False, "Keep Adam states in CPU memory (DeepSpeed).")
+    gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
+    packing_samples: bool = _opt(False, "Pack samples without padding (accepted; padded batches are used today).")
+    actor_learning_rate: float = _opt(1e-6, "Actor learning rate.", gt=0)
+    critic_learning_rate: float = _opt(9e-6, "Critic learning rate.", gt=0)
+    lr_warmup_ratio: float = _opt(0.03, "Fraction of optimizer steps spent warming the learning rate up.", ge=0, lt=1)
+    max_norm: float = _opt(1.0, "Gradient clipping norm.", gt=0)
+
+
+class PPOArgs(Group):
+    panel: ClassVar[str] = "PPO"
+    advantage_estimator: Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"] = _opt(
+        "gae", "How advantages are estimated; only gae uses a critic."
+    )
+    init_kl_coef: float = _opt(0.01, "Weight of the KL penalty to the reference model (0 disables the reference).", ge=0)
+    kl_target: Optional[float] = _opt(None, "Adapt the KL coefficient toward this KL (default: fixed).", gt=0)
+    kl_horizon: int = _opt(10000, "Horizon of the adaptive KL controller, in samples.", ge=1)
+    kl_estimator: Literal["k1", "k2", "k3"] = _opt("k1", "KL estimator per token (Schulman's k1, k2, k3).")
+    eps_clip: float = _opt(0.2, "PPO policy ratio clip range.", gt=0)
+    value_clip: float = _opt(0.5, "PPO value clip range.", gt=0)
+    gamma: float = _opt(1.0, "Discount factor.", ge=0, le=1)
+    lambd: float = _opt(0.95, "GAE lambda.", ge=0, le=1)
+    reward_clip_range: FloatPair = _opt((-10.0, 10.0), "Clip sequence rewards to LOW,HIGH.")
+    advantage_whiten: bool = _opt(True, "Normalise advantages over the batch to mean 0, std 1.")
+
+
+class LoggingArgs(Group):
+    panel: ClassVar[str] = "Logging and checkpoints"
+    save_steps: int = _opt(-1, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C).")
+    ckpt_path: str = _opt("./ckpt/checkpoints_ppo", "Folder of resumable checkpoints.")
+    max_ckpt_num: int = _opt(3, "Checkpoints kept; older ones are deleted.", ge=1)
+    load_checkpoint: bool = _opt(False, "Resume from the newest checkpoint in --ckpt-path.")
+    logging_steps: int = _opt(1, "Log metrics every N steps.", ge=1)
+    use_wandb: Optional[str] = _opt(
+        None, "Log to Weights & Biases: an API key, or 'offline' (WANDB_MODE=offline works too).", secret=True
+    )
+    use_tensorboard: Optional[str] = _opt(None, "Write TensorBoard logs to this folder.")
+
+
+# ----------------------------------------------------------------------------------------------- check-reward
+class CheckArgs(Group):
+    panel: ClassVar[str] = "Checks"
+    reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
+    responses: str = _opt(
+        "oracle",
+        "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR.",
+    )
+    strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
+    timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)
+    pretrain: Optional[str] = _opt(
+        None, "Policy folder whose tokenizer formats prompts (with --apply-chat-template), as train-ppo does."
+    )
+
+    @model_validator(mode="after")
+    def _responses_form(self) -> "CheckArgs":
+        kind, _, arg = self.responses.partition(":")
+        if kind in ("oracle", "shuffled") and not arg:
+            return self
+        if kind in ("column", "model") and arg:
+            return self
+        raise ValueError(f"--responses must be oracle, shuffled, column:NAME or model:DIR, not {self.responses!r}")
+
+
+# ----------------------------------------------------------------------------------------------- bench-rm
+class BenchArgs(Group):
+    panel: ClassVar[str] = "Benchmark"
+    url: Optional[str] = _opt(None, "Reward server to measure (a running serve-rm or any compatible server).")
+    in_process: bool = _opt(False, "Call the reward source directly, with no HTTP: the limit to compare with.")
+    num_requests: int = _opt(200, "Requests per concurrency level (ignored with --duration).", ge=1)
+    duration: Optional[float] = _opt(None, "Seconds per concurrency level instead of a request count.", gt=0)
+    concurrency: IntList = _opt([8], "Requests in flight; a list sweeps, e.g. 1,8,32,64.")
+    batch_size: int = _opt(1, "Texts per request.", ge=1)
+    min_tokens: int = _opt(16, "Shortest synthetic text, in tokens (about words).", ge=1)
+    max_tokens: int = _opt(128, "Longest synthetic text, in tokens (about words).", ge=1)
+    request_rate: Optional[float] = _opt(
+        None, "Open loop: Poisson arrivals at this many requests/s (default: closed loop).", gt=0
+    )
+    warmup: int = _opt(8, "Requests sent before measuring.", ge=0)
+    max_error_rate: float = _opt(0.0, "Exit 1 when the fraction of failed requests exceeds this.", ge=0, le=1)
+    output: Optional[str] = _opt(None, "Also write the figures to this JSON file.")
+    plot: Optional[str] = _opt(None, "Draw throughput and p99 latency against concurrency into this PNG.")
+
+
+# ----------------------------------------------------------------------------------------------- commands
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, ServerArgs, ServerBatchArgs, AuthArgs):
+    """Options of `rlhfctl serve-rm`."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ServeRMConfig":
+        if (self.reward_pretrain is None) == (self.reward_func is None):
+            raise ValueError("give exactly one of --reward-pretrain DIR or --reward-func FILE.py")
+        return self
+
+
+class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, RewardFuncArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
+                        RunArgs, OutputArgs):
+    """Options of `rlhfctl check-reward`."""
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> "CheckRewardConfig":
+        if self.prompt_data is None:
+            raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
+        if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
+            raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
+        return self
+
+
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, ServerArgs, AuthArgs,
+                    RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+    """Options of `rlhfctl bench-rm` (the server options apply when it starts serve-rm itself)."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "BenchRMConfig":
+        targets = [n for n, v in (("--url", self.url), ("--reward-pretrain", self.reward_pretrain),
+                                  ("--reward-func", self.reward_func)) if v is not None]
+        if len(targets) != 1:
+            raise ValueError("give exactly one target: --url URL, --reward-pretrain DIR or --reward-func FILE.py"
+                             + (f" (got {', '.join(targets)})" if targets else ""))
+        if self.in_process and self.url is not None:
+            raise ValueError("--in-process scores without HTTP, so it needs --reward-pretrain or --reward-func, not --url")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"--min-tokens ({self.min_tokens}) is above --max-tokens ({self.max_tokens})")
+        return self
+
+
+class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs,
+                     DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, RunArgs):
+    """Options of `rlhfctl train-ppo`."""
+
+    @property
+    def actor_world_size(self) -> int:
+        """Data-parallel actor workers: one per requested GPU (a CPU worker each where there are no GPUs)."""
+        return self.actor_num_nodes * self.actor_num_gpus_per_node
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "TrainPPOConfig":
+        problems = []
+        if self.pretrain is None:
+            problems.append("--pretrain is required: the policy to train")
+        if self.prompt_data is None:
+            problems.append("--prompt-data is required: the prompts to train on")
+        if self.remote_rm_url is None and self.reward_pretrain is None:
+            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR")
+        if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm") and self.n_samples_per_prompt < 2:
+            problems.append(
+                f"--advantage-estimator {self.advantage_estimator} compares the samples of one prompt, so it needs "
+                f"--n-samples-per-prompt of at least 2 (got {self.n_samples_per_prompt})"
+            )
+        step = self.micro_train_batch_size * self.actor_world_size
+        if self.train_batch_size % step:
+            problems.append(
+                f"--train-batch-size ({self.train_batch_size}) must be a multiple of --micro-train-batch-size "
+                f"({self.micro_train_batch_size}) x data-parallel size ({self.actor_world_size}) = {step}"
+            )
+        lo, hi = self.reward_clip_range
+        if not lo < hi:
+            problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+COMMANDS: dict[str, type[BaseModel]] = {
+    "serve-rm": ServeRMConfig,
+    "train-ppo": TrainPPOConfig,
+    "check-reward": CheckRewardConfig,
+    "bench-rm": BenchRMConfig,
+}
+
+
+# ----------------------------------------------------------------------------------------------- resolution
+def all_fields() -> dict[str, Any]:
+    """Every field of the schema by name: what a config file may contain, whichever command reads it."""
+    fields: dict[str, Any] = {}
+    for cls in COMMANDS.values():
+        fields.update(cls.model_fields)
+    return fields
+
+
+def field_extra(info: Any) -> dict[str, Any]:
+    return dict(info.json_schema_extra or {})
+
+
+def flag_name(name: str, info: Any) -> str:
+    """The long flag of a field: `--train-batch-size`, or an override such as `--json`."""
+    return "--" + field_extra(info).get("flag", name).replace("_", "-")
+
+
+def key_of(raw: str) -> str:
+    """A config key or flag as written (`--remote-rm-url`, `remote-rm-url`, `remote_rm_url`) -> field name."""
+    key = raw.lstrip("-").replace("-", "_")
+    return "json_output" if key == "json" else key
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of schema keys. Unknown keys are errors; keys of other subcommands are kept (one file may
+    serve all four) and ignored by commands that don't use them."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: must be a mapping of option names to values, not {type(data).__name__}")
+    known = all_fields()
+    out: dict[str, Any] = {}
+    unknown = []
+    for raw, value in data.items():
+        key = key_of(str(raw))
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            unknown.append(f"'{raw}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        else:
+            out[key] = value
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return out
+
+
+def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None = None) -> BaseModel:
+    """Defaults < config file < flags given on the command line (None means "not given")."""
+    cls = COMMANDS[command]
+    from_file = read_config_file(config_file) if config_file else {}
+    data = {k: v for k, v in from_file.items() if k in cls.model_fields}
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, cls, set(given), config_file)) from None
+
+
+def _explain(exc: ValidationError, cls: type[BaseModel], given: set[str], config_file: Any) -> str:
+    """One message naming every bad flag or key, as the user wrote it, gathered rather than one per run."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc:
+            lines.extend(msg.split("\n"))
+            continue
+        name = loc[0]
+        info = cls.model_fields.get(name)
+        where = flag_name(name, info) if info else name
+        if name not in given and config_file:
+            where = f"'{name}' in {config_file}"
+        if err["type"] == "missing":
+            msg = "is required"
+        shown = err.get("input")
+        value = f" (got {shown!r})" if err["type"] != "missing" and not isinstance(shown, dict) else ""
+        lines.append(f"{where}: {msg}{value}")
+    return "invalid options:\n  " + "\n  ".join(lines) if len(lines) > 1 else "invalid option: " + lines[0]
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML that --config accepts back (secrets are left out)."""
+    import yaml
+
+    data = {}
+    omitted = []
+    for name, info in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if field_extra(info).get("secret"):
+            if value is not None:
+                omitted.append(name)
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, float) and math.isinf(value):
+            value = None
+        data[name] = value
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    if omitted:
+        text += "".join(f"# {name}: omitted (secret)\n" for name in omitted)
+    return text

@@ -1,0 +1,1 @@
+"""Reward sources behind one interface (see base.py)."""

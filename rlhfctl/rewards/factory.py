@@ -1,0 +1,46 @@
+"""Open a reward source from what a user typed: reward server URL(s), a reward_func.py, or a reward model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlhfctl.errors import UsageError
+from rlhfctl.rewards.base import RewardSource
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+def open_reward(spec: str, cfg: Any, *, timeout: float | None = None) -> RewardSource:
+    """`spec` is 'http://a/get_reward[,http://b/get_reward]' or 'path/to/reward_func.py' (OpenRLHF's
+    --remote_rm_url accepts both). Client options come from cfg's RemoteRewardArgs/AuthArgs/RewardFuncArgs fields."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if parts and all(is_url(p) for p in parts):
+        from rlhfctl.rewards.remote import RemoteReward
+
+        return RemoteReward(
+            parts,
+            api_key=getattr(cfg, "api_key", None),
+            timeout=timeout or getattr(cfg, "rm_timeout", 60.0),
+            max_retries=getattr(cfg, "rm_max_retries", 5),
+            retry_backoff=getattr(cfg, "rm_retry_backoff", 0.5),
+            max_inflight=getattr(cfg, "rm_max_inflight", 32),
+        )
+    if len(parts) == 1 and parts[0].endswith(".py"):
+        from rlhfctl.rewards.function import FunctionReward
+
+        return FunctionReward(parts[0], function=getattr(cfg, "function", "reward_func"), timeout=timeout)
+    if any(is_url(p) for p in parts):
+        raise UsageError(f"{spec!r}: mix of URLs and other text; give URLs only, comma-separated, or one .py file")
+    if len(parts) == 1 and Path(parts[0]).is_dir():
+        raise UsageError(f"{spec!r} is a folder: a reward model goes in --reward-pretrain, not a reward URL")
+    raise UsageError(f"{spec!r} is neither a reward server URL (http://...) nor a reward_func .py file")
+
+
+def open_reward_model(cfg: Any) -> RewardSource:
+    """An in-process reward model from --reward-pretrain and the model-loading options."""
+    from rlhfctl.rewards.model import ModelReward
+
+    return ModelReward.from_config(cfg)
