@@ -1,0 +1,475 @@
+"""The PPO family of RLHF algorithms as pure tensor functions.
+
+Everything the training loop needs to turn a rollout into a loss lives here, free of models, Ray and
+DeepSpeed, so that it can be checked against numbers worked out by hand. Vocabulary and semantics follow
+the PPO paper and OpenRLHF (``openrlhf/models/utils.py``, ``openrlhf/models/loss.py``,
+``openrlhf/trainer/ppo_utils/experience_maker.py``, ``kl_controller.py``).
+
+Shapes: ``B`` rows (sequences), ``T`` response positions. ``action_mask`` is a bool or 0/1 tensor ``[B, T]``
+that is 1 on generated (action) tokens; it may be padded on the left, on the right, or both. Positions where
+it is 0 never influence a result on positions where it is 1, and token-level outputs are 0 there.
+
+Pipeline (what :func:`compute_advantages` does, in OpenRLHF's order)::
+
+    sequence reward r [B] --group_baseline--> shaped r [B]
+      --kl_penalized_rewards(kl from approx_kl)--> token rewards [B, T]
+      --gae_advantages_and_returns | discounted_returns--> advantages, returns [B, T]
+      --masked_whiten (gae / reinforce / reinforce_baseline only)--> advantages
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AdvantageEstimator",
+    "KLEstimator",
+    "KL_CLAMP",
+    "masked_mean",
+    "masked_whiten",
+    "approx_kl",
+    "kl_penalized_rewards",
+    "gae_advantages_and_returns",
+    "discounted_returns",
+    "group_baseline",
+    "policy_loss",
+    "value_loss",
+    "FixedKLController",
+    "AdaptiveKLController",
+    "compute_advantages",
+]
+
+KLEstimator = Literal["k1", "k2", "k3"]
+AdvantageEstimator = Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"]
+
+#: approx_kl clamps every estimate into [-KL_CLAMP, KL_CLAMP], as OpenRLHF's compute_approx_kl does.
+KL_CLAMP = 10.0
+
+# Estimators whose advantages OpenRLHF normalises over the batch (_normalize_advantages). rloo and group_norm
+# are left as they are: group_norm is already unit-scale per prompt, and current OpenRLHF excludes rloo too.
+_WHITENED_BY_DEFAULT = ("gae", "reinforce", "reinforce_baseline")
+# Estimators that subtract a per-prompt baseline and therefore need n_samples_per_prompt >= 2.
+_GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm")
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check_mask(action_mask: Tensor, name: str = "action_mask") -> None:
+    if action_mask.dim() != 2:
+        raise ValueError(f"{name} must be [B, T], got shape {tuple(action_mask.shape)}")
+
+
+def _check_same_shape(action_mask: Tensor, **tensors: Tensor | None) -> None:
+    """Raise ValueError naming the first tensor whose shape differs from ``action_mask``'s [B, T]."""
+    _check_mask(action_mask)
+    for name, t in tensors.items():
+        if t is not None and t.shape != action_mask.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} but action_mask has {tuple(action_mask.shape)}; "
+                "token-level tensors must be [B, T] over the same response positions"
+            )
+
+
+def _check_seq_rewards(reward: Tensor, batch: int, name: str = "rewards") -> None:
+    if reward.dim() != 1 or reward.shape[0] != batch:
+        raise ValueError(f"{name} must be one scalar per sequence, shape [{batch}], got {tuple(reward.shape)}")
+
+
+def _check_choice(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+
+
+# ------------------------------------------------------------------------------------------------ masking
+
+
+def masked_mean(x: Tensor, mask: Tensor | None, dim: int | None = None) -> Tensor:
+    """Mean of ``x`` over positions where ``mask`` is 1 (all positions when ``mask`` is None).
+
+    Losses and statistics must ignore padding, or a batch's result would depend on how it was padded.
+    ``dim=None`` reduces over every element (one token-weighted mean for the batch); an int reduces that dim.
+    A slice with no masked-in element gives 0 rather than NaN (the count is clamped to 1), so an empty row
+    cannot poison a loss; no data-dependent check is made, keeping this free of a device sync.
+    """
+    if mask is None:
+        return x.mean() if dim is None else x.mean(dim=dim)
+    if mask.shape != x.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)} but x has {tuple(x.shape)}")
+    m = mask.to(x.dtype)
+    if dim is None:
+        return (x * m).sum() / m.sum().clamp(min=1)
+    return (x * m).sum(dim=dim) / m.sum(dim=dim).clamp(min=1)
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """Normalise ``x`` to zero mean and unit variance over the masked-in elements of the whole tensor.
+
+    Used to whiten advantages over a batch so the policy step size does not depend on the reward scale.
+    The variance is the *biased* (population) one, sum((x - mean)^2) / n, exactly as OpenRLHF normalises
+    advantages; it is clamped to ``eps`` before the reciprocal square root so a constant batch maps to 0.
+    ``shift_mean=False`` only rescales (adds the mean back), keeping the sign of the original values.
+    Positions where ``mask`` is 0 are 0 in the result.
+    """
+    if mask.shape != x.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)} but x has {tuple(x.shape)}")
+    m = mask.to(x.dtype)
+    mean = masked_mean(x, m)
+    var = masked_mean((x - mean) ** 2, m)
+    whitened = (x - mean) * var.clamp(min=eps).rsqrt()
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * m
+
+
+# ------------------------------------------------------------------------------------------------------ KL
+
+
+def approx_kl(
+    log_probs: Tensor,
+    ref_log_probs: Tensor,
+    action_mask: Tensor | None = None,
+    estimator: KLEstimator = "k1",
+) -> Tensor:
+    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probabilities.
+
+    With ``log r = log_probs - ref_log_probs`` (Schulman, "Approximating KL divergence"):
+    ``k1 = log r`` (unbiased, can be negative), ``k2 = (log r)^2 / 2`` (non-negative, biased),
+    ``k3 = exp(-log r) - 1 + log r`` (non-negative and unbiased).
+    Every estimate is clamped into [-10, 10] (:data:`KL_CLAMP`), as OpenRLHF does for all three: k3's
+    ``exp(-log r)`` explodes when the reference is far likelier than the policy on a token, and one such token
+    would otherwise dominate the reward. Computed in at least float32 (bf16 log-probs lose the small
+    differences). Positions where ``action_mask`` is 0 are 0.
+    """
+    _check_choice(estimator, get_args(KLEstimator), "KL estimator")
+    if log_probs.shape != ref_log_probs.shape:
+        raise ValueError(
+            f"log_probs has shape {tuple(log_probs.shape)} but ref_log_probs has {tuple(ref_log_probs.shape)}"
+        )
+    dtype = torch.promote_types(log_probs.dtype, torch.float32)
+    log_ratio = log_probs.to(dtype) - ref_log_probs.to(dtype)
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = log_ratio**2 / 2.0
+    else:
+        kl = torch.expm1(-log_ratio) + log_ratio
+    kl = kl.clamp(min=-KL_CLAMP, max=KL_CLAMP)
+    if action_mask is not None:
+        _check_same_shape(action_mask, log_probs=log_probs)
+        kl = kl * action_mask.to(dtype)
+    return kl
+
+
+def kl_penalized_rewards(
+    reward: Tensor,
+    kl: Tensor,
+    action_mask: Tensor,
+    kl_coef: float,
+    reward_clip_range: tuple[float, float] | None = None,
+) -> Tensor:
+    """Token-level rewards: ``-kl_coef * kl`` on every action token, plus the sequence reward on the last one.
+
+    The reward model scores the whole response, so its score belongs to the final action (the last index
+    where ``action_mask`` is 1, wherever the padding is); the KL penalty keeps each token near the reference.
+    ``kl_coef <= 0`` means no penalty (as in OpenRLHF). ``reward_clip_range=(lo, hi)`` clamps the sequence
+    reward first. Returns ``[B, T]`` with 0 at padded positions. A row without any action token raises.
+    """
+    _check_same_shape(action_mask, kl=kl)
+    _check_seq_rewards(reward, action_mask.shape[0], "reward")
+    if reward_clip_range is not None:
+        lo, hi = reward_clip_range
+        if lo > hi:
+            raise ValueError(f"reward_clip_range must be (low, high) with low <= high, got {reward_clip_range}")
+        reward = reward.clamp(min=lo, max=hi)
+    mask = action_mask.bool()
+    if not bool(mask.any(dim=1).all()):
+        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"rows {empty} of action_mask have no action token; there is nowhere to put the reward")
+    coef = max(float(kl_coef), 0.0)
+    T = mask.shape[1]
+    # Last index of a 1: flip, the first 1 in the flipped row (argmax returns the first maximum) is the last.
+    last = T - 1 - mask.long().flip(dims=[1]).argmax(dim=1, keepdim=True)
+    token_rewards = -coef * kl * mask.to(kl.dtype)
+    return token_rewards.scatter_add(1, last, reward.to(kl.dtype).unsqueeze(1))
+
+
+# ----------------------------------------------------------------------------------- advantages & returns
+
+
+def gae_advantages_and_returns(
+    values: Tensor,
+    rewards: Tensor,
+    action_mask: Tensor,
+    gamma: float,
+    lambd: float,
+) -> tuple[Tensor, Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016), as PPO for RLHF uses it.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lambd * A_{t+1}``, with
+    ``V`` and ``A`` after the last action token taken as 0 (the episode ends there);
+    ``returns = advantages + values`` are the critic's regression targets.
+    Masked positions are not time steps: the recursion steps over them, so the result on action tokens is
+    that of the same row with its padding removed (left, right or interior), and it is 0 on masked positions.
+    For left/right padding this equals OpenRLHF's ``get_advantages_and_returns`` on the action tokens.
+    Runs without autograd: advantages and returns are targets, not part of the graph.
+    """
+    _check_same_shape(action_mask, values=values, rewards=rewards)
+    _check_gamma(gamma, "gamma")
+    _check_gamma(lambd, "lambd")
+    with torch.no_grad():
+        dtype = torch.promote_types(values.dtype, rewards.dtype)
+        values = values.to(dtype)
+        rewards = rewards.to(dtype)
+        mask = action_mask.bool()
+        B, T = mask.shape
+        advantages = torch.zeros(B, T, dtype=dtype, device=values.device)
+        next_value = torch.zeros(B, dtype=dtype, device=values.device)
+        next_adv = torch.zeros(B, dtype=dtype, device=values.device)
+        for t in reversed(range(T)):
+            m = mask[:, t]
+            delta = rewards[:, t] + gamma * next_value - values[:, t]
+            adv_t = delta + gamma * lambd * next_adv
+            advantages[:, t] = torch.where(m, adv_t, torch.zeros_like(adv_t))
+            next_adv = torch.where(m, adv_t, next_adv)
+            next_value = torch.where(m, values[:, t], next_value)
+        returns = (advantages + values) * mask.to(dtype)
+    return advantages, returns
+
+
+def discounted_returns(rewards: Tensor, action_mask: Tensor, gamma: float) -> Tensor:
+    """Reward-to-go ``G_t = r_t + gamma * G_{t+1}`` over action tokens, for critic-free (REINFORCE-style) estimators.
+
+    These estimators use the return itself as the advantage. Masked positions are skipped like in
+    :func:`gae_advantages_and_returns` and are 0 in the result.
+    """
+    _check_same_shape(action_mask, rewards=rewards)
+    _check_gamma(gamma, "gamma")
+    with torch.no_grad():
+        mask = action_mask.bool()
+        B, T = mask.shape
+        returns = torch.zeros_like(rewards)
+        running = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+        for t in reversed(range(T)):
+            m = mask[:, t]
+            g_t = rewards[:, t] + gamma * running
+            returns[:, t] = torch.where(m, g_t, torch.zeros_like(g_t))
+            running = torch.where(m, g_t, running)
+    return returns
+
+
+def _check_gamma(x: float, name: str) -> None:
+    if not (0.0 <= float(x) <= 1.0) or math.isnan(float(x)):
+        raise ValueError(f"{name} must be in [0, 1], got {x}")
+
+
+def group_baseline(
+    rewards: Tensor,
+    n_samples_per_prompt: int,
+    estimator: Literal["reinforce", "rloo", "reinforce_baseline", "group_norm"],
+    eps: float = 1e-9,
+) -> Tensor:
+    """Shape sequence rewards with a per-prompt baseline before the token-level step, as OpenRLHF does.
+
+    Rewards are ``[N]`` with the ``n`` samples of one prompt contiguous (indices ``i*n .. i*n+n-1``).
+    Subtracting a baseline built from the other samples of the same prompt cuts variance without a critic:
+
+    - ``reinforce``: unchanged;
+    - ``rloo``: ``r - mean of the other n-1 samples`` (leave-one-out, unbiased);
+    - ``reinforce_baseline``: ``r - group mean`` (REINFORCE++-baseline);
+    - ``group_norm``: ``(r - group mean) / (group std + eps)`` (GRPO); the std is the *unbiased* one
+      (Bessel, n-1), as ``torch.std`` in OpenRLHF.
+    """
+    _check_choice(estimator, ("reinforce", *_GROUP_ESTIMATORS), "advantage estimator")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be one scalar per sample, shape [N], got {tuple(rewards.shape)}")
+    n = int(n_samples_per_prompt)
+    if n < 1:
+        raise ValueError(f"n_samples_per_prompt must be >= 1, got {n_samples_per_prompt}")
+    N = rewards.shape[0]
+    if N % n != 0:
+        raise ValueError(
+            f"{N} rewards do not split into groups of n_samples_per_prompt={n}; "
+            "the batch must hold all samples of each prompt"
+        )
+    if estimator == "reinforce":
+        return rewards
+    if n < 2:
+        raise ValueError(
+            f"{estimator} compares samples of the same prompt and needs n_samples_per_prompt >= 2, got {n}"
+        )
+    groups = rewards.reshape(-1, n)
+    mean = groups.mean(dim=1, keepdim=True)
+    if estimator == "rloo":
+        shaped = groups - (groups.sum(dim=1, keepdim=True) - groups) / (n - 1)
+    elif estimator == "reinforce_baseline":
+        shaped = groups - mean
+    else:
+        shaped = (groups - mean) / (groups.std(dim=1, keepdim=True) + eps)
+    return shaped.reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+
+
+def policy_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    action_mask: Tensor,
+    eps_clip: float,
+    eps_clip_high: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate loss and the fraction of tokens where the clip bound is the one taken.
+
+    ``ratio = exp(log_probs - old_log_probs)``; per token
+    ``loss = -min(ratio * A, clamp(ratio, 1 - eps_clip, 1 + eps_clip_high) * A)``, so the policy gains nothing
+    from moving the ratio past the trust region. ``eps_clip_high`` defaults to ``eps_clip`` (set it higher for
+    DAPO's clip-higher). Reduction: one token-mean over all action tokens of the batch (OpenRLHF's
+    ``token_level_loss``), so long responses weigh by their length. ``clip_ratio`` is the masked fraction of
+    tokens where the clipped term is strictly smaller, i.e. where the gradient is cut off.
+    """
+    _check_same_shape(action_mask, log_probs=log_probs, old_log_probs=old_log_probs, advantages=advantages)
+    high = eps_clip if eps_clip_high is None else eps_clip_high
+    if eps_clip < 0 or high < 0:
+        raise ValueError(f"eps_clip must be >= 0, got {eps_clip} (high {high})")
+    ratio = (log_probs - old_log_probs).exp()
+    surr1 = ratio * advantages
+    surr2 = ratio.clamp(1.0 - eps_clip, 1.0 + high) * advantages
+    loss = masked_mean(-torch.min(surr1, surr2), action_mask)
+    clip_ratio = masked_mean((surr2 < surr1).to(ratio.dtype), action_mask).detach()
+    return loss, clip_ratio
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    action_mask: Tensor,
+    value_clip: float | None,
+) -> Tensor:
+    """Critic loss ``0.5 * (V - returns)^2``, token-mean over all action tokens of the batch.
+
+    With ``value_clip`` set (PPO2 / OpenRLHF): ``V_clip = old_V + clamp(V - old_V, -value_clip, value_clip)``
+    and the per-token loss is ``0.5 * max((V - R)^2, (V_clip - R)^2)``, the pessimistic of the two, so the
+    critic cannot profit from moving far from the values it had at rollout time. ``None`` disables clipping.
+    """
+    _check_same_shape(action_mask, values=values, old_values=old_values, returns=returns)
+    if value_clip is not None and value_clip < 0:
+        raise ValueError(f"value_clip must be >= 0 or None, got {value_clip}")
+    loss = (values - returns) ** 2
+    if value_clip is not None:
+        clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
+        loss = torch.max(loss, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(loss, action_mask)
+
+
+# ------------------------------------------------------------------------------------------- KL controllers
+
+
+class FixedKLController:
+    """A constant KL coefficient; ``update`` does nothing. Same interface as :class:`AdaptiveKLController`."""
+
+    def __init__(self, kl_coef: float) -> None:
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """No-op: a fixed coefficient ignores the measured KL."""
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient of Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences").
+
+    Steers the measured KL towards ``kl_target``: after ``n_steps`` samples,
+    ``e = clip(current_kl / kl_target - 1, -0.2, 0.2)`` and ``value *= 1 + e * n_steps / horizon``.
+    The clip bounds the change per update; ``horizon`` sets how many samples a full correction takes.
+    """
+
+    def __init__(self, init_kl_coef: float, kl_target: float, horizon: float) -> None:
+        if init_kl_coef < 0:
+            raise ValueError(f"init_kl_coef must be >= 0, got {init_kl_coef}")
+        if not kl_target > 0:
+            raise ValueError(f"kl_target must be > 0, got {kl_target}")
+        if not horizon > 0:
+            raise ValueError(f"horizon must be > 0, got {horizon}")
+        self.value = float(init_kl_coef)
+        self.kl_target = float(kl_target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Scale ``value`` up when the KL is above target, down when below (at most 20 % per full horizon)."""
+        error = min(max(float(current_kl) / self.kl_target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def compute_advantages(
+    estimator: AdvantageEstimator,
+    rewards: Tensor,
+    kl: Tensor | None,
+    action_mask: Tensor,
+    *,
+    values: Tensor | None = None,
+    gamma: float = 1.0,
+    lambd: float = 1.0,
+    kl_coef: float = 0.0,
+    n_samples_per_prompt: int = 1,
+    whiten: bool | None = None,
+    whiten_std: bool = True,
+    reward_clip_range: tuple[float, float] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sequence rewards and per-token KL to ``(advantages, returns)``, both ``[B, T]``: what the trainer calls.
+
+    Steps, in OpenRLHF's order: :func:`group_baseline` on ``rewards`` ``[B]`` (B = prompts *
+    ``n_samples_per_prompt``, samples of a prompt contiguous); :func:`kl_penalized_rewards` (the optional
+    ``reward_clip_range`` applies to the shaped reward there); then for ``gae``
+    :func:`gae_advantages_and_returns` with the critic's ``values``, for the critic-free estimators
+    :func:`discounted_returns` used as both advantages and returns (no ``values`` needed; rloo,
+    reinforce_baseline and group_norm force ``gamma=1`` with a warning, as OpenRLHF does).
+
+    Whitening (``whiten=None``, OpenRLHF's default): advantages of gae, reinforce and reinforce_baseline are
+    normalised over all action tokens of the batch (:func:`masked_whiten`, biased variance); rloo and
+    group_norm advantages are not (group_norm is already scaled per prompt; current OpenRLHF skips rloo too).
+    ``whiten=True/False`` forces it on or off; ``whiten_std=False`` only subtracts the mean
+    (OpenRLHF ``--no_advantage_std_norm``). Returns are never whitened. ``kl=None`` means no KL penalty.
+    """
+    _check_choice(estimator, get_args(AdvantageEstimator), "advantage estimator")
+    _check_mask(action_mask)
+    _check_seq_rewards(rewards, action_mask.shape[0])
+    if kl is None:
+        kl = torch.zeros(action_mask.shape, dtype=rewards.dtype, device=rewards.device)
+    if estimator == "gae":
+        if values is None:
+            raise ValueError("the gae estimator needs the critic's values [B, T]; pass values=")
+        _check_same_shape(action_mask, values=values)
+    _check_same_shape(action_mask, kl=kl)
+
+    shaped = group_baseline(rewards, n_samples_per_prompt, "reinforce" if estimator == "gae" else estimator)
+    token_rewards = kl_penalized_rewards(shaped, kl, action_mask, kl_coef, reward_clip_range=reward_clip_range)
+
+    if estimator == "gae":
+        advantages, returns = gae_advantages_and_returns(values, token_rewards, action_mask, gamma, lambd)
+    else:
+        if estimator in _GROUP_ESTIMATORS and gamma != 1.0:
+            warnings.warn(f"{estimator} uses gamma=1.0; the given gamma={gamma} is ignored (as in OpenRLHF)")
+            gamma = 1.0
+        returns = discounted_returns(token_rewards, action_mask, gamma)
+        advantages = returns.clone()
+
+    if whiten is None:
+        whiten = estimator in _WHITENED_BY_DEFAULT
+    if whiten:
+        if whiten_std:
+            advantages = masked_whiten(advantages, action_mask)
+        else:
+            advantages = (advantages - masked_mean(advantages, action_mask)) * action_mask.to(advantages.dtype)
+    return advantages, returns
