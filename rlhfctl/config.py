@@ -237,7 +237,10 @@ class PPOArgs(Group):
     gamma: float = _opt(1.0, "Discount factor.", ge=0, le=1)
     lambd: float = _opt(0.95, "GAE lambda.", ge=0, le=1)
     reward_clip_range: FloatPair = _opt((-10.0, 10.0), "Clip sequence rewards to LOW,HIGH.")
-    advantage_whiten: bool = _opt(True, "Normalise advantages over the batch to mean 0, std 1.")
+    advantage_whiten: Optional[bool] = _opt(
+        None, "Normalise advantages over the batch to mean 0, std 1 (default: for gae, reinforce and "
+        "reinforce_baseline, not for rloo and group_norm, as OpenRLHF does)."
+    )
 
 
 class LoggingArgs(Group):
