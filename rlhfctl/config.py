@@ -85,6 +85,10 @@ class RewardFuncArgs(Group):
     reward_func: Optional[str] = _opt(
         None, "Path of a Python file defining reward_func(queries, prompts, labels, **kwargs) (sync or async)."
     )
+
+
+class FunctionNameArgs(Group):
+    panel: ClassVar[str] = "Reward function"
     function: str = _opt("reward_func", "Name of the function to call in a reward .py file.", min_length=1)
 
 
@@ -284,11 +288,17 @@ class CheckArgs(Group):
 class BenchArgs(Group):
     panel: ClassVar[str] = "Benchmark"
     url: Optional[str] = _opt(None, "Reward server to measure (a running serve-rm or any compatible server).")
-    in_process: bool = _opt(False, "Call the reward source directly, with no HTTP: the limit to compare with.")
+    in_process: bool = _opt(
+        False, "Score in this process through serve-rm's own scorer, with no HTTP: the limit to compare with."
+    )
     num_requests: int = _opt(200, "Requests per concurrency level (ignored with --duration).", ge=1)
     duration: Optional[float] = _opt(None, "Seconds per concurrency level instead of a request count.", gt=0)
-    concurrency: IntList = _opt([8], "Requests in flight; a list sweeps, e.g. 1,8,32,64.")
-    batch_size: int = _opt(1, "Texts per request.", ge=1)
+    concurrency: Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_split_commas)] = _opt(
+        [8], "Requests in flight; a list sweeps, e.g. 1,8,32,64.", min_length=1
+    )
+    batch_size: int = _opt(
+        1, "Texts per request (a serve-rm that bench-rm starts keeps its own default texts per forward pass).", ge=1
+    )
     min_tokens: int = _opt(16, "Shortest synthetic text, in tokens (about words).", ge=1)
     max_tokens: int = _opt(128, "Longest synthetic text, in tokens (about words).", ge=1)
     request_rate: Optional[float] = _opt(
@@ -301,7 +311,8 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, ServerArgs, ServerBatchArgs, AuthArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, ServerBatchArgs,
+                    AuthArgs):
     """Options of `rlhfctl serve-rm`."""
 
     @model_validator(mode="after")
@@ -311,7 +322,7 @@ class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, ServerArgs, 
         return self
 
 
-class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, RewardFuncArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
+class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
                         RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
@@ -324,7 +335,7 @@ class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, RewardFuncArgs, Remote
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, ServerArgs, AuthArgs,
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, AuthArgs,
                     RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl bench-rm` (the server options apply when it starts serve-rm itself)."""
 
@@ -342,8 +353,8 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, S
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs,
-                     DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, RunArgs):
+class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
+                     AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from rlhfctl.config import CheckRewardConfig
-from rlhfctl.errors import RlhfctlError
 
 HELP = (
-    "Check a reward_func.py (or a reward server URL) against a dataset's labels before training: load, contract "
-    "and behaviour checks. Exit 0 when all pass, 1 when one fails, 2 for usage errors."
+    "Check a reward_func.py (or a reward server URL) against a dataset's labels before training: load, data, "
+    "contract and behaviour checks (constant, all zeros, ignores labels, non-deterministic, slow). "
+    "Exit 0 when all pass, 1 when one fails (--strict: or warns), 2 for usage errors."
 )
 EXAMPLES = [
     "rlhfctl check-reward examples/reward_func.py --prompt-data examples/data.jsonl --label-key answer",
+    "rlhfctl check-reward examples/reward_func.py --prompt-data data.jsonl --label-key answer "
+    "--responses column:response --strict",
     "rlhfctl check-reward http://127.0.0.1:5000/get_reward --prompt-data data.jsonl --label-key answer --json",
 ]
 
 
 def run(cfg: CheckRewardConfig) -> int:
-    raise RlhfctlError("check-reward is not built yet (issue 4); its options parse and validate")
+    from rlhfctl.checks import run_checks
+    from rlhfctl.checks.render import print_json, print_report, progress_bar
+
+    with progress_bar() as progress:
+        report = run_checks(cfg, progress)
+    if cfg.json_output:
+        print_json(report)
+    else:
+        print_report(report)
+    return report.exit_code

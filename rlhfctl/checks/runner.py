@@ -1,0 +1,73 @@
+"""check-reward from start to finish: load, data, responses, contract run, control run, behaviour checks."""
+
+from __future__ import annotations
+
+from rlhfctl.checks import behaviour
+from rlhfctl.checks.report import Report
+from rlhfctl.checks.samples import Sample, build_samples, control_samples, load_examples
+from rlhfctl.checks.scoring import Progress, Run, score_run
+from rlhfctl.checks.source import open_function, open_server, url_list
+from rlhfctl.config import CheckRewardConfig
+from rlhfctl.rewards.base import RewardSource
+
+
+CONTROL_SAMPLES = 1024  # the separation check needs a fair sample of mismatched answers, not the whole dataset
+
+
+def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Report:
+    """Every check of check-reward on `cfg`; the report says what passed, warned and failed.
+
+    Usage errors (unreadable data, a missing column) raise UsageError; everything the reward does wrong is a
+    failed check in the report, never an exception. `progress(run, done, total)` is called before each call.
+    """
+    report = Report(reward=cfg.reward, responses=cfg.responses)
+    urls = url_list(cfg.reward)
+    source: RewardSource | None = None
+    if urls is None:
+        source = open_function(cfg, report)
+        if source is None:
+            return report
+    try:
+        examples = load_examples(cfg, report)
+        if not examples:
+            return report
+        samples = build_samples(examples, cfg)
+        if urls is not None:
+            source = open_server(cfg, urls, report, samples[0])
+            if source is None:
+                return report
+        assert source is not None
+        _score(report, source, samples, cfg, progress)
+    finally:
+        if source is not None:
+            source.close()
+    return report
+
+
+def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: CheckRewardConfig,
+           progress: Progress | None) -> None:
+    size = cfg.micro_rollout_batch_size
+    main = score_run(source, samples, size, "main", cfg.timeout, progress)
+    runs = [main]
+    control: Run | None = None
+    matched_is_main = True
+    pair = control_samples(samples[:CONTROL_SAMPLES], cfg) if main.values and not main.timed_out else None
+    if pair is not None:
+        control_list, matched_is_main = pair
+        control = score_run(source, control_list, size, "control", cfg.timeout, progress)
+        runs.append(control)
+    behaviour.failure_checks(report, runs, size, cfg.timeout)
+    behaviour.statistics_of(report, main, cfg)
+    if not main.values:
+        return
+    if any(run.timed_out for run in runs):
+        report.add("determinism", "skip", "not run: a call reached the timeout")
+        report.add("separation", "skip", "not run: a call reached the timeout")
+    else:
+        behaviour.determinism_check(report, source, main, size, cfg)
+        if cfg.label_key is None:
+            report.add("separation", "skip", "no --label-key: nothing to separate by")
+        else:
+            behaviour.separation_check(report, main, control, matched_is_main, cfg)
+    behaviour.value_checks(report, runs, cfg)
+    behaviour.speed_check(report, runs, cfg)
