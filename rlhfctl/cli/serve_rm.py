@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from rlhfctl.config import ServeRMConfig
-from rlhfctl.errors import RlhfctlError
 
 HELP = (
     "Serve a reward model or a reward_func.py over HTTP: POST /get_reward {\"query\": [...]} -> {\"rewards\": [...]}. "
-    "Requests from all clients are batched together by a token budget."
+    "Requests from all clients are batched together by a token budget. Also GET /health, GET /metrics "
+    "(Prometheus) and /docs. SIGTERM answers the requests in flight before exiting."
 )
 EXAMPLES = [
     "rlhfctl serve-rm --reward-pretrain ./rm --bf16 --batch-size 16 --port 5000",
     "rlhfctl serve-rm --reward-func examples/reward_func.py --host 0.0.0.0 --api-key $TOKEN",
+    "curl -s localhost:5000/get_reward -H 'Content-Type: application/json' -d '{\"query\": [\"2+2=4\"]}'",
 ]
 
 
 def run(cfg: ServeRMConfig) -> int:
-    raise RlhfctlError("serve-rm is not built yet (issue 3); its options parse and validate")
+    import logging
+
+    from rlhfctl.serving.server import run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_server(cfg)
+    return 0
