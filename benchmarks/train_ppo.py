@@ -1,0 +1,111 @@
+"""Benchmark train-ppo: completions/s and time per phase, one JSON line per setting.
+
+The issue's settings: a policy of hidden 256, 4 layers, 4 heads, vocab ~2,000; 32 new tokens; group_norm with a
+reference model for the KL term; one epoch per rollout batch; reward from a reward_func.py;
+(a) 2 prompts x 8 samples per step, (b) 64 prompts x 8 samples. The run is the real `train_ppo` (local Ray, the
+actor/ref workers, the engine of --engine); the rate is measured over the steps after the first (warm-up), from the
+metrics the run writes. vLLM is not used, so "weight_sync" is 0.
+
+    python benchmarks/train_ppo.py                      # both settings
+    python benchmarks/train_ppo.py --setting a --actor-workers 2 --engine deepspeed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REWARD = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    responses = [q[len(p):] for q, p in zip(queries, prompts)]
+    return [r.count("e") / max(1, len(r)) for r in responses]
+'''
+
+SETTINGS = {"a": 2, "b": 64}  # prompts per step; 8 samples each
+
+
+def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, Path, Path]:
+    from rlhfctl.models.tiny import make_tiny_policy
+
+    policy = root / "policy"
+    if not (policy / "config.json").is_file():
+        make_tiny_policy(policy, vocab_size=2000, hidden_size=256, num_layers=4, num_heads=4)
+    prompts = root / f"prompts_{prompts_per_step}.jsonl"
+    rows = [{"input": f"Question {i}: what is {i} plus {i * 3 % 17}? Answer:"} for i in range(prompts_per_step * steps)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reward = root / "reward_func.py"
+    reward.write_text(REWARD)
+    return policy, prompts, reward
+
+
+def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
+    from rlhfctl.config import resolve
+    from rlhfctl.ppo.run import train_ppo
+
+    n_prompts = SETTINGS[name]
+    samples = n_prompts * 8
+    policy, prompts, reward = build_inputs(root, n_prompts, args.steps)
+    out = root / f"out_{name}_{time.time_ns()}"
+    micro_train = min(samples // args.actor_workers, args.micro_train_batch_size)
+    cfg = resolve("train-ppo", {
+        "pretrain": str(policy), "prompt_data": str(prompts), "remote_rm_url": str(reward),
+        "save_path": str(out), "ckpt_path": str(out / "ckpt"),
+        "advantage_estimator": "group_norm", "init_kl_coef": 0.01, "max_epochs": 1,
+        "rollout_batch_size": n_prompts, "n_samples_per_prompt": 8,
+        "micro_rollout_batch_size": max(1, min(n_prompts // args.actor_workers, args.micro_rollout_prompts)),
+        "generate_max_len": 32, "prompt_max_len": 64, "train_batch_size": samples,
+        "micro_train_batch_size": micro_train, "engine": args.engine, "zero_stage": args.zero_stage,
+        "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
+        "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
+    })
+    started = time.perf_counter()
+    train_ppo(cfg)
+    wall = time.perf_counter() - started
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = steps[1:] or steps  # the first step pays for lazy initialisation
+    total = sum(s["time/step"] for s in timed)
+    phases = {p: sum(s[f"time/{p}"] for s in timed) / len(timed)
+              for p in ("generate", "reward", "make_experience", "train")}
+    return {
+        "setting": name, "prompts_per_step": n_prompts, "samples_per_prompt": 8, "new_tokens": 32,
+        "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
+        "time_per_step_s": round(total / len(timed), 4),
+        **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, "time_weight_sync_s": 0.0,
+        "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
+        "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
+        "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate, "torch_threads_per_worker": 1,
+        "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=6, help="rollout steps per setting (the first is warm-up)")
+    parser.add_argument("--engine", choices=["torch", "deepspeed"], default="torch")
+    parser.add_argument("--zero-stage", type=int, default=0)
+    parser.add_argument("--actor-workers", type=int, default=2, help="data-parallel actor (and ref) workers")
+    parser.add_argument("--colocate", action=argparse.BooleanOptionalAction, default=True,
+                        help="put each ref worker on its actor worker's CPU (--colocate-actor-ref)")
+    parser.add_argument("--micro-rollout-prompts", type=int, default=8, help="prompts per generate() call")
+    parser.add_argument("--micro-train-batch-size", type=int, default=32)
+    parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
+    args = parser.parse_args(argv)
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-ppo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    for name in (["a", "b"] if args.setting == "both" else [args.setting]):
+        print(json.dumps(run_setting(name, args, root)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The policy (actor): loading, sampling responses with HF `generate`, and log-probs of the sampled tokens.
+
+Shapes follow OpenRLHF: a rollout is `sequences` [B, P + A] = left-padded prompt ids then right-padded response ids,
+`attention_mask` over the whole sequence, and `action_mask` [B, A] that is 1 on response tokens up to and
+including the first EOS. Log-probs and values are per action position, [B, A].
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlhfctl.errors import ConfigError
+
+_flash_warned = False
+
+
+def quiet_transformers() -> None:
+    """Loading-weights progress bars and the 'newly initialised weights' notes are noise in a training log."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def attn_implementation(flash_attn: bool) -> str:
+    """flash-attention 2 only where it can run (a CUDA GPU with flash_attn installed); warn once otherwise."""
+    global _flash_warned
+    if flash_attn:
+        try:
+            import flash_attn  # noqa: F401
+
+            if torch.cuda.is_available():
+                return "flash_attention_2"
+        except ImportError:
+            pass
+        if not _flash_warned:
+            warnings.warn("--flash-attn: flash-attention 2 needs a CUDA GPU with flash_attn installed; using sdpa")
+            _flash_warned = True
+    return "sdpa"
+
+
+def load_tokenizer(path: str, *, disable_fast_tokenizer: bool = False) -> Any:
+    """The policy's tokenizer, padding on the left (prompts end where generation starts) and cutting long
+    prompts from the left (the end of a prompt is what the response follows)."""
+    from transformers import AutoTokenizer
+
+    _require_folder(path, "--pretrain")
+    tok = AutoTokenizer.from_pretrained(path, use_fast=not disable_fast_tokenizer)
+    if tok.pad_token_id is None:  # Llama-style tokenizers ship without one; OpenRLHF pads with EOS then
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    tok.truncation_side = "left"
+    return tok
+
+
+def load_policy(path: str, *, bf16: bool = False, flash_attn: bool = False,
+                gradient_checkpointing: bool = False) -> Any:
+    """An AutoModelForCausalLM from a local folder, in fp32 (or bf16), train mode off."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    _require_folder(path, "--pretrain")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation(flash_attn)
+    )
+    model.config.use_cache = True
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def _require_folder(path: str, flag: str) -> None:
+    if not Path(path).is_dir():
+        raise ConfigError(f"{flag} {path}: no such folder (a local Hugging Face model folder is needed; nothing is "
+                          "downloaded)")
+
+
+@dataclass
+class Rollout:
+    """What `generate` returns: token tensors plus the response texts the reward will read."""
+
+    sequences: Tensor
+    attention_mask: Tensor
+    action_mask: Tensor
+    responses: list[str]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str], prompt_max_len: int) -> tuple[Tensor, Tensor]:
+    """Left-padded prompt ids and mask, each prompt cut to its last `prompt_max_len` tokens.
+
+    Prompts are already formatted (chat template applied), so no special tokens are added again."""
+    enc = tokenizer(
+        prompts, return_tensors="pt", padding=True, truncation=True, max_length=prompt_max_len,
+        add_special_tokens=False,
+    )
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def response_action_mask(responses: Tensor, eos_token_id: int | list[int] | None) -> Tensor:
+    """1 on response tokens up to and including the first EOS (what the policy chose), 0 on what follows."""
+    if eos_token_id is None:
+        return torch.ones_like(responses, dtype=torch.long)
+    eos_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    is_eos = torch.isin(responses, eos_ids).long()
+    ended_before = (is_eos.cumsum(dim=1) - is_eos) > 0
+    return (~ended_before).long()
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    prompt_max_len: int = 1024,
+) -> Rollout:
+    """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker)."""
+    input_ids, prompt_mask = tokenize_prompts(tokenizer, prompts, prompt_max_len)
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+        else tokenizer.eos_token_id
+    out = model.generate(
+        input_ids=input_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, do_sample=True,
+        temperature=temperature, top_p=top_p, top_k=0, use_cache=True, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
+    )
+    responses = out[:, input_ids.shape[1]:]
+    action_mask = response_action_mask(responses, eos)
+    responses = responses.masked_fill(action_mask == 0, tokenizer.pad_token_id)
+    sequences = torch.cat([input_ids, responses], dim=1)
+    attention_mask = torch.cat([prompt_mask, action_mask], dim=1)
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    return Rollout(sequences, attention_mask, action_mask, texts)
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions that skip left padding, so a prompt's tokens sit at the same positions whatever the batch."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
+def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
+                     temperature: float = 1.0) -> Tensor:
+    """log pi(a_t | s_t) of the last `num_actions` tokens of each sequence, [B, num_actions].
+
+    The logits are divided by the sampling temperature, as OpenRLHF does, so the ratio compares the
+    distribution the samples were drawn from."""
+    logits = model(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                   use_cache=False).logits
+    logits = logits[:, -num_actions - 1:-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = sequences[:, -num_actions:]
+    return torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)

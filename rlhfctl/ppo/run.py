@@ -1,0 +1,102 @@
+"""`train_ppo(cfg)`: everything a train-ppo run sets up and tears down around the PPO loop.
+
+Prompts and the reward are opened first (cheap, and the likeliest to be wrong), then Ray places the roles, the
+workers build their models in parallel, an optional checkpoint is loaded, the loop runs, and the final policy (and
+critic) is saved with save_pretrained in --save-path. Ray, the reward client and the loggers are released on every
+exit path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from rlhfctl.errors import ConfigError
+
+
+def total_updates(cfg: Any, total_steps: int) -> int:
+    """Optimizer updates over the run, for the learning-rate schedule."""
+    rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
+    return max(1, total_steps * rows // cfg.train_batch_size)
+
+
+def _check_sizes(cfg: Any, num_prompts: int) -> None:
+    if num_prompts < cfg.rollout_batch_size:
+        raise ConfigError(f"--rollout-batch-size ({cfg.rollout_batch_size}) is more than the {num_prompts} prompts "
+                          f"in {cfg.prompt_data}: lower it, or add prompts")
+    if cfg.rollout_batch_size % cfg.actor_world_size:
+        raise ConfigError(f"--rollout-batch-size ({cfg.rollout_batch_size}) must be a multiple of the actor's "
+                          f"data-parallel size ({cfg.actor_world_size}), so every worker gets whole prompts")
+
+
+def train_ppo(cfg: Any) -> dict[str, float]:
+    """Run PPO as configured; returns the last step's metrics."""
+    from rlhfctl.data import load_prompts
+    from rlhfctl.distributed.placement import needed_roles, place, release
+    from rlhfctl.distributed.roles import RoleGroup
+    from rlhfctl.models.actor import load_tokenizer
+    from rlhfctl.ppo.checkpoint import CheckpointManager
+    from rlhfctl.ppo.tracking import Tracker
+    from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
+    from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
+    from rlhfctl.rewards.factory import open_reward
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    if cfg.vllm_num_engines:
+        warnings.warn(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM rollout engines are not built yet; "
+                      "generating with Hugging Face generate on the actor workers instead", stacklevel=2)
+    tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
+    prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
+                           cfg.max_samples)
+    _check_sizes(cfg, len(prompts))
+    rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
+    if rows % cfg.train_batch_size:
+        warnings.warn(f"each step trains on {rows} samples (--rollout-batch-size x --n-samples-per-prompt x "
+                      f"--max-epochs), not a multiple of --train-batch-size {cfg.train_batch_size}: optimizer "
+                      "updates will straddle steps", stacklevel=2)
+    total_steps = steps_per_episode(len(prompts), cfg.rollout_batch_size) * cfg.num_episodes
+    updates = total_updates(cfg, total_steps)
+    checkpoints = CheckpointManager(cfg.ckpt_path, cfg.max_ckpt_num)
+    resume_from = checkpoints.latest() if cfg.load_checkpoint else None
+    if cfg.load_checkpoint and resume_from is None:
+        warnings.warn(f"--load-checkpoint: no complete checkpoint in {cfg.ckpt_path}; starting from step 0",
+                      stacklevel=2)
+
+    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
+    plan = None
+    tracker = None
+    try:
+        roles_needed = needed_roles(cfg)
+        plan = place(cfg, roles_needed)
+        groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
+        if "ref" in roles_needed:
+            groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)
+        if "critic" in roles_needed:
+            groups["critic"] = RoleGroup("critic", plan, CriticWorker, cfg, updates)
+        if "reward" in roles_needed:
+            groups["reward"] = RoleGroup("reward", plan, RewardModelWorker, cfg)
+        for group in groups.values():
+            group.wait_ready()
+        roles = Roles(**groups)
+        run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
+        tracker = Tracker(cfg.save_path, total_steps, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
+                          run_config=run_config)
+        trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id)
+        if resume_from is not None:
+            trainer.load_checkpoint(str(resume_from))
+            tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")
+        last = trainer.fit()
+        if not (cfg.save_steps > 0 and trainer.state.step % cfg.save_steps == 0):  # else just saved by fit()
+            trainer.save_checkpoint()
+        trainer.save_pretrained(cfg.save_path)
+        tracker.note(f"saved the policy in {cfg.save_path}")
+        return last
+    finally:
+        if tracker is not None:
+            tracker.close()
+        if reward is not None:
+            reward.close()
+        if plan is not None:
+            release(plan)

@@ -1,0 +1,280 @@
+"""train-ppo end to end: the real CLI in a subprocess, real Ray, DeepSpeed and serve-rm, tiny models, 1-20 steps.
+
+Most runs join one Ray cluster this module starts (8 logical CPUs), which saves a cluster start per run; the
+learning test starts its own local Ray, as a user's run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.seed_commands import TRAIN_PPO, argv
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled", "WANDB_SILENT": "true",
+       "RAY_DEDUP_LOGS": "0", "PYTHONWARNINGS": "ignore::FutureWarning"}
+
+REWARD_WITH_LABELS = '''
+ANSWERS = {"5", "6", "42", "18", "99", "9"}
+
+def reward_func(queries, prompts, labels, **kwargs):
+    for label in labels:
+        if label not in ANSWERS:
+            raise ValueError(f"unexpected label {label!r}")
+    responses = [q[len(p):] for q, p in zip(queries, prompts)]
+    rewards = [r.count("e") / max(1, len(r)) for r in responses]
+    return {"rewards": rewards, "extra_logs": {"label_seen": [1.0 for _ in labels]}}
+'''
+
+REWARD_THAT_RAISES = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    return [score(q, l) for q, l in zip(queries, labels)]
+
+def score(query, label):
+    if label == "42":
+        raise KeyError("no rule for " + label)
+    return 1.0
+'''
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def ray_address():
+    """A Ray cluster owned by this test process; runs join it with --ray-address."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+
+    ray.init(num_cpus=8, num_gpus=0, include_dashboard=False, logging_level="error")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reward_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("reward") / "reward_func.py"
+    path.write_text(REWARD_WITH_LABELS)
+    return path
+
+
+def start_server(reward: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """The real serve-rm in its own process, on a free port; returns (process, /get_reward URL)."""
+    import httpx
+
+    from rlhfctl.distributed.engine import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-func", str(reward), "--port",
+                             str(port)], env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/get_reward"
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"serve-rm did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def reward_server(reward_file, tmp_path_factory):
+    proc, url = start_server(reward_file, tmp_path_factory.mktemp("server") / "serve.log")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def base_args(policy: Path, prompts: Path, out: Path, reward: str, ray_address: str | None) -> list[str]:
+    args = ["--pretrain", str(policy), "--prompt-data", str(prompts), "--input-key", "input", "--label-key",
+            "answer", "--remote-rm-url", reward, "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
+            "--rollout-batch-size", "2", "--n-samples-per-prompt", "4", "--micro-rollout-batch-size", "2",
+            "--train-batch-size", "8", "--micro-train-batch-size", "4", "--generate-max-len", "8",
+            "--prompt-max-len", "64", "--max-samples", "4", "--placement-timeout", "60"]
+    return args + (["--ray-address", ray_address] if ray_address else [])
+
+
+def train(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def assert_loads_as_causal_lm(folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(folder)
+    AutoTokenizer.from_pretrained(folder)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
+    """group_norm, torch engine, a local Ray started by the run: the reward goes up over 21 steps."""
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address=None)
+    args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm", "--engine", "torch",
+             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7"]
+    result = train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == list(range(1, 22))
+    first = sum(m["reward"] for m in steps[:5]) / 5
+    last = sum(m["reward"] for m in steps[-5:]) / 5
+    assert last > first + 0.02, (first, last)
+    assert all(m["reward/label_seen"] == 1.0 for m in steps)  # the labels reached the reward_func
+    for key in ("kl", "policy_loss", "time/generate", "time/reward", "time/make_experience", "time/train",
+                "samples_per_s", "actor_grad_norm"):
+        assert key in steps[-1]
+    assert "no GPUs in the Ray cluster" in result.stderr
+    assert_loads_as_causal_lm(out)
+
+
+@pytest.mark.parametrize("zero_stage", [2])  # ZeRO-3 with two actor workers: the seed command test
+def test_two_data_parallel_actor_workers(zero_stage, tiny_policy_dir, prompt_file, reward_file, tmp_path,
+                                         ray_address):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
+    args += ["--advantage-estimator", "group_norm", "--actor-num-gpus-per-node", "2", "--zero-stage",
+             str(zero_stage), "--actor-learning-rate", "1e-3"]
+    result = train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(metrics(out)) == 2 and "value_loss" not in metrics(out)[-1]  # no critic without gae
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    initial = AutoModelForCausalLM.from_pretrained(tiny_policy_dir).state_dict()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3"]
+    first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), ray_address) + extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(straight / "ckpt" / "global_step1", resumed / "ckpt" / "global_step1")
+    second = train(base_args(tiny_policy_dir, prompt_file, resumed, str(reward_file), ray_address) + extra
+                   + ["--load-checkpoint"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr
+    a, b = metrics(straight)[1], metrics(resumed)[0]
+    assert a["step"] == b["step"] == 2
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length", "actor_grad_norm",
+                "critic_grad_norm", "actor_lr"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+
+
+def test_ctrl_c_saves_a_checkpoint_then_exits_130(tiny_policy_dir, prompt_file, reward_file, tmp_path,
+                                                  ray_address):
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+        "--advantage-estimator", "group_norm", "--engine", "torch", "--num-episodes", "500", "--init-kl-coef", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not metrics(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "checkpoint saved in" in err and "--load-checkpoint" in err
+    from rlhfctl.ppo.checkpoint import CheckpointManager
+
+    latest = CheckpointManager(str(out / "ckpt"), 3).latest()
+    assert latest is not None and (latest / "actor" / "latest").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ rewards
+def test_a_reward_server_that_dies_stops_the_run_after_a_checkpoint(tiny_policy_dir, prompt_file, reward_file,
+                                                                   tmp_path, ray_address):
+    server, url = start_server(reward_file, tmp_path / "serve.log")
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, url, ray_address) + [
+        "--advantage-estimator", "group_norm", "--engine", "torch", "--num-episodes", "500", "--init-kl-coef", "0",
+        "--rm-max-retries", "2", "--rm-retry-backoff", "0.05", "--rm-timeout", "5"]
+    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while len(metrics(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-3000:]
+    done = len(metrics(out))
+    text = " ".join(err.split())
+    assert url in text and f"step {done + 1}:" in text and "never a reward of 0" in text
+    assert f"global_step{done}" in text
+    assert all(m["reward"] is not None for m in metrics(out))
+
+
+def test_a_reward_func_that_raises_stops_with_the_sample_and_traceback(tiny_policy_dir, prompt_file, tmp_path,
+                                                                      ray_address):
+    reward = tmp_path / "bad_reward.py"
+    reward.write_text(REWARD_THAT_RAISES)
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
+        "--max-samples", "6", "--rollout-batch-size", "6", "--advantage-estimator", "group_norm", "--engine", "torch",
+        "--init-kl-coef", "0"]
+    result = train(args)
+    assert result.returncode == 1
+    assert "KeyError" in result.stderr and "no rule for" in result.stderr
+    assert 'raise KeyError("no rule for " + label)' in result.stderr  # the user's own line
+    assert "step 1:" in result.stderr
+    assert metrics(out) == []
+
+
+# ------------------------------------------------------------------------------------------------ placement
+def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_seqcls_dir, reward_server, tmp_path,
+                                                       ray_address):
+    """Verbatim, small sizes appended: gae with a critic from a reward model, ZeRO-3 with two actor and two critic
+    workers, the reference colocated with the actor, bf16, the real serve-rm with labels, W&B offline."""
+    prompts = tmp_path / "chat.jsonl"
+    prompts.write_text("".join(json.dumps({"context_messages": [{"role": "user", "content": f"What is {a}?"}],
+                                           "answer": a}) + "\n" for a in ("5", "6", "42", "18")))
+    out = tmp_path / "out"
+    args = argv(TRAIN_PPO, pretrain=str(tiny_policy_dir), critic_pretrain=str(tiny_rm_seqcls_dir),
+                remote_rm_url=reward_server.replace("127.0.0.1", "localhost"), prompt_data=str(prompts),
+                save_path=str(out), use_wandb="offline")
+    args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
+             "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
+             "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb")]
+    result = train(args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("vLLM rollout engines are not built yet") == 1
+    steps = metrics(out)
+    assert len(steps) == 1 and "value_loss" in steps[0] and steps[0]["reward/label_seen"] == 1.0
+    assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert_loads_as_causal_lm(out)
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(out / "critic")
+
+
+def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_policy_dir, prompt_file, reward_file,
+                                                                        tmp_path, ray_address):
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+        "--critic-num-gpus-per-node", "16", "--placement-timeout", "3"]
+    start = time.time()
+    result = train(args)
+    assert result.returncode == 1
+    assert time.time() - start < 60
+    text = " ".join(result.stderr.split())
+    assert "within 3s" in text and "critic 16" in text and "8 CPU" in text

@@ -1,0 +1,257 @@
+"""train-ppo's parts without Ray: experience batching, actor sampling and log-probs, the critic, role planning,
+checkpoint bookkeeping, tracking sinks, and the input errors a user hits before any worker starts."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rlhfctl.config import TrainPPOConfig
+from rlhfctl.errors import ConfigError
+from rlhfctl.ppo.experience import Experience, Samples
+
+
+# ------------------------------------------------------------------------------------------------ experience
+def _experience(prompt_w: int, action_w: int, rows: int, fill: float) -> Experience:
+    seqs = torch.arange(rows * (prompt_w + action_w)).reshape(rows, -1) + 10
+    attn = torch.ones(rows, prompt_w + action_w, dtype=torch.long)
+    if prompt_w > 1:
+        attn[0, 0] = 0  # row 0 has one left pad
+    act = torch.ones(rows, action_w, dtype=torch.long)
+    act[0, -1] = 0  # and ended one token early
+    per_token = torch.full((rows, action_w), fill)
+    return Experience(seqs, attn, act, log_probs=per_token.clone(), rewards=torch.full((rows,), fill),
+                      advantages=per_token.clone(), info={"response_length": act.sum(1).float()})
+
+
+def test_concat_pads_prompts_left_and_responses_right():
+    a, b = _experience(3, 2, 2, 1.0), _experience(1, 4, 1, 2.0)
+    joined = Experience.concat([a, b], pad_token_id=0)
+    assert joined.sequences.shape == (3, 3 + 4) and joined.action_mask.shape == (3, 4)
+    # b's single prompt token sits right before its response; its left is padding with mask 0
+    assert joined.attention_mask[2].tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert joined.sequences[2, 2:].tolist() == b.sequences[0].tolist()
+    # a's responses are padded on the right, masked out, with 0 in per-token fields
+    assert joined.action_mask[0].tolist() == [1, 0, 0, 0]
+    assert joined.log_probs[1].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert joined.rewards.tolist() == [1.0, 1.0, 2.0]
+    assert joined.values is None  # absent in the parts: absent in the whole
+
+
+def test_select_trims_columns_no_row_uses():
+    joined = Experience.concat([_experience(3, 2, 2, 1.0), _experience(1, 4, 1, 2.0)])
+    part = joined.select([0, 1])
+    assert part.num_actions == 2  # a's responses only need 2 columns
+    assert part.sequences.shape[1] == 3 + 2
+    assert torch.equal(part.sequences, _experience(3, 2, 2, 1.0).sequences)
+
+
+def test_micro_batches_cover_every_row_once_and_shards_split_evenly():
+    exp = Experience.concat([_experience(2, 3, 5, float(i)) for i in range(2)])
+    gen = torch.Generator().manual_seed(0)
+    batches = exp.micro_batches(3, gen)
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert sorted(float(r) for b in batches for r in b.rewards) == sorted(exp.rewards.tolist())
+    assert [len(exp.shard(r, 3)) for r in range(3)] == [3, 3, 4]
+
+
+def test_samples_concat_keeps_texts_in_order():
+    s1 = Samples(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4), torch.ones(1, 2), ["p1"], ["l1"], ["r1"])
+    s2 = Samples(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3), torch.ones(2, 1), ["p2", "p3"], ["l2", "l3"],
+                 ["r2", "r3"])
+    joined = Samples.concat([s1, s2], pad_token_id=0)
+    assert joined.prompts == ["p1", "p2", "p3"] and joined.responses == ["r1", "r2", "r3"]
+    assert joined.sequences.shape == (3, 2 + 2)
+
+
+# ------------------------------------------------------------------------------------------------ actor
+def test_response_action_mask_stops_after_first_eos():
+    from rlhfctl.models.actor import response_action_mask
+
+    responses = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 0, 0, 0]])
+    assert response_action_mask(responses, 2).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+
+
+def test_generate_left_pads_truncates_from_left_and_log_probs_match_a_plain_forward(tiny_policy_dir):
+    from rlhfctl.models.actor import action_log_probs, generate, load_policy, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_policy_dir))
+    model = load_policy(str(tiny_policy_dir)).eval()
+    long_prompt = "one two three four five six seven eight nine ten " * 3
+    torch.manual_seed(0)
+    out = generate(model, tok, ["hi", long_prompt], max_new_tokens=6, prompt_max_len=8)
+    num_prompt = out.sequences.shape[1] - out.action_mask.shape[1]
+    assert num_prompt == 8  # the long prompt was cut to its last 8 tokens
+    assert out.sequences[1, :8].tolist() == tok(long_prompt, add_special_tokens=False)["input_ids"][-8:]
+    assert out.attention_mask[0, 0] == 0  # "hi" is left-padded
+    # Log-probs of a padded row equal those of the same row alone, unpadded.
+    lp = action_log_probs(model, out.sequences, out.attention_mask, out.action_mask.shape[1])
+    keep = out.attention_mask[0].bool()
+    alone = out.sequences[0][keep].unsqueeze(0)
+    n_act = out.action_mask.shape[1]
+    lp_alone = action_log_probs(model, alone, torch.ones_like(alone), n_act)
+    valid = out.action_mask[0].bool()
+    assert torch.allclose(lp[0][valid], lp_alone[0][valid], atol=1e-5)
+    assert len(out.responses) == 2
+
+
+def test_same_seed_same_samples(tiny_policy_dir):
+    from rlhfctl.models.actor import generate, load_policy, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_policy_dir))
+    model = load_policy(str(tiny_policy_dir)).eval()
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        draws.append(generate(model, tok, ["What is 2 + 3?"] * 3, max_new_tokens=5).sequences)
+    assert torch.equal(*draws)
+
+
+# ------------------------------------------------------------------------------------------------ critic
+def test_critic_from_reward_model_starts_at_its_reward(tiny_rm_seqcls_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfctl.models.critic import Critic
+
+    critic = Critic.from_pretrained(str(tiny_rm_seqcls_dir)).eval()
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_rm_seqcls_dir).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        values = critic(ids, mask, num_actions=4)  # V before each of the last 4 tokens
+        per_token = rm.score(rm.model(ids, attention_mask=mask).last_hidden_state).squeeze(-1)
+    assert values.shape == (1, 4)
+    assert torch.allclose(values, per_token[:, :4], atol=1e-5)
+    # Saved in the *ForSequenceClassification layout: loads back with the same head.
+    critic.save_pretrained(tmp_path / "critic")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "critic").eval()
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, rm(ids).logits, atol=1e-5)
+
+
+def test_critic_from_openrlhf_layout_and_from_a_causal_lm(tiny_rm_openrlhf_dir, tiny_policy_dir):
+    from rlhfctl.models.critic import Critic, _read_tensor, critic_source
+
+    critic = Critic.from_pretrained(str(tiny_rm_openrlhf_dir))
+    assert torch.equal(critic.value_head.weight, _read_tensor(tiny_rm_openrlhf_dir, "value_head.weight"))
+    fresh = Critic.from_pretrained(str(tiny_policy_dir))
+    assert fresh.value_head.weight.abs().max() < 0.5
+    assert critic_source(None, "rm", "policy") == "rm" and critic_source("c", "rm", "p") == "c"
+
+
+# ------------------------------------------------------------------------------------------------ placement
+def _placement_cfg(**kw):
+    base = dict(init_kl_coef=0.01, advantage_estimator="gae", reward_pretrain=None, remote_rm_url="x.py",
+                colocate_all_models=False, colocate_actor_ref=False, colocate_critic_reward=False)
+    for role in ("actor", "ref", "critic", "reward"):
+        base[f"{role}_num_nodes"] = 1
+        base[f"{role}_num_gpus_per_node"] = 1
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_roles_follow_estimator_kl_and_reward_flags():
+    from rlhfctl.distributed.placement import needed_roles
+
+    assert needed_roles(_placement_cfg()) == ["actor", "ref", "critic"]
+    assert needed_roles(_placement_cfg(advantage_estimator="group_norm", init_kl_coef=0)) == ["actor"]
+    assert needed_roles(_placement_cfg(reward_pretrain="rm", remote_rm_url=None))[-1] == "reward"
+
+
+def test_seed_colocation_shares_bundles():
+    from rlhfctl.distributed.placement import plan_roles
+
+    cfg = _placement_cfg(actor_num_gpus_per_node=2, ref_num_gpus_per_node=2, critic_num_gpus_per_node=2,
+                         colocate_actor_ref=True)
+    plan = plan_roles(cfg, ["actor", "ref", "critic"], use_gpus=False)
+    assert plan.bundles == {"actor": 2, "critic": 2}
+    assert plan.roles["ref"].group == "actor" and plan.roles["ref"].share == 0.5
+    assert plan.roles["ref"].resources(False) == {"num_gpus": 0, "num_cpus": 0.5}
+    assert plan.roles["critic"].resources(True) == {"num_gpus": 1.0, "num_cpus": 0}
+    assert "ref 2 (colocated with actor)" in plan.describe()
+
+
+def test_colocated_roles_must_match_in_size():
+    from rlhfctl.distributed.placement import plan_roles
+
+    cfg = _placement_cfg(actor_num_gpus_per_node=2, colocate_actor_ref=True)
+    with pytest.raises(ConfigError, match="ref asks for 1 GPUs but is colocated with actor, which asks for 2"):
+        plan_roles(cfg, ["actor", "ref"], use_gpus=False)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def test_checkpoints_ignore_unfinished_and_keep_the_newest(tmp_path):
+    from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+
+    mgr = CheckpointManager(str(tmp_path), max_ckpt_num=2)
+    for step in (1, 2, 3):
+        mgr.finish(mgr.begin(step), TrainerState(step=step))
+    mgr.begin(4)  # a save that died half-way
+    assert [s for s, _ in mgr.complete()] == [2, 3]
+    assert mgr.latest().name == "global_step3"
+    assert TrainerState.from_file(mgr.latest() / "trainer_state.json").step == 3
+
+
+# ------------------------------------------------------------------------------------------------ tracking
+def test_tracker_writes_jsonl_tensorboard_and_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from rlhfctl.ppo.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tracker = Tracker(str(tmp_path / "run"), total_steps=2, use_tensorboard=str(tmp_path / "tb"), use_wandb="offline")
+    tracker.log(1, {"reward": 0.5, "time/generate": 0.1})
+    tracker.log(2, {"reward": float("nan")})
+    tracker.close()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 1, "reward": 0.5, "time/generate": 0.1}, {"step": 2, "reward": None}]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _cli(capsys, *args: str) -> SimpleNamespace:
+    """The real entry point, in process (what a user sees on stderr, and the exit code)."""
+    from rlhfctl.cli.app import main
+
+    try:
+        main(["train-ppo", *args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=" ".join(err.split()))
+
+
+def test_more_prompts_per_step_than_the_dataset_has_exits_2(tiny_policy_dir, prompt_file, tmp_path, capsys):
+    result = _cli(capsys, "--pretrain", str(tiny_policy_dir), "--prompt-data", str(prompt_file), "--remote-rm-url",
+                  str(tmp_path / "r.py"), "--rollout-batch-size", "64", "--save-path", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "--rollout-batch-size (64) is more than the 6 prompts" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--pretrain", "/no/such/policy"], "--pretrain /no/such/policy: no such folder"),
+    (["--remote-rm-url", "not-a-url"], "neither a reward server URL"),
+    (["--actor-num-gpus-per-node", "4", "--rollout-batch-size", "6"], "multiple of the actor's data-parallel size"),
+    (["--label-key", "nope"], "no column 'nope' (--label-key)"),
+])
+def test_bad_inputs_exit_with_a_message_before_any_worker_starts(args, needle, tiny_policy_dir, prompt_file,
+                                                                 tmp_path, capsys):
+    base = {"--pretrain": str(tiny_policy_dir), "--prompt-data": str(prompt_file),
+            "--remote-rm-url": str(tmp_path / "r.py"), "--rollout-batch-size": "2", "--train-batch-size": "4",
+            "--micro-train-batch-size": "1", "--save-path": str(tmp_path / "out")}
+    base.update(dict(zip(args[::2], args[1::2])))
+    result = _cli(capsys, *[x for kv in base.items() for x in kv])
+    assert result.returncode in (1, 2), result.stderr
+    assert needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_train_batch_must_divide_by_micro_batch_times_workers():
+    with pytest.raises(Exception, match="multiple of --micro-train-batch-size"):
+        TrainPPOConfig(pretrain="p", prompt_data="d", remote_rm_url="r.py", train_batch_size=12,
+                       micro_train_batch_size=4, actor_num_gpus_per_node=2)
