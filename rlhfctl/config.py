@@ -106,8 +106,11 @@ class ServerArgs(Group):
     panel: ClassVar[str] = "Reward server"
     host: str = _opt("127.0.0.1", "Interface to bind (0.0.0.0 serves every interface; do that behind --api-key).")
     port: int = _opt(5000, "TCP port to listen on (0 picks a free one and logs it).", ge=0, le=65535)
-    max_batch_tokens: int = _opt(
-        16384, "Token budget of one forward pass (longest text x texts); batches are sorted by length.", ge=1
+    max_batch_tokens: Optional[int] = _opt(
+        None,
+        "Token budget of one forward pass (longest text x texts); batches are sorted by length. Default: 16384 on "
+        "a GPU, 2048 on CPU (larger passes fall out of the CPU caches and score fewer texts per second).",
+        ge=1,
     )
     max_wait_ms: float = _opt(
         5.0, "How long the first query of a batch waits for company from other requests, in ms.", ge=0

@@ -25,7 +25,9 @@ def run(cfg: BenchRMConfig) -> int:
 
     from rich.console import Console
 
-    from rlhfctl.bench.report import ProgressBar, check_writable, render_table, table_console, write_json
+    from rlhfctl.bench.report import (
+        ProgressBar, check_writable, render_table, report_error_rate, table_console, write_json,
+    )
     from rlhfctl.bench.runner import benchmark
 
     check_writable(cfg.output, "--output")
@@ -51,9 +53,4 @@ def run(cfg: BenchRMConfig) -> int:
         from rlhfctl.bench.plot import plot
 
         plot(result, cfg.plot)
-    over = result.over_error_rate(cfg.max_error_rate)
-    for lv in over:
-        kinds = ", ".join(f"{k}: {v}" for k, v in lv.errors.items())
-        err.print(f"[bold red]Error:[/] concurrency {lv.concurrency}: {lv.error_rate:.1%} of requests failed "
-                  f"({kinds}), above --max-error-rate {cfg.max_error_rate:g}", highlight=False)
-    return 1 if over else 0
+    return 1 if report_error_rate(result, cfg.max_error_rate, err) else 0
