@@ -96,7 +96,7 @@ class AuthArgs(Group):
     panel: ClassVar[str] = "Reward server"
     api_key: Optional[str] = _opt(
         None,
-        "Bearer token: serve-rm requires it on every request, clients send it.",
+        "Bearer token: serve-rm requires it on /get_reward (/health and /metrics stay open), clients send it.",
         envvar="RLHFCTL_API_KEY",
         secret=True,
     )
@@ -108,8 +108,8 @@ class ServerArgs(Group):
     port: int = _opt(5000, "TCP port to listen on (0 picks a free one and logs it).", ge=0, le=65535)
     max_batch_tokens: Optional[int] = _opt(
         None,
-        "Token budget of one forward pass (longest text x texts); batches are sorted by length. Default: 16384 on "
-        "a GPU, 2048 on CPU (larger passes fall out of the CPU caches and score fewer texts per second).",
+        "Token budget of one forward pass (longest text x texts); texts of similar length share a pass. Default: "
+        "16384 on a GPU, 1024 on CPU (larger passes fall out of the CPU caches and score fewer texts per second).",
         ge=1,
     )
     max_wait_ms: float = _opt(

@@ -1,0 +1,194 @@
+"""RemoteReward: the client of a reward server speaking OpenRLHF's /get_reward (serve-rm or any compatible one).
+
+A batch is split into contiguous shards, one request per server (never an empty one), sent in parallel over a
+pooled connection per server. Failures that may pass (connection errors, timeouts, 429, 5xx) are retried with
+exponential backoff and jitter; others (a 4xx: our request is wrong) fail at once. A failure is never a reward
+of 0: it raises RewardError naming the server and the cause. `score()` is synchronous and thread-safe, so plain
+code, thread pools and Ray actors use it alike; `max_inflight` caps requests in flight over all threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import httpx
+
+from rlhfctl.errors import RewardError, UsageError
+from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.contract import to_reward_batch
+
+log = logging.getLogger(__name__)
+MAX_DELAY = 60.0  # seconds; a Retry-After or a long backoff never sleeps longer than this
+
+
+def parse_urls(urls: str | Sequence[str]) -> list[str]:
+    """Comma-separated or listed http(s) URLs; a bare `http://host:port` gets OpenRLHF's `/get_reward` path."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    out = []
+    for raw in (u.strip() for u in items):
+        if not raw:
+            continue
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(f"{raw!r} is not a reward server URL (expected http://HOST:PORT/get_reward)")
+        out.append(raw.rstrip("/") + "/get_reward" if parts.path in ("", "/") else raw)
+    if not out:
+        raise UsageError("no reward server URL given (expected http://HOST:PORT/get_reward, comma-separated)")
+    return out
+
+
+def split_shards(n: int, k: int) -> list[tuple[int, int]]:
+    """[start, end) of min(n, k) contiguous, nearly equal, non-empty shards of n items."""
+    k = min(n, k)
+    base, extra = divmod(n, k)
+    bounds, start = [], 0
+    for i in range(k):
+        end = start + base + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+class RemoteReward:
+    """Rewards from one or more reward servers (RewardSource protocol)."""
+
+    def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 5, retry_backoff: float = 0.5, max_inflight: int = 32) -> None:
+        self.urls = parse_urls(urls)
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.max_inflight = max_inflight
+        self.name = "reward server " + ", ".join(self.urls)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=timeout, headers=headers,
+            limits=httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight),
+        )
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._turn = itertools.count()  # rotates the first server, so one-text calls spread over all servers
+        # Shards beyond the first go to this pool (the caller sends the first); sized like the in-flight cap so
+        # many threads calling score() at once are limited by max_inflight only.
+        self._pool = ThreadPoolExecutor(max_inflight, thread_name_prefix="reward-shard") if len(self.urls) > 1 \
+            else None
+
+    @classmethod
+    def from_config(cls, cfg: Any, urls: str | Sequence[str] | None = None) -> "RemoteReward":
+        """From RemoteRewardArgs/AuthArgs fields; URLs from `urls`, else --remote-rm-url, else --url."""
+        urls = urls or getattr(cfg, "remote_rm_url", None) or getattr(cfg, "url", None)
+        if not urls:
+            raise UsageError("no reward server URL: pass --remote-rm-url http://HOST:PORT/get_reward")
+        return cls(urls, api_key=getattr(cfg, "api_key", None), timeout=cfg.rm_timeout,
+                   max_retries=cfg.rm_max_retries, retry_backoff=cfg.rm_retry_backoff,
+                   max_inflight=cfg.rm_max_inflight)
+
+    def score(self, queries: list[str], prompts: list[str] | None = None,
+              labels: list[str] | None = None) -> RewardBatch:
+        n = len(queries)
+        prompts = [""] * n if prompts is None else list(prompts)
+        labels = [""] * n if labels is None else list(labels)
+        if not len(prompts) == len(labels) == n:
+            raise ValueError(f"queries, prompts and labels differ in length: {n}, {len(prompts)}, {len(labels)}")
+        if n == 0:
+            return RewardBatch(rewards=[])
+        first = next(self._turn)
+        jobs = [(self.urls[(first + i) % len(self.urls)], {"query": list(queries[a:b]), "prompts": prompts[a:b],
+                                                           "labels": labels[a:b]})
+                for i, (a, b) in enumerate(split_shards(n, len(self.urls)))]
+        if len(jobs) == 1 or self._pool is None:
+            return self._post(*jobs[0])
+        futures = [self._pool.submit(self._post, url, payload) for url, payload in jobs[1:]]
+        try:
+            head = self._post(*jobs[0])
+        except BaseException:
+            wait(futures)  # no shard left running behind the caller's back
+            raise
+        return RewardBatch.concat([head, *(f.result() for f in futures)])
+
+    def _post(self, url: str, payload: dict[str, list[str]]) -> RewardBatch:
+        """One shard to one server, with retries; the answer checked against the number of queries sent."""
+        n = len(payload["query"])
+        cause = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = 0.0
+            with self._slots:
+                try:
+                    response = self._client.post(url, json=payload)
+                except httpx.TimeoutException:
+                    cause = f"no answer within {self.timeout:g}s (--rm-timeout)"
+                except httpx.TransportError as exc:
+                    cause = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, httpx.ConnectError):
+                        cause += " (is the reward server running at this address?)"
+                else:
+                    if response.status_code == 200:
+                        return self._answer(url, response, n)
+                    cause = f"HTTP {response.status_code}: {_detail(response)}"
+                    if response.status_code != 429 and response.status_code < 500:
+                        raise RewardError(f"{url}: {cause}{_hint(response.status_code)}")
+                    retry_after = _retry_after(response)
+            if attempt == self.max_retries:
+                break
+            delay = min(MAX_DELAY, max(retry_after, self.retry_backoff * 2**attempt * random.uniform(0.5, 1.5)))
+            log.warning("reward server %s: %s; retry %d/%d in %.2fs", url, cause, attempt + 1, self.max_retries, delay)
+            time.sleep(delay)
+        raise RewardError(f"{url}: no reward after {self.max_retries + 1} attempt"
+                          f"{'s' if self.max_retries else ''}; last error: {cause}")
+
+    @staticmethod
+    def _answer(url: str, response: httpx.Response, n: int) -> RewardBatch:
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RewardError(f"{url}: the answer is not JSON: {response.text[:200]!r}") from None
+        # Third-party servers may add keys of their own; the contract still checks one finite reward per query.
+        return to_reward_batch(data, n, where=url, allow_extra_keys=True)
+
+    def close(self) -> None:
+        self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ship the settings, not the connections (Ray actors rebuild the client)."""
+        return {"urls": self.urls, "api_key": self.api_key, "timeout": self.timeout, "max_retries": self.max_retries,
+                "retry_backoff": self.retry_backoff, "max_inflight": self.max_inflight}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"RemoteReward({self.urls!r})"
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's message: FastAPI's {"detail": ...} if there is one, else the start of the body."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and "detail" in body:
+            return str(body["detail"])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+def _hint(status: int) -> str:
+    return {401: " (pass the server's key with --api-key or RLHFCTL_API_KEY)",
+            404: " (is the path right? serve-rm answers on /get_reward)"}.get(status, "")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0

@@ -1,0 +1,109 @@
+"""`rlhfctl serve-rm` as users run it: a subprocess on port 0, SIGTERM draining, and clean errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from seed_commands import SERVE_RM, argv
+
+ENV = {**{k: v for k, v in os.environ.items() if k != "RLHFCTL_API_KEY"}, "HF_HUB_OFFLINE": "1"}
+
+
+def rlhfctl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rlhfctl", *args]
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
+    """Start serve-rm on port 0; return the process, its /get_reward URL (from its log) and the log lines so far."""
+    proc = subprocess.Popen(rlhfctl("serve-rm", "--port", "0", *args), env=ENV, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"serving on (http://127\.0\.0\.1:\d+/get_reward)", line)
+        if found:
+            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+            return proc, found.group(1), lines
+    proc.kill()
+    raise AssertionError("serve-rm did not start:\n" + "".join(lines))
+
+
+@pytest.mark.slow
+def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
+    func = tmp_path / "slow.py"
+    func.write_text("import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(1.0)\n"
+                    "    return [0.5] * len(queries)\n")
+    proc, url, lines = start_server("--reward-func", str(func))
+    try:
+        answer: dict = {}
+        client = threading.Thread(target=lambda: answer.update(r=httpx.post(url, json={"query": ["a"]}, timeout=30)))
+        client.start()
+        time.sleep(0.3)  # the request is inside the reward function now
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert answer["r"].status_code == 200 and answer["r"].json()["rewards"] == [0.5]
+    assert "Traceback" not in "".join(lines)
+
+
+@pytest.mark.slow
+def test_serves_a_model_given_with_openrlhf_flag_spellings(tiny_rm_openrlhf_dir):
+    proc, url, _ = start_server("--reward_pretrain", str(tiny_rm_openrlhf_dir), "--value_head_prefix", "value_head",
+                                "--normalize_reward", "--max_len", "512", "--batch_size", "4", "--api-key", "k")
+    try:
+        answer = httpx.post(url, json={"query": ["2+2=4", "hi"]}, headers={"Authorization": "Bearer k"}, timeout=30)
+        assert answer.status_code == 200 and len(answer.json()["rewards"]) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(rlhfctl("serve-rm", *args), env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_seed_command_on_cpu_exits_with_the_4bit_message(tiny_rm_seqcls_dir):
+    # The source document's serve command, verbatim but for the model path and port: --load_in_4bit cannot run here.
+    result = run_cli(*argv(SERVE_RM, reward_pretrain=str(tiny_rm_seqcls_dir), port="0", value_head_prefix="score"))
+    if result.returncode == 0:
+        pytest.skip("this machine can load in 4 bits")
+    assert result.returncode == 2
+    assert "--load-in-4bit needs bitsandbytes" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reward-pretrain", "/no/such/rm"], "no such folder"),
+    (["--reward-func", "/no/such/reward_func.py"], "no such file"),
+    ([], "exactly one of --reward-pretrain"),
+])
+def test_bad_sources_exit_with_a_message(args, message):
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+
+    func = tmp_path / "f.py"
+    func.write_text("def reward_func(queries, prompts, labels):\n    return [0.0] * len(queries)\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("--reward-func", str(func), "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1" in result.stderr and "--port" in result.stderr
