@@ -19,7 +19,7 @@ $BIN/rlhfctl train-ppo --pretrain $EX/policy --remote-rm-url "$URL" --prompt-dat
   --input-key input --label-key answer --advantage-estimator group_norm --n-samples-per-prompt 8 \
   --rollout-batch-size 32 --micro-rollout-batch-size 32 --train-batch-size 256 --micro-train-batch-size 64 \
   --prompt-max-len 8 --generate-max-len 4 --init-kl-coef 0 --actor-learning-rate 5e-5 --engine torch \
-  --max-samples $(( ${STEPS:-8} * 32 )) --save-path "$OUT/policy" --seed 1
+  --max-samples $(( ${STEPS:-8} * 32 )) --save-path "$OUT/policy" --ckpt-path "$OUT/ckpt" --seed 1
 echo "held-out exact match, before and after:"
 $BIN/python $EX/evaluate.py $EX/policy --max-samples 200
 $BIN/python $EX/evaluate.py "$OUT/policy" --max-samples 200
