@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.cli_runner import run_main
 from fastapi import FastAPI, Request, Response
 
 from rlhfctl.bench.spawn import free_port
@@ -27,13 +29,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(["bench-rm", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(["bench-rm", *args], capsys)
 
 
 def run_json(args: list[str], capsys, expect: int = 0) -> dict:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from tests.cli_runner import run_main
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -39,13 +41,7 @@ def message(report: Report, name: str) -> str:
 
 
 def cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(["check-reward", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(["check-reward", *args], capsys)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

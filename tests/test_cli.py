@@ -13,20 +13,14 @@ import yaml
 from rlhfctl.cli.app import SUBCOMMANDS, app, main
 from rlhfctl.config import COMMANDS, TrainPPOConfig, ServeRMConfig, all_fields, read_config_file, resolve
 from rlhfctl.errors import ConfigError
+from tests.cli_runner import run_main
 from tests.seed_commands import SERVE_RM, TRAIN_PPO, argv
 
 HEAVY = ("torch", "transformers", "ray", "deepspeed", "vllm", "datasets")
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the real entry point (snake_case mapping included) and capture what a user would see."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(args, capsys)
 
 
 def printed_config(args: list[str], capsys) -> dict:
