@@ -22,7 +22,6 @@ from fastapi import FastAPI, Request, Response
 
 from rlhfctl.bench.spawn import free_port
 from rlhfctl.bench.workload import synthetic_texts
-from rlhfctl.cli.app import main
 
 GALLERY = Path(__file__).parent / "reward_gallery"
 ROOT = Path(__file__).parent.parent

@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from rlhfctl.checks import Report, run_checks
-from rlhfctl.cli.app import main
 from rlhfctl.config import resolve
 
 ROOT = Path(__file__).parent.parent

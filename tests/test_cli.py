@@ -10,8 +10,8 @@ import time
 import pytest
 import yaml
 
-from rlhfctl.cli.app import SUBCOMMANDS, app, main
-from rlhfctl.config import COMMANDS, TrainPPOConfig, ServeRMConfig, all_fields, read_config_file, resolve
+from rlhfctl.cli.app import SUBCOMMANDS, app
+from rlhfctl.config import COMMANDS, TrainPPOConfig, all_fields, read_config_file, resolve
 from rlhfctl.errors import ConfigError
 from tests.cli_runner import run_main
 from tests.seed_commands import SERVE_RM, TRAIN_PPO, argv
