@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlhfctl.errors import ConfigError
 
@@ -211,6 +211,13 @@ class RewardSourceArgs(Group):
         None, "Reward server URL(s), comma-separated (requests are spread across them), or a reward_func.py path."
     )
 
+    @field_validator("remote_rm_url")
+    @classmethod
+    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.replace(",", "").strip():
+            raise ValueError("is empty: give reward server URL(s) or a reward_func.py path, or leave the option out")
+        return value
+
 
 class TrainArgs(Group):
     panel: ClassVar[str] = "Training"
@@ -261,6 +268,19 @@ class LoggingArgs(Group):
         None, "Log to Weights & Biases: an API key, or 'offline' (WANDB_MODE=offline works too).", secret=True
     )
     use_tensorboard: Optional[str] = _opt(None, "Write TensorBoard logs to this folder.")
+
+
+class EvalArgs(Group):
+    panel: ClassVar[str] = "Evaluation"
+    eval_dataset: Optional[str] = _opt(
+        None, "Held-out prompts (formats of --prompt-data, same --input-key/--label-key), sampled and scored with "
+        "the run's reward; metrics eval/* in metrics.jsonl."
+    )
+    eval_steps: int = _opt(-1, "Evaluate before the first step, every N steps and after the last (-1: before and "
+                               "after only).")
+    eval_temperature: float = _opt(0.6, "Sampling temperature of evaluation (0: greedy).", ge=0)
+    eval_n_samples_per_prompt: int = _opt(4, "Responses per evaluation prompt (eval/pass@N is the mean best).", ge=1)
+    eval_max_samples: Optional[int] = _opt(None, "Use at most this many rows of --eval-dataset.", ge=1)
 
 
 # ----------------------------------------------------------------------------------------------- check-reward
@@ -357,7 +377,8 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
 
 
 class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
-                     AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, RunArgs):
+                     AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
+                     RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
@@ -385,6 +406,8 @@ class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameAr
                 f"--train-batch-size ({self.train_batch_size}) must be a multiple of --micro-train-batch-size "
                 f"({self.micro_train_batch_size}) x data-parallel size ({self.actor_world_size}) = {step}"
             )
+        if self.eval_steps == 0 or self.eval_steps < -1:
+            problems.append(f"--eval-steps must be a positive number of steps, or -1 (got {self.eval_steps})")
         lo, hi = self.reward_clip_range
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")

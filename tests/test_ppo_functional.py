@@ -296,6 +296,20 @@ def test_group_baseline_group_norm_uses_unbiased_std():
     )
 
 
+def test_group_norm_equal_scores_give_zero_advantages_not_rounding_noise():
+    # Eight equal reward-model scores: their float32 mean is not exactly 3.2, so (r - mean) / (std + 1e-9)
+    # turns rounding residue into advantages of order 1. A group with nothing to compare must give 0, also when the scores differ only
+    # by the batch noise of a served model (1e-7 relative here); a real difference is still normalised.
+    same = torch.full((8,), 3.2)
+    assert ((same - same.mean()) / (same.std() + 1e-9)).abs().max() > 0.5  # what the naive formula gives
+    noisy = same + torch.tensor([0, 3e-7, -3e-7, 0, 1e-7, 0, 0, -1e-7])
+    real = T([3.2, 3.3, 3.2, 3.2, 3.2, 3.2, 3.2, 3.2])
+    out = group_baseline(torch.cat([same, noisy, real]), 8, "group_norm")
+    assert torch.equal(out[:16], torch.zeros(16))
+    # one sample 0.1 above seven equal ones: deviation 0.1 * 7/8, unbiased std 0.1 / sqrt(8) -> 7 / sqrt(8)
+    assert out[17].item() == pytest.approx(7 / 8 ** 0.5, rel=1e-4)
+
+
 def test_group_baseline_invalid():
     with pytest.raises(ValueError, match="do not split into groups"):
         group_baseline(T([1.0, 2.0, 3.0, 4.0, 5.0]), 3, "rloo")

@@ -123,14 +123,17 @@ def generate(
     top_p: float = 1.0,
     prompt_max_len: int = 1024,
 ) -> Rollout:
-    """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker)."""
+    """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker).
+
+    A temperature of 0 decodes greedily (evaluation)."""
     input_ids, prompt_mask = tokenize_prompts(tokenizer, prompts, prompt_max_len)
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
         else tokenizer.eos_token_id
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 \
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     out = model.generate(
-        input_ids=input_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, do_sample=True,
-        temperature=temperature, top_p=top_p, top_k=0, use_cache=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos,
+        input_ids=input_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, use_cache=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sampling,
     )
     responses = out[:, input_ids.shape[1]:]
     action_mask = response_action_mask(responses, eos)

@@ -47,6 +47,10 @@ __all__ = [
 KLEstimator = Literal["k1", "k2", "k3"]
 AdvantageEstimator = Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"]
 
+#: group_norm: rewards of one group within this relative spread count as equal (advantages 0). Looser than float32
+#: rounding, tight enough for any real difference; serve-rm's scores of one text agree within it across batches.
+FLAT_GROUP_RTOL = 1e-5
+
 #: approx_kl clamps every estimate into [-KL_CLAMP, KL_CLAMP], as OpenRLHF's compute_approx_kl does.
 KL_CLAMP = 10.0
 
@@ -283,7 +287,7 @@ def group_baseline(
     - ``rloo``: ``r - mean of the other n-1 samples`` (leave-one-out, unbiased);
     - ``reinforce_baseline``: ``r - group mean`` (REINFORCE++-baseline);
     - ``group_norm``: ``(r - group mean) / (group std + eps)`` (GRPO); the std is the *unbiased* one
-      (Bessel, n-1), as ``torch.std`` in OpenRLHF.
+      (Bessel, n-1), as ``torch.std`` in OpenRLHF; a group whose rewards are equal within FLAT_GROUP_RTOL gets 0.
     """
     _check_choice(estimator, ("reinforce", *_GROUP_ESTIMATORS), "advantage estimator")
     if rewards.dim() != 1:
@@ -311,6 +315,12 @@ def group_baseline(
         shaped = groups - mean
     else:
         shaped = (groups - mean) / (groups.std(dim=1, keepdim=True) + eps)
+        # A group whose rewards agree to float precision carries no signal. Dividing its rounding residue
+        # (r - mean is ~1e-7, not 0, for equal scores such as 3.2) by a std of ~1e-7 + eps makes advantages of
+        # order 1 (up to ~100 seen with a served reward model) out of nothing, so such groups get 0.
+        spread = groups.max(dim=1, keepdim=True).values - groups.min(dim=1, keepdim=True).values
+        flat = spread <= FLAT_GROUP_RTOL * mean.abs().clamp(min=1.0)
+        shaped = shaped.masked_fill(flat, 0.0)
     return shaped.reshape(-1)
 
 

@@ -51,6 +51,8 @@ def train_ppo(cfg: Any) -> dict[str, float]:
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
                            cfg.max_samples)
     _check_sizes(cfg, len(prompts))
+    eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
+                                cfg.eval_max_samples) if cfg.eval_dataset else None
     rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
     if rows % cfg.train_batch_size:
         warnings.warn(f"each step trains on {rows} samples (--rollout-batch-size x --n-samples-per-prompt x "
@@ -83,7 +85,8 @@ def train_ppo(cfg: Any) -> dict[str, float]:
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         tracker = Tracker(cfg.save_path, total_steps, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
-        trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id)
+        trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
+                             eval_prompts=eval_prompts)
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
             tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")

@@ -15,6 +15,7 @@ from typing import Any, Optional
 # What the progress bar shows, in order: (metric key, label, format).
 _LIVE = (
     ("reward", "reward", "{:.3f}"),
+    ("eval/reward", "eval", "{:.3f}"),
     ("kl", "kl", "{:.4f}"),
     ("policy_loss", "pg", "{:.3f}"),
     ("value_loss", "vf", "{:.3f}"),

@@ -73,12 +73,23 @@ def _fault_details(exc: RewardError, samples: Samples) -> str:
     return out
 
 
+def _extra_log_means(rewards: RewardBatch, prefix: str) -> dict[str, float]:
+    """The mean of each finite `extra_logs` entry of the reward, keyed `prefix + name`."""
+    out = {}
+    for name, vals in rewards.extra_logs.items():
+        finite = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+        if finite:
+            out[prefix + name] = sum(finite) / len(finite)
+    return out
+
+
 class PPOTrainer:
     def __init__(self, cfg: Any, prompts: list[PromptExample], roles: Roles, reward: Optional[RewardSource],
                  tracker: Any, checkpoints: CheckpointManager, pad_token_id: int,
-                 state: Optional[TrainerState] = None) -> None:
+                 state: Optional[TrainerState] = None, eval_prompts: Optional[list[PromptExample]] = None) -> None:
         self.cfg = cfg
         self.prompts = prompts
+        self.eval_prompts = eval_prompts or []
         self.roles = roles
         self.reward = reward
         self.tracker = tracker
@@ -105,6 +116,9 @@ class PPOTrainer:
     def fit(self) -> dict[str, float]:
         last: dict[str, float] = {}
         try:
+            if self.eval_prompts and self.state.step == 0:
+                self._phase = "evaluate"
+                self.tracker.log(0, self.evaluate())
             while self.state.step < self.total_steps:
                 episode, index = divmod(self.state.step, self.per_episode)
                 batch = self._batch(episode, index)
@@ -113,7 +127,13 @@ class PPOTrainer:
                 self.state.episode, self.state.batch_in_episode = divmod(self.state.step, self.per_episode)
                 self.state.samples_seen += int(last["samples"])
                 self.state.kl_coef = self.kl_ctl.value
-                if self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps:
+                log_now = self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps
+                if self._eval_due(self.state.step):
+                    self._phase = "evaluate"
+                    last.update(self.evaluate())
+                    self._phase = "idle"
+                    log_now = True
+                if log_now:
                     self.tracker.log(self.state.step, last)
                 if self.cfg.save_steps > 0 and self.state.step % self.cfg.save_steps == 0:
                     self.save_checkpoint()
@@ -156,16 +176,34 @@ class PPOTrainer:
         return {**info, **train_metrics, **timings, "time/step": elapsed, "samples": float(len(samples)),
                 "samples_per_s": len(samples) / elapsed, "kl_coef": self.kl_ctl.value}
 
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def _eval_due(self, step: int) -> bool:
+        every = self.cfg.eval_steps
+        return bool(self.eval_prompts) and (step == self.total_steps or (every > 0 and step % every == 0))
+
+    def evaluate(self) -> dict[str, float]:
+        """The policy as it is now on --eval-dataset: mean reward, pass@N and the reward's extra_logs, as eval/*."""
+        t0 = time.perf_counter()
+        n = self.cfg.eval_n_samples_per_prompt
+        samples = self.generate(self.eval_prompts, n, evaluation=True)
+        rewards = self.score(samples)
+        per_prompt = torch.tensor(rewards.rewards, dtype=torch.float32).view(-1, n)
+        metrics = {"eval/reward": float(per_prompt.mean()), f"eval/pass@{n}": float(per_prompt.max(dim=1).values.mean()),
+                   "eval/response_length": float(samples.action_mask.sum(dim=1).float().mean()),
+                   **_extra_log_means(rewards, "eval/")}
+        metrics["time/evaluate"] = time.perf_counter() - t0
+        return metrics
+
     # ------------------------------------------------------------------------------------------------ phases
-    def generate(self, batch: list[PromptExample]) -> Samples:
+    def generate(self, batch: list[PromptExample], n: Optional[int] = None, evaluation: bool = False) -> Samples:
         """n samples per prompt; whole prompts go to one actor worker so a group stays contiguous."""
-        n = self.cfg.n_samples_per_prompt
+        n = n or self.cfg.n_samples_per_prompt
         shards = _split(len(batch), len(self.roles.actor))
         futures = []
         for worker, s in zip(self.roles.actor.workers, shards):
             prompts = [p.prompt for p in batch[s] for _ in range(n)]
             labels = [p.label for p in batch[s] for _ in range(n)]
-            futures.append(worker.call.remote("generate", prompts, labels, self.state.step))
+            futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation))
         return Samples.concat(get(futures), self.pad_token_id)
 
     def score(self, samples: Samples) -> RewardBatch:
@@ -216,10 +254,7 @@ class PPOTrainer:
                 "advantages_abs": float(F.masked_mean(advantages.abs(), action_mask))}
         if values is not None:
             info["values"] = float(F.masked_mean(values, action_mask))
-        for name, vals in rewards.extra_logs.items():
-            finite = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
-            if finite:
-                info[f"reward/{name}"] = sum(finite) / len(finite)
+        info.update(_extra_log_means(rewards, "reward/"))
         return experience, info
 
     def train(self, experience: Experience) -> dict[str, float]:

@@ -101,18 +101,22 @@ class PolicyWorker(_TrainedWorker):
         self.engine.module.eval()
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], labels: list[str], step: int) -> Samples:
-        """One response per entry of `prompts` (repeated per sample by the caller), in micro-rollout batches."""
+    def generate(self, prompts: list[str], labels: list[str], step: int, evaluation: bool = False) -> Samples:
+        """One response per entry of `prompts` (repeated per sample by the caller), in micro-rollout batches.
+
+        `evaluation` samples at --eval-temperature from a seed of its own, so evaluating never changes what
+        training draws."""
         from rlhfctl.models.actor import generate
 
-        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=1))
+        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=3 if evaluation else 1))
+        temperature = self.cfg.eval_temperature if evaluation else self.cfg.temperature
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         parts = []
         with self.engine.gathered_params():
             for chunk in _forward_chunks(len(prompts), size):
                 rollout = generate(
                     self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=self.cfg.generate_max_len,
-                    temperature=self.cfg.temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
+                    temperature=temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
                 )
                 parts.append(Samples(rollout.sequences, rollout.attention_mask, rollout.action_mask,
                                      prompts[chunk], labels[chunk], rollout.responses))
