@@ -17,7 +17,6 @@ depends less on that load. Prints one JSON line (the last line of stdout).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re

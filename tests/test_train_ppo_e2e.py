@@ -160,6 +160,33 @@ def test_two_data_parallel_actor_workers(zero_stage, tiny_policy_dir, prompt_fil
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
 
 
+def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_dir, prompt_file, reward_file,
+                                                                       tmp_path, ray_address):
+    """--eval-dataset: eval/* before the first step, every --eval-steps and after the last, from the run's reward
+    (extra_logs included); greedy samples of one prompt agree, so pass@2 equals the mean; and training draws the
+    same samples as a run without evaluation."""
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    extra = ["--advantage-estimator", "group_norm", "--engine", "torch", "--init-kl-coef", "0", "--num-episodes", "3",
+             "--actor-learning-rate", "1e-3"]
+    first = train(base_args(tiny_policy_dir, prompt_file, plain, str(reward_file), ray_address) + extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = train(base_args(tiny_policy_dir, prompt_file, evaluated, str(reward_file), ray_address) + extra + [
+        "--eval-dataset", str(prompt_file), "--eval-max-samples", "3", "--eval-steps", "4", "--eval-temperature", "0",
+        "--eval-n-samples-per-prompt", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = metrics(evaluated)
+    assert [m["step"] for m in records] == [0, 1, 2, 3, 4, 5, 6]
+    with_eval = [m for m in records if "eval/reward" in m]
+    assert [m["step"] for m in with_eval] == [0, 4, 6]
+    for m in with_eval:
+        assert m["eval/pass@2"] == pytest.approx(m["eval/reward"])
+        assert m["eval/label_seen"] == 1.0 and m["eval/response_length"] > 0
+    assert with_eval[0]["eval/reward"] != with_eval[-1]["eval/reward"]  # the policy trained in between
+    for a, b in zip(metrics(plain), records[1:]):
+        assert a["step"] == b["step"] and a["reward"] == pytest.approx(b["reward"], rel=1e-6)
+    assert "eval " in second.stderr  # the live line shows the held-out reward
+
+
 def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
     """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

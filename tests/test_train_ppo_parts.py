@@ -211,6 +211,27 @@ def test_tracker_writes_jsonl_tensorboard_and_wandb_offline(tmp_path, monkeypatc
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
+def test_a_new_run_keeps_an_earlier_runs_metrics_apart_and_a_resumed_run_appends(tmp_path):
+    from rlhfctl.ppo.tracking import Tracker
+
+    def run(steps: range, resuming: bool) -> None:
+        tracker = Tracker(str(tmp_path), total_steps=9, resuming=resuming)
+        for step in steps:
+            tracker.log(step, {"reward": float(step)})
+        tracker.close()
+
+    def steps_in(name: str) -> list[int]:
+        return [json.loads(x)["step"] for x in (tmp_path / name).read_text().splitlines()]
+
+    run(range(1, 3), resuming=False)
+    run(range(3, 5), resuming=True)  # --load-checkpoint: the same run goes on
+    run(range(1, 2), resuming=False)  # a new run into the same --save-path
+    assert steps_in("metrics.jsonl") == [1]
+    assert steps_in("metrics.1.jsonl") == [1, 2, 3, 4]
+    run(range(1, 2), resuming=False)
+    assert steps_in("metrics.2.jsonl") == [1] and steps_in("metrics.1.jsonl") == [1, 2, 3, 4]
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def _cli(capsys, *args: str) -> SimpleNamespace:
     """The real entry point, in process (what a user sees on stderr, and the exit code)."""

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,18 +39,20 @@ if str(HERE) not in sys.path:
 
 @dataclass(frozen=True)
 class Variant:
-    """Where the reward comes from: a server started from `serve_config`, or the file named in `train_config`."""
+    """Where the reward comes from: a server started from `serve_config`, or the file named in `train_config`;
+    `reward_func` when the reward is a reward function (which --reward-func may replace), not the reward model."""
 
     serve_config: Optional[str]
     train_config: str
     what: str
+    reward_func: bool = True
 
 
 VARIANTS = {
     "reward-func-server": Variant("serve_reward_func.yaml", "train_reward_func_server.yaml",
                                   "reward_func.py served by rlhfctl serve-rm"),
     "reward-model-server": Variant("serve_reward_model.yaml", "train_reward_model_server.yaml",
-                                   "the small reward model served by rlhfctl serve-rm"),
+                                   "the small reward model served by rlhfctl serve-rm", reward_func=False),
     "reward-func-file": Variant(None, "train_reward_func_file.yaml", "reward_func.py called in-process"),
 }
 URL_IN_LOG = re.compile(r"serving on (http://\S+/get_reward)")
@@ -191,6 +194,8 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     hf_logging.disable_progress_bar()
 
     spec = VARIANTS[variant]
+    for previous in ("policy", "ckpt"):  # the demo's own outputs of an earlier run in this folder
+        shutil.rmtree(out / previous, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     train_config = HERE / spec.train_config
     options = read_config_file(train_config)
@@ -200,7 +205,7 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
         run_args += ["--num-episodes", "1", "--max-samples", str(steps * int(options["rollout_batch_size"])),
                      "--eval-steps", str(max(1, min(int(options.get("eval_steps", steps)), steps)))]
     summary: dict[str, Any] = {"variant": variant, "reward": spec.what, "seed": seed, "out": str(out),
-                               "reward_func": reward_file if spec.serve_config != "serve_reward_model.yaml" else None}
+                               "reward_func": reward_file if spec.reward_func else None}
     started = time.perf_counter()
 
     def check(reward: str) -> None:
@@ -218,12 +223,12 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
         check(reward_file)
         train(reward_file)
     else:
-        serve_extra = ["--reward-func", reward_file] if summary["reward_func"] else []
-        if summary["reward_func"]:
+        serve_extra = ["--reward-func", reward_file] if spec.reward_func else []
+        if spec.reward_func:
             check(reward_file)  # before the server: a broken reward is caught before anything starts
         with RewardServer(HERE / spec.serve_config, out / "serve-rm.log", serve_extra) as server:
             summary["server_url"] = server.url
-            if not summary["reward_func"]:
+            if not spec.reward_func:
                 check(server.url)  # the reward model, through the server, against the labels
             train(server.url)
         summary["server_exit_code"] = server.proc.returncode
@@ -274,7 +279,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="reward-func-server")
     parser.add_argument("--steps", type=int, default=None, help="PPO steps (default: the config's 2 episodes)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo/VARIANT)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder; an earlier demo's outputs there are replaced (default: runs/demo/VARIANT)")
     parser.add_argument("--reward-func", type=Path, default=None,
                         help="another reward function for the reward_func variants (e.g. shuffled_reward_func.py)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line, not a table")
@@ -283,8 +289,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--steps must be at least 1")
     if args.reward_func is not None and not args.reward_func.is_file():
         parser.error(f"--reward-func {args.reward_func}: no such file")
-    if args.reward_func is not None and args.variant == "reward-model-server":
+    if args.reward_func is not None and not VARIANTS[args.variant].reward_func:
         parser.error("--reward-func applies to the reward_func variants, not reward-model-server")
+    try:
+        import rlhfctl  # noqa: F401
+    except ImportError:
+        parser.error(f"rlhfctl is not installed for {sys.executable}: run ./scripts/setup.sh, then "
+                     ".venv/bin/python examples/arithmetic/demo.py")
     out = args.out or ROOT / "runs" / "demo" / args.variant
     try:
         summary = run_demo(args.variant, out=out, seed=args.seed, steps=args.steps,

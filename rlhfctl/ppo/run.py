@@ -83,7 +83,8 @@ def train_ppo(cfg: Any) -> dict[str, float]:
             group.wait_ready()
         roles = Roles(**groups)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
-        tracker = Tracker(cfg.save_path, total_steps, use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
+        tracker = Tracker(cfg.save_path, total_steps, resuming=resume_from is not None,
+                          use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
         trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
                              eval_prompts=eval_prompts)

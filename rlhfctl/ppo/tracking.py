@@ -40,15 +40,21 @@ def summary_line(metrics: dict[str, float]) -> str:
 class Tracker:
     """One per run, in the driver. `log(step, metrics)` after each step, `close()` at the end."""
 
-    def __init__(self, save_path: str, total_steps: int, *, start_step: int = 0, use_tensorboard: Optional[str] = None,
-                 use_wandb: Optional[str] = None, run_config: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, save_path: str, total_steps: int, *, start_step: int = 0, resuming: bool = False,
+                 use_tensorboard: Optional[str] = None, use_wandb: Optional[str] = None,
+                 run_config: Optional[dict[str, Any]] = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         Path(save_path).mkdir(parents=True, exist_ok=True)
-        self.metrics_file = Path(save_path) / "metrics.jsonl"
-        self._jsonl = self.metrics_file.open("a", encoding="utf-8")
         self.console = Console(stderr=True)
+        self.metrics_file = Path(save_path) / "metrics.jsonl"
+        if not resuming and self.metrics_file.is_file() and self.metrics_file.stat().st_size:
+            kept = _free_name(self.metrics_file)
+            self.metrics_file.rename(kept)  # a new run: never mix its steps into an earlier run's file
+            self.console.print(f"{self.metrics_file} held an earlier run's metrics: moved to {kept.name}",
+                               highlight=False, soft_wrap=True)
+        self._jsonl = self.metrics_file.open("a", encoding="utf-8")
         self._live = self.console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]PPO"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -87,6 +93,14 @@ class Tracker:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _free_name(path: Path) -> Path:
+    """metrics.1.jsonl, metrics.2.jsonl, ...: the first that does not exist."""
+    n = 1
+    while (candidate := path.with_name(f"{path.stem}.{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
 
 
 def _plain(value: Any) -> Any:

@@ -188,7 +188,8 @@ class PPOTrainer:
         samples = self.generate(self.eval_prompts, n, evaluation=True)
         rewards = self.score(samples)
         per_prompt = torch.tensor(rewards.rewards, dtype=torch.float32).view(-1, n)
-        metrics = {"eval/reward": float(per_prompt.mean()), f"eval/pass@{n}": float(per_prompt.max(dim=1).values.mean()),
+        metrics = {"eval/reward": float(per_prompt.mean()),
+                   f"eval/pass@{n}": float(per_prompt.max(dim=1).values.mean()),
                    "eval/response_length": float(samples.action_mask.sum(dim=1).float().mean()),
                    **_extra_log_means(rewards, "eval/")}
         metrics["time/evaluate"] = time.perf_counter() - t0
