@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace, root: Path, seed: int, reward_func: Path | No
     summary = run_demo(args.variant, out=root / f"{tag}_seed{seed}", seed=seed, steps=args.steps,
                        reward_func=reward_func, echo=False)
     return {k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
-                                    "rl_seconds", "total_seconds")}
+                                    "rl_seconds", "total_seconds", "held_out_rows")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep every run's outputs here")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="rlhfctl-bench-demo-"))
+    root = (args.workdir or Path(tempfile.mkdtemp(prefix="rlhfctl-bench-demo-"))).resolve()
 
     runs = [_run(args, root, seed, None) for seed in seeds]
     gains = [r["gain_points"] for r in runs]
     result = {
-        "benchmark": "demo", "variant": args.variant, "held_out_rows": 400,
+        "benchmark": "demo", "variant": args.variant, "held_out_rows": runs[0]["held_out_rows"],
         "accuracy_before": runs[0]["accuracy_before"],
         "accuracy_after": [r["accuracy_after"] for r in runs],
         "gain_points": gains, "gain_points_mean": round(statistics.mean(gains), 1),

@@ -39,6 +39,13 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 
+def _not_blank(value: Optional[str], what: str) -> Optional[str]:
+    """An option given as "" (or only commas and spaces) is a mistake, not "leave it out"."""
+    if value is not None and not value.replace(",", "").strip():
+        raise ValueError(f"is empty: give {what}, or leave the option out")
+    return value
+
+
 class Group(BaseModel):
     """An argument group: a titled panel of related options in `--help`."""
 
@@ -151,6 +158,7 @@ class DataArgs(Group):
     label_key: Optional[str] = _opt(None, "Dataset column holding the label passed to the reward (as a string).")
     apply_chat_template: bool = _opt(False, "Format prompts with the tokenizer's chat template.")
     max_samples: Optional[int] = _opt(None, "Use at most this many rows of the dataset.", ge=1)
+    prompt_split: str = _opt("train", "Split of a DatasetDict folder or hub dataset (a single file is one split).")
 
 
 class RolloutArgs(Group):
@@ -213,10 +221,8 @@ class RewardSourceArgs(Group):
 
     @field_validator("remote_rm_url")
     @classmethod
-    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not value.replace(",", "").strip():
-            raise ValueError("is empty: give reward server URL(s) or a reward_func.py path, or leave the option out")
-        return value
+    def _url_not_blank(cls, value: Optional[str]) -> Optional[str]:
+        return _not_blank(value, "reward server URL(s) or a reward_func.py path")
 
 
 class TrainArgs(Group):
@@ -281,6 +287,12 @@ class EvalArgs(Group):
     eval_temperature: float = _opt(0.6, "Sampling temperature of evaluation (0: greedy).", ge=0)
     eval_n_samples_per_prompt: int = _opt(4, "Responses per evaluation prompt (eval/pass@N is the mean best).", ge=1)
     eval_max_samples: Optional[int] = _opt(None, "Use at most this many rows of --eval-dataset.", ge=1)
+    eval_split: str = _opt("train", "Split of --eval-dataset when it is a DatasetDict folder or hub dataset.")
+
+    @field_validator("eval_dataset")
+    @classmethod
+    def _eval_dataset_not_blank(cls, value: Optional[str]) -> Optional[str]:
+        return _not_blank(value, "a held-out prompt file")
 
 
 # ----------------------------------------------------------------------------------------------- check-reward

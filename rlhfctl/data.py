@@ -81,7 +81,7 @@ def _load_file(path: Path) -> datasets.Dataset:
         raise DataError(f"{path}: cannot read this {builder} file: {detail or _root_cause(e)}") from None
 
 
-def _load_folder(path: Path) -> datasets.Dataset:
+def _load_folder(path: Path, split: str) -> datasets.Dataset:
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as e:
@@ -90,23 +90,23 @@ def _load_folder(path: Path) -> datasets.Dataset:
             f"({_root_cause(e)})"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
-        if "train" in loaded:
-            return loaded["train"]
-        if len(loaded) == 1:
+        if split in loaded:
+            return loaded[split]
+        if split == "train" and len(loaded) == 1:
             return next(iter(loaded.values()))
-        raise DataError(f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(loaded)})")
+        raise DataError(f"{path}: a DatasetDict without a {split!r} split (splits: {', '.join(loaded)})")
     return loaded
 
 
-def _load_one(spec: str) -> datasets.Dataset:
+def _load_one(spec: str, split: str) -> datasets.Dataset:
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_folder(path)
+        return _load_folder(path, split)
     if path.is_file():
         return _load_file(path)
     if _HUB_NAME.match(spec) and path.suffix.lower() not in FORMATS:
         try:  # works only where the dataset is already in the local HF cache (offline) or the hub is reachable
-            return datasets.load_dataset(spec, split="train")
+            return datasets.load_dataset(spec, split=split)
         except Exception as e:
             raise DataError(
                 f"{spec}: no such local file or folder, and the hub dataset cannot be fetched here "
@@ -116,14 +116,15 @@ def _load_one(spec: str) -> datasets.Dataset:
     raise DataError(f"{spec}: no such file or folder")
 
 
-def load_rows(prompt_data: str) -> datasets.Dataset:
+def load_rows(prompt_data: str, split: str = "train") -> datasets.Dataset:
     """Load `prompt_data`: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a comma-separated list
-    of them (concatenated in order). A DatasetDict gives its "train" split. Raises DataError naming the path."""
+    of them (concatenated in order). A DatasetDict or hub dataset gives its `split` (a single file is one split).
+    Raises DataError naming the path."""
     specs = [s.strip() for s in prompt_data.split(",")] if not Path(prompt_data).exists() else [prompt_data]
     specs = [s for s in specs if s]
     if not specs:
         raise DataError("no prompt data given")
-    parts = [_load_one(s) for s in specs]
+    parts = [_load_one(s, split) for s in specs]
     for spec, part in zip(specs, parts):
         if len(part) == 0:
             raise DataError(f"{spec}: no rows")
@@ -198,6 +199,7 @@ def load_prompts(
     tokenizer: Any = None,
     max_samples: int | None = None,
     input_template: str | None = None,
+    split: str = "train",
 ) -> list[PromptExample]:
     """Load prompts (and labels) the way OpenRLHF's PromptDataset does, checking every row first.
 
@@ -213,7 +215,7 @@ def load_prompts(
             raise ConfigError("--apply-chat-template needs a tokenizer")
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("--apply-chat-template: the tokenizer has no chat template")
-    ds = load_rows(prompt_data)
+    ds = load_rows(prompt_data, split)
     _require_column(ds, input_key, "--input-key", prompt_data)
     if label_key is not None:
         _require_column(ds, label_key, "--label-key", prompt_data)

@@ -67,6 +67,9 @@ def test_save_to_disk_folders(tmp_path):
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:1])})
     dd.save_to_disk(str(tmp_path / "dd"))
     assert len(load_rows(str(tmp_path / "dd"))) == 3  # the "train" split
+    assert len(load_rows(str(tmp_path / "dd"), split="test")) == 1  # --prompt-split / --eval-split
+    with pytest.raises(DataError, match=r"without a 'validation' split \(splits: train, test\)"):
+        load_rows(str(tmp_path / "dd"), split="validation")
 
 
 # --- bad data ----------------------------------------------------------------------------------------------------

@@ -77,8 +77,9 @@ def test_a_short_demo_runs_every_stage(tmp_path):
     records = [json.loads(line) for line in (out / "policy" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in records] == [0, 1, 2]
     assert {m["step"] for m in records if "eval/exact_match" in m} == {0, 2}
-    assert records[0]["eval/exact_match"] == pytest.approx(summary["accuracy_before"])  # train-ppo's eval agrees
-    assert records[-1]["eval/exact_match"] == pytest.approx(summary["accuracy_after"])  # with evaluate.py's
+    # train-ppo's greedy evaluation agrees with evaluate.py's (other batch shapes may flip a near-tie or two)
+    assert records[0]["eval/exact_match"] == pytest.approx(summary["accuracy_before"], abs=0.01)
+    assert records[-1]["eval/exact_match"] == pytest.approx(summary["accuracy_after"], abs=0.01)
     assert 0 < summary["accuracy_before"] < 1 and summary["steps"] == 2 and summary["samples"] == 2 * 32 * 8
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text())["gain_points"] == summary["gain_points"]
@@ -98,10 +99,11 @@ def test_a_broken_reward_stops_the_demo_before_the_server_starts(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "0"], "--steps must be from 1 to 125"),
     (["--reward-func", "no_such_file.py"], "no such file"),
     (["--variant", "reward-model-server", "--reward-func", str(ARITH / "reward_func.py")], "reward_func variants"),
     (["--variant", "gpt"], "invalid choice"),
+    (["--steps", "126"], "--steps must be from 1 to 125"),
 ])
 def test_bad_demo_options_exit_2(args, needle, capsys):
     with pytest.raises(SystemExit) as exc:

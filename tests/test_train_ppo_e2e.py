@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,9 +183,11 @@ def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_
         assert m["eval/pass@2"] == pytest.approx(m["eval/reward"])
         assert m["eval/label_seen"] == 1.0 and m["eval/response_length"] > 0
     assert with_eval[0]["eval/reward"] != with_eval[-1]["eval/reward"]  # the policy trained in between
+    assert len(metrics(plain)) == len(records) - 1
     for a, b in zip(metrics(plain), records[1:]):
         assert a["step"] == b["step"] and a["reward"] == pytest.approx(b["reward"], rel=1e-6)
-    assert "eval " in second.stderr  # the live line shows the held-out reward
+    assert re.search(r"step 4/6 .*eval -?\d", second.stderr)  # the live line shows the held-out reward
+    assert "samples per prompt (--eval-n-samples-per-prompt) will be identical" in " ".join(second.stderr.split())
 
 
 def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):

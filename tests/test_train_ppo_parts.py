@@ -211,11 +211,11 @@ def test_tracker_writes_jsonl_tensorboard_and_wandb_offline(tmp_path, monkeypatc
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
 
-def test_a_new_run_keeps_an_earlier_runs_metrics_apart_and_a_resumed_run_appends(tmp_path):
+def test_a_new_run_keeps_an_earlier_runs_metrics_apart_and_a_resumed_run_goes_on(tmp_path):
     from rlhfctl.ppo.tracking import Tracker
 
-    def run(steps: range, resuming: bool) -> None:
-        tracker = Tracker(str(tmp_path), total_steps=9, resuming=resuming)
+    def run(steps: range, resume_step: int | None = None) -> None:
+        tracker = Tracker(str(tmp_path), total_steps=9, resume_step=resume_step)
         for step in steps:
             tracker.log(step, {"reward": float(step)})
         tracker.close()
@@ -223,12 +223,12 @@ def test_a_new_run_keeps_an_earlier_runs_metrics_apart_and_a_resumed_run_appends
     def steps_in(name: str) -> list[int]:
         return [json.loads(x)["step"] for x in (tmp_path / name).read_text().splitlines()]
 
-    run(range(1, 3), resuming=False)
-    run(range(3, 5), resuming=True)  # --load-checkpoint: the same run goes on
-    run(range(1, 2), resuming=False)  # a new run into the same --save-path
-    assert steps_in("metrics.jsonl") == [1]
-    assert steps_in("metrics.1.jsonl") == [1, 2, 3, 4]
-    run(range(1, 2), resuming=False)
+    run(range(1, 4))  # steps 1-3 logged; say the last checkpoint was of step 2
+    run(range(3, 5), resume_step=2)  # --load-checkpoint: step 3 runs again and is logged once
+    assert steps_in("metrics.jsonl") == [1, 2, 3, 4]
+    run(range(1, 2))  # a new run into the same --save-path
+    assert steps_in("metrics.jsonl") == [1] and steps_in("metrics.1.jsonl") == [1, 2, 3, 4]
+    run(range(1, 2))
     assert steps_in("metrics.2.jsonl") == [1] and steps_in("metrics.1.jsonl") == [1, 2, 3, 4]
 
 

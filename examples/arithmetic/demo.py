@@ -77,15 +77,31 @@ def run_stage(name: str, cmd: list[str], log: Path, *, echo: bool) -> float:
     otherwise its output goes to `log`."""
     started = time.perf_counter()
     if echo:
-        code = subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+        code = _wait(subprocess.Popen(cmd, cwd=ROOT, env=_env()))
         where = "above"
     else:
         with log.open("w", encoding="utf-8") as out:
-            code = subprocess.run(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT).returncode
+            code = _wait(subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT))
         where = f"in {log}:\n{_tail(log)}"
     if code != 0:
         raise DemoError(f"{name} failed (exit {code}); its output is {where}")
     return time.perf_counter() - started
+
+
+def _wait(proc: subprocess.Popen, grace: float = 120.0) -> int:
+    """The stage's exit code. If the demo is interrupted, the stage stops the way it stops for a user: Ctrl-C
+    reached it too (train-ppo saves a checkpoint); on SIGTERM it is sent SIGINT. Killed only after `grace` s."""
+    try:
+        return proc.wait()
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt) and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 def _tail(log: Path, lines: int = 25) -> str:
@@ -183,6 +199,15 @@ def plot(curve: dict[str, list], before: float, after: float, title: str, out: P
     return out
 
 
+def max_steps(variant: str) -> int:
+    """Steps in one pass over the variant's training prompts: the most that --steps can ask for."""
+    from rlhfctl.config import read_config_file
+
+    options = read_config_file(HERE / VARIANTS[variant].train_config)
+    rows = len((ROOT / str(options["prompt_data"])).read_text(encoding="utf-8").splitlines())
+    return rows // int(options["rollout_batch_size"])
+
+
 def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, steps: Optional[int] = None,
              reward_func: Optional[Path] = None, echo: bool = True) -> dict[str, Any]:
     """Every stage of the demo; returns the summary (also written to OUT/summary.json)."""
@@ -194,6 +219,10 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     hf_logging.disable_progress_bar()
 
     spec = VARIANTS[variant]
+    if steps is not None and not 1 <= steps <= max_steps(variant):
+        raise DemoError(f"--steps {steps}: from 1 to {max_steps(variant)} (one pass over the training prompts); "
+                        "leave it out for the full run")
+    out = out.resolve()  # the stages run from the repository root
     for previous in ("policy", "ckpt"):  # the demo's own outputs of an earlier run in this folder
         shutil.rmtree(out / previous, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,8 +314,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="another reward function for the reward_func variants (e.g. shuffled_reward_func.py)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line, not a table")
     args = parser.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
     if args.reward_func is not None and not args.reward_func.is_file():
         parser.error(f"--reward-func {args.reward_func}: no such file")
     if args.reward_func is not None and not VARIANTS[args.variant].reward_func:
@@ -296,7 +323,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ImportError:
         parser.error(f"rlhfctl is not installed for {sys.executable}: run ./scripts/setup.sh, then "
                      ".venv/bin/python examples/arithmetic/demo.py")
+    if args.steps is not None and not 1 <= args.steps <= max_steps(args.variant):
+        parser.error(f"--steps must be from 1 to {max_steps(args.variant)} (one pass over the training prompts)")
     out = args.out or ROOT / "runs" / "demo" / args.variant
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the stages: they stop too
     try:
         summary = run_demo(args.variant, out=out, seed=args.seed, steps=args.steps,
                            reward_func=args.reward_func.resolve() if args.reward_func else None, echo=not args.json)

@@ -86,7 +86,7 @@ def _data_texts(cfg: Any) -> list[tuple[str, str, str]]:
 
         tokenizer = AutoTokenizer.from_pretrained(cfg.reward_pretrain)
     examples = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
-                            cfg.max_samples)
+                            cfg.max_samples, split=cfg.prompt_split)
     return [(e.prompt, e.prompt, e.label) for e in examples]
 
 

@@ -55,7 +55,7 @@ def load_examples(cfg: CheckRewardConfig, report: Report) -> list[PromptExample]
         )
     assert cfg.prompt_data is not None  # the config validator requires it
     datasets.disable_progress_bars()  # "Generating train split" bars are noise in a report
-    rows = load_rows(cfg.prompt_data)
+    rows = load_rows(cfg.prompt_data, cfg.prompt_split)
     if cfg.max_samples is not None and cfg.max_samples < len(rows):
         rows = rows.select(range(cfg.max_samples))
     report.data = {"prompt_data": cfg.prompt_data, "rows": len(rows), "columns": list(rows.column_names)}
@@ -86,7 +86,7 @@ def load_examples(cfg: CheckRewardConfig, report: Report) -> list[PromptExample]
     tokenizer = _template_tokenizer(cfg) if cfg.apply_chat_template else None
     return load_prompts(
         cfg.prompt_data, input_key=cfg.input_key, label_key=cfg.label_key, apply_chat_template=cfg.apply_chat_template,
-        tokenizer=tokenizer, max_samples=cfg.max_samples,
+        tokenizer=tokenizer, max_samples=cfg.max_samples, split=cfg.prompt_split,
     )
 
 
@@ -125,7 +125,7 @@ def build_samples(examples: list[PromptExample], cfg: CheckRewardConfig) -> list
 
 def _column_responses(examples: list[PromptExample], cfg: CheckRewardConfig, column: str) -> list[str]:
     assert cfg.prompt_data is not None
-    rows = load_rows(cfg.prompt_data)
+    rows = load_rows(cfg.prompt_data, cfg.prompt_split)
     if column not in rows.column_names:
         raise DataError(f"--responses column:{column}: {cfg.prompt_data} has no column {column!r}; the columns "
                         f"are: {', '.join(rows.column_names)}")

@@ -47,7 +47,8 @@ __all__ = [
 KLEstimator = Literal["k1", "k2", "k3"]
 AdvantageEstimator = Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"]
 
-#: group_norm: rewards of one group within this relative spread count as equal (advantages 0). Looser than float32
+#: group_norm: rewards of one group whose spread (max - min) is within this fraction of max(1, |group mean|) count
+#: as equal (advantages 0): an absolute 1e-5 for rewards of magnitude up to 1, relative beyond. Looser than float32
 #: rounding, tight enough for any real difference; serve-rm's scores of one text agree within it across batches.
 FLAT_GROUP_RTOL = 1e-5
 
@@ -287,7 +288,7 @@ def group_baseline(
     - ``rloo``: ``r - mean of the other n-1 samples`` (leave-one-out, unbiased);
     - ``reinforce_baseline``: ``r - group mean`` (REINFORCE++-baseline);
     - ``group_norm``: ``(r - group mean) / (group std + eps)`` (GRPO); the std is the *unbiased* one
-      (Bessel, n-1), as ``torch.std`` in OpenRLHF; a group whose rewards are equal within FLAT_GROUP_RTOL gets 0.
+      (Bessel, n-1), as ``torch.std`` in OpenRLHF; a group whose rewards are equal (within FLAT_GROUP_RTOL) gets 0.
     """
     _check_choice(estimator, ("reinforce", *_GROUP_ESTIMATORS), "advantage estimator")
     if rewards.dim() != 1:

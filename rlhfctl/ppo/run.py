@@ -29,13 +29,22 @@ def _check_sizes(cfg: Any, num_prompts: int) -> None:
                           f"data-parallel size ({cfg.actor_world_size}), so every worker gets whole prompts")
 
 
+def _check_eval(cfg: Any, num_prompts: int) -> None:
+    if num_prompts < cfg.actor_world_size:
+        raise ConfigError(f"--eval-dataset has {num_prompts} prompt(s), fewer than the {cfg.actor_world_size} actor "
+                          "workers that sample them: give at least one per worker (--eval-max-samples)")
+    if cfg.eval_temperature == 0 and cfg.eval_n_samples_per_prompt > 1:
+        warnings.warn(f"--eval-temperature 0 is greedy: the {cfg.eval_n_samples_per_prompt} samples per prompt "
+                      "(--eval-n-samples-per-prompt) will be identical", stacklevel=3)
+
+
 def train_ppo(cfg: Any) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.data import load_prompts
     from rlhfctl.distributed.placement import needed_roles, place, release
     from rlhfctl.distributed.roles import RoleGroup
     from rlhfctl.models.actor import load_tokenizer
-    from rlhfctl.ppo.checkpoint import CheckpointManager
+    from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.tracking import Tracker
     from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -49,10 +58,13 @@ def train_ppo(cfg: Any) -> dict[str, float]:
                       "generating with Hugging Face generate on the actor workers instead", stacklevel=2)
     tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
-                           cfg.max_samples)
+                           cfg.max_samples, split=cfg.prompt_split)
     _check_sizes(cfg, len(prompts))
-    eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
-                                cfg.eval_max_samples) if cfg.eval_dataset else None
+    eval_prompts = None
+    if cfg.eval_dataset is not None:
+        eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template,
+                                    tokenizer, cfg.eval_max_samples, split=cfg.eval_split)
+        _check_eval(cfg, len(eval_prompts))
     rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
     if rows % cfg.train_batch_size:
         warnings.warn(f"each step trains on {rows} samples (--rollout-batch-size x --n-samples-per-prompt x "
@@ -83,7 +95,8 @@ def train_ppo(cfg: Any) -> dict[str, float]:
             group.wait_ready()
         roles = Roles(**groups)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
-        tracker = Tracker(cfg.save_path, total_steps, resuming=resume_from is not None,
+        resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
+        tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,
                           use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
         trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,

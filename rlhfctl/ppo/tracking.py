@@ -40,21 +40,25 @@ def summary_line(metrics: dict[str, float]) -> str:
 class Tracker:
     """One per run, in the driver. `log(step, metrics)` after each step, `close()` at the end."""
 
-    def __init__(self, save_path: str, total_steps: int, *, start_step: int = 0, resuming: bool = False,
+    def __init__(self, save_path: str, total_steps: int, *, resume_step: Optional[int] = None,
                  use_tensorboard: Optional[str] = None, use_wandb: Optional[str] = None,
                  run_config: Optional[dict[str, Any]] = None) -> None:
+        """`resume_step`: the step of the checkpoint a resumed run starts from (None: a new run)."""
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         Path(save_path).mkdir(parents=True, exist_ok=True)
         self.console = Console(stderr=True)
         self.metrics_file = Path(save_path) / "metrics.jsonl"
-        if not resuming and self.metrics_file.is_file() and self.metrics_file.stat().st_size:
-            kept = _free_name(self.metrics_file)
-            self.metrics_file.rename(kept)  # a new run: never mix its steps into an earlier run's file
-            self.console.print(f"{self.metrics_file} held an earlier run's metrics: moved to {kept.name}",
-                               highlight=False, soft_wrap=True)
+        if self.metrics_file.is_file() and self.metrics_file.stat().st_size:
+            if resume_step is None:  # a new run: never mix its steps into an earlier run's file
+                kept = _free_name(self.metrics_file)
+                self.metrics_file.rename(kept)
+                self.note(f"{self.metrics_file} held an earlier run's metrics: moved to {kept.name}")
+            else:  # steps logged after the checkpoint are about to be run again
+                _drop_steps_after(self.metrics_file, resume_step)
         self._jsonl = self.metrics_file.open("a", encoding="utf-8")
+        start_step = resume_step or 0
         self._live = self.console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]PPO"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -93,6 +97,12 @@ class Tracker:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _drop_steps_after(path: Path, step: int) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(kept), encoding="utf-8")
 
 
 def _free_name(path: Path) -> Path:

@@ -117,7 +117,6 @@ class PPOTrainer:
         last: dict[str, float] = {}
         try:
             if self.eval_prompts and self.state.step == 0:
-                self._phase = "evaluate"
                 self.tracker.log(0, self.evaluate())
             while self.state.step < self.total_steps:
                 episode, index = divmod(self.state.step, self.per_episode)
@@ -127,13 +126,12 @@ class PPOTrainer:
                 self.state.episode, self.state.batch_in_episode = divmod(self.state.step, self.per_episode)
                 self.state.samples_seen += int(last["samples"])
                 self.state.kl_coef = self.kl_ctl.value
-                log_now = self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps
                 if self._eval_due(self.state.step):
-                    self._phase = "evaluate"
-                    last.update(self.evaluate())
-                    self._phase = "idle"
-                    log_now = True
-                if log_now:
+                    try:
+                        last.update(self.evaluate())
+                    finally:  # the step's own metrics are kept even when its evaluation fails
+                        self.tracker.log(self.state.step, last)
+                elif self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps:
                     self.tracker.log(self.state.step, last)
                 if self.cfg.save_steps > 0 and self.state.step % self.cfg.save_steps == 0:
                     self.save_checkpoint()
@@ -184,9 +182,11 @@ class PPOTrainer:
     def evaluate(self) -> dict[str, float]:
         """The policy as it is now on --eval-dataset: mean reward, pass@N and the reward's extra_logs, as eval/*."""
         t0 = time.perf_counter()
+        self._phase = "evaluate"
         n = self.cfg.eval_n_samples_per_prompt
         samples = self.generate(self.eval_prompts, n, evaluation=True)
-        rewards = self.score(samples)
+        rewards = self.score(samples, during=f"the evaluation after step {self.state.step}")
+        self._phase = "idle"
         per_prompt = torch.tensor(rewards.rewards, dtype=torch.float32).view(-1, n)
         metrics = {"eval/reward": float(per_prompt.mean()),
                    f"eval/pass@{n}": float(per_prompt.max(dim=1).values.mean()),
@@ -207,8 +207,10 @@ class PPOTrainer:
             futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation))
         return Samples.concat(get(futures), self.pad_token_id)
 
-    def score(self, samples: Samples) -> RewardBatch:
-        """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0."""
+    def score(self, samples: Samples, during: Optional[str] = None) -> RewardBatch:
+        """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
+
+        `during` names what was being scored in the message (default: the step under way)."""
         queries = [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
         try:
             if self.roles.reward is not None:
@@ -220,9 +222,9 @@ class PPOTrainer:
                 assert self.reward is not None
                 batch = self.reward.score(queries, samples.prompts, samples.labels)
         except RewardError as exc:
-            step = self.state.step + 1
+            what = during or f"step {self.state.step + 1}"
             folder = self.save_checkpoint()
-            raise RewardError(f"step {step}: the reward failed, so the run stops (a failure is never a reward of 0). "
+            raise RewardError(f"{what}: the reward failed, so the run stops (a failure is never a reward of 0). "
                               f"Checkpoint of step {self.state.step} saved in {folder}; resume with "
                               f"--load-checkpoint.\n{exc}{_fault_details(exc, samples)}") from None
         if len(batch.rewards) != len(queries):
