@@ -259,13 +259,16 @@ def test_more_prompts_per_step_than_the_dataset_has_exits_2(tiny_policy_dir, pro
     (["--remote-rm-url", "not-a-url"], "neither a reward server URL"),
     (["--actor-num-gpus-per-node", "4", "--rollout-batch-size", "6"], "multiple of the actor's data-parallel size"),
     (["--label-key", "nope"], "no column 'nope' (--label-key)"),
+    (["--eval-dataset", "/no/such/heldout.jsonl"], "heldout.jsonl: no such file"),
+    (["--eval-dataset", "PROMPTS", "--eval-max-samples", "1", "--actor-num-gpus-per-node", "2"],
+     "--eval-dataset has 1 prompt(s), fewer than the 2 actor workers"),
 ])
 def test_bad_inputs_exit_with_a_message_before_any_worker_starts(args, needle, tiny_policy_dir, prompt_file,
                                                                  tmp_path, capsys):
     base = {"--pretrain": str(tiny_policy_dir), "--prompt-data": str(prompt_file),
             "--remote-rm-url": str(tmp_path / "r.py"), "--rollout-batch-size": "2", "--train-batch-size": "4",
             "--micro-train-batch-size": "1", "--save-path": str(tmp_path / "out")}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update({k: str(prompt_file) if v == "PROMPTS" else v for k, v in zip(args[::2], args[1::2])})
     result = _cli(capsys, *[x for kv in base.items() for x in kv])
     assert result.returncode in (1, 2), result.stderr
     assert needle in result.stderr, result.stderr
