@@ -33,7 +33,7 @@ class WorkerActor:
         """This node's address and a free port, for rank 0 to host torch.distributed's rendezvous."""
         import ray
 
-        from rlhfctl.distributed.engine import free_port
+        from rlhfctl.distributed.process_group import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
