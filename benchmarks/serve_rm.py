@@ -194,10 +194,10 @@ class InProcessLimit:
 
 # ------------------------------------------------------------------------------------------------ main
 def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[str], rounds: int) -> dict:
-    from rlhfctl.models.tiny import make_tiny_reward_model
+    from rlhfctl.models.tiny import TinyArch, make_tiny_reward_model
 
-    path = str(make_tiny_reward_model(folder / name, hidden_size=spec["hidden_size"], num_layers=spec["num_layers"],
-                                      max_position_embeddings=2048))
+    arch = TinyArch(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], max_position_embeddings=2048)
+    path = str(make_tiny_reward_model(folder / name, arch))
     texts = make_texts(4096, spec["words"])
     seconds = spec["seconds"] * scale
     designs = {

@@ -34,11 +34,11 @@ SETTINGS = {"a": 2, "b": 64}  # prompts per step; 8 samples each
 
 
 def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, Path, Path]:
-    from rlhfctl.models.tiny import make_tiny_policy
+    from rlhfctl.models.tiny import TinyArch, make_tiny_policy
 
     policy = root / "policy"
     if not (policy / "config.json").is_file():
-        make_tiny_policy(policy, vocab_size=2000, hidden_size=256, num_layers=4, num_heads=4)
+        make_tiny_policy(policy, TinyArch(vocab_size=2000, hidden_size=256, num_layers=4, num_heads=4))
     prompts = root / f"prompts_{prompts_per_step}.jsonl"
     rows = [{"input": f"Question {i}: what is {i} plus {i * 3 % 17}? Answer:"} for i in range(prompts_per_step * steps)]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))

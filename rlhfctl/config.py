@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rlhfctl.errors import ConfigError
 
@@ -39,11 +39,14 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 
-def _not_blank(value: Optional[str], what: str) -> Optional[str]:
+def _not_blank(what: str) -> AfterValidator:
     """An option given as "" (or only commas and spaces) is a mistake, not "leave it out"."""
-    if value is not None and not value.replace(",", "").strip():
-        raise ValueError(f"is empty: give {what}, or leave the option out")
-    return value
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.replace(",", "").strip():
+            raise ValueError(f"is empty: give {what}, or leave the option out")
+        return value
+
+    return AfterValidator(check)
 
 
 class Group(BaseModel):
@@ -215,14 +218,9 @@ class PolicyArgs(Group):
 
 class RewardSourceArgs(Group):
     panel: ClassVar[str] = "Reward"
-    remote_rm_url: Optional[str] = _opt(
+    remote_rm_url: Annotated[Optional[str], _not_blank("reward server URL(s) or a reward_func.py path")] = _opt(
         None, "Reward server URL(s), comma-separated (requests are spread across them), or a reward_func.py path."
     )
-
-    @field_validator("remote_rm_url")
-    @classmethod
-    def _url_not_blank(cls, value: Optional[str]) -> Optional[str]:
-        return _not_blank(value, "reward server URL(s) or a reward_func.py path")
 
 
 class TrainArgs(Group):
@@ -278,7 +276,7 @@ class LoggingArgs(Group):
 
 class EvalArgs(Group):
     panel: ClassVar[str] = "Evaluation"
-    eval_dataset: Optional[str] = _opt(
+    eval_dataset: Annotated[Optional[str], _not_blank("a held-out prompt file")] = _opt(
         None, "Held-out prompts (formats of --prompt-data, same --input-key/--label-key), sampled and scored with "
         "the run's reward; metrics eval/* in metrics.jsonl."
     )
@@ -288,11 +286,6 @@ class EvalArgs(Group):
     eval_n_samples_per_prompt: int = _opt(4, "Responses per evaluation prompt (eval/pass@N is the mean best).", ge=1)
     eval_max_samples: Optional[int] = _opt(None, "Use at most this many rows of --eval-dataset.", ge=1)
     eval_split: str = _opt("train", "Split of --eval-dataset when it is a DatasetDict folder or hub dataset.")
-
-    @field_validator("eval_dataset")
-    @classmethod
-    def _eval_dataset_not_blank(cls, value: Optional[str]) -> Optional[str]:
-        return _not_blank(value, "a held-out prompt file")
 
 
 # ----------------------------------------------------------------------------------------------- check-reward

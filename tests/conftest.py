@@ -27,9 +27,10 @@ PROMPTS = [
 @pytest.fixture(scope="session")
 def tiny_policy_dir(tmp_path_factory):
     """A tiny LlamaForCausalLM + tokenizer folder (hidden 64, 2 layers, 2 heads, head_dim 32). Read-only."""
-    from rlhfctl.models.tiny import make_tiny_policy
+    from rlhfctl.models.tiny import TinyArch, make_tiny_policy
 
-    return make_tiny_policy(tmp_path_factory.mktemp("tiny_policy"), hidden_size=64, num_layers=2, num_heads=2)
+    arch = TinyArch(hidden_size=64, num_layers=2, num_heads=2)
+    return make_tiny_policy(tmp_path_factory.mktemp("tiny_policy"), arch)
 
 
 @pytest.fixture(scope="session")

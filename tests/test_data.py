@@ -85,37 +85,22 @@ def test_missing_file_in_comma_list(tmp_path, prompt_file):
         load_rows(f"{prompt_file},{tmp_path / 'gone.jsonl'}")
 
 
-def test_unknown_extension(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("hello\n")
-    with pytest.raises(DataError, match=r"prompts\.txt: unknown file type '\.txt'.*\.jsonl"):
+@pytest.mark.parametrize("name, content, match", [
+    ("prompts.txt", b"hello\n", r"prompts\.txt: unknown file type '\.txt'.*\.jsonl"),
+    ("bad.jsonl", b'{"input": "ok"}\n{"input": oops}\n', r"bad\.jsonl: cannot read .*line 2 is not valid JSON"),
+    ("bad.parquet", b"not parquet at all", r"bad\.parquet: cannot read"),
+    ("empty.jsonl", b"", r"empty\.jsonl: the file is empty"),
+], ids=["unknown-extension", "malformed-jsonl", "malformed-parquet", "empty"])
+def test_an_unreadable_file_is_named_with_the_reason(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match):
         load_rows(str(path))
 
 
 def test_folder_not_saved_by_datasets(tmp_path):
     with pytest.raises(DataError, match="save_to_disk"):
         load_rows(str(tmp_path))
-
-
-def test_malformed_jsonl_names_the_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"input": "ok"}\n{"input": oops}\n')
-    with pytest.raises(DataError, match=r"bad\.jsonl: cannot read .*line 2 is not valid JSON"):
-        load_rows(str(path))
-
-
-def test_malformed_parquet(tmp_path):
-    path = tmp_path / "bad.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(DataError, match=r"bad\.parquet: cannot read"):
-        load_rows(str(path))
-
-
-def test_empty_file(tmp_path):
-    path = tmp_path / "empty.jsonl"
-    path.write_text("")
-    with pytest.raises(DataError, match=r"empty\.jsonl: the file is empty"):
-        load_rows(str(path))
 
 
 def test_hub_name_is_refused_offline():

@@ -298,8 +298,9 @@ def test_group_baseline_group_norm_uses_unbiased_std():
 
 def test_group_norm_equal_scores_give_zero_advantages_not_rounding_noise():
     # Eight equal reward-model scores: their float32 mean is not exactly 3.2, so (r - mean) / (std + 1e-9)
-    # turns rounding residue into advantages of order 1. A group with nothing to compare must give 0, also when the scores differ only
-    # by the batch noise of a served model (1e-7 relative here); a real difference is still normalised.
+    # turns rounding residue into advantages of order 1. A group with nothing to compare must give 0, also when
+    # the scores differ only by the batch noise of a served model (1e-7 relative here); a real difference is
+    # still normalised.
     same = torch.full((8,), 3.2)
     assert ((same - same.mean()) / (same.std() + 1e-9)).abs().max() > 0.5  # what the naive formula gives
     noisy = same + torch.tensor([0, 3e-7, -3e-7, 0, 1e-7, 0, 0, -1e-7])

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from rlhfctl.models.tiny import (
+    TinyArch,
     build_char_tokenizer,
     build_tokenizer,
     make_tiny_policy,
@@ -72,9 +73,9 @@ def test_policy_saves_and_loads_offline(tiny_policy_dir):
 
 def test_same_seed_same_weights(tmp_path):
     state = torch.get_rng_state()
-    a = load_file(str(make_tiny_policy(tmp_path / "a", seed=3) / "model.safetensors"))
-    b = load_file(str(make_tiny_policy(tmp_path / "b", seed=3) / "model.safetensors"))
-    c = load_file(str(make_tiny_policy(tmp_path / "c", seed=4) / "model.safetensors"))
+    a = load_file(str(make_tiny_policy(tmp_path / "a", TinyArch(seed=3)) / "model.safetensors"))
+    b = load_file(str(make_tiny_policy(tmp_path / "b", TinyArch(seed=3)) / "model.safetensors"))
+    c = load_file(str(make_tiny_policy(tmp_path / "c", TinyArch(seed=4)) / "model.safetensors"))
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -84,9 +85,8 @@ def test_same_seed_same_weights(tmp_path):
 @pytest.mark.parametrize("hidden, heads", [(64, 4), (96, 4), (60, 7)])
 def test_head_dim_validated(tmp_path, hidden, heads):
     with pytest.raises(ValueError, match="head_dim|multiple"):
-        make_tiny_policy(tmp_path, hidden_size=hidden, num_heads=heads)
-    with pytest.raises(ValueError, match="head_dim|multiple"):
-        make_tiny_reward_model(tmp_path, hidden_size=hidden, num_heads=heads)
+        TinyArch(hidden_size=hidden, num_heads=heads)  # before anything is built or written
+    assert not any(tmp_path.iterdir())
 
 
 def test_seqcls_reward_model(tiny_rm_seqcls_dir):

@@ -8,6 +8,7 @@ build byte-identical folders, and every folder loads offline with the `Auto*` cl
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -124,36 +125,46 @@ def build_char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
     return _wrap(tok, unk=True)
 
 
-def _llama_config(
-    tokenizer: PreTrainedTokenizerFast,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    intermediate_size: int | None,
-    max_position_embeddings: int,
-) -> LlamaConfig:
-    if num_heads <= 0 or hidden_size % num_heads:
-        raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
-    head_dim = hidden_size // num_heads
-    if head_dim < MIN_HEAD_DIM:
-        raise ValueError(
-            f"head_dim = hidden_size / num_heads = {head_dim} < {MIN_HEAD_DIM}: vLLM's CPU attention needs "
-            f"head_dim >= {MIN_HEAD_DIM}; use fewer heads or a larger hidden_size"
+@dataclass(frozen=True)
+class TinyArch:
+    """The size and seed of a tiny Llama (policy or reward model); head_dim must be at least MIN_HEAD_DIM."""
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int | None = None  # default 4 x hidden_size
+    max_position_embeddings: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_heads <= 0 or self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
+        head_dim = self.hidden_size // self.num_heads
+        if head_dim < MIN_HEAD_DIM:
+            raise ValueError(
+                f"head_dim = hidden_size / num_heads = {head_dim} < {MIN_HEAD_DIM}: vLLM's CPU attention needs "
+                f"head_dim >= {MIN_HEAD_DIM}; use fewer heads or a larger hidden_size"
+            )
+
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        return build_tokenizer(self.vocab_size, self.seed)
+
+    def llama_config(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size or 4 * self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+            torch_dtype="float32",
         )
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 4 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        torch_dtype="float32",
-    )
 
 
 def _save(model: nn.Module, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path, max_len: int) -> Path:
@@ -165,27 +176,17 @@ def _save(model: nn.Module, tokenizer: PreTrainedTokenizerFast, out_dir: str | P
     return out
 
 
-def make_tiny_policy(
-    out_dir: str | Path,
-    *,
-    vocab_size: int = 512,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    intermediate_size: int | None = None,
-    max_position_embeddings: int = 1024,
-    seed: int = 0,
-) -> Path:
+def make_tiny_policy(out_dir: str | Path, arch: TinyArch = TinyArch()) -> Path:
     """Save a randomly initialised LlamaForCausalLM and its tokenizer (safetensors) to `out_dir`; return the path.
 
     The same seed gives identical weights; the global torch RNG is left as it was.
     """
-    tokenizer = build_tokenizer(vocab_size, seed)
-    config = _llama_config(tokenizer, hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings)
+    tokenizer = arch.tokenizer()
+    config = arch.llama_config(tokenizer)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(arch.seed)
         model = LlamaForCausalLM(config)
-    return _save(model, tokenizer, out_dir, max_position_embeddings)
+    return _save(model, tokenizer, out_dir, arch.max_position_embeddings)
 
 
 class RewardModel(LlamaPreTrainedModel):
@@ -205,19 +206,13 @@ class RewardModel(LlamaPreTrainedModel):
 
 def make_tiny_reward_model(
     out_dir: str | Path,
+    arch: TinyArch = TinyArch(),
     *,
     format: Literal["seqcls", "openrlhf"] = "seqcls",  # noqa: A002 (the name users pass)
     value_head_prefix: str = "score",
     normalize_reward: bool = False,
     mean: float = 0.0,
     std: float = 1.0,
-    vocab_size: int = 512,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    intermediate_size: int | None = None,
-    max_position_embeddings: int = 1024,
-    seed: int = 0,
 ) -> Path:
     """Save a tiny reward model in one of the two layouts a reward server must read; return the path.
 
@@ -236,13 +231,13 @@ def make_tiny_reward_model(
         raise ValueError("a seqcls reward model's head is always 'score'; value_head_prefix is for format='openrlhf'")
     if std <= 0:
         raise ValueError(f"std must be > 0, not {std}")
-    tokenizer = build_tokenizer(vocab_size, seed)
-    config = _llama_config(tokenizer, hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings)
+    tokenizer = arch.tokenizer()
+    config = arch.llama_config(tokenizer)
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(arch.seed)
         seqcls = LlamaForSequenceClassification(config)
-        nn.init.normal_(seqcls.score.weight, mean=0.0, std=hidden_size**-0.5)
+        nn.init.normal_(seqcls.score.weight, mean=0.0, std=arch.hidden_size**-0.5)
         model: nn.Module = seqcls
         if format == "openrlhf":
             model = RewardModel(config, value_head_prefix)
@@ -253,4 +248,4 @@ def make_tiny_reward_model(
     model.config.mean = float(mean)
     model.config.std = float(std)
     model.config.value_head_prefix = value_head_prefix
-    return _save(model, tokenizer, out_dir, max_position_embeddings)
+    return _save(model, tokenizer, out_dir, arch.max_position_embeddings)
