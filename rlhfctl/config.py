@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from rlhfctl.errors import ConfigError
+from rlhfctl.errors import ConfigError, UsageError
 
 
 def _split_commas(value: Any) -> Any:
@@ -82,7 +82,7 @@ class RewardModelArgs(Group):
     normalize_reward: bool = _opt(
         False, "Return (reward - mean) / std with the mean and std stored in the reward model's config.json."
     )
-    max_len: int = _opt(
+    reward_max_len: int = _opt(
         2048,
         "Longest query the reward model reads, in tokens. Longer queries are cut from the LEFT, so the end of "
         "the response, where the reward is read, survives.",
@@ -112,10 +112,14 @@ class AuthArgs(Group):
     )
 
 
-class ServerArgs(Group):
+class ListenArgs(Group):
     panel: ClassVar[str] = "Reward server"
     host: str = _opt("127.0.0.1", "Interface to bind (0.0.0.0 serves every interface; do that behind --api-key).")
     port: int = _opt(5000, "TCP port to listen on (0 picks a free one and logs it).", ge=0, le=65535)
+
+
+class ServerArgs(Group):
+    panel: ClassVar[str] = "Reward server"
     max_batch_tokens: Optional[int] = _opt(
         None,
         "Token budget of one forward pass (longest text x texts); texts of similar length share a pass. Default: "
@@ -136,7 +140,8 @@ class ServerArgs(Group):
 
 class ServerBatchArgs(Group):
     panel: ClassVar[str] = "Reward server"
-    batch_size: int = _opt(16, "Most texts in one forward pass of the reward model.", ge=1)
+    batch_size: int = _opt(16, "Most texts in one forward pass of the reward model (serve-rm's, or the one "
+                               "bench-rm starts).", ge=1)
 
 
 class RemoteRewardArgs(Group):
@@ -166,7 +171,7 @@ class DataArgs(Group):
 
 class RolloutArgs(Group):
     panel: ClassVar[str] = "Rollout"
-    rollout_batch_size: int = _opt(512, "Prompts per rollout step (each sampled --n-samples-per-prompt times).", ge=1)
+    rollout_batch_size: int = _opt(1024, "Prompts per rollout step (each sampled --n-samples-per-prompt times).", ge=1)
     micro_rollout_batch_size: int = _opt(8, "Prompts generated and scored together in one call.", ge=1)
     n_samples_per_prompt: int = _opt(1, "Responses sampled per prompt (a group, for group estimators).", ge=1)
     prompt_max_len: int = _opt(1024, "Longest prompt in tokens (longer ones are cut from the left).", ge=1)
@@ -198,7 +203,6 @@ class PlacementArgs(Group):
     reward_num_nodes: int = _opt(1, "Nodes for a local reward model (--reward-pretrain).", ge=1)
     reward_num_gpus_per_node: int = _opt(1, "GPUs per node for a local reward model.", ge=1)
     vllm_num_engines: Optional[int] = _opt(None, "vLLM rollout engines (default: generate with the actor).", ge=1)
-    vllm_tensor_parallel_size: int = _opt(1, "GPUs per vLLM engine.", ge=1)
     colocate_actor_ref: bool = _opt(False, "Put actor and reference model on the same GPUs.")
     colocate_critic_reward: bool = _opt(False, "Put critic and reward model on the same GPUs.")
     colocate_all_models: bool = _opt(False, "Put every model on the same GPUs.")
@@ -208,9 +212,16 @@ class PlacementArgs(Group):
     )
 
 
+class PretrainArgs(Group):
+    panel: ClassVar[str] = "Models"
+    pretrain: Optional[str] = _opt(
+        None, "The policy (actor), a local Hugging Face folder: train-ppo trains it; its tokenizer formats prompts "
+        "(--apply-chat-template) in train-ppo and check-reward alike."
+    )
+
+
 class PolicyArgs(Group):
     panel: ClassVar[str] = "Models"
-    pretrain: Optional[str] = _opt(None, "Local Hugging Face folder of the policy (actor) to train.")
     critic_pretrain: Optional[str] = _opt(
         None, "Folder to initialise the critic from (default: --reward-pretrain, else --pretrain)."
     )
@@ -234,11 +245,12 @@ class TrainArgs(Group):
     zero_stage: int = _opt(2, "DeepSpeed ZeRO stage (0-3).", ge=0, le=3)
     adam_offload: bool = _opt(False, "Keep Adam states in CPU memory (DeepSpeed).")
     gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory.")
-    packing_samples: bool = _opt(False, "Pack samples without padding (accepted; padded batches are used today).")
     actor_learning_rate: float = _opt(1e-6, "Actor learning rate.", gt=0)
     critic_learning_rate: float = _opt(9e-6, "Critic learning rate.", gt=0)
     lr_warmup_ratio: float = _opt(0.03, "Fraction of optimizer steps spent warming the learning rate up.", ge=0, lt=1)
     max_norm: float = _opt(1.0, "Gradient clipping norm.", gt=0)
+    adam_betas: FloatPair = _opt((0.9, 0.95), "Adam's beta1,beta2 (actor and critic).")
+    weight_decay: float = _opt(0.0, "AdamW weight decay on weight matrices (not biases and norms).", ge=0)
 
 
 class PPOArgs(Group):
@@ -253,7 +265,7 @@ class PPOArgs(Group):
     eps_clip: float = _opt(0.2, "PPO policy ratio clip range.", gt=0)
     value_clip: float = _opt(0.5, "PPO value clip range.", gt=0)
     gamma: float = _opt(1.0, "Discount factor.", ge=0, le=1)
-    lambd: float = _opt(0.95, "GAE lambda.", ge=0, le=1)
+    lambd: float = _opt(1.0, "GAE lambda.", ge=0, le=1)
     reward_clip_range: FloatPair = _opt((-10.0, 10.0), "Clip sequence rewards to LOW,HIGH.")
     advantage_whiten: Optional[bool] = _opt(
         None, "Normalise advantages over the batch to mean 0, std 1 (default: for gae, reinforce and "
@@ -264,7 +276,7 @@ class PPOArgs(Group):
 class LoggingArgs(Group):
     panel: ClassVar[str] = "Logging and checkpoints"
     save_steps: int = _opt(-1, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C).")
-    ckpt_path: str = _opt("./ckpt/checkpoints_ppo", "Folder of resumable checkpoints.")
+    ckpt_path: str = _opt("./ckpt/checkpoints_ppo_ray", "Folder of resumable checkpoints.")
     max_ckpt_num: int = _opt(3, "Checkpoints kept; older ones are deleted.", ge=1)
     load_checkpoint: bool = _opt(False, "Resume from the newest checkpoint in --ckpt-path.")
     logging_steps: int = _opt(1, "Log metrics every N steps.", ge=1)
@@ -298,9 +310,6 @@ class CheckArgs(Group):
     )
     strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
     timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)
-    pretrain: Optional[str] = _opt(
-        None, "Policy folder whose tokenizer formats prompts (with --apply-chat-template), as train-ppo does."
-    )
 
     @model_validator(mode="after")
     def _responses_form(self) -> "CheckArgs":
@@ -324,9 +333,7 @@ class BenchArgs(Group):
     concurrency: Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_split_commas)] = _opt(
         [8], "Requests in flight; a list sweeps, e.g. 1,8,32,64.", min_length=1
     )
-    batch_size: int = _opt(
-        1, "Texts per request (a serve-rm that bench-rm starts keeps its own default texts per forward pass).", ge=1
-    )
+    texts_per_request: int = _opt(1, "Texts (queries) in each request bench-rm sends.", ge=1)
     min_tokens: int = _opt(16, "Shortest synthetic text, in tokens (about words).", ge=1)
     max_tokens: int = _opt(128, "Longest synthetic text, in tokens (about words).", ge=1)
     request_rate: Optional[float] = _opt(
@@ -339,8 +346,8 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, ServerBatchArgs,
-                    AuthArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ListenArgs, ServerArgs,
+                    ServerBatchArgs, AuthArgs):
     """Options of `rlhfctl serve-rm`."""
 
     @model_validator(mode="after")
@@ -350,7 +357,7 @@ class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionName
         return self
 
 
-class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
+class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
                         RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
@@ -363,9 +370,10 @@ class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, Remo
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, AuthArgs,
-                    RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
-    """Options of `rlhfctl bench-rm` (the server options apply when it starts serve-rm itself)."""
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs,
+                    ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+    """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
+    port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
 
     @model_validator(mode="after")
     def _one_target(self) -> "BenchRMConfig":
@@ -381,7 +389,7 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
+class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
                      AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
                      RunArgs):
     """Options of `rlhfctl train-ppo`."""
@@ -453,10 +461,14 @@ def key_of(raw: str) -> str:
     return "json_output" if key == "json" else key
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of schema keys. Unknown keys are errors; keys of other subcommands are kept (one file may
-    serve all four) and ignored by commands that don't use them."""
+def read_config_file(path: str | Path, command: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
+    """A YAML mapping of schema keys (snake_case or kebab-case), or of `command`'s OpenRLHF spellings
+    (config_aliases: `param_dtype: bf16`, `ds.zero_stage: 3`, `reward_clip_range: [-10, 10]`), which go through the
+    same transforms as on the command line; their warnings are appended to `notes`. Unknown keys are errors; keys of
+    other subcommands are kept (one file may serve all four) and ignored by commands that don't use them."""
     import yaml
+
+    from rlhfctl.config_aliases import TABLES, Translation, lookup, spelling_key
 
     p = Path(path)
     if not p.is_file():
@@ -468,31 +480,78 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: must be a mapping of option names to values, not {type(data).__name__}")
     known = all_fields()
+    openrlhf = {key for table in TABLES.values() for key in table}
     out: dict[str, Any] = {}
+    translation = Translation()
     unknown = []
-    for raw, value in data.items():
-        key = key_of(str(raw))
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            unknown.append(f"'{raw}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        else:
-            out[key] = value
+    try:
+        for raw, value in data.items():
+            entry = lookup(command, str(raw)) if command else None
+            key = key_of(str(raw))
+            if entry is not None:
+                translation.apply(entry, str(raw), _file_values(entry.nargs, str(raw), value))
+            elif key in known:
+                out[key] = value
+            elif spelling_key(str(raw)) not in openrlhf:  # else another command's OpenRLHF spelling: not ours
+                hint = difflib.get_close_matches(key, known, n=1)
+                unknown.append(f"'{raw}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        translation.finish(out)
+    except UsageError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
     if unknown:
         raise ConfigError(f"--config {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    return out
+    if notes is not None:
+        notes.extend(translation.notes)
+    return {**out, **translation.values}
 
 
-def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None = None) -> BaseModel:
-    """Defaults < config file < flags given on the command line (None means "not given")."""
+def _file_values(nargs: Any, key: str, value: Any) -> list[str] | None:
+    """A config file's value of an OpenRLHF option as the strings its command-line form would have."""
+    if nargs == 0:
+        if not isinstance(value, bool):
+            raise UsageError(f"'{key}' is a switch: give true or false, not {value!r}")
+        return [] if value else None
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if nargs != 1 and isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return [str(value)]
+
+
+def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None = None,
+            notes: list[str] | None = None) -> BaseModel:
+    """Defaults < config file < flags given on the command line (None means "not given"). Warnings about options
+    that cannot act (an OpenRLHF option with no effect here, a model option given to a reward function) are appended
+    to `notes`."""
     cls = COMMANDS[command]
-    from_file = read_config_file(config_file) if config_file else {}
+    from_file = read_config_file(config_file, command, notes) if config_file else {}
     data = {k: v for k, v in from_file.items() if k in cls.model_fields}
     given = {k: v for k, v in flags.items() if v is not None}
     data.update(given)
     try:
-        return cls.model_validate(data)
+        cfg = cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, cls, set(given), config_file)) from None
+    if notes is not None:
+        notes.extend(unused_options(cfg))
+    return cfg
+
+
+def unused_options(cfg: BaseModel) -> list[str]:
+    """Options given that the chosen mode cannot use: model options of serve-rm with --reward-func; server options
+    of bench-rm with --url (that server keeps its own settings)."""
+    model_only = ((set(ModelLoadArgs.model_fields) | set(RewardModelArgs.model_fields) | {"batch_size", "max_batch_tokens"})
+                  - {"reward_pretrain"})
+    if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
+        unused, why = model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"
+    elif isinstance(cfg, BenchRMConfig) and cfg.url is not None:
+        unused = model_only | set(ServerArgs.model_fields) | set(FunctionNameArgs.model_fields)
+        why = "applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server keeps its own"
+    else:
+        return []
+    cls = type(cfg)
+    return [f"{flag_name(name, cls.model_fields[name])}: {why}" for name in cls.model_fields
+            if name in unused and name in cfg.model_fields_set]
 
 
 def _explain(exc: ValidationError, cls: type[BaseModel], given: set[str], config_file: Any) -> str:

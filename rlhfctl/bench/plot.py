@@ -24,7 +24,7 @@ def plot(result: BenchResult, path: str) -> None:
     x = [lv.concurrency for lv in levels]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     left.plot(x, [lv.sample_throughput for lv in levels], "o-", label="samples/s")
-    if result.settings.get("batch_size", 1) > 1:
+    if result.settings.get("texts_per_request", 1) > 1:
         left.plot(x, [lv.request_throughput for lv in levels], "s--", label="requests/s")
     left.set_ylabel("throughput (per second)")
     left.set_ylim(bottom=0)
@@ -41,7 +41,7 @@ def plot(result: BenchResult, path: str) -> None:
             ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(set(x)), [str(c) for c in sorted(set(x))])
         ax.grid(alpha=0.3)
-    fig.suptitle(f"bench-rm: {result.target} ({result.settings['batch_size']} text(s) per request)")
+    fig.suptitle(f"bench-rm: {result.target} ({result.settings['texts_per_request']} text(s) per request)")
     try:
         fig.savefig(path, dpi=110)
     except OSError as exc:

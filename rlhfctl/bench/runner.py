@@ -90,7 +90,7 @@ def benchmark(cfg: Any, observer: Optional[Observer] = None) -> BenchResult:
     """Run every --concurrency level against the target of `cfg` (a BenchRMConfig)."""
     needed = cfg.warmup + cfg.num_requests if cfg.duration is None else MAX_TEXTS
     workload = build_workload(cfg, needed)  # before any server starts: bad data fails fast
-    settings = {"batch_size": cfg.batch_size, "concurrency": list(cfg.concurrency),
+    settings = {"texts_per_request": cfg.texts_per_request, "concurrency": list(cfg.concurrency),
                 "num_requests": None if cfg.duration is not None else cfg.num_requests, "duration": cfg.duration,
                 "request_rate": cfg.request_rate, "warmup": cfg.warmup, "seed": cfg.seed, "timeout": cfg.rm_timeout}
     with open_target(cfg) as (target, mode, threads):

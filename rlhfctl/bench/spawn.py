@@ -26,8 +26,8 @@ from rlhfctl.errors import RewardError, UsageError
 STARTUP_TIMEOUT_S = 600.0  # loading a large reward model on CPU takes minutes
 STOP_TIMEOUT_S = 20.0
 LOOPBACK = "127.0.0.1"
-# BenchArgs.batch_size means texts per request; serve-rm's --batch-size (per forward pass) keeps its default.
-_NOT_FORWARDED = {"batch_size", "host", "port"}
+# The server bench-rm starts listens on a free loopback port (bench-rm offers no --host/--port).
+_NOT_FORWARDED = {"host", "port"}
 
 
 def server_config(cfg: Any) -> ServeRMConfig:

@@ -91,8 +91,8 @@ def _data_texts(cfg: Any) -> list[tuple[str, str, str]]:
 
 
 def build_workload(cfg: Any, num_requests: int) -> Workload:
-    """Up to `num_requests` distinct requests of cfg.batch_size texts (fewer for huge runs; they cycle)."""
-    batch = cfg.batch_size
+    """Up to `num_requests` distinct requests of cfg.texts_per_request texts (fewer for huge runs; they cycle)."""
+    batch = cfg.texts_per_request
     count = max(1, min(num_requests, MAX_TEXTS // batch))
     if cfg.prompt_data:
         rows = _data_texts(cfg)

@@ -9,8 +9,9 @@ import typer
 
 from rlhfctl import __version__
 from rlhfctl.cli import bench_rm, check_reward, serve_rm, train_ppo
-from rlhfctl.cli.options import known_flags, make_command, normalize_argv
+from rlhfctl.cli.options import make_command, report_error, report_warning, translate_argv
 from rlhfctl.config import COMMANDS
+from rlhfctl.errors import UsageError
 
 SUBCOMMANDS = {"serve-rm": serve_rm, "train-ppo": train_ppo, "check-reward": check_reward, "bench-rm": bench_rm}
 
@@ -58,6 +59,14 @@ for _name, _module in SUBCOMMANDS.items():
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console entry point; snake_case flags from OpenRLHF launch scripts are mapped to kebab-case first."""
+    """Console entry point. OpenRLHF launch-script spellings (snake_case, v0.11's dotted names, separate values of
+    a pair) are translated to rlhfctl's flags first; an option for a feature rlhfctl lacks exits 2 here."""
     args = sys.argv[1:] if argv is None else list(argv)
-    app(args=normalize_argv(args, known_flags(list(COMMANDS.values()))), prog_name="rlhfctl")
+    try:
+        args, notes = translate_argv(args, COMMANDS)
+    except UsageError as exc:
+        report_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    for note in notes:
+        report_warning(note)
+    app(args=args, prog_name="rlhfctl")

@@ -13,7 +13,7 @@ HELP = (
     "unreachable or failed to start; 2 bad options or data."
 )
 EXAMPLES = [
-    "rlhfctl bench-rm --url http://127.0.0.1:5000/get_reward --concurrency 1,8,32 --batch-size 1",
+    "rlhfctl bench-rm --url http://127.0.0.1:5000/get_reward --concurrency 1,8,32 --texts-per-request 4",
     "rlhfctl bench-rm --reward-pretrain ./rm --concurrency 1,8,32,64 --num-requests 500 --plot rm.png",
     "rlhfctl bench-rm --reward-func examples/reward_func.py --in-process --duration 10 --json",
     "rlhfctl bench-rm --url http://rm:5000 --request-rate 50 --duration 30 --max-error-rate 0.01 --output rm.json",

@@ -17,8 +17,9 @@ from typing import Any, Callable, Literal, Optional
 import typer
 from pydantic import BaseModel
 
-from rlhfctl.config import Group, dump_config, field_extra, flag_name, resolve
-from rlhfctl.errors import RlhfctlError
+from rlhfctl.config import Group, dump_config, field_extra, flag_name, key_of, resolve
+from rlhfctl.config_aliases import Translation, aliases_of, lookup
+from rlhfctl.errors import RlhfctlError, UsageError
 
 CONFIG_PANEL = "Config"
 
@@ -69,13 +70,16 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
-def _parameter(cls: type[BaseModel], name: str, info: Any) -> inspect.Parameter:
+def _parameter(command: str, cls: type[BaseModel], name: str, info: Any) -> inspect.Parameter:
     extra = field_extra(info)
     typ, note = _cli_type(info.annotation)
     help_text = info.description or ""
     # Brackets are escaped: help is rendered as rich markup, where "[...]" would be a style tag.
     if note:
         help_text += f" \\[{note}]"
+    aliases = aliases_of(command, name)
+    if aliases:
+        help_text += f" \\[OpenRLHF: {', '.join(aliases)}]"
     default = "" if info.is_required() else _default_text(info.default)
     if default:
         help_text += f" \\[default: {default}]"
@@ -120,6 +124,14 @@ def report_error(exc: BaseException) -> None:
         console.print("[dim](set RLHFCTL_DEBUG=1 or pass --debug to see the traceback)[/]")
 
 
+def report_warning(message: str) -> None:
+    """One line on stderr, before the command starts: an option that cannot act here, and why."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold yellow]Warning:[/] {message}", highlight=False, markup=True,
+                               soft_wrap=True)
+
+
 def debug_enabled() -> bool:
     return os.environ.get("RLHFCTL_DEBUG", "").lower() not in ("", "0", "false", "no")
 
@@ -127,14 +139,17 @@ def debug_enabled() -> bool:
 def make_command(command: str, config_cls: type[BaseModel], run: Callable[[Any], int | None]) -> Callable[..., None]:
     """A Typer command function for `command`: parse flags, resolve with --config, then call `run(config)`."""
     fields = _ordered_fields(config_cls)
-    positional = [_parameter(config_cls, n, i) for n, i in fields if field_extra(i).get("positional")]
-    options = [_parameter(config_cls, n, i) for n, i in fields if not field_extra(i).get("positional")]
+    positional = [_parameter(command, config_cls, n, i) for n, i in fields if field_extra(i).get("positional")]
+    options = [_parameter(command, config_cls, n, i) for n, i in fields if not field_extra(i).get("positional")]
 
     def command_fn(**kwargs: Any) -> None:
         config_file = kwargs.pop("config", None)
         print_config = kwargs.pop("print_config", False)
         try:
-            cfg = resolve(command, kwargs, config_file)
+            notes: list[str] = []
+            cfg = resolve(command, kwargs, config_file, notes)
+            for note in notes:
+                report_warning(note)
             if print_config:
                 sys.stdout.write(dump_config(cfg))
                 return
@@ -155,24 +170,89 @@ def make_command(command: str, config_cls: type[BaseModel], run: Callable[[Any],
     return command_fn
 
 
-def known_flags(config_classes: list[type[BaseModel]]) -> set[str]:
-    """Every long flag of every command, so snake_case spellings can be mapped onto them."""
-    flags = {"--config", "--print-config", "--debug", "--version", "--help"}
-    for cls in config_classes:
-        for name, info in cls.model_fields.items():
-            flag = flag_name(name, info)
-            flags.update({flag, f"--no-{flag[2:]}"})
-    return flags
+def _nargs(annotation: Any) -> int | str:
+    """Values a field's flag takes on the command line: 0 for a switch, "+" for a list or pair, else 1."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _nargs(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return _nargs([a for a in typing.get_args(annotation) if a is not type(None)][0])
+    if annotation is bool:
+        return 0
+    return "+" if origin in (list, tuple) else 1
 
 
-def normalize_argv(argv: list[str], flags: set[str]) -> list[str]:
-    """Accept OpenRLHF's snake_case spellings (`--remote_rm_url x`, `--bf16`) as our kebab-case flags."""
-    out = []
-    for token in argv:
-        if token.startswith("--") and "_" in token:
-            name, eq, value = token.partition("=")
-            kebab = name.replace("_", "-")
-            if kebab in flags:
-                token = kebab + eq + value
-        out.append(token)
-    return out
+def _is_value(token: str) -> bool:
+    """A token after an option that is its value: not an option, but "-10" and "-1e-3" are numbers."""
+    if not token.startswith("-") or token == "-":
+        return True
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def _take(argv: list[str], i: int, inline: str | None, nargs: int | str, option: str) -> tuple[list[str], int]:
+    """The values of the option at argv[i] (`--x=1,2` or `--x 1 2`) and the index after them."""
+    if inline is not None:
+        return ([] if nargs == 0 else inline.split(",") if nargs != 1 else [inline]), i + 1
+    if nargs == 0:
+        return [], i + 1
+    want = 1 if nargs == 1 else (nargs if isinstance(nargs, int) else len(argv))
+    values = []
+    j = i + 1
+    while j < len(argv) and len(values) < want and (_is_value(argv[j]) or (nargs == 1 and not values)):
+        values.append(argv[j])
+        j += 1
+    if not values or (isinstance(nargs, int) and len(values) != nargs and len(values) != 1):
+        raise UsageError(f"{option} needs {nargs} value{'s' if nargs != 1 else ''}")
+    if len(values) == 1 and nargs not in (0, 1):  # the comma form: --reward-clip-range -10,10
+        values = values[0].split(",")
+    return values, j
+
+
+def translate_argv(argv: list[str], commands: dict[str, type[BaseModel]]) -> tuple[list[str], list[str]]:
+    """A command line in any spelling -> rlhfctl's kebab-case flags, plus the warnings to print at start.
+
+    OpenRLHF's spellings of three vintages go through the alias table (config_aliases): renamed, transformed
+    (`--param_dtype bf16` -> `--bf16`), warned about or refused (exit 2). snake_case is kebab-case; a multi-value
+    option takes OpenRLHF's separate values (`--reward_clip_range -10 10`) or the comma form. Tokens before the
+    subcommand, positionals and unknown options pass through for Typer to handle."""
+    at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if at is None or argv[at] not in commands:
+        return list(argv), []
+    command, cls = argv[at], commands[argv[at]]
+    kept, ours = list(argv[:at + 1]), {}
+    translation = Translation()
+    i = at + 1
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            kept.append(token)
+            i += 1
+            continue
+        option, eq, inline = token.partition("=")
+        entry = lookup(command, option)
+        name = key_of(option)
+        flags = {n: i for n, i in cls.model_fields.items() if not field_extra(i).get("positional")}
+        negated = name.startswith("no_") and name[3:] in flags and _nargs(flags[name[3:]].annotation) == 0
+        if entry is not None:
+            values, i = _take(argv, i, inline if eq else None, entry.nargs, option)
+            translation.apply(entry, option, values)
+        elif name in flags or negated:
+            field = name[3:] if negated else name
+            nargs = 0 if negated else _nargs(flags[field].annotation)
+            values, i = _take(argv, i, inline if eq else None, nargs, option)
+            ours[field] = (not negated) if nargs == 0 else ",".join(values)
+        else:
+            kept.append(token)
+            i += 1
+    translation.finish(ours)
+    for field, value in {**translation.values, **ours}.items():
+        flag = flag_name(field, cls.model_fields[field])
+        if isinstance(value, bool):
+            kept.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            kept += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    return kept, translation.notes

@@ -48,6 +48,7 @@ def _build_engine(model: torch.nn.Module, cfg: Any, learning_rate: float, total_
         warmup_ratio=cfg.lr_warmup_ratio, max_norm=cfg.max_norm, zero_stage=cfg.zero_stage,
         adam_offload=cfg.adam_offload, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         micro_train_batch_size=cfg.micro_train_batch_size, train_batch_size=cfg.train_batch_size,
+        weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas),
     )
 
 

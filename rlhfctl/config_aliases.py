@@ -1,0 +1,437 @@
+"""OpenRLHF's option names, three vintages, mapped onto rlhfctl's one schema: THE alias table.
+
+Users arrive with launch scripts for OpenRLHF v0.8.9 (flat names: `--bf16`, `--prompt_max_len`), v0.10
+(`--param_dtype bf16`, `--max_len` = prompt + response, `--max_new_tokens`) and v0.11 (dotted groups:
+`--actor.model_name_or_path`, `--ds.zero_stage`). Every option of `train_ppo_ray` and `serve_rm` in those releases
+(../shared/reference/openrlhf/*.tsv) is one entry here, per command, with one of three dispositions:
+
+- alias:  sets a schema field (maybe through a value transform); `--help` lists it under the field.
+- warn:   accepted; it has no effect on what is learned and cannot act here (vLLM memory, DeepSpeed tuning, logging
+          knobs), so one warning at start says so.
+- refuse: exit 2 naming the feature; used where the option's absence would change WHAT is learned (algorithm
+          options not built yet, LoRA, vision-language inputs). When a feature lands, its entries flip to alias.
+
+A warn or refuse entry may list `harmless` values: OpenRLHF's "off" value (`--lora_rank 0`), which asks for
+nothing rlhfctl lacks and is accepted without a word. Spellings are keys in snake_case with v0.11's dots kept;
+kebab-case is the same key (`--ds.zero-stage` = `--ds.zero_stage`). Pure data and small functions: no heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Union
+
+from rlhfctl.errors import UsageError
+
+Nargs = Union[int, Literal["+"]]
+Convert = Callable[[str, list[str]], dict[str, Any]]
+TOTAL_LEN = "@total_len"  # OpenRLHF v0.10+ --max_len in train_ppo_ray: prompt + response, split in `finish`
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One OpenRLHF spelling and what rlhfctl does with it."""
+
+    kind: Literal["alias", "warn", "refuse"]
+    nargs: Nargs = 1  # values the option takes: 0 for a switch, 2 for a pair, "+" for one or more
+    target: str | None = None  # alias: the schema field it sets (None when `convert` decides)
+    convert: Convert | None = None  # alias: (spelling, values) -> {field: value}; may raise UsageError
+    note: str = ""  # warn: why it has no effect here; refuse: the missing feature, as a sentence
+    harmless: tuple[str, ...] = ()  # values (comma-joined) that ask for nothing missing: accepted silently
+    fields: tuple[str, ...] = field(default=())  # alias with convert: the fields it may set (for --help)
+
+    def targets(self) -> tuple[str, ...]:
+        return (self.target,) if self.target else self.fields
+
+
+def alias(target: str, nargs: Nargs = 1) -> Entry:
+    return Entry("alias", nargs, target=target)
+
+
+def switch(target: str) -> Entry:
+    return Entry("alias", 0, target=target)
+
+
+def transform(convert: Convert, *fields: str, nargs: Nargs = 1) -> Entry:
+    return Entry("alias", nargs, convert=convert, fields=fields)
+
+
+def warn(note: str, nargs: Nargs = 1, harmless: tuple[str, ...] = ()) -> Entry:
+    return Entry("warn", nargs, note=note, harmless=harmless)
+
+
+def refuse(note: str, nargs: Nargs = 1, harmless: tuple[str, ...] = ()) -> Entry:
+    return Entry("refuse", nargs, note=note, harmless=harmless)
+
+
+# ----------------------------------------------------------------------------------------------- value transforms
+def _param_dtype(spelling: str, values: list[str]) -> dict[str, Any]:
+    dtype = values[0].lower()
+    if dtype in ("bf16", "bfloat16"):
+        return {"bf16": True}
+    if dtype in ("fp32", "float32"):
+        return {"bf16": False}
+    raise UsageError(f"{spelling} {values[0]}: fp16 training is not supported; use bf16 (--bf16) or fp32 (default)")
+
+
+def _attn_implementation(spelling: str, values: list[str]) -> dict[str, Any]:
+    # eager and sdpa compute the same attention; only flash-attention 2 is a separate switch here.
+    return {"flash_attn": values[0].lower() in ("flash_attention_2", "flash_attention_3", "flash_attn")}
+
+
+def _total_len(spelling: str, values: list[str]) -> dict[str, Any]:
+    return {TOTAL_LEN: (spelling, values[0])}
+
+
+def _estimator(spelling: str, values: list[str]) -> dict[str, Any]:
+    if values[0] == "dr_grpo":
+        raise UsageError(f"{spelling} dr_grpo: the Dr. GRPO estimator is not built yet "
+                         "(gae, reinforce, rloo, reinforce_baseline and group_norm are)")
+    return {"advantage_estimator": values[0]}
+
+
+def _only(value: str, what: str) -> Convert:
+    """An option rlhfctl has one setting of: that value is accepted, another one is refused naming the feature."""
+    def check(spelling: str, values: list[str]) -> dict[str, Any]:
+        if not same_values(values, value):
+            raise UsageError(f"{spelling} {' '.join(values)}: {what}")
+        return {}
+
+    return check
+
+
+def same_values(values: list[str], form: str) -> bool:
+    """Whether `values` are the comma-joined `form`, comparing numbers as numbers (1e-3 == 0.001)."""
+    wanted = form.split(",")
+    if len(values) != len(wanted):
+        return False
+    for got, want in zip(values, wanted):
+        try:
+            if float(got) != float(want):
+                return False
+        except ValueError:
+            if got.strip().lower() != want.strip().lower():
+                return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------- the table
+def _spell(*names: str, entry: Entry) -> dict[str, Entry]:
+    return {name: entry for name in names}
+
+
+NO_VLLM = "no effect: vLLM engines are not built, rollouts use Hugging Face generate on the actor workers"
+DS_TUNING = "no effect: a DeepSpeed/GPU performance setting rlhfctl does not expose; training is unchanged"
+NOT_BUILT = "is not built yet"
+
+
+def _placement() -> dict[str, Entry]:
+    """v0.11's `--actor.num_nodes` etc.; the flat `--actor_num_nodes` is rlhfctl's own field name."""
+    return {f"{role}.{what}": alias(f"{role}_{what}") for role in ("actor", "ref", "critic", "reward")
+            for what in ("num_nodes", "num_gpus_per_node")}
+
+
+TRAIN_PPO: dict[str, Entry] = {
+    **_placement(),
+    **_spell("train.colocate_actor_ref", entry=switch("colocate_actor_ref")),
+    **_spell("train.colocate_critic_reward", entry=switch("colocate_critic_reward")),
+    **_spell("train.colocate_all", entry=switch("colocate_all_models")),
+    **_spell("vllm.num_engines", entry=alias("vllm_num_engines")),
+    **_spell("vllm_tensor_parallel_size", "vllm.tensor_parallel_size", entry=warn(NO_VLLM, harmless=("1",))),
+    **_spell("vllm_sync_backend", "vllm.sync_backend", entry=warn(NO_VLLM)),
+    **_spell("vllm_sync_with_ray", "vllm.sync_with_ray", entry=warn(NO_VLLM, 0)),
+    **_spell("enable_prefix_caching", "vllm.enable_prefix_caching", entry=warn(NO_VLLM, 0)),
+    **_spell("enforce_eager", "vllm.enforce_eager", entry=warn(NO_VLLM, 0)),
+    **_spell("vllm_enable_sleep", "vllm.enable_sleep", entry=warn(NO_VLLM, 0)),
+    **_spell("vllm_gpu_memory_utilization", "vllm.gpu_memory_utilization", entry=warn(NO_VLLM)),
+    **_spell("vllm_generate_batch_size", "rollout.vllm_generate_batch_size", entry=warn(NO_VLLM)),
+    # vllm_enable_is_correction: the spelling of OpenRLHF v0.10's own DAPO script (its parser says enable_vllm_...)
+    **_spell("enable_vllm_is_correction", "vllm_enable_is_correction", "algo.advantage.is_correction_enable",
+             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", 0)),
+    **_spell("vllm_is_truncated_threshold", "algo.advantage.is_correction_threshold",
+             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", "+",
+                          harmless=("0.5,5.0", "2"))),
+    **_spell("vllm_is_correction_type", "algo.advantage.is_correction_type",
+             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", harmless=("tis",))),
+    # Asynchronous training learns from rollouts one policy version old: a different algorithm, so refused.
+    **_spell("async_train", "train.async_enable", entry=refuse(f"asynchronous (off-policy) training {NOT_BUILT}", 0)),
+    **_spell("async_queue_size", "train.async_queue_size",
+             entry=refuse(f"asynchronous (off-policy) training {NOT_BUILT}", harmless=("1",))),
+    **_spell("partial_rollout", "train.partial_rollout_enable", entry=refuse(f"partial rollouts {NOT_BUILT}", 0)),
+    **_spell("eval.steps", entry=alias("eval_steps")),
+    **_spell("ckpt.save_steps", entry=alias("save_steps")),
+    **_spell("logger.logging_steps", entry=alias("logging_steps")),
+    **_spell("ckpt.path", entry=alias("ckpt_path")),
+    **_spell("save_hf_ckpt", "ckpt.save_hf", entry=warn(
+        "no effect: the final policy is always saved with save_pretrained in --save-path", 0)),
+    **_spell("disable_ds_ckpt", "ckpt.disable_ds", entry=warn(
+        "no effect: checkpoints always keep the optimizer state needed to resume", 0)),
+    **_spell("ckpt.max_num", entry=alias("max_ckpt_num")),
+    **_spell("max_ckpt_mem", "ckpt.max_mem", entry=warn(
+        "no effect: checkpoints are limited by count (--max-ckpt-num) only", harmless=("inf", "100000000"))),
+    **_spell("ckpt.load_enable", entry=switch("load_checkpoint")),
+    **_spell("best_metric_key", "ckpt.best_metric_key", entry=warn(
+        "no effect: the newest checkpoints are kept, not the best by a metric", harmless=("",))),
+    **_spell("use_ds_universal_ckpt", "ds.use_universal_ckpt", entry=warn(
+        "no effect: resume with the same number of workers", 0)),
+    **_spell("local_rank", entry=warn("no effect: Ray starts the workers, not the deepspeed launcher",
+                                      harmless=("-1",))),
+    **_spell("ds.zero_stage", entry=alias("zero_stage")),
+    **_spell("actor.gradient_checkpointing_enable", entry=switch("gradient_checkpointing")),
+    **_spell("deepcompile", "ds.deepcompile", entry=warn(DS_TUNING, 0)),
+    **_spell("param_dtype", "ds.param_dtype", entry=transform(_param_dtype, "bf16")),
+    **_spell("enable_ema", "train.enable_ema", entry=refuse(f"an EMA copy of the policy weights {NOT_BUILT}", 0)),
+    **_spell("ema_beta", "train.ema_beta", entry=refuse(f"an EMA copy of the policy weights {NOT_BUILT}",
+                                                        harmless=("0.992",))),
+    **_spell("zpg", "ds.zpg", entry=warn(DS_TUNING, harmless=("1",))),
+    **_spell("ds.adam_offload", entry=switch("adam_offload")),
+    **_spell("actor_init_on_gpu", entry=warn(DS_TUNING, 0)),
+    **_spell("attn_implementation", "ds.attn_implementation", entry=transform(_attn_implementation, "flash_attn")),
+    **_spell("ds.experts_implementation", entry=warn(DS_TUNING, harmless=("none",))),
+    **_spell("use_liger_kernel", "ds.use_liger_kernel", entry=warn(DS_TUNING, 0)),
+    **_spell("grad_accum_dtype", "ds.grad_accum_dtype", entry=warn(DS_TUNING, harmless=("none",))),
+    **_spell("overlap_comm", "ds.overlap_comm", entry=warn(DS_TUNING, 0)),
+    **_spell("gradient_checkpointing_use_reentrant", "actor.gradient_checkpointing_reentrant", entry=warn(
+        "no effect: gradient checkpointing is always non-reentrant (the reentrant form breaks under ZeRO-3)", 0)),
+    **_spell("data.disable_fast_tokenizer", entry=switch("disable_fast_tokenizer")),
+    **_spell("dataloader_num_workers", "data.dataloader_num_workers", entry=warn(
+        "no effect: prompts are read in the driver", harmless=("0",))),
+    **_spell("deepspeed_enable_sleep", "ds.enable_sleep", entry=warn(DS_TUNING, 0)),
+    **_spell("ds_tensor_parallel_size", "ds.tensor_parallel_size", entry=warn(DS_TUNING, harmless=("1",))),
+    **_spell("packing_samples", "ds.packing_samples", entry=warn(
+        "no effect: samples are trained in padded batches (packing saves memory and time, not a different update)",
+        0)),
+    **_spell("use_dynamic_batch", "train.dynamic_batch_enable", entry=warn(
+        "no effect: micro-batches are --micro-train-batch-size samples, not a token budget", 0)),
+    **_spell("rollout_max_tokens_per_gpu", "rollout.max_tokens_per_gpu", entry=warn(
+        "no effect: micro-batches are --micro-rollout-batch-size prompts, not a token budget")),
+    **_spell("train_max_tokens_per_gpu", "train.max_tokens_per_gpu", entry=warn(
+        "no effect: micro-batches are --micro-train-batch-size samples, not a token budget", harmless=("16192",))),
+    **_spell("ds.load_in_4bit", entry=switch("load_in_4bit")),
+    **_spell("lora_rank", "ds.lora.rank", entry=refuse(f"LoRA training {NOT_BUILT}", harmless=("0",))),
+    **_spell("lora_alpha", "ds.lora.alpha", entry=refuse(f"LoRA training {NOT_BUILT}", harmless=("16",))),
+    **_spell("lora_dropout", "ds.lora.dropout", entry=refuse(f"LoRA training {NOT_BUILT}", harmless=("0",))),
+    **_spell("target_modules", "ds.lora.target_modules",
+             entry=refuse(f"LoRA training {NOT_BUILT}", "+", harmless=("all-linear",))),
+    **_spell("ckpt.output_dir", entry=alias("save_path")),
+    **_spell("train.num_episodes", entry=alias("num_episodes")),
+    **_spell("rollout.batch_size", entry=alias("rollout_batch_size")),
+    **_spell("rollout.micro_batch_size", entry=alias("micro_rollout_batch_size")),
+    **_spell("train.max_epochs", entry=alias("max_epochs")),
+    # --max_len: prompt + response in train_ppo_ray (v0.10+; "deprecated" but the same in v0.8.9). Split in `finish`.
+    **_spell("max_len", "data.max_len", entry=transform(_total_len, "prompt_max_len", "generate_max_len")),
+    **_spell("max_new_tokens", "rollout.max_new_tokens", entry=alias("generate_max_len")),
+    **_spell("data.max_samples", entry=alias("max_samples")),
+    **_spell("actor.max_norm", "critic.max_norm", entry=alias("max_norm")),
+    **_spell("l2", "actor.adam.weight_decay", "critic.adam.weight_decay", entry=alias("weight_decay")),
+    **_spell("ptx_coef", entry=refuse(f"a pretraining (ptx) loss {NOT_BUILT}", harmless=("0.05", "0"))),
+    **_spell("actor.eps_clip", entry=alias("eps_clip")),
+    **_spell("eps_clip_low_high", "actor.eps_clip_low_high",
+             entry=refuse(f"asymmetric clipping (clip-higher, --eps_clip_low_high) {NOT_BUILT}", 2)),
+    **_spell("dual_clip", "actor.dual_clip", entry=refuse(f"dual-clip PPO {NOT_BUILT}", harmless=("none",))),
+    **_spell("critic.value_clip", entry=alias("value_clip")),
+    **_spell("algo.advantage.lambd", entry=alias("lambd")),
+    **_spell("algo.advantage.gamma", entry=alias("gamma")),
+    **_spell("train.micro_batch_size", entry=alias("micro_train_batch_size")),
+    **_spell("train.batch_size", entry=alias("train_batch_size")),
+    **_spell("reward.normalize_enable", entry=switch("normalize_reward")),
+    **_spell("rollout.top_p", entry=alias("top_p")),
+    **_spell("rollout.temperature", entry=alias("temperature")),
+    **_spell("train.seed", entry=alias("seed")),
+    **_spell("full_determinism", "train.full_determinism_enable", entry=warn(
+        "no effect: runs are seeded with --seed; bitwise-deterministic kernels are not forced", 0)),
+    **_spell("freezing_actor_steps", "critic.freezing_steps",
+             entry=refuse(f"freezing the actor while the critic warms up {NOT_BUILT}", harmless=("-1", "0"))),
+    **_spell("rollout.n_samples_per_prompt", entry=alias("n_samples_per_prompt")),
+    **_spell("save_value_network", "critic.save_value_network", entry=warn(
+        "no effect: the critic is always saved, in --save-path/critic", 0)),
+    **_spell("actor.adam.lr", entry=alias("actor_learning_rate")),
+    **_spell("critic.adam.lr", entry=alias("critic_learning_rate")),
+    **_spell("actor.lr_warmup_ratio", "critic.lr_warmup_ratio", entry=alias("lr_warmup_ratio")),
+    **_spell("lr_scheduler", "actor.lr_scheduler", "critic.lr_scheduler", entry=transform(_only(
+        "cosine_with_min_lr", "only the cosine_with_min_lr schedule (linear warm-up, cosine down to 0.1 of the "
+        "learning rate) is built"))),
+    **_spell("actor.min_lr_ratio", "critic.min_lr_ratio", entry=transform(_only(
+        "0.1", "the cosine schedule ends at 0.1 of the learning rate; another end is not built yet"))),
+    **_spell("actor.optim", "critic.optim", entry=transform(_only("adam", "only the Adam optimizer is built"))),
+    **_spell("actor.muon.lr", "critic.muon.lr", entry=refuse("the Muon optimizer is not built", harmless=("0.02",))),
+    **_spell("actor.muon.momentum", "critic.muon.momentum",
+             entry=refuse("the Muon optimizer is not built", harmless=("0.95",))),
+    **_spell("actor.muon.ns_steps", "critic.muon.ns_steps",
+             entry=refuse("the Muon optimizer is not built", harmless=("5",))),
+    **_spell("actor.muon.nesterov", "critic.muon.nesterov", "actor.muon.no_nesterov", "critic.muon.no_nesterov",
+             entry=refuse("the Muon optimizer is not built", 0)),
+    **_spell("actor.adam.betas", "critic.adam.betas", entry=alias("adam_betas", 2)),
+    **_spell("actor.adam.eps", "critic.adam.eps", entry=transform(_only(
+        "1e-8", "Adam's epsilon is fixed at 1e-8 (another value is not built)"))),
+    **_spell("algo.kl.target", entry=alias("kl_target")),
+    **_spell("algo.kl.horizon", entry=alias("kl_horizon")),
+    **_spell("algo.kl.init_coef", entry=alias("init_kl_coef")),
+    **_spell("algo.kl.estimator", entry=alias("kl_estimator")),
+    **_spell("policy_loss_type", "actor.policy_loss_type", entry=transform(_only(
+        "ppo", f"the GSPO (sequence-level) policy loss {NOT_BUILT}; the token-level PPO loss is"))),
+    **_spell("aux_loss_coef", "actor.aux_loss_coef",
+             entry=refuse(f"the mixture-of-experts auxiliary loss {NOT_BUILT}", harmless=("0",))),
+    **_spell("entropy_loss_coef", "actor.entropy_coef",
+             entry=refuse(f"an entropy bonus in the policy loss {NOT_BUILT}", harmless=("none", "0"))),
+    **_spell("reward.clip_range", entry=alias("reward_clip_range", 2)),
+    **_spell("advantage_estimator", "algo.advantage.estimator", entry=transform(_estimator, "advantage_estimator")),
+    **_spell("use_kl_loss", "algo.kl.use_loss", entry=refuse(
+        f"the KL penalty as a loss term (--use_kl_loss) {NOT_BUILT}; without it the KL is a reward penalty", 0)),
+    **_spell("no_advantage_std_norm", "algo.advantage.no_std_norm",
+             entry=refuse(f"advantages centred but not divided by their std {NOT_BUILT}", 0)),
+    **_spell("overlong_buffer_len", "reward.overlong_buffer_len",
+             entry=refuse(f"the overlong-response penalty {NOT_BUILT}", harmless=("none",))),
+    **_spell("overlong_penalty_factor", "reward.overlong_penalty_factor",
+             entry=refuse(f"the overlong-response penalty {NOT_BUILT}", harmless=("1",))),
+    **_spell("stop_properly_penalty_coef", "reward.stop_properly_penalty_coef",
+             entry=refuse(f"the penalty on truncated responses {NOT_BUILT}", harmless=("none",))),
+    **_spell("ring_attn_size", "ds.ring_attn_size",
+             entry=refuse("ring attention (sequence parallelism) is not supported", harmless=("1",))),
+    **_spell("ring_head_stride", "ds.ring_attn_head_stride",
+             entry=refuse("ring attention (sequence parallelism) is not supported", harmless=("1",))),
+    **_spell("actor.model_name_or_path", entry=alias("pretrain")),
+    **_spell("reward.model_name_or_path", entry=alias("reward_pretrain")),
+    **_spell("reward.remote_url", entry=alias("remote_rm_url")),
+    **_spell("critic.model_name_or_path", entry=alias("critic_pretrain")),
+    **_spell("ds.value_head_prefix", entry=alias("value_head_prefix")),
+    **_spell("ref.offload", "reward.offload", entry=switch("ref_reward_offload")),
+    **_spell("agent_func_path", "train.agent_func_path",
+             entry=refuse("agent functions (multi-turn rollouts) are not supported")),
+    **_spell("data.prompt_dataset", entry=alias("prompt_data")),
+    **_spell("prompt_data_probs", "data.prompt_probs", entry=refuse(
+        "sampling prompt datasets with given probabilities is not built (--prompt-data files are concatenated)",
+        harmless=("1.0", "none"))),
+    **_spell("data.prompt_split", entry=alias("prompt_split")),
+    **_spell("eval.dataset", entry=alias("eval_dataset")),
+    **_spell("eval.split", entry=alias("eval_split")),
+    **_spell("eval.temperature", entry=alias("eval_temperature")),
+    **_spell("eval.n_samples_per_prompt", entry=alias("eval_n_samples_per_prompt")),
+    **_spell("data.input_key", entry=alias("input_key")),
+    **_spell("data.label_key", entry=alias("label_key")),
+    **_spell("input_template", "data.input_template", entry=refuse(
+        "prompt templates are not built: format prompts with --apply-chat-template or in the dataset",
+        harmless=("none",))),
+    **_spell("data.apply_chat_template", entry=switch("apply_chat_template")),
+    **_spell("logger.wandb.key", entry=alias("use_wandb")),
+    **_spell("wandb_org", "logger.wandb.org", entry=warn("not passed on: set WANDB_ENTITY instead")),
+    **_spell("wandb_group", "logger.wandb.group", entry=warn("not passed on: set WANDB_RUN_GROUP instead")),
+    **_spell("wandb_project", "logger.wandb.project", entry=warn("not passed on: set WANDB_PROJECT instead")),
+    **_spell("wandb_run_name", "logger.wandb.run_name", entry=warn("not passed on: set WANDB_NAME instead")),
+    **_spell("dynamic_filtering", "algo.dynamic_filtering_enable",
+             entry=refuse(f"dynamic filtering of prompt groups {NOT_BUILT}", 0)),
+    **_spell("dynamic_filtering_reward_range", "algo.dynamic_filtering_range",
+             entry=refuse(f"dynamic filtering of prompt groups {NOT_BUILT}", 2, harmless=("0,1",))),
+    **_spell("image_key", "data.image_key", entry=refuse("vision-language prompts are not supported")),
+    **_spell("max_images_per_prompt", "data.max_images_per_prompt",
+             entry=refuse("vision-language prompts are not supported", harmless=("0",))),
+    **_spell("freeze_visual_encoder", "actor.freeze_visual_encoder",
+             entry=refuse("vision-language prompts are not supported", 0)),
+    **_spell("logger.tensorboard_dir", entry=alias("use_tensorboard")),
+    **_spell("perf", entry=warn("no effect: throughput is in metrics.jsonl (time/*) anyway", 0)),
+    **_spell("use_ms", entry=refuse("ModelScope downloads are not supported (models come from the Hugging Face Hub "
+                                    "or a local folder)", 0)),
+}
+
+# serve_rm's options: the same meanings as train_ppo_ray's, except --max_len, which is the reward model's truncation.
+_SERVE_SHARED = ("reward.model_name_or_path", "reward.normalize_enable", "ds.value_head_prefix", "ds.load_in_4bit",
+                 "param_dtype", "ds.param_dtype", "attn_implementation", "ds.attn_implementation",
+                 "ds.experts_implementation", "data.disable_fast_tokenizer", "packing_samples", "ds.packing_samples",
+                 "use_ms")
+SERVE_RM: dict[str, Entry] = {
+    **{name: TRAIN_PPO[name] for name in _SERVE_SHARED},
+    **_spell("max_len", "data.max_len", entry=alias("reward_max_len")),
+    **_spell("packing_samples", "ds.packing_samples", entry=warn(
+        "no effect: texts are scored in padded, length-sorted batches", 0)),
+}
+
+TABLES: dict[str, dict[str, Entry]] = {"train-ppo": TRAIN_PPO, "serve-rm": SERVE_RM}
+
+
+# ----------------------------------------------------------------------------------------------- applying it
+def spelling_key(raw: str) -> str:
+    """`--ds.zero-stage` / `ds.zero_stage` / `--max-new-tokens` -> the table key (snake_case, dots kept)."""
+    return raw.lstrip("-").replace("-", "_")
+
+
+def lookup(command: str, raw: str) -> Entry | None:
+    return TABLES.get(command, {}).get(spelling_key(raw))
+
+
+def aliases_of(command: str, field_name: str) -> list[str]:
+    """The OpenRLHF spellings that set `field_name` in `command`, for --help."""
+    return ["--" + key for key, entry in TABLES.get(command, {}).items()
+            if entry.kind == "alias" and field_name in entry.targets()]
+
+
+@dataclass
+class Translation:
+    """What a command line or config file's OpenRLHF options come to: field values and warnings to print."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    _source: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, entry: Entry, spelling: str, values: list[str] | None) -> None:
+        """Record one option as given: `values` None means a YAML switch set to false (nothing asked)."""
+        if values is None:  # `use_kl_loss: false` in a file: the switch is off
+            if entry.kind == "alias" and entry.target:
+                self._set(entry.target, False, spelling)
+            return
+        if any(same_values(values, form) for form in entry.harmless):
+            return
+        shown = f"{spelling} {' '.join(values)}".rstrip()
+        if entry.kind == "refuse":
+            raise UsageError(f"{shown}: {entry.note}")
+        if entry.kind == "warn":
+            note = f"{shown}: {entry.note}"
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        produced = entry.convert(spelling, values) if entry.convert else {
+            entry.target: True if entry.nargs == 0 else ",".join(values)}
+        for name, value in produced.items():
+            self._set(name, value, spelling)
+
+    def _set(self, name: str, value: Any, spelling: str) -> None:
+        earlier = self._source.get(name)
+        if earlier is not None and earlier != spelling and self.values.get(name) != value:
+            # v0.11 has actor.* and critic.* copies of some optimizer options; rlhfctl has one of each.
+            raise UsageError(f"{earlier} and {spelling} give different values ({self.values[name]!r} and {value!r}) "
+                             "to what rlhfctl keeps as one option: give them the same value")
+        self.values[name] = value
+        self._source[name] = spelling
+
+    def finish(self, given: dict[str, Any]) -> None:
+        """Turn a train_ppo_ray --max_len (prompt + response) into --prompt-max-len/--generate-max-len.
+
+        `given` holds the schema fields set elsewhere (rlhfctl's own flags, or file keys). A --max_new_tokens or
+        --generate_max_len given with it is kept and the prompt gets the rest, as OpenRLHF's budget does; without
+        one OpenRLHF lets each response use what its prompt leaves, which rlhfctl's fixed budgets approximate by
+        halves, and says so."""
+        total = self.values.pop(TOTAL_LEN, None)
+        if total is None:
+            return
+        spelling, raw = total
+        try:
+            length = int(raw)
+        except ValueError:
+            raise UsageError(f"{spelling}: a number of tokens is needed, not {raw!r}") from None
+        known = {**given, **self.values}
+        gen, prompt = known.get("generate_max_len"), known.get("prompt_max_len")
+        if gen is not None and prompt is not None:
+            if int(gen) + int(prompt) > length:
+                raise UsageError(f"{spelling} {length} is less than --prompt-max-len {prompt} + --generate-max-len "
+                                 f"{gen}: give one or the other")
+            return
+        if gen is None and prompt is None:
+            gen = length // 2
+            self.notes.append(f"{spelling} {length}: OpenRLHF lets each response use what its prompt leaves of "
+                              f"{length} tokens; rlhfctl has fixed budgets and uses --prompt-max-len "
+                              f"{length - gen} --generate-max-len {gen} (give --max-new-tokens to choose)")
+        if gen is None:
+            gen = length - int(prompt)
+        if not 0 < int(gen) < length:
+            raise UsageError(f"{spelling} {length}: must be more than the response budget ({gen} tokens)")
+        self.values.setdefault("generate_max_len", int(gen))
+        self.values.setdefault("prompt_max_len", length - int(gen))
