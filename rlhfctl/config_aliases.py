@@ -277,7 +277,7 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("reward.clip_range", entry=alias("reward_clip_range", 2)),
     **_spell("advantage_estimator", "algo.advantage.estimator", entry=transform(_estimator, "advantage_estimator")),
     **_spell("use_kl_loss", "algo.kl.use_loss", entry=refuse(
-        f"the KL penalty as a loss term (--use_kl_loss) {NOT_BUILT}; without it the KL is a reward penalty", 0)),
+        f"the KL penalty as a loss term {NOT_BUILT}; without it the KL is a reward penalty", 0)),
     **_spell("no_advantage_std_norm", "algo.advantage.no_std_norm",
              entry=refuse(f"advantages centred but not divided by their std {NOT_BUILT}", 0)),
     **_spell("overlong_buffer_len", "reward.overlong_buffer_len",
@@ -370,6 +370,7 @@ class Translation:
 
     values: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # gathered, so one run names every missing feature
     _source: dict[str, str] = field(default_factory=dict)
 
     def apply(self, entry: Entry, spelling: str, values: list[str] | None) -> None:
@@ -382,14 +383,19 @@ class Translation:
             return
         shown = f"{spelling} {' '.join(values)}".rstrip()
         if entry.kind == "refuse":
-            raise UsageError(f"{shown}: {entry.note}")
+            self.refused.append(f"{shown}: {entry.note}")
+            return
         if entry.kind == "warn":
             note = f"{shown}: {entry.note}"
             if note not in self.notes:
                 self.notes.append(note)
             return
-        produced = entry.convert(spelling, values) if entry.convert else {
-            entry.target: True if entry.nargs == 0 else ",".join(values)}
+        try:
+            produced = entry.convert(spelling, values) if entry.convert else {
+                entry.target: True if entry.nargs == 0 else ",".join(values)}
+        except UsageError as exc:
+            self.refused.append(str(exc))
+            return
         for name, value in produced.items():
             self._set(name, value, spelling)
 
@@ -409,6 +415,9 @@ class Translation:
         --generate_max_len given with it is kept and the prompt gets the rest, as OpenRLHF's budget does; without
         one OpenRLHF lets each response use what its prompt leaves, which rlhfctl's fixed budgets approximate by
         halves, and says so."""
+        if self.refused:
+            raise UsageError(self.refused[0] if len(self.refused) == 1 else
+                             "options for features rlhfctl does not have:\n  " + "\n  ".join(self.refused))
         total = self.values.pop(TOTAL_LEN, None)
         if total is None:
             return

@@ -182,7 +182,7 @@ def test_counts_match_the_servers_failure_pattern(failing_server, capsys):
     warmup, n = 3, 77
     started = time.perf_counter()
     result = run_json(["--url", url, "--concurrency", "1,4", "--num-requests", str(n), "--warmup", str(warmup),
-                       "--batch-size", "3", "--max-error-rate", "1"], capsys)
+                       "--texts-per-request", "3", "--max-error-rate", "1"], capsys)
     assert sum(lv["duration"] for lv in result["levels"]) < time.perf_counter() - started  # measured wall time
     assert [lv["concurrency"] for lv in result["levels"]] == [1, 4]
     position = 0
@@ -194,7 +194,7 @@ def test_counts_match_the_servers_failure_pattern(failing_server, capsys):
         assert level["connections"] <= level["concurrency"]  # connections are reused
         assert set(level["error_examples"]) == set(level["errors"])
     assert len(server.outcomes) == position
-    assert result["mode"] == "url" and result["settings"]["batch_size"] == 3
+    assert result["mode"] == "url" and result["settings"]["texts_per_request"] == 3
 
 
 def test_max_error_rate_sets_the_exit_code(failing_server, capsys):
@@ -298,7 +298,8 @@ def test_open_loop_and_duration(failing_server, capsys):
 def test_prompt_data_workload(failing_server, prompt_file, capsys):
     _, url = failing_server
     result = run_json(["--url", url, "--prompt-data", str(prompt_file), "--label-key", "answer",
-                       "--concurrency", "1", "--num-requests", "10", "--batch-size", "2", "--max-error-rate", "1"],
+                       "--concurrency", "1", "--num-requests", "10", "--texts-per-request", "2",
+                       "--max-error-rate", "1"],
                       capsys)
     assert str(prompt_file) in result["workload"]
     check_level_arithmetic(result["levels"][0], 2, 10)
@@ -308,7 +309,7 @@ def test_prompt_data_workload(failing_server, prompt_file, capsys):
 @pytest.mark.slow
 def test_spawned_serve_rm_with_reward_func_and_api_key(capsys):
     result = run_json(["--reward-func", str(GALLERY / "good_sync.py"), "--api-key", "s3cret", "--concurrency", "1,4",
-                       "--num-requests", "60", "--batch-size", "2"], capsys)
+                       "--num-requests", "60", "--texts-per-request", "2"], capsys)
     assert result["mode"] == "serve-rm"
     for level in result["levels"]:
         check_level_arithmetic(level, 2, 60)
@@ -321,7 +322,7 @@ def test_spawned_serve_rm_with_reward_func_and_api_key(capsys):
 @pytest.mark.slow
 def test_spawned_serve_rm_with_tiny_model(tiny_rm_seqcls_dir, capsys):
     result = run_json(["--reward-pretrain", str(tiny_rm_seqcls_dir), "--concurrency", "1,4", "--num-requests", "24",
-                       "--batch-size", "2", "--max-tokens", "32", "--warmup", "2"], capsys)
+                       "--texts-per-request", "2", "--max-tokens", "32", "--warmup", "2"], capsys)
     assert result["environment"]["scorer_torch_threads"] >= 1
     for level in result["levels"]:
         check_level_arithmetic(level, 2, 24)

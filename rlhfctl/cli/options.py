@@ -187,7 +187,7 @@ def _is_value(token: str) -> bool:
     if not token.startswith("-") or token == "-":
         return True
     try:
-        float(token)
+        [float(part) for part in token.split(",")]
         return True
     except ValueError:
         return False
@@ -205,10 +205,12 @@ def _take(argv: list[str], i: int, inline: str | None, nargs: int | str, option:
     while j < len(argv) and len(values) < want and (_is_value(argv[j]) or (nargs == 1 and not values)):
         values.append(argv[j])
         j += 1
-    if not values or (isinstance(nargs, int) and len(values) != nargs and len(values) != 1):
-        raise UsageError(f"{option} needs {nargs} value{'s' if nargs != 1 else ''}")
+    if not values:
+        raise UsageError(f"{option} needs {'a value' if nargs == 1 else 'values'}")
     if len(values) == 1 and nargs not in (0, 1):  # the comma form: --reward-clip-range -10,10
         values = values[0].split(",")
+    if isinstance(nargs, int) and len(values) != nargs:
+        raise UsageError(f"{option} needs {nargs} value{'s' if nargs != 1 else ''}")
     return values, j
 
 
