@@ -265,3 +265,32 @@ def test_debug_env_shows_traceback():
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ one meaning per name
+def test_model_options_given_to_a_reward_function_say_they_do_not_apply(capsys):
+    code, _, err = run_cli(["serve-rm", "--reward-func", "r.py", "--bf16", "--batch-size", "4", "--max_len", "64",
+                            "--print-config"], capsys)
+    assert code == 0
+    for flag in ("--bf16", "--batch-size", "--reward-max-len"):
+        assert f"Warning: {flag}: acts on a reward model (--reward-pretrain) only" in err
+    _, _, err = run_cli(["serve-rm", "--reward-pretrain", "rm", "--bf16", "--print-config"], capsys)
+    assert "Warning" not in err
+
+
+def test_bench_rm_batch_size_is_serve_rms_and_texts_per_request_is_its_own(capsys):
+    from rlhfctl.bench.spawn import server_config
+
+    cfg = resolve("bench-rm", {"reward_pretrain": "rm", "batch_size": 4, "texts_per_request": 3})
+    assert server_config(cfg).batch_size == 4  # the serve-rm that bench-rm starts gets it, as serve-rm means it
+    assert cfg.texts_per_request == 3
+    code, _, err = run_cli(["bench-rm", "--url", "http://127.0.0.1:1/get_reward", "--batch-size", "256",
+                            "--print-config"], capsys)
+    assert code == 0 and "Warning: --batch-size: applies to a serve-rm that bench-rm starts" in err
+
+
+@pytest.mark.parametrize("flag", ["--host", "--port"])
+def test_bench_rm_does_not_offer_host_and_port(flag, capsys):
+    """The serve-rm that bench-rm starts listens on a free loopback port; a --host/--port would be dropped."""
+    code, _, err = run_cli(["bench-rm", "--reward-pretrain", "rm", flag, "5000"], capsys)
+    assert code == 2 and flag in err
