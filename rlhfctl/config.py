@@ -357,8 +357,8 @@ class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionName
         return self
 
 
-class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
-                        RunArgs, OutputArgs):
+class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs,
+                        ModelLoadArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -389,8 +389,8 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
-                     AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
+class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs,
+                     RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
                      RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
@@ -540,13 +540,14 @@ def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None 
 def unused_options(cfg: BaseModel) -> list[str]:
     """Options given that the chosen mode cannot use: model options of serve-rm with --reward-func; server options
     of bench-rm with --url (that server keeps its own settings)."""
-    model_only = ((set(ModelLoadArgs.model_fields) | set(RewardModelArgs.model_fields) | {"batch_size", "max_batch_tokens"})
-                  - {"reward_pretrain"})
+    model_only = (set(ModelLoadArgs.model_fields) | set(RewardModelArgs.model_fields)
+                  | {"batch_size", "max_batch_tokens"}) - {"reward_pretrain"}
     if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
         unused, why = model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"
     elif isinstance(cfg, BenchRMConfig) and cfg.url is not None:
         unused = model_only | set(ServerArgs.model_fields) | set(FunctionNameArgs.model_fields)
-        why = "applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server keeps its own"
+        why = ("applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server keeps "
+               "its own")
     else:
         return []
     cls = type(cfg)

@@ -11,6 +11,7 @@ from rlhfctl import __version__
 from rlhfctl.cli import bench_rm, check_reward, serve_rm, train_ppo
 from rlhfctl.cli.options import make_command, report_error, report_warning, translate_argv
 from rlhfctl.config import COMMANDS
+from rlhfctl.config_aliases import TABLES
 from rlhfctl.errors import UsageError
 
 SUBCOMMANDS = {"serve-rm": serve_rm, "train-ppo": train_ppo, "check-reward": check_reward, "bench-rm": bench_rm}
@@ -45,6 +46,13 @@ def _root(
         os.environ["RLHFCTL_DEBUG"] = "1"
 
 
+_OPENRLHF = (
+    "\n\nOpenRLHF's option names of v0.8.9, v0.10 and v0.11 (snake_case, dotted) work too and are listed under each "
+    "option; those with no effect here warn at start, those for features rlhfctl lacks exit 2 naming them (README: "
+    "Coming from OpenRLHF)."
+)
+
+
 def _examples(lines: list[str]) -> str:
     return "[bold]Examples[/]\n\n" + "\n\n".join(f"  [cyan]$ {line}[/]" for line in lines)
 
@@ -53,7 +61,7 @@ for _name, _module in SUBCOMMANDS.items():
     app.command(
         _name,
         help=_module.HELP,
-        epilog=_examples(_module.EXAMPLES),
+        epilog=_examples(_module.EXAMPLES) + (_OPENRLHF if _name in TABLES else ""),
         no_args_is_help=_name != "serve-rm",
     )(make_command(_name, COMMANDS[_name], _module.run))
 

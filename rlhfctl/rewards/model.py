@@ -74,7 +74,8 @@ class ModelReward:
             load_in_4bit=getattr(cfg, "load_in_4bit", False),
             disable_fast_tokenizer=getattr(cfg, "disable_fast_tokenizer", False),
         )
-        return cls(model, tokenizer, max_len=getattr(cfg, "reward_max_len", 2048), batch_size=getattr(cfg, "batch_size", 16),
+        return cls(model, tokenizer, max_len=getattr(cfg, "reward_max_len", 2048),
+                   batch_size=getattr(cfg, "batch_size", 16),
                    max_batch_tokens=getattr(cfg, "max_batch_tokens", None), name=f"reward model {cfg.reward_pretrain}")
 
     # ------------------------------------------------------------------------------------------------ pieces
