@@ -345,7 +345,8 @@ SERVE_RM: dict[str, Entry] = {
         "no effect: texts are scored in padded, length-sorted batches", 0)),
 }
 
-TABLES: dict[str, dict[str, Entry]] = {"train-ppo": TRAIN_PPO, "serve-rm": SERVE_RM}
+# bench-rm starts a serve-rm with its server options, so a serve_rm spelling means the same there.
+TABLES: dict[str, dict[str, Entry]] = {"train-ppo": TRAIN_PPO, "serve-rm": SERVE_RM, "bench-rm": SERVE_RM}
 
 
 # ----------------------------------------------------------------------------------------------- applying it

@@ -159,6 +159,8 @@ def test_options_without_effect_here_warn_once_each_and_run(capsys):
     (["--max_len", "many"], "--max_len: a number of tokens is needed"),
     (["--max_len", "100", "--prompt_max_len", "80", "--generate_max_len", "40"], "less than --prompt-max-len"),
     (["--eps_clip_low_high", "0.2"], "--eps_clip_low_high needs 2 values"),
+    (["--bf16=false"], "--bf16 is a switch"),
+    (["--packing_samples=1"], "--packing_samples is a switch"),
 ])
 def test_unsupported_or_contradictory_options_exit_2_naming_them(args, needle, capsys):
     code, out, err = run_main([*TRAIN, *args, "--print-config"], capsys)
@@ -258,3 +260,11 @@ def test_adam_betas_and_l2_reach_the_actor_and_critic_optimizer():
     groups = engine._optimizer.param_groups
     assert {g["betas"] for g in groups} == {(0.8, 0.9)}
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.1]
+
+
+def test_bench_rm_reads_serve_rm_spellings_for_the_server_it_starts(tmp_path, capsys):
+    run_yaml = tmp_path / "serve.yaml"
+    run_yaml.write_text("reward_pretrain: OpenRLHF/Llama-3-8b-rm-700k\nmax_len: 4096\nparam_dtype: bf16\n"
+                        "batch_size: 8\n")
+    cfg, _ = printed(["bench-rm", "--config", str(run_yaml), "--texts-per-request", "2"], capsys)
+    assert (cfg["reward_max_len"], cfg["bf16"], cfg["batch_size"], cfg["texts_per_request"]) == (4096, True, 8, 2)

@@ -196,7 +196,9 @@ def _is_value(token: str) -> bool:
 def _take(argv: list[str], i: int, inline: str | None, nargs: int | str, option: str) -> tuple[list[str], int]:
     """The values of the option at argv[i] (`--x=1,2` or `--x 1 2`) and the index after them."""
     if inline is not None:
-        return ([] if nargs == 0 else inline.split(",") if nargs != 1 else [inline]), i + 1
+        if nargs == 0:
+            raise UsageError(f"{option} is a switch: it takes no value (--no-... turns one of rlhfctl's off)")
+        return (inline.split(",") if nargs != 1 else [inline]), i + 1
     if nargs == 0:
         return [], i + 1
     want = 1 if nargs == 1 else (nargs if isinstance(nargs, int) else len(argv))
