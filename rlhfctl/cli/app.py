@@ -9,7 +9,8 @@ import typer
 
 from rlhfctl import __version__
 from rlhfctl.cli import bench_rm, check_reward, serve_rm, train_ppo
-from rlhfctl.cli.options import make_command, report_error, report_warning, translate_argv
+from rlhfctl.cli.argv import translate_argv
+from rlhfctl.cli.options import make_command, report_error, report_warning
 from rlhfctl.config import COMMANDS
 from rlhfctl.config_aliases import TABLES
 from rlhfctl.errors import UsageError
