@@ -538,12 +538,17 @@ def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None 
 
 
 def unused_options(cfg: BaseModel) -> list[str]:
-    """Options given that the chosen mode cannot use: model options of serve-rm with --reward-func; server options
-    of bench-rm with --url (that server keeps its own settings)."""
+    """Options given that the chosen mode cannot use: model options of serve-rm with --reward-func, reward-model
+    options of train-ppo without --reward-pretrain, server options of bench-rm with --url (that server keeps its
+    own settings)."""
     model_only = (set(ModelLoadArgs.model_fields) | set(RewardModelArgs.model_fields)
                   | {"batch_size", "max_batch_tokens"}) - {"reward_pretrain"}
     if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
         unused, why = model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"
+    elif isinstance(cfg, TrainPPOConfig) and cfg.reward_pretrain is None:
+        unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
+        why = ("acts on a local reward model (--reward-pretrain) only; a reward server applies its own (serve-rm "
+               "takes the same option)")
     elif isinstance(cfg, BenchRMConfig) and cfg.url is not None:
         unused = model_only | set(ServerArgs.model_fields) | set(FunctionNameArgs.model_fields)
         why = ("applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server keeps "

@@ -276,6 +276,10 @@ def test_model_options_given_to_a_reward_function_say_they_do_not_apply(capsys):
         assert f"Warning: {flag}: acts on a reward model (--reward-pretrain) only" in err
     _, _, err = run_cli(["serve-rm", "--reward-pretrain", "rm", "--bf16", "--print-config"], capsys)
     assert "Warning" not in err
+    _, _, err = run_cli([*BASE, "--normalize_reward", "--print-config"], capsys)
+    assert "Warning: --normalize-reward: acts on a local reward model (--reward-pretrain) only" in err
+    _, _, err = run_cli([*BASE, "--reward-pretrain", "rm", "--normalize_reward", "--print-config"], capsys)
+    assert "Warning" not in err
 
 
 def test_bench_rm_batch_size_is_serve_rms_and_texts_per_request_is_its_own(capsys):
