@@ -77,8 +77,7 @@ def load_policy(path: str, *, bf16: bool = False, flash_attn: bool = False,
 
 def _require_folder(path: str, flag: str) -> None:
     if not Path(path).is_dir():
-        raise ConfigError(f"{flag} {path}: no such folder (a local Hugging Face model folder is needed; nothing is "
-                          "downloaded)")
+        raise ConfigError(f"{flag} {path}: no such folder (a model folder, or a Hub ID resolved by rlhfctl.hub)")
 
 
 @dataclass
