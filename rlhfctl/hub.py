@@ -154,7 +154,8 @@ def _not_cached(repo_id: str, what: str, revision: str | None, repo_type: RepoTy
     else:
         cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         why = f"the Hub cannot be reached ({cause})"
-    return (f"{what}: no such local folder, and {which} is not in the Hugging Face cache {cache} while {why}. "
+    local = "folder" if repo_type == "model" else "file or folder"
+    return (f"{what}: no such local {local}, and {which} is not in the Hugging Face cache {cache} while {why}. "
             f"Run once with network access, set HF_HUB_OFFLINE=0, or download it first with `{download}` "
             "(HF_HUB_CACHE / HF_HOME choose the cache)")
 

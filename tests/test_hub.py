@@ -136,7 +136,7 @@ def test_a_dataset_not_cached_offline_says_so(hub_env):
     from rlhfctl.data import load_rows
     from rlhfctl.errors import DataError
 
-    with pytest.raises(DataError, match=r"org/no-data: no such local folder, and org/no-data is not in the .*"
+    with pytest.raises(DataError, match=r"org/no-data: no such local file or folder, and org/no-data is not in the .*"
                                         r"`hf download org/no-data --repo-type dataset`"):
         load_rows("org/no-data")
 
