@@ -76,7 +76,7 @@ class RewardModelArgs(Group):
     panel: ClassVar[str] = "Reward model"
     reward_pretrain: Optional[str] = _opt(
         None,
-        "Reward model: a local folder or Hugging Face Hub ID (org/name), *ForSequenceClassification with one label, or "
+        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, or "
         "OpenRLHF's format (base model + linear value head).",
     )
     value_head_prefix: Optional[str] = _opt(
@@ -297,7 +297,8 @@ class CheckArgs(Group):
     reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
     responses: str = _opt(
         "oracle",
-        "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR (or model:ORG/NAME, a Hub ID).",
+        "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
+        "(a policy folder or Hub ID).",
     )
     strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
     timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)

@@ -139,7 +139,8 @@ def test_check_reward_samples_from_a_hub_policy(seed_cache, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reward = tmp_path / "reward_func.py"
     reward.write_text("def reward_func(queries, prompts, labels, **kwargs):\n"
-                      "    return [float(l in q[len(p):]) + len(q) / 1000 for q, p, l in zip(queries, prompts, labels)]\n")
+                      "    return [float(a in q[len(p):]) + len(q) / 1000\n"
+                      "            for q, p, a in zip(queries, prompts, labels)]\n")
     code, out, err = run_main(["check-reward", str(reward), "--prompt-data", DATA_ID, "--input-key",
                                "context_messages", "--label-key", "answer", "--apply-chat-template",
                                "--responses", f"model:{SFT_ID}", "--n-samples-per-prompt", "2",
