@@ -108,19 +108,24 @@ def resolve_fields(cfg: Any, names: Iterable[str]) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- download
 def _snapshot(repo_id: str, what: str, revision: str | None, repo_type: RepoType) -> str:
+    """snapshot_download, with each way it fails turned into one message. Online, huggingface_hub itself falls
+    back to the cache when the Hub cannot be reached or refuses the request, and raises only when that fails too."""
     from huggingface_hub import errors, snapshot_download
 
     cache = cache_dir()
     try:
+        # The same patterns offline as online: huggingface_hub checks a cached snapshot against the file list it
+        # saved when downloading, less the files skipped.
+        ignore = _skipped(repo_id, revision, repo_type, cache)
         if offline():
             return snapshot_download(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache,
-                                     local_files_only=True)
-        ignore = _NOT_LOADED + (_duplicate_weights(repo_id, revision) if repo_type == "model" else [])
+                                     local_files_only=True, ignore_patterns=ignore)
         with _progress_bars():
             return snapshot_download(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache,
                                      ignore_patterns=ignore)
     except errors.LocalEntryNotFoundError as exc:
-        raise UsageError(_not_cached(repo_id, what, revision, repo_type, cache, exc)) from None
+        refused = _refused_token(exc.__cause__, what)
+        raise UsageError(refused or _not_cached(repo_id, what, revision, repo_type, cache, exc)) from None
     except errors.GatedRepoError:
         raise UsageError(f"{what}: a gated repository: accept its terms at https://huggingface.co/"
                          f"{_url_path(repo_id, repo_type)}, then set HF_TOKEN to a token of that account "
@@ -132,15 +137,22 @@ def _snapshot(repo_id: str, what: str, revision: str | None, repo_type: RepoType
         raise UsageError(f"{what}: the repository has no revision {revision!r} (--revision: a branch, tag or "
                          "commit)") from None
     except errors.HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise UsageError(f"{what}: the Hub refused the token (HTTP {status}): HF_TOKEN or the token saved by "
-                             "`hf auth login` is invalid or lacks access") from None
-        raise RlhfctlError(f"{what}: downloading from the Hugging Face Hub failed: {exc}") from None
+        raise (UsageError(refused) if (refused := _refused_token(exc, what)) else
+               RlhfctlError(f"{what}: downloading from the Hugging Face Hub failed: {exc}")) from None
     except errors.HFValidationError as exc:
         raise UsageError(f"{what}: {exc}") from None
     except OSError as exc:  # disk full, a cache folder we may not write
         raise RlhfctlError(f"{what}: cannot store the download in {cache}: {exc}") from None
+
+
+def _refused_token(exc: BaseException | None, what: str) -> str | None:
+    from huggingface_hub import errors
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.HfHubHTTPError) and status in (401, 403):
+        return (f"{what}: the Hub refused the token (HTTP {status}): HF_TOKEN or the token saved by "
+                "`hf auth login` is invalid or lacks access")
+    return None
 
 
 def _not_cached(repo_id: str, what: str, revision: str | None, repo_type: RepoType, cache: Path,
@@ -164,12 +176,26 @@ def _url_path(repo_id: str, repo_type: RepoType) -> str:
     return repo_id if repo_type == "model" else f"datasets/{repo_id}"
 
 
-def _duplicate_weights(repo_id: str, revision: str | None) -> list[str]:
-    """Repositories often hold the weights twice, as safetensors and as .bin; transformers reads the safetensors."""
-    from huggingface_hub import HfApi
+def _skipped(repo_id: str, revision: str | None, repo_type: RepoType, cache: Path) -> list[str]:
+    """Files of a model repository that no loader here reads (other formats, original checkpoints), and the .bin
+    weights where the repository also has them as safetensors, which transformers reads."""
+    if repo_type != "model":
+        return []
+    from huggingface_hub import HfApi, get_cached_repo_tree
 
-    files = HfApi().list_repo_files(repo_id, revision=revision)
-    return ["*.bin", "*.pt"] if any(f.endswith(".safetensors") for f in files) else []
+    files: list[str] = []
+    try:  # online, the Hub's listing (a branch may have moved); offline, the one saved with the download
+        info = None if offline() else HfApi().repo_info(repo_id, revision=revision)  # fails fast (no retries)
+        files = [f.rfilename for f in info.siblings or []] if info is not None else []
+    except Exception:  # unreachable, gated, missing: snapshot_download decides (it may still find the cache)
+        pass
+    if not files:
+        try:
+            files = [f.path for f in get_cached_repo_tree(repo_id, revision=revision, cache_dir=cache)]
+        except Exception:  # never downloaded by snapshot_download: nothing to compare a snapshot with
+            pass
+    duplicates = ["*.bin", "*.pt"] if any(f.endswith(".safetensors") for f in files) else []
+    return _NOT_LOADED + duplicates
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -170,37 +171,104 @@ def test_print_config_resolves_nothing(hub_env, capsys):
     assert "pretrain: org/never-downloaded" in out and "revision: v3" in out and "Hub snapshot" not in err
 
 
-# ------------------------------------------------------------------------------------------------ online errors
+# ------------------------------------------------------------------------------------------------ online
 class _StubHub(BaseHTTPRequestHandler):
-    """Answers every repository API call as the Hub does for a gated repo, a missing one and a refused token."""
+    """The Hub's HTTP API as huggingface_hub calls it: repositories in FILES are listed and downloaded; the ones in
+    ERRORS answer as the Hub does for a gated repo, a missing one, a refused token and a missing revision."""
 
-    ANSWERS = {"org/gated": (403, "GatedRepo"), "org/missing": (404, "RepoNotFound"), "org/bad-token": (403, None),
-               "org/no-rev": (404, "RevisionNotFound")}
+    FILES: dict[str, Path] = {}
+    ERRORS = {"org/gated": (403, "GatedRepo"), "org/missing": (404, "RepoNotFound"), "org/bad-token": (403, None),
+              "org/no-rev": (404, "RevisionNotFound")}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        repo = "/".join(self.path.split("?")[0].split("/")[3:5])
-        status, code = self.ANSWERS.get(repo, (404, "RepoNotFound"))
-        self.send_response(status)
-        if code:
-            self.send_header("X-Error-Code", code)
-        self.send_header("Content-Type", "application/json")
-        body = json.dumps({"error": code or "Invalid credentials"}).encode()
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        parts = self.path.split("?")[0].strip("/").split("/")
+        api = parts[0] == "api"
+        repo = "/".join(parts[2:4] if api else parts[0:2])
+        if repo in self.ERRORS or repo not in self.FILES:
+            status, code = self.ERRORS.get(repo, (404, "RepoNotFound"))
+            body = json.dumps({"error": code or "Invalid credentials"}).encode()
+            return self._send(status, body, {"X-Error-Code": code} if code else {})
+        folder, commit = self.FILES[repo], commit_of(repo)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if api and (len(parts) == 4 or parts[4] == "revision"):  # the repository's info
+            return self._send(200, json.dumps({"id": repo, "sha": commit,
+                                               "siblings": [{"rfilename": f} for f in files]}).encode())
+        if api:  # the tree
+            return self._send(200, json.dumps([{"type": "file", "path": f, "size": (folder / f).stat().st_size,
+                                                "oid": commit_of(f)} for f in files]).encode())
+        data = (folder / "/".join(parts[4:])).read_bytes()
+        self._send(200, data, {"X-Repo-Commit": commit, "ETag": f'"{commit_of(str(len(data)) + parts[-1])}"'})
 
     do_HEAD = do_GET
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
 
 
 @pytest.fixture(scope="module")
-def stub_hub():
+def stub_hub(tmp_path_factory, tiny_rm_seqcls_dir):
+    """A stub Hub serving the tiny reward model as org/served, with a duplicate .bin and an original/ checkpoint
+    that a download leaves out."""
+    import shutil
+
+    repo = tmp_path_factory.mktemp("served")
+    shutil.copytree(tiny_rm_seqcls_dir, repo, dirs_exist_ok=True)
+    (repo / "pytorch_model.bin").write_bytes(b"the same weights again")
+    (repo / "original").mkdir()
+    (repo / "original" / "consolidated.00.pth").write_bytes(b"the original checkpoint")
+    _StubHub.FILES = {"org/served": repo}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StubHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def online_env(endpoint: str, cache: Path) -> dict[str, str]:
+    return {**ENV, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_not_a_real_token",
+            "HF_HUB_CACHE": str(cache)}
+
+
+def bench_in_process(model: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlhfctl", "bench-rm", "--reward-pretrain", model, "--in-process",
+                           "--num-requests", "4", "--warmup", "0", "--json"], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.mark.slow
+def test_a_download_shows_progress_skips_duplicates_and_is_found_offline_later(stub_hub, tmp_path):
+    cache = tmp_path / "cache"
+    first = bench_in_process("org/served", online_env(stub_hub, cache))
+    assert first.returncode == 0, first.stderr
+    assert re.search(r"Fetching \d+ files: 100%", first.stderr)  # the Hub's progress bar
+    snapshot = cache / "models--org--served" / "snapshots" / commit_of("org/served")
+    assert (snapshot / "model.safetensors").is_file() and (snapshot / "config.json").is_file()
+    assert not (snapshot / "pytorch_model.bin").exists() and not (snapshot / "original").exists()
+    assert json.loads(first.stdout)["levels"][0]["completed"] == 4
+    # Later, offline, and with the Hub unreachable: the cache answers.
+    for env in ({**online_env(stub_hub, cache), "HF_HUB_OFFLINE": "1"},
+                online_env("http://127.0.0.1:9", cache)):
+        again = bench_in_process("org/served", env)
+        assert again.returncode == 0, again.stderr
+        assert "Fetching" not in again.stderr and f"Hub snapshot {commit_of('org/served')[:12]}" in again.stderr
+
+
+def test_an_unreachable_hub_and_no_cache_is_one_message(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-pretrain", "org/anything"],
+                            env=online_env("http://127.0.0.1:9", tmp_path / "cache"), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "--reward-pretrain org/anything: no such local folder, and org/anything is not in the Hugging Face " \
+           "cache" in text and "while the Hub cannot be reached" in text and "Traceback" not in text
 
 
 @pytest.mark.parametrize("repo,message", [
@@ -210,11 +278,10 @@ def stub_hub():
     ("org/no-rev", "the repository has no revision 'v9' (--revision"),
 ])
 def test_gated_missing_and_refused_repositories_exit_2(stub_hub, tmp_path, repo, message):
-    env = {**ENV, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": stub_hub, "HF_TOKEN": "hf_not_a_real_token",
-           "HF_HUB_CACHE": str(tmp_path / "cache")}
     args = ["--revision", "v9"] if repo == "org/no-rev" else []
-    result = subprocess.run([sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-pretrain", repo, *args], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-pretrain", repo, *args],
+                            env=online_env(stub_hub, tmp_path / "cache"), capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2, result.stderr
     assert f"--reward-pretrain {repo}: {message}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
