@@ -106,6 +106,15 @@ def resolve_fields(cfg: Any, names: Iterable[str]) -> Any:
     return cfg.model_copy(update=updates)
 
 
+def missing_folder(path: str | Path) -> str:
+    """Why a folder a model loader was handed is not there. A Hub ID resolves where the run starts, so a worker on
+    another machine needs that machine to see the same cache."""
+    if "/snapshots/" in str(path) and "models--" in str(path):
+        return ("no such folder on this machine: a Hub snapshot resolved where the run started; on a multi-node "
+                "Ray cluster, put HF_HUB_CACHE (or HF_HOME) on a folder every node shares")
+    return "no such folder"
+
+
 # ---------------------------------------------------------------------------------------------------- download
 def _snapshot(repo_id: str, what: str, revision: str | None, repo_type: RepoType) -> str:
     """snapshot_download, with each way it fails turned into one message. Online, huggingface_hub itself falls

@@ -285,3 +285,13 @@ def test_gated_missing_and_refused_repositories_exit_2(stub_hub, tmp_path, repo,
     assert result.returncode == 2, result.stderr
     assert f"--reward-pretrain {repo}: {message}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_missing_the_drivers_snapshot_is_told_to_share_the_cache(hub_env, tmp_path):
+    """A Hub ID resolves on the machine that starts the run; a worker elsewhere may not see that folder."""
+    from rlhfctl.errors import ConfigError
+    from rlhfctl.models.actor import load_tokenizer
+
+    elsewhere = tmp_path / "models--org--tiny-policy" / "snapshots" / commit_of(POLICY_ID)
+    with pytest.raises(ConfigError, match="no such folder on this machine: .* HF_HUB_CACHE .* every node shares"):
+        load_tokenizer(str(elsewhere))
