@@ -29,7 +29,7 @@ _TRUE = ("1", "true", "yes", "on")
 
 def is_hub_id(name: str) -> bool:
     """`org/name` as the Hub spells repositories (a bare `gpt2` is taken as a folder: it is too easily a typo)."""
-    if not _HUB_ID.match(name) or ".." in name or "--" in name or name.endswith((".", "-")):
+    if not _HUB_ID.match(name):
         return False
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -87,7 +87,7 @@ def resolve_fields(cfg: Any, names: Iterable[str]) -> Any:
     from_hub = False
     for name in names:
         value = getattr(cfg, name, None)
-        flag, prefix = (flag_name(name, type(cfg).model_fields[name]) if name in type(cfg).model_fields else name), ""
+        flag, prefix = flag_name(name, type(cfg).model_fields[name]), ""
         if name == "responses" and value is not None:
             kind, _, value = value.partition(":")
             if kind != "model":

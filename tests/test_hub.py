@@ -177,10 +177,12 @@ class _StubHub(BaseHTTPRequestHandler):
     ERRORS answer as the Hub does for a gated repo, a missing one, a refused token and a missing revision."""
 
     FILES: dict[str, Path] = {}
+    TOKENS: set[str] = set()
     ERRORS = {"org/gated": (403, "GatedRepo"), "org/missing": (404, "RepoNotFound"), "org/bad-token": (403, None),
               "org/no-rev": (404, "RevisionNotFound")}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.TOKENS.add(self.headers.get("Authorization", ""))
         parts = self.path.split("?")[0].strip("/").split("/")
         api = parts[0] == "api"
         repo = "/".join(parts[2:4] if api else parts[0:2])
@@ -253,6 +255,7 @@ def test_a_download_shows_progress_skips_duplicates_and_is_found_offline_later(s
     assert (snapshot / "model.safetensors").is_file() and (snapshot / "config.json").is_file()
     assert not (snapshot / "pytorch_model.bin").exists() and not (snapshot / "original").exists()
     assert json.loads(first.stdout)["levels"][0]["completed"] == 4
+    assert "Bearer hf_not_a_real_token" in _StubHub.TOKENS  # HF_TOKEN reached the Hub
     # Later, offline, and with the Hub unreachable: the cache answers.
     for env in ({**online_env(stub_hub, cache), "HF_HUB_OFFLINE": "1"},
                 online_env("http://127.0.0.1:9", cache)):
