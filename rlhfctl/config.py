@@ -67,13 +67,16 @@ class ModelLoadArgs(Group):
         False, "Load weights in 4 bits with bitsandbytes (needs a CUDA GPU; elsewhere exits with a message)."
     )
     disable_fast_tokenizer: bool = _opt(False, "Use the slow Python tokenizer instead of the fast Rust one.")
+    revision: Optional[str] = _opt(
+        None, "Branch, tag or commit of the models named by Hugging Face Hub ID (org/name) (default: main)."
+    )
 
 
 class RewardModelArgs(Group):
     panel: ClassVar[str] = "Reward model"
     reward_pretrain: Optional[str] = _opt(
         None,
-        "Local Hugging Face folder of a reward model: *ForSequenceClassification with one label, or "
+        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, or "
         "OpenRLHF's format (base model + linear value head).",
     )
     value_head_prefix: Optional[str] = _opt(
@@ -215,15 +218,15 @@ class PlacementArgs(Group):
 class PretrainArgs(Group):
     panel: ClassVar[str] = "Models"
     pretrain: Optional[str] = _opt(
-        None, "The policy (actor), a local Hugging Face folder: train-ppo trains it; its tokenizer formats prompts "
-        "(--apply-chat-template) in train-ppo and check-reward alike."
+        None, "The policy (actor), a local Hugging Face folder or Hub ID (org/name): train-ppo trains it; its "
+        "tokenizer formats prompts (--apply-chat-template) in train-ppo and check-reward alike."
     )
 
 
 class PolicyArgs(Group):
     panel: ClassVar[str] = "Models"
     critic_pretrain: Optional[str] = _opt(
-        None, "Folder to initialise the critic from (default: --reward-pretrain, else --pretrain)."
+        None, "Folder or Hub ID to initialise the critic from (default: --reward-pretrain, else --pretrain)."
     )
 
 
@@ -306,7 +309,8 @@ class CheckArgs(Group):
     reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
     responses: str = _opt(
         "oracle",
-        "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR.",
+        "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
+        "(a policy folder or Hub ID).",
     )
     strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
     timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import datasets
 
-from rlhfctl.errors import ConfigError, DataError
+from rlhfctl.errors import ConfigError, DataError, UsageError
+from rlhfctl.hub import is_hub_id, resolve
 
 # file extension -> `datasets` packaged builder
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHOW = 5  # how many row numbers an error message lists
 
 
@@ -104,16 +103,28 @@ def _load_one(spec: str, split: str) -> datasets.Dataset:
         return _load_folder(path, split)
     if path.is_file():
         return _load_file(path)
-    if _HUB_NAME.match(spec) and path.suffix.lower() not in FORMATS:
-        try:  # works only where the dataset is already in the local HF cache (offline) or the hub is reachable
-            return datasets.load_dataset(spec, split=split)
-        except Exception as e:
-            raise DataError(
-                f"{spec}: no such local file or folder, and the hub dataset cannot be fetched here "
-                f"(offline or not cached: {_root_cause(e)[:200]}); download it elsewhere and pass a local "
-                f"{'/'.join(FORMATS)} file or a save_to_disk folder"
-            ) from None
+    if is_hub_id(spec) and path.suffix.lower() not in FORMATS:
+        return _load_hub(spec, split)
     raise DataError(f"{spec}: no such file or folder")
+
+
+def _load_hub(repo_id: str, split: str) -> datasets.Dataset:
+    """A Hub dataset through the same Hub cache as models (rlhfctl.hub), then read from its snapshot folder as
+    `datasets` reads the repository (its data files, or the configs in its README). Offline, a dataset that only
+    `datasets`' own cache holds (prepared by an earlier load_dataset) is still found."""
+    try:
+        folder = resolve(repo_id, repo_type="dataset")
+    except UsageError as hub_error:
+        try:
+            return datasets.load_dataset(repo_id, split=split)
+        except Exception:
+            raise DataError(str(hub_error)) from None
+    try:
+        loaded = datasets.load_dataset(folder, split=split)
+    except Exception as e:
+        raise DataError(f"{repo_id}: cannot read the Hub dataset's split {split!r} from {folder}: "
+                        f"{_root_cause(e)[:300]}") from None
+    return loaded
 
 
 def load_rows(prompt_data: str, split: str = "train") -> datasets.Dataset:

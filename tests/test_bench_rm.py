@@ -346,9 +346,9 @@ def test_in_process_reward_func_failures_are_counted(capsys):
 
 @pytest.mark.slow
 def test_spawn_failure_shows_the_servers_message(tmp_path, capsys):
-    code, _, err = run_cli(["--reward-pretrain", str(tmp_path / "missing")], capsys)
+    code, _, err = run_cli(["--reward-pretrain", str(tmp_path)], capsys)  # a folder, but not a model's
     assert code == 2
-    assert "serve-rm exited with code 2" in err and "missing" in err
+    assert "serve-rm exited with code 2" in err and "no config.json" in err
 
 
 @pytest.mark.slow

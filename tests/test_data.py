@@ -104,7 +104,8 @@ def test_folder_not_saved_by_datasets(tmp_path):
 
 
 def test_hub_name_is_refused_offline():
-    with pytest.raises(DataError, match="OpenRLHF/prompt-collection-v0.1: .*cannot be fetched.*local"):
+    with pytest.raises(DataError, match="OpenRLHF/prompt-collection-v0.1: no such local file or folder, and .* is not "
+                                        "in the Hugging Face cache .* HF_HUB_OFFLINE=1"):
         load_rows("OpenRLHF/prompt-collection-v0.1")
 
 

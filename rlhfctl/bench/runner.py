@@ -88,6 +88,10 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
 
 def benchmark(cfg: Any, observer: Optional[Observer] = None) -> BenchResult:
     """Run every --concurrency level against the target of `cfg` (a BenchRMConfig)."""
+    from rlhfctl.hub import resolve_fields
+
+    # Once, here: the workload's tokenizer, an in-process scorer and a spawned serve-rm all get the local folder.
+    cfg = resolve_fields(cfg, ["reward_pretrain"])
     needed = cfg.warmup + cfg.num_requests if cfg.duration is None else MAX_TEXTS
     workload = build_workload(cfg, needed)  # before any server starts: bad data fails fast
     settings = {"texts_per_request": cfg.texts_per_request, "concurrency": list(cfg.concurrency),

@@ -20,7 +20,10 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
     Usage errors (unreadable data, a missing column) raise UsageError; everything the reward does wrong is a
     failed check in the report, never an exception. `progress(run, done, total)` is called before each call.
     """
+    from rlhfctl.hub import resolve_fields
+
     report = Report(reward=cfg.reward, responses=cfg.responses)
+    cfg = resolve_fields(cfg, ["responses"] + (["pretrain"] if cfg.apply_chat_template else []))
     urls = url_list(cfg.reward)
     source: RewardSource | None = None
     if urls is None:

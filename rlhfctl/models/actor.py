@@ -77,8 +77,9 @@ def load_policy(path: str, *, bf16: bool = False, flash_attn: bool = False,
 
 def _require_folder(path: str, flag: str) -> None:
     if not Path(path).is_dir():
-        raise ConfigError(f"{flag} {path}: no such folder (a local Hugging Face model folder is needed; nothing is "
-                          "downloaded)")
+        from rlhfctl.hub import missing_folder
+
+        raise ConfigError(f"{flag} {path}: {missing_folder(path)}")
 
 
 @dataclass

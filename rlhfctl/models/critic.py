@@ -58,7 +58,9 @@ class Critic(nn.Module):
         quiet_transformers()
         folder = Path(path)
         if not folder.is_dir():
-            raise ValueError(f"critic folder {path}: no such folder")
+            from rlhfctl.hub import missing_folder
+
+            raise ValueError(f"critic folder {path}: {missing_folder(path)}")
         backbone = AutoModel.from_pretrained(
             path, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation(flash_attn)
         )

@@ -109,8 +109,9 @@ def load_tokenizer(folder: Path, *, use_fast: bool = True) -> Any:
 # ---------------------------------------------------------------------------------------------------- config
 def _read_config(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
-        raise UsageError(f"--reward-pretrain {folder}: no such folder (a local Hugging Face model folder is needed; "
-                         "nothing is downloaded)")
+        from rlhfctl.hub import missing_folder
+
+        raise UsageError(f"--reward-pretrain {folder}: {missing_folder(folder)}")
     path = folder / "config.json"
     if not path.is_file():
         raise UsageError(f"--reward-pretrain {folder}: no config.json, so it is not a Hugging Face model folder")

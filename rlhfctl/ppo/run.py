@@ -38,6 +38,16 @@ def _check_eval(cfg: Any, num_prompts: int) -> None:
                       "(--eval-n-samples-per-prompt) will be identical", stacklevel=3)
 
 
+def model_fields_used(cfg: Any, roles: list[str]) -> list[str]:
+    """The model options a run loads: the policy, the critic's source for gae, a reward model as a role."""
+    fields = ["pretrain"]
+    if "critic" in roles:
+        fields.append("critic_pretrain" if cfg.critic_pretrain else "reward_pretrain" if cfg.reward_pretrain else "")
+    if "reward" in roles:
+        fields.append("reward_pretrain")
+    return [f for f in dict.fromkeys(fields) if f]
+
+
 def train_ppo(cfg: Any) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.data import load_prompts
@@ -50,9 +60,13 @@ def train_ppo(cfg: Any) -> dict[str, float]:
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
     from rlhfctl.rewards.factory import open_reward
 
+    from rlhfctl.hub import resolve_fields
+
     import datasets
 
     datasets.disable_progress_bars()
+    # Hub IDs become local folders here, once: the workers are given folders and never call the Hub.
+    cfg = resolve_fields(cfg, model_fields_used(cfg, needed_roles(cfg)))
     if cfg.vllm_num_engines:
         warnings.warn(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM rollout engines are not built yet; "
                       "generating with Hugging Face generate on the actor workers instead", stacklevel=2)

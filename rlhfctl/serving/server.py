@@ -107,8 +107,10 @@ def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) ->
     `ready_callback(url)` is called with the /get_reward URL once the server accepts connections. On SIGTERM,
     uvicorn stops accepting, answers the requests in flight, and the batcher scores what is queued.
     """
+    from rlhfctl.hub import resolve_fields
     from rlhfctl.serving.app import create_app
 
+    cfg = resolve_fields(cfg, ["reward_pretrain"])  # before the model process starts: it is given a folder
     started = time.perf_counter()
     source = open_served_source(cfg)
     try:
