@@ -16,8 +16,7 @@ Prints a table (stderr), writes estimators.png (one curve per recipe, mean over 
 and prints one JSON line (stdout).
 
     python benchmarks/estimators.py                                      # full race: 250 steps, seeds 1,2
-    python benchmarks/estimators.py --steps 4 --eval-steps 2 --seeds 1 --eval-max-samples 40 \\
-        --recipes group_norm,dapo                                        # a smoke run
+    python benchmarks/estimators.py --steps 2 --eval-steps 2 --seeds 1 --eval-max-samples 40  # a smoke run
 """
 
 from __future__ import annotations
@@ -62,16 +61,25 @@ def _env() -> dict[str, str]:
                                                                                 os.environ.get("PYTHONPATH")]))}
 
 
+def budget(steps: int, rollout_batch_size: int) -> list[str]:
+    """Flags for `steps` PPO steps: part of one pass over the training prompts, or whole passes."""
+    per_episode = len((ARITH / "train.jsonl").read_text().splitlines()) // rollout_batch_size
+    if steps <= per_episode:
+        return ["--num-episodes", "1", "--max-samples", str(steps * rollout_batch_size)]
+    if steps % per_episode:
+        raise SystemExit(f"--steps {steps}: at most {per_episode} (one pass over the prompts) or a multiple of it")
+    return ["--num-episodes", str(steps // per_episode)]
+
+
 def run_one(name: str, flags: list[str], seed: int, args: argparse.Namespace, out: Path,
             ray_address: Optional[str]) -> dict[str, Any]:
     """One train-ppo run; its held-out curve (samples trained on -> exact match) and costs."""
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "rlhfctl", "train-ppo", "--config", str(BASE_CONFIG),
            "--remote-rm-url", str(ARITH / "reward_func.py"), "--save-path", str(out / "policy"),
-           "--ckpt-path", str(out / "ckpt"), "--seed", str(seed), "--num-episodes", "1",
-           "--max-samples", str(args.steps * args.rollout_batch_size), "--rollout-batch-size",
-           str(args.rollout_batch_size), "--eval-steps", str(args.eval_steps),
-           "--generate-max-len", str(GENERATE_MAX_LEN), *flags]
+           "--ckpt-path", str(out / "ckpt"), "--seed", str(seed), "--rollout-batch-size", str(args.rollout_batch_size),
+           "--eval-steps", str(args.eval_steps), "--generate-max-len", str(GENERATE_MAX_LEN),
+           *budget(args.steps, args.rollout_batch_size), *flags]
     if args.eval_max_samples:
         cmd += ["--eval-max-samples", str(args.eval_max_samples)]
     if ray_address:
@@ -133,10 +141,11 @@ def plot(summary: dict[str, Any], out: Path) -> Optional[Path]:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for name, r in summary.items():
+    palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # tab10 without its grey
+    for i, (name, r) in enumerate(summary.items()):
         xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
-        style = {"color": "grey", "ls": "--"} if name == CONTROL else {}
-        ax.plot(xs, ys, "o-", ms=3, lw=1.6, label=f"{name} ({r['mean']:.1%})", **style)
+        style = {"color": "black", "ls": "--"} if name == CONTROL else {"color": palette[i % len(palette)]}
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.6, label=f"{name} ({r['mean']:.1%})", **style)
     ax.set_xlabel("samples trained on")
     ax.set_ylabel("held-out exact match (greedy)")
     ax.set_title("arithmetic: estimators at the same sample budget (mean over seeds)", fontsize=10)
@@ -152,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of " + ",".join(RECIPES))
     parser.add_argument("--seeds", default="1,2", help="comma-separated seeds (every recipe runs each)")
-    parser.add_argument("--steps", type=int, default=125, help="PPO steps per run (the sample budget)")
+    parser.add_argument("--steps", type=int, default=250, help="PPO steps per run (the sample budget; the demo's "
+                        "250 = 2 passes over the 4,000 prompts)")
     parser.add_argument("--rollout-batch-size", type=int, default=32, help="prompts per step (x 8 samples)")
     parser.add_argument("--eval-steps", type=int, default=25, help="evaluate held-out exact match every N steps")
     parser.add_argument("--eval-max-samples", type=int, default=None, help="held-out prompts (default: all 400)")
