@@ -503,6 +503,16 @@ class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameAr
         lo, hi = self.vllm_is_truncated_threshold
         if not 0 <= lo < hi:
             problems.append(f"--vllm-is-truncated-threshold needs 0 <= LOW < HIGH (got {lo},{hi})")
+        if self.dual_clip is not None and self.policy_loss_type == "cispo":
+            problems.append("--dual-clip bounds PPO's clipped objective; --policy-loss-type cispo has none to bound")
+        fields = type(self).model_fields
+        for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"),
+                              ("dynamic_filtering_reward_range", "dynamic_filtering"),
+                              ("dynamic_filtering_max_rounds", "dynamic_filtering"),
+                              ("vllm_is_truncated_threshold", "enable_vllm_is_correction"),
+                              ("vllm_is_correction_type", "enable_vllm_is_correction")):
+            if getattr(self, needs) in (None, False) and getattr(self, option) != fields[option].default:
+                problems.append(f"--{option.replace('_', '-')} has no effect without --{needs.replace('_', '-')}")
         if self.freezing_actor_steps > 0 and self.advantage_estimator != "gae":
             problems.append(f"--freezing-actor-steps {self.freezing_actor_steps} warms up the critic, which only "
                             f"gae has (--advantage-estimator is {self.advantage_estimator}): nothing would train")

@@ -117,7 +117,8 @@ def test_clip_bounds_come_from_eps_clip_low_high_else_eps_clip():
      "--dynamic-filtering-reward-range needs LOW < HIGH"),
     ({"overlong_buffer_len": 2048, "generate_max_len": 1024}, "--overlong-buffer-len (2048) is more than"),
     ({"stop_properly_penalty_coef": 2}, "--stop-properly-penalty-coef must be in [0, 1]"),
-    ({"vllm_is_truncated_threshold": "5,0.5"}, "--vllm-is-truncated-threshold needs 0 <= LOW < HIGH"),
+    ({"vllm_is_truncated_threshold": "5,0.5", "enable_vllm_is_correction": True},
+     "--vllm-is-truncated-threshold needs 0 <= LOW < HIGH"),
     ({"freezing_actor_steps": 3, "advantage_estimator": "group_norm", "n_samples_per_prompt": 2},
      "--freezing-actor-steps 3 warms up the critic"),
     ({"eps_clip_low_high": "-0.1,0.2"}, "--eps-clip-low-high needs LOW, HIGH >= 0"),
@@ -129,6 +130,12 @@ def test_clip_bounds_come_from_eps_clip_low_high_else_eps_clip():
     ({"lr_scheduler": "step"}, "--lr-scheduler"),
     ({"advantage_estimator": "dr_grpo"}, "--advantage-estimator dr_grpo compares the samples of one prompt"),
     ({"overlong_buffer_len": 0}, "--overlong-buffer-len"),
+    ({"dual_clip": 3, "policy_loss_type": "cispo"}, "--policy-loss-type cispo has none to bound"),
+    ({"overlong_penalty_factor": 0.5}, "--overlong-penalty-factor has no effect without --overlong-buffer-len"),
+    ({"dynamic_filtering_reward_range": "0.1,0.9"}, "--dynamic-filtering-reward-range has no effect without"),
+    ({"dynamic_filtering_max_rounds": 2}, "--dynamic-filtering-max-rounds has no effect without"),
+    ({"vllm_is_correction_type": "icepop"}, "--vllm-is-correction-type has no effect without"),
+    ({"vllm_is_truncated_threshold": "0.8,2"}, "--vllm-is-truncated-threshold has no effect without"),
 ])
 def test_bad_policy_optimisation_options_name_the_flag(flags, needle):
     with pytest.raises(ConfigError) as err:
