@@ -161,3 +161,66 @@ def test_openrlhf_spellings_reach_the_fields_and_a_bad_value_exits_2(capsys, tmp
         assert line in out, line
     code, _, err = run_main(common + ["--policy_loss_type", "trpo"], capsys)
     assert code == 2 and "--policy-loss-type" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------- dynamic sampling
+class _Prompt:
+    def __init__(self, name: str, scores: list[float]) -> None:
+        self.name, self.scores = name, scores
+
+
+def _rollout(batch, pool, max_rounds, world=1, use_scores=True):
+    """filtered_rollout with a generate that makes one row per sample and a reward that reads the prompt's scores
+    (rewards are a constant 0.5 when `use_scores`, so only the scores can decide)."""
+    import random
+
+    from rlhfctl.ppo.dynamic_sampling import filtered_rollout
+
+    calls = []
+
+    def generate(prompts, round):
+        calls.append((round, [p.name for p in prompts]))
+        rows = [(p, i) for p in prompts for i in range(2)]
+        s = samples([[1]] * len(rows))
+        s.prompts = [p.name for p, _ in rows]
+        s.labels = [str(p.scores[i]) for p, i in rows]
+        return s
+
+    def score(s):
+        from rlhfctl.rewards.base import RewardBatch
+
+        values = [float(label) for label in s.labels]
+        return RewardBatch([0.5] * len(values), values) if use_scores else RewardBatch(values)
+
+    out = filtered_rollout(batch, pool, generate, score, n_samples_per_prompt=2, reward_range=(0.0, 1.0),
+                           max_rounds=max_rounds, world_size=world, rng=random.Random(0), pad_token_id=0)
+    return out, calls
+
+
+POOL = [_Prompt("A", [0, 0]), _Prompt("B", [1, 0]), _Prompt("C", [1, 1]), _Prompt("D", [0, 1]),
+        _Prompt("E", [1, 0]), _Prompt("F", [0, 0])]
+
+
+@pytest.mark.parametrize("use_scores", [True, False])
+def test_dynamic_sampling_replaces_dropped_groups_with_fresh_prompts(use_scores):
+    out, calls = _rollout(POOL[:2], POOL, max_rounds=8, use_scores=use_scores)
+    groups = [out.samples.prompts[i] for i in range(0, len(out.samples), 2)]
+    assert len(groups) == 2 and groups[0] == "B" and groups[1] in ("D", "E")  # mixed groups only
+    drawn = [name for _, names in calls for name in names]
+    assert len(drawn) == len(set(drawn))  # no prompt drawn twice in a step
+    assert [r for r, _ in calls] == list(range(len(calls)))  # each round samples from a seed of its own
+    m = out.metrics
+    assert m["dynamic_filtering/groups_sampled"] == len(drawn) and m["dynamic_filtering/padded_groups"] == 0
+    assert m["dynamic_filtering/extra_rounds"] == len(calls) - 1
+    assert m["dynamic_filtering/pass_rate"] == pytest.approx(2 / len(drawn))
+
+
+def test_dynamic_sampling_fills_up_with_dropped_groups_after_the_last_round():
+    out, calls = _rollout(POOL[:2], POOL, max_rounds=0)
+    assert out.samples.prompts == ["B", "B", "A", "A"] and len(calls) == 1
+    assert out.metrics["dynamic_filtering/padded_groups"] == 1 and out.metrics["dynamic_filtering/pass_rate"] == 0.5
+
+
+def test_dynamic_sampling_draws_whole_prompts_for_every_worker():
+    _, calls = _rollout([POOL[0], POOL[2]], POOL, max_rounds=1, world=2)
+    assert len(calls[1][1]) == 2  # two missing groups, two workers: two prompts

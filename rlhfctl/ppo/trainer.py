@@ -21,6 +21,7 @@ from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+from rlhfctl.ppo.dynamic_sampling import filtered_rollout
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
@@ -55,13 +56,6 @@ def _forward(group: RoleGroup, method: str, samples: Samples) -> list[Any]:
     A = samples.action_mask.shape[1]
     shards = [(samples.sequences[s], samples.attention_mask[s]) for s in _split(len(samples), len(group))]
     return [w.call.remote(method, seqs, mask, A) for w, (seqs, mask) in zip(group.workers, shards)]
-
-
-def _select_rewards(rewards: RewardBatch, rows: list[int]) -> RewardBatch:
-    """The entries `rows` of a reward batch (rewards, scores, extra_logs), in that order."""
-    return RewardBatch([rewards.rewards[i] for i in rows],
-                       None if rewards.scores is None else [rewards.scores[i] for i in rows],
-                       {k: [v[i] for i in rows] for k, v in rewards.extra_logs.items()})
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -226,53 +220,18 @@ class PPOTrainer:
         return Samples.concat(get(futures), self.pad_token_id)
 
     def filtered_rollout(self, batch: list[PromptExample]) -> tuple[Samples, RewardBatch, dict[str, float], float]:
-        """DAPO's dynamic sampling: keep groups whose mean score is inside --dynamic-filtering-reward-range, and
-        sample prompts not yet used this step until --rollout-batch-size groups are kept or
-        --dynamic-filtering-max-rounds extra rounds are spent; then fill up with dropped groups, so every step
-        trains on the same number of samples. Returns the samples, their rewards, counts, and the scoring time."""
+        """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time."""
         cfg = self.cfg
-        n, want = cfg.n_samples_per_prompt, len(batch)
-        low, high = cfg.dynamic_filtering_reward_range
-        world = len(self.roles.actor)
-        rng = random.Random(cfg.seed * 7919 + self.state.step)
-        used = {id(p) for p in batch}
-        kept: list[tuple[Samples, RewardBatch]] = []
-        dropped: list[tuple[Samples, RewardBatch]] = []
-        groups_seen = rounds = 0
-        score_time = 0.0
-        prompts = batch
-        while True:
-            samples = self.generate(prompts, round=rounds)
-            t0 = time.perf_counter()
-            rewards = self.score(samples)
-            score_time += time.perf_counter() - t0
-            scores = torch.tensor(rewards.scores if rewards.scores is not None else rewards.rewards)
-            keep = F.dynamic_filter_keep(scores, n, low, high).tolist()
-            groups_seen += len(keep)
-            for g, ok in enumerate(keep):
-                rows = list(range(g * n, (g + 1) * n))
-                (kept if ok else dropped).append((samples.select(rows), _select_rewards(rewards, rows)))
-            missing = want - len(kept)
-            if missing <= 0 or rounds >= cfg.dynamic_filtering_max_rounds:
-                break
-            fresh = [p for p in self.prompts if id(p) not in used]
-            if not fresh:
-                break
-            rounds += 1
-            count = min(len(fresh), -(-max(missing, world) // world) * world)  # whole prompts for every worker
-            prompts = rng.sample(fresh, count)
-            used.update(id(p) for p in prompts)
-        padded = max(0, want - len(kept))
-        chosen = kept[:want] + dropped[:padded]
-        samples = Samples.concat([c[0] for c in chosen], self.pad_token_id)
-        rewards = RewardBatch.concat([c[1] for c in chosen])
-        info = {"dynamic_filtering/pass_rate": len(kept) / max(1, groups_seen),
-                "dynamic_filtering/extra_rounds": float(rounds), "dynamic_filtering/groups_sampled": float(groups_seen),
-                "dynamic_filtering/padded_groups": float(padded)}
-        if padded:
-            self.tracker.note(f"step {self.state.step + 1}: --dynamic-filtering kept {len(kept)} of {want} groups "
-                              f"after {rounds} extra rounds; {padded} dropped groups fill the batch")
-        return samples, rewards, info, score_time
+        out = filtered_rollout(batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r), self.score,
+                               n_samples_per_prompt=cfg.n_samples_per_prompt,
+                               reward_range=tuple(cfg.dynamic_filtering_reward_range),
+                               max_rounds=cfg.dynamic_filtering_max_rounds, world_size=len(self.roles.actor),
+                               rng=random.Random(cfg.seed * 7919 + self.state.step), pad_token_id=self.pad_token_id)
+        if out.metrics["dynamic_filtering/padded_groups"]:
+            self.tracker.note(f"step {self.state.step + 1}: --dynamic-filtering kept {out.kept_groups} of "
+                              f"{len(batch)} groups after {out.metrics['dynamic_filtering/extra_rounds']:.0f} extra "
+                              "rounds; dropped groups fill the rest of the batch")
+        return out.samples, out.rewards, out.metrics, out.score_seconds
 
     def score(self, samples: Samples, during: Optional[str] = None) -> RewardBatch:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
