@@ -240,7 +240,7 @@ def test_ctrl_c_saves_a_checkpoint_then_exits_130(tiny_policy_dir, prompt_file, 
 
 # ------------------------------------------------------------------------------------ policy-optimisation options
 def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray_address):
-    """dr_grpo with the KL as a k3 loss, entropy, clip-higher, dual clip, CISPO, Dr.GRPO's loss normaliser, no std
+    """dr_grpo with the KL as a k3 loss, entropy, clip-higher, CISPO, Dr.GRPO's loss normaliser, no std
     norm, dynamic filtering on the reward's scores, overlong and stop-properly penalties, IS correction (identity with
     HF generation) and a constant learning rate, in one real run."""
     reward = tmp_path / "reward_scores.py"
@@ -249,7 +249,7 @@ def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
         "--max-samples", "6", "--advantage-estimator", "dr_grpo", "--engine", "torch", "--actor-learning-rate", "1e-3",
         "--use_kl_loss", "--kl_estimator", "k3", "--init-kl-coef", "0.05", "--entropy_loss_coef", "0.01",
-        "--eps_clip_low_high", "0.2,0.28", "--dual_clip", "3", "--policy_loss_type", "cispo",
+        "--eps_clip_low_high", "0.2,0.28", "--policy_loss_type", "cispo",
         "--loss-agg-mode", "seq-mean-token-sum-norm", "--no_advantage_std_norm", "--dynamic_filtering",
         "--dynamic_filtering_reward_range", "0,1", "--overlong_buffer_len", "4", "--overlong_penalty_factor", "0.5",
         "--stop_properly_penalty_coef", "0.5", "--enable_vllm_is_correction", "--vllm_is_correction_type", "icepop",
@@ -276,7 +276,8 @@ def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, pro
                                                             ray_address):
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
-        "--advantage-estimator", "gae", "--policy-loss-type", "gspo", "--freezing-actor-steps", "1", "--engine",
+        "--advantage-estimator", "gae", "--policy-loss-type", "gspo", "--dual-clip", "3", "--freezing-actor-steps", "1",
+        "--engine",
         "torch", "--actor-learning-rate", "1e-3", "--lr-scheduler", "linear", "--lr-warmup-ratio", "0"]
     result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
