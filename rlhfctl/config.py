@@ -275,8 +275,8 @@ class PPOArgs(Group):
         "the log-prob gradient (MiniMax-M1), so clipped tokens keep a gradient."
     )
     loss_agg_mode: Optional[Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]] = _opt(
-        None, "How the actor loss averages tokens: over all tokens, per sequence then over sequences, or a sum "
-        "over / (sequences x --generate-max-len) (Dr.GRPO). Default: token-mean; seq-mean-token-mean for gspo."
+        None, "How the actor loss averages tokens: over all tokens, per sequence then over sequences, or the token "
+        "sum / (sequences x --generate-max-len) (Dr.GRPO). Default: token-mean; seq-mean-token-mean for gspo."
     )
     value_clip: float = _opt(0.5, "PPO value clip range.", gt=0)
     gamma: float = _opt(1.0, "Discount factor.", ge=0, le=1)

@@ -21,7 +21,7 @@ from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
-from rlhfctl.ppo.dynamic_sampling import filtered_rollout
+from rlhfctl.ppo import dynamic_sampling
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
@@ -222,11 +222,11 @@ class PPOTrainer:
     def filtered_rollout(self, batch: list[PromptExample]) -> tuple[Samples, RewardBatch, dict[str, float], float]:
         """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time."""
         cfg = self.cfg
-        out = filtered_rollout(batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r), self.score,
-                               n_samples_per_prompt=cfg.n_samples_per_prompt,
-                               reward_range=tuple(cfg.dynamic_filtering_reward_range),
-                               max_rounds=cfg.dynamic_filtering_max_rounds, world_size=len(self.roles.actor),
-                               rng=random.Random(cfg.seed * 7919 + self.state.step), pad_token_id=self.pad_token_id)
+        out = dynamic_sampling.filtered_rollout(
+            batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r), self.score,
+            n_samples_per_prompt=cfg.n_samples_per_prompt, reward_range=tuple(cfg.dynamic_filtering_reward_range),
+            max_rounds=cfg.dynamic_filtering_max_rounds, world_size=len(self.roles.actor),
+            rng=random.Random(cfg.seed * 7919 + self.state.step), pad_token_id=self.pad_token_id)
         if out.metrics["dynamic_filtering/padded_groups"]:
             self.tracker.note(f"step {self.state.step + 1}: --dynamic-filtering kept {out.kept_groups} of "
                               f"{len(batch)} groups after {out.metrics['dynamic_filtering/extra_rounds']:.0f} extra "
