@@ -251,28 +251,88 @@ class TrainArgs(Group):
     actor_learning_rate: float = _opt(1e-6, "Actor learning rate.", gt=0)
     critic_learning_rate: float = _opt(9e-6, "Critic learning rate.", gt=0)
     lr_warmup_ratio: float = _opt(0.03, "Fraction of optimizer steps spent warming the learning rate up.", ge=0, lt=1)
+    lr_scheduler: Literal["cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup"] = _opt(
+        "cosine_with_min_lr", "Learning-rate schedule after the warm-up (cosine_with_min_lr ends at lr / 10; "
+        "constant ignores the warm-up), as OpenRLHF's choices from transformers."
+    )
     max_norm: float = _opt(1.0, "Gradient clipping norm.", gt=0)
     adam_betas: FloatPair = _opt((0.9, 0.95), "Adam's beta1,beta2 (actor and critic).")
     weight_decay: float = _opt(0.0, "AdamW weight decay on weight matrices (not biases and norms).", ge=0)
+    freezing_actor_steps: int = _opt(
+        -1, "Train only the critic for the first N steps (the actor still samples), to warm the critic up "
+        "(-1: never freeze).", ge=-1
+    )
 
 
 class PPOArgs(Group):
     panel: ClassVar[str] = "PPO"
-    advantage_estimator: Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"] = _opt(
-        "gae", "How advantages are estimated; only gae uses a critic."
+    advantage_estimator: Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo"] = _opt(
+        "gae", "How advantages are estimated; only gae uses a critic (dr_grpo: group mean subtracted, no std)."
     )
     init_kl_coef: float = _opt(0.01, "Weight of the KL penalty to the reference model (0 disables the reference).", ge=0)
     kl_target: Optional[float] = _opt(None, "Adapt the KL coefficient toward this KL (default: fixed).", gt=0)
     kl_horizon: int = _opt(10000, "Horizon of the adaptive KL controller, in samples.", ge=1)
     kl_estimator: Literal["k1", "k2", "k3"] = _opt("k1", "KL estimator per token (Schulman's k1, k2, k3).")
+    use_kl_loss: bool = _opt(
+        False, "Put the KL to the reference in the actor's loss (GRPO; weight --init-kl-coef) instead of the reward "
+        "(k2 or k3 recommended)."
+    )
+    entropy_loss_coef: Optional[float] = _opt(
+        None, "Subtract this times the token-mean entropy from the actor loss (0: only log the entropy)."
+    )
     eps_clip: float = _opt(0.2, "PPO policy ratio clip range.", gt=0)
+    eps_clip_low_high: Optional[FloatPair] = _opt(
+        None, "Clip the ratio to [1 - LOW, 1 + HIGH] instead of --eps-clip (DAPO's clip-higher: 0.2,0.28)."
+    )
+    dual_clip: Optional[float] = _opt(None, "Dual-clip PPO: bound the objective of negative advantages by C * A.", gt=1)
+    policy_loss_type: Literal["ppo", "gspo", "cispo"] = _opt(
+        "ppo", "ppo: token ratio; gspo: one ratio per sequence (geometric mean); cispo: clipped IS weight times "
+        "the log-prob gradient (MiniMax-M1), so clipped tokens keep a gradient."
+    )
+    loss_agg_mode: Optional[Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]] = _opt(
+        None, "How the actor loss averages tokens: over all tokens, per sequence then over sequences, or the token "
+        "sum / (sequences x --generate-max-len) (Dr.GRPO). Default: token-mean; seq-mean-token-mean for gspo."
+    )
     value_clip: float = _opt(0.5, "PPO value clip range.", gt=0)
     gamma: float = _opt(1.0, "Discount factor.", ge=0, le=1)
     lambd: float = _opt(1.0, "GAE lambda.", ge=0, le=1)
-    reward_clip_range: FloatPair = _opt((-10.0, 10.0), "Clip sequence rewards to LOW,HIGH.")
+    reward_clip_range: FloatPair = _opt(
+        (-10.0, 10.0), "Clip rewards to LOW,HIGH after the group baseline (as OpenRLHF clips the shaped reward)."
+    )
     advantage_whiten: Optional[bool] = _opt(
         None, "Normalise advantages over the batch to mean 0, std 1 (default: for gae, reinforce and "
-        "reinforce_baseline, not for rloo and group_norm, as OpenRLHF does)."
+        "reinforce_baseline, not for rloo, group_norm and dr_grpo, as OpenRLHF does)."
+    )
+    advantage_std_norm: bool = _opt(
+        True, "Divide whitened advantages by their std (--no-advantage-std-norm only subtracts the mean)."
+    )
+    dynamic_filtering: bool = _opt(
+        False, "DAPO's dynamic sampling: drop prompt groups whose mean score is not inside "
+        "--dynamic-filtering-reward-range and sample more prompts until the rollout batch is full."
+    )
+    dynamic_filtering_reward_range: FloatPair = _opt(
+        (0.0, 1.0), "Keep a group when LOW < mean of its scores < HIGH (scores: the reward's, else its rewards)."
+    )
+    dynamic_filtering_max_rounds: int = _opt(
+        8, "Extra sampling rounds per step with --dynamic-filtering; after them the batch is filled up with "
+        "dropped groups (counted in dynamic_filtering/padded_groups).", ge=0
+    )
+    overlong_buffer_len: Optional[float] = _opt(
+        None, "DAPO's soft overlong penalty: responses longer than --generate-max-len minus this many tokens lose "
+        "up to --overlong-penalty-factor, linearly (default: off).", gt=0
+    )
+    overlong_penalty_factor: float = _opt(1.0, "Largest overlong penalty (at --generate-max-len).", ge=0)
+    stop_properly_penalty_coef: Optional[float] = _opt(
+        None, "Responses cut at --generate-max-len: reward times this if in [0, 1], or replaced by it if negative."
+    )
+    enable_vllm_is_correction: bool = _opt(
+        False, "Weight the actor loss by pi_old / pi_rollout when rollouts come from another engine (vLLM); with "
+        "rollouts from the actor itself every weight is 1."
+    )
+    vllm_is_truncated_threshold: FloatPair = _opt((0.5, 5.0), "LOW,HIGH bounds of the IS weights.")
+    vllm_is_correction_type: Literal["tis", "icepop", "seq-mask-tis"] = _opt(
+        "tis", "tis: clamp weights per token; icepop: zero tokens outside the bounds; seq-mask-tis: zero sequences "
+        "whose geometric-mean weight is outside them, clamp the rest."
     )
 
 
@@ -412,7 +472,8 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
             problems.append("--prompt-data is required: the prompts to train on")
         if self.remote_rm_url is None and self.reward_pretrain is None:
             problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR")
-        if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm") and self.n_samples_per_prompt < 2:
+        if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
+                and self.n_samples_per_prompt < 2:
             problems.append(
                 f"--advantage-estimator {self.advantage_estimator} compares the samples of one prompt, so it needs "
                 f"--n-samples-per-prompt of at least 2 (got {self.n_samples_per_prompt})"
@@ -428,9 +489,51 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         lo, hi = self.reward_clip_range
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
+        problems += self._algorithm_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _algorithm_problems(self) -> list[str]:
+        """The policy-optimisation options that only make sense together or within bounds."""
+        problems = []
+        if self.eps_clip_low_high is not None and min(self.eps_clip_low_high) < 0:
+            problems.append(f"--eps-clip-low-high needs LOW, HIGH >= 0 (got {self.eps_clip_low_high})")
+        if self.dynamic_filtering:
+            lo, hi = self.dynamic_filtering_reward_range
+            if not lo < hi:
+                problems.append(f"--dynamic-filtering-reward-range needs LOW < HIGH (got {lo},{hi})")
+            if self.n_samples_per_prompt < 2:
+                problems.append("--dynamic-filtering keeps or drops groups of samples of one prompt, so it needs "
+                                f"--n-samples-per-prompt of at least 2 (got {self.n_samples_per_prompt})")
+        if self.overlong_buffer_len is not None and self.overlong_buffer_len > self.generate_max_len:
+            problems.append(f"--overlong-buffer-len ({self.overlong_buffer_len:g}) is more than --generate-max-len "
+                            f"({self.generate_max_len})")
+        if self.stop_properly_penalty_coef is not None and self.stop_properly_penalty_coef > 1:
+            problems.append("--stop-properly-penalty-coef must be in [0, 1] (a scale) or negative (a fixed reward), "
+                            f"got {self.stop_properly_penalty_coef:g}")
+        lo, hi = self.vllm_is_truncated_threshold
+        if not 0 <= lo < hi:
+            problems.append(f"--vllm-is-truncated-threshold needs 0 <= LOW < HIGH (got {lo},{hi})")
+        if self.dual_clip is not None and self.policy_loss_type == "cispo":
+            problems.append("--dual-clip bounds PPO's clipped objective; --policy-loss-type cispo has none to bound")
+        fields = type(self).model_fields
+        for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"),
+                              ("dynamic_filtering_reward_range", "dynamic_filtering"),
+                              ("dynamic_filtering_max_rounds", "dynamic_filtering"),
+                              ("vllm_is_truncated_threshold", "enable_vllm_is_correction"),
+                              ("vllm_is_correction_type", "enable_vllm_is_correction")):
+            if getattr(self, needs) in (None, False) and getattr(self, option) != fields[option].default:
+                problems.append(f"--{option.replace('_', '-')} has no effect without --{needs.replace('_', '-')}")
+        if self.freezing_actor_steps > 0 and self.advantage_estimator != "gae":
+            problems.append(f"--freezing-actor-steps {self.freezing_actor_steps} warms up the critic, which only "
+                            f"gae has (--advantage-estimator is {self.advantage_estimator}): nothing would train")
+        return problems
+
+    @property
+    def clip_low_high(self) -> tuple[float, float]:
+        """The ratio clip bounds the actor uses: --eps-clip-low-high, else --eps-clip on both sides."""
+        return self.eps_clip_low_high or (self.eps_clip, self.eps_clip)
 
 
 COMMANDS: dict[str, type[BaseModel]] = {

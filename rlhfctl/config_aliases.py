@@ -83,11 +83,8 @@ def _total_len(spelling: str, values: list[str]) -> dict[str, Any]:
     return {TOTAL_LEN: (spelling, values[0])}
 
 
-def _estimator(spelling: str, values: list[str]) -> dict[str, Any]:
-    if values[0] == "dr_grpo":
-        raise UsageError(f"{spelling} dr_grpo: the Dr. GRPO estimator is not built yet "
-                         "(gae, reinforce, rloo, reinforce_baseline and group_norm are)")
-    return {"advantage_estimator": values[0]}
+def _no_std_norm(spelling: str, values: list[str]) -> dict[str, Any]:
+    return {"advantage_std_norm": False}
 
 
 def _only(value: str, what: str) -> Convert:
@@ -146,13 +143,10 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("vllm_gpu_memory_utilization", "vllm.gpu_memory_utilization", entry=warn(NO_VLLM)),
     **_spell("vllm_generate_batch_size", "rollout.vllm_generate_batch_size", entry=warn(NO_VLLM)),
     # vllm_enable_is_correction: the spelling of OpenRLHF v0.10's own DAPO script (its parser says enable_vllm_...)
-    **_spell("enable_vllm_is_correction", "vllm_enable_is_correction", "algo.advantage.is_correction_enable",
-             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", 0)),
-    **_spell("vllm_is_truncated_threshold", "algo.advantage.is_correction_threshold",
-             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", "+",
-                          harmless=("0.5,5.0", "2"))),
-    **_spell("vllm_is_correction_type", "algo.advantage.is_correction_type",
-             entry=refuse(f"importance-sampling correction of vLLM rollouts {NOT_BUILT}", harmless=("tis",))),
+    **_spell("vllm_enable_is_correction", "algo.advantage.is_correction_enable",
+             entry=switch("enable_vllm_is_correction")),
+    **_spell("algo.advantage.is_correction_threshold", entry=alias("vllm_is_truncated_threshold", "+")),
+    **_spell("algo.advantage.is_correction_type", entry=alias("vllm_is_correction_type")),
     # Asynchronous training learns from rollouts one policy version old: a different algorithm, so refused.
     **_spell("async_train", "train.async_enable", entry=refuse(f"asynchronous (off-policy) training {NOT_BUILT}", 0)),
     **_spell("async_queue_size", "train.async_queue_size",
@@ -226,9 +220,8 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("l2", "actor.adam.weight_decay", "critic.adam.weight_decay", entry=alias("weight_decay")),
     **_spell("ptx_coef", entry=refuse(f"a pretraining (ptx) loss {NOT_BUILT}", harmless=("0.05", "0"))),
     **_spell("actor.eps_clip", entry=alias("eps_clip")),
-    **_spell("eps_clip_low_high", "actor.eps_clip_low_high",
-             entry=refuse(f"asymmetric clipping (clip-higher, --eps_clip_low_high) {NOT_BUILT}", 2)),
-    **_spell("dual_clip", "actor.dual_clip", entry=refuse(f"dual-clip PPO {NOT_BUILT}", harmless=("none",))),
+    **_spell("actor.eps_clip_low_high", entry=alias("eps_clip_low_high", 2)),
+    **_spell("actor.dual_clip", entry=alias("dual_clip")),
     **_spell("critic.value_clip", entry=alias("value_clip")),
     **_spell("algo.advantage.lambd", entry=alias("lambd")),
     **_spell("algo.advantage.gamma", entry=alias("gamma")),
@@ -240,17 +233,14 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("train.seed", entry=alias("seed")),
     **_spell("full_determinism", "train.full_determinism_enable", entry=warn(
         "no effect: runs are seeded with --seed; bitwise-deterministic kernels are not forced", 0)),
-    **_spell("freezing_actor_steps", "critic.freezing_steps",
-             entry=refuse(f"freezing the actor while the critic warms up {NOT_BUILT}", harmless=("-1", "0"))),
+    **_spell("critic.freezing_steps", entry=alias("freezing_actor_steps")),
     **_spell("rollout.n_samples_per_prompt", entry=alias("n_samples_per_prompt")),
     **_spell("save_value_network", "critic.save_value_network", entry=warn(
         "no effect: the critic is always saved, in --save-path/critic", 0)),
     **_spell("actor.adam.lr", entry=alias("actor_learning_rate")),
     **_spell("critic.adam.lr", entry=alias("critic_learning_rate")),
     **_spell("actor.lr_warmup_ratio", "critic.lr_warmup_ratio", entry=alias("lr_warmup_ratio")),
-    **_spell("lr_scheduler", "actor.lr_scheduler", "critic.lr_scheduler", entry=transform(_only(
-        "cosine_with_min_lr", "only the cosine_with_min_lr schedule (linear warm-up, cosine down to 0.1 of the "
-        "learning rate) is built"))),
+    **_spell("actor.lr_scheduler", "critic.lr_scheduler", entry=alias("lr_scheduler")),
     **_spell("actor.min_lr_ratio", "critic.min_lr_ratio", entry=transform(_only(
         "0.1", "the cosine schedule ends at 0.1 of the learning rate; another end is not built yet"))),
     **_spell("actor.optim", "critic.optim", entry=transform(_only("adam", "only the Adam optimizer is built"))),
@@ -268,24 +258,19 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("algo.kl.horizon", entry=alias("kl_horizon")),
     **_spell("algo.kl.init_coef", entry=alias("init_kl_coef")),
     **_spell("algo.kl.estimator", entry=alias("kl_estimator")),
-    **_spell("policy_loss_type", "actor.policy_loss_type", entry=transform(_only(
-        "ppo", f"the GSPO (sequence-level) policy loss {NOT_BUILT}; the token-level PPO loss is"))),
+    **_spell("actor.policy_loss_type", entry=alias("policy_loss_type")),
     **_spell("aux_loss_coef", "actor.aux_loss_coef",
              entry=refuse(f"the mixture-of-experts auxiliary loss {NOT_BUILT}", harmless=("0",))),
-    **_spell("entropy_loss_coef", "actor.entropy_coef",
-             entry=refuse(f"an entropy bonus in the policy loss {NOT_BUILT}", harmless=("none", "0"))),
+    **_spell("actor.entropy_coef", entry=alias("entropy_loss_coef")),
     **_spell("reward.clip_range", entry=alias("reward_clip_range", 2)),
-    **_spell("advantage_estimator", "algo.advantage.estimator", entry=transform(_estimator, "advantage_estimator")),
-    **_spell("use_kl_loss", "algo.kl.use_loss", entry=refuse(
-        f"the KL penalty as a loss term {NOT_BUILT}; without it the KL is a reward penalty", 0)),
-    **_spell("no_advantage_std_norm", "algo.advantage.no_std_norm",
-             entry=refuse(f"advantages centred but not divided by their std {NOT_BUILT}", 0)),
-    **_spell("overlong_buffer_len", "reward.overlong_buffer_len",
-             entry=refuse(f"the overlong-response penalty {NOT_BUILT}", harmless=("none",))),
-    **_spell("overlong_penalty_factor", "reward.overlong_penalty_factor",
-             entry=refuse(f"the overlong-response penalty {NOT_BUILT}", harmless=("1",))),
-    **_spell("stop_properly_penalty_coef", "reward.stop_properly_penalty_coef",
-             entry=refuse(f"the penalty on truncated responses {NOT_BUILT}", harmless=("none",))),
+    **_spell("algo.advantage.estimator", entry=alias("advantage_estimator")),
+    **_spell("algo.kl.use_loss", entry=switch("use_kl_loss")),
+    # A file key `no_advantage_std_norm: true` as well as the flag (the flag alone would be the field's --no- form).
+    **_spell("no_advantage_std_norm", "algo.advantage.no_std_norm", entry=transform(_no_std_norm, "advantage_std_norm",
+                                                                                    nargs=0)),
+    **_spell("reward.overlong_buffer_len", entry=alias("overlong_buffer_len")),
+    **_spell("reward.overlong_penalty_factor", entry=alias("overlong_penalty_factor")),
+    **_spell("reward.stop_properly_penalty_coef", entry=alias("stop_properly_penalty_coef")),
     **_spell("ring_attn_size", "ds.ring_attn_size",
              entry=refuse("ring attention (sequence parallelism) is not supported", harmless=("1",))),
     **_spell("ring_head_stride", "ds.ring_attn_head_stride",
@@ -318,10 +303,8 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("wandb_group", "logger.wandb.group", entry=warn("not passed on: set WANDB_RUN_GROUP instead")),
     **_spell("wandb_project", "logger.wandb.project", entry=warn("not passed on: set WANDB_PROJECT instead")),
     **_spell("wandb_run_name", "logger.wandb.run_name", entry=warn("not passed on: set WANDB_NAME instead")),
-    **_spell("dynamic_filtering", "algo.dynamic_filtering_enable",
-             entry=refuse(f"dynamic filtering of prompt groups {NOT_BUILT}", 0)),
-    **_spell("dynamic_filtering_reward_range", "algo.dynamic_filtering_range",
-             entry=refuse(f"dynamic filtering of prompt groups {NOT_BUILT}", 2, harmless=("0,1",))),
+    **_spell("algo.dynamic_filtering_enable", entry=switch("dynamic_filtering")),
+    **_spell("algo.dynamic_filtering_range", entry=alias("dynamic_filtering_reward_range", 2)),
     **_spell("image_key", "data.image_key", entry=refuse("vision-language prompts are not supported")),
     **_spell("max_images_per_prompt", "data.max_images_per_prompt",
              entry=refuse("vision-language prompts are not supported", harmless=("0",))),

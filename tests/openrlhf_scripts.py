@@ -27,7 +27,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      'python -m openrlhf.cli.serve_rm --reward_pretrain OpenRLHF/Llama-3-8b-rm-700k --port 5000 --param_dtype bf16 '
      '--attn_implementation flash_attention_2 --normalize_reward --max_len 8192 --batch_size 16'),
     ('train_dapo_ray_hybrid_engine.sh@v0.10.1.post2',
-     ('--use_kl_loss', '--dynamic_filtering', '--eps_clip_low_high', '--vllm_enable_is_correction'),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 8 --vllm_num_engines 4 --vllm_tensor_parallel_size 2 --colocate_all_models '
      '--vllm_gpu_memory_utilization 0.6 --init_kl_coef 1e-3 --gamma 1.0 --use_kl_loss --kl_estimator k3 '
@@ -41,7 +41,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--apply_chat_template --gradient_checkpointing --packing_samples --vllm_sync_backend nccl --enforce_eager '
      '--vllm_enable_sleep --deepspeed_enable_sleep --vllm_enable_is_correction'),
     ('train_ppo_ray_hybrid_engine.sh@v0.10.1.post2',
-     ('--enable_vllm_is_correction',),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 8 --critic_num_nodes 1 --critic_num_gpus_per_node 8 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 8 --vllm_num_engines 4 --vllm_tensor_parallel_size 2 --colocate_all_models '
@@ -53,7 +53,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--prompt_data OpenRLHF/prompt-collection-v0.1 --input_key context_messages --apply_chat_template '
      '--normalize_reward --gradient_checkpointing --packing_samples --vllm_sync_backend nccl --enforce_eager '
      '--vllm_enable_sleep --deepspeed_enable_sleep --use_dynamic_batch --train_max_tokens_per_gpu 16384 '
-     '--enable_vllm_is_correction'),
+     ),
     ('train_ppo_with_reward_fn.sh@v0.10.1.post2',
      (),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
@@ -68,8 +68,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--normalize_reward --packing_samples --adam_offload --attn_implementation flash_attention_2 '
      '--gradient_checkpointing --use_wandb {wandb_token}'),
     ('train_prorlv2_math_hybrid_engine.sh@v0.10.1.post2',
-     ('--use_kl_loss', '--dynamic_filtering', '--eps_clip_low_high', '--enable_vllm_is_correction',
-     '--vllm_is_correction_type', '--stop_properly_penalty_coef'),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 8 --vllm_num_engines 8 --vllm_tensor_parallel_size 1 --colocate_all_models '
      '--vllm_gpu_memory_utilization 0.75 --init_kl_coef 1e-4 --gamma 1.0 --use_kl_loss --kl_estimator k2 '
@@ -84,8 +83,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--enable_vllm_is_correction --vllm_is_truncated_threshold 0.5 5.0 --vllm_is_correction_type icepop '
      '--train_max_tokens_per_gpu 32768 --stop_properly_penalty_coef 0.0'),
     ('train_reinforce_baseline_hybrid_engine.sh@v0.10.1.post2',
-     ('--agent_func_path', '--dynamic_filtering', '--ring_attn_size', '--ring_head_stride', '--use_kl_loss',
-     '--enable_vllm_is_correction', '--vllm_is_correction_type'),
+     ('--agent_func_path', '--ring_attn_size', '--ring_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
      '--max_ckpt_num 3 --save_steps 10 --agent_func_path ${AGENT_FUNC_PATH} --prompt_data ${DATASET_PATH} '
@@ -101,8 +99,8 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '0.0 --init_kl_coef 1e-5 --use_kl_loss --kl_estimator k2 --enable_vllm_is_correction '
      '--vllm_is_correction_type icepop --use_tensorboard ${SAVE_PATH}/runs --logging_steps 1 --eval_steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.10.1.post2',
-     ('--agent_func_path', '--dynamic_filtering', '--async_train', '--partial_rollout', '--ring_attn_size',
-     '--ring_head_stride', '--use_kl_loss', '--enable_vllm_is_correction', '--vllm_is_correction_type'),
+     ('--agent_func_path', '--async_train', '--partial_rollout', '--ring_attn_size',
+     '--ring_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
      '--max_ckpt_num 3 --save_steps 10 --agent_func_path ${AGENT_FUNC_PATH} --prompt_data ${DATASET_PATH} '
@@ -119,7 +117,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--enable_vllm_is_correction --vllm_is_correction_type icepop --use_tensorboard ${SAVE_PATH}/runs '
      '--logging_steps 1 --eval_steps -1'),
     ('train_vlm_math_hybrid_engine.sh@v0.10.1.post2',
-     ('--use_kl_loss', '--image_key', '--max_images_per_prompt', '--freeze_visual_encoder'),
+     ('--image_key', '--max_images_per_prompt', '--freeze_visual_encoder'),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 4 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 4 --vllm_num_engines 4 --vllm_tensor_parallel_size 1 --colocate_all_models '
      '--vllm_gpu_memory_utilization 0.7 --init_kl_coef 0 --gamma 1.0 --use_kl_loss --kl_estimator k2 '
@@ -153,8 +151,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--ds.param_dtype bf16 --ds.attn_implementation flash_attention_2 --reward.normalize_enable --data.max_len '
      '8192 --batch_size 16'),
     ('train_dapo_ray_hybrid_engine.sh@v0.11.0',
-     ('--algo.kl.use_loss', '--algo.dynamic_filtering_enable', '--actor.eps_clip_low_high',
-     '--algo.advantage.is_correction_enable'),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref.num_nodes 1 --ref.num_gpus_per_node 8 --actor.num_nodes 1 '
      '--actor.num_gpus_per_node 8 --vllm.num_engines 4 --vllm.tensor_parallel_size 2 --train.colocate_all '
      '--vllm.gpu_memory_utilization 0.6 --algo.kl.init_coef 1e-3 --algo.advantage.gamma 1.0 --algo.kl.use_loss '
@@ -170,7 +167,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--actor.gradient_checkpointing_enable --ds.packing_samples --vllm.sync_backend nccl --vllm.enforce_eager '
      '--vllm.enable_sleep --ds.enable_sleep --algo.advantage.is_correction_enable'),
     ('train_ppo_ray_hybrid_engine.sh@v0.11.0',
-     ('--algo.advantage.is_correction_enable',),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref.num_nodes 1 --ref.num_gpus_per_node 8 --reward.num_nodes 1 '
      '--reward.num_gpus_per_node 8 --critic.num_nodes 1 --critic.num_gpus_per_node 8 --actor.num_nodes 1 '
      '--actor.num_gpus_per_node 8 --vllm.num_engines 4 --vllm.tensor_parallel_size 2 --train.colocate_all '
@@ -199,9 +196,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--ds.attn_implementation flash_attention_2 --actor.gradient_checkpointing_enable --logger.wandb.key '
      '{wandb_token}'),
     ('train_prorlv2_math_hybrid_engine.sh@v0.11.0',
-     ('--algo.kl.use_loss', '--algo.dynamic_filtering_enable', '--actor.eps_clip_low_high',
-     '--algo.advantage.is_correction_enable', '--algo.advantage.is_correction_type',
-     '--reward.stop_properly_penalty_coef'),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref.num_nodes 1 --ref.num_gpus_per_node 8 --actor.num_nodes 1 '
      '--actor.num_gpus_per_node 8 --vllm.num_engines 8 --vllm.tensor_parallel_size 1 --train.colocate_all '
      '--vllm.gpu_memory_utilization 0.75 --algo.kl.init_coef 1e-4 --algo.advantage.gamma 1.0 --algo.kl.use_loss '
@@ -218,9 +213,8 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_threshold 0.5 5.0 --algo.advantage.is_correction_type icepop '
      '--train.max_tokens_per_gpu 32768 --reward.stop_properly_penalty_coef 0.0'),
     ('train_reinforce_baseline_hybrid_engine.sh@v0.11.0',
-     ('--train.agent_func_path', '--algo.dynamic_filtering_enable', '--ds.ring_attn_size',
-     '--ds.ring_attn_head_stride', '--algo.kl.use_loss', '--algo.advantage.is_correction_enable',
-     '--algo.advantage.is_correction_type'),
+     ('--train.agent_func_path', '--ds.ring_attn_size',
+     '--ds.ring_attn_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '
@@ -239,9 +233,8 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_type icepop --logger.tensorboard_dir ${SAVE_PATH}/runs --logger.logging_steps '
      '1 --eval.steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.11.0',
-     ('--train.agent_func_path', '--algo.dynamic_filtering_enable', '--train.async_enable',
-     '--train.partial_rollout_enable', '--ds.ring_attn_size', '--ds.ring_attn_head_stride', '--algo.kl.use_loss',
-     '--algo.advantage.is_correction_enable', '--algo.advantage.is_correction_type'),
+     ('--train.agent_func_path', '--train.async_enable',
+     '--train.partial_rollout_enable', '--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '
@@ -260,7 +253,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.kl.estimator k2 --algo.advantage.is_correction_enable --algo.advantage.is_correction_type icepop '
      '--logger.tensorboard_dir ${SAVE_PATH}/runs --logger.logging_steps 1 --eval.steps -1'),
     ('train_vlm_math_hybrid_engine.sh@v0.11.0',
-     ('--algo.kl.use_loss', '--data.image_key', '--data.max_images_per_prompt', '--actor.freeze_visual_encoder'),
+     ('--data.image_key', '--data.max_images_per_prompt', '--actor.freeze_visual_encoder'),
      'python3 -m openrlhf.cli.train_ppo_ray --ref.num_nodes 1 --ref.num_gpus_per_node 4 --actor.num_nodes 1 '
      '--actor.num_gpus_per_node 4 --vllm.num_engines 4 --vllm.tensor_parallel_size 1 --train.colocate_all '
      '--vllm.gpu_memory_utilization 0.7 --algo.kl.init_coef 0 --algo.advantage.gamma 1.0 --algo.kl.use_loss '
@@ -293,7 +286,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      'python -m openrlhf.cli.serve_rm --reward_pretrain OpenRLHF/Llama-3-8b-rm-700k --port 5000 --bf16 '
      '--flash_attn --normalize_reward --max_len 8192 --batch_size 16'),
     ('train_dapo_ray_hybrid_engine.sh@v0.8.9.post1',
-     ('--use_kl_loss', '--dynamic_filtering', '--eps_clip_low_high'),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 8 --vllm_num_engines 4 --vllm_tensor_parallel_size 2 --colocate_all_models '
      '--vllm_gpu_memory_utilization 0.6 --init_kl_coef 1e-3 --gamma 1.0 --use_kl_loss --kl_estimator k3 '
@@ -307,7 +300,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      'context_messages --apply_chat_template --gradient_checkpointing --packing_samples --vllm_sync_backend nccl '
      '--enforce_eager --vllm_enable_sleep --deepspeed_enable_sleep'),
     ('train_grpo_ray_hybrid_engine.sh@v0.8.9.post1',
-     ('--use_kl_loss',),
+     (),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 8 --actor_num_nodes 1 --actor_num_gpus_per_node 8 --vllm_num_engines 4 '
      '--vllm_tensor_parallel_size 2 --colocate_all_models --vllm_gpu_memory_utilization 0.6 --init_kl_coef 1e-3 '
@@ -321,7 +314,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--input_key context_messages --apply_chat_template --normalize_reward --gradient_checkpointing '
      '--packing_samples --vllm_sync_backend nccl --enforce_eager --vllm_enable_sleep --deepspeed_enable_sleep'),
     ('train_grpo_ray_hybrid_engine_agent.sh@v0.8.9.post1',
-     ('--use_kl_loss', '--agent_func_path'),
+     ('--agent_func_path',),
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 8 --vllm_num_engines 4 --vllm_tensor_parallel_size 2 --colocate_all_models '
      '--vllm_gpu_memory_utilization 0.6 --init_kl_coef 1e-3 --gamma 1.0 --use_kl_loss --kl_estimator k3 '
@@ -443,7 +436,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--apply_chat_template --normalize_reward --packing_samples --adam_offload --flash_attn '
      '--gradient_checkpointing --use_wandb {wandb_token}'),
     ('train_reinforce_baseline_llama_ray_agent_async.sh@v0.8.9.post1',
-     ('--agent_func_path', '--use_kl_loss', '--async_train'),
+     ('--agent_func_path', '--async_train'),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 6 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 6 --vllm_num_engines 2 --vllm_tensor_parallel_size 1 --colocate_all_models '
@@ -456,7 +449,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--apply_chat_template --normalize_reward --gradient_checkpointing --packing_samples --save_steps -1 '
      '--async_train --ckpt_path /openrlhf/examples/test_scripts/ckpt/llama3-8b-rlhf'),
     ('train_reinforce_baseline_llama_ray_async.sh@v0.8.9.post1',
-     ('--use_kl_loss', '--async_train'),
+     ('--async_train',),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 1 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 1 --actor_num_nodes 1 --actor_num_gpus_per_node 4 --vllm_num_engines 2 '
@@ -469,7 +462,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      'context_messages --apply_chat_template --normalize_reward --gradient_checkpointing --packing_samples '
      '--save_steps -1 --async_train --ckpt_path /openrlhf/examples/test_scripts/ckpt/llama3-8b-rlhf'),
     ('train_reinforce_baseline_llama_ray_hybrid_engine.sh@v0.8.9.post1',
-     ('--use_kl_loss',),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 8 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 8 --actor_num_nodes 1 --actor_num_gpus_per_node 8 --vllm_num_engines 4 '
@@ -506,8 +499,7 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--colocate_actor_ref', '--actor_num_nodes', '--actor_num_gpus_per_node', '--critic_num_nodes',
         '--critic_num_gpus_per_node', '--colocate_critic_reward', '--colocate_all_models', '--vllm_num_engines',
         '--vllm_tensor_parallel_size', '--vllm_sync_backend', '--vllm_sync_with_ray', '--enable_prefix_caching',
-        '--enforce_eager', '--vllm_enable_sleep', '--vllm_gpu_memory_utilization', '--enable_vllm_is_correction',
-        '--vllm_is_truncated_threshold', '--async_train', '--eval_steps', '--save_steps', '--logging_steps',
+        '--enforce_eager', '--vllm_enable_sleep', '--vllm_gpu_memory_utilization', '--vllm_is_truncated_threshold', '--async_train', '--eval_steps', '--save_steps', '--logging_steps',
         '--ckpt_path', '--save_hf_ckpt', '--disable_ds_ckpt', '--max_ckpt_num', '--max_ckpt_mem', '--load_checkpoint',
         '--use_ds_universal_ckpt', '--local_rank', '--zero_stage', '--gradient_checkpointing', '--deepcompile',
         '--bf16', '--enable_ema', '--ema_beta', '--zpg', '--adam_offload', '--actor_init_on_gpu', '--flash_attn',
@@ -517,27 +509,24 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--lora_rank', '--lora_alpha', '--target_modules', '--lora_dropout', '--save_path', '--num_episodes',
         '--rollout_batch_size', '--vllm_generate_batch_size', '--micro_rollout_batch_size', '--max_epochs',
         '--prompt_max_len', '--generate_max_len', '--max_len', '--max_samples', '--max_norm', '--l2', '--ptx_coef',
-        '--eps_clip', '--eps_clip_low_high', '--dual_clip', '--value_clip', '--lambd', '--gamma',
+        '--eps_clip', '--dual_clip', '--value_clip', '--lambd', '--gamma',
         '--micro_train_batch_size', '--train_batch_size', '--normalize_reward', '--top_p', '--temperature', '--seed',
         '--full_determinism', '--freezing_actor_steps', '--n_samples_per_prompt', '--save_value_network',
         '--actor_learning_rate', '--critic_learning_rate', '--lr_warmup_ratio', '--lr_scheduler', '--kl_target',
         '--kl_horizon', '--init_kl_coef', '--policy_loss_type', '--kl_estimator', '--aux_loss_coef',
-        '--entropy_loss_coef', '--adam_betas', '--reward_clip_range', '--advantage_estimator', '--use_kl_loss',
-        '--no_advantage_std_norm', '--overlong_buffer_len', '--overlong_penalty_factor', '--ring_attn_size',
+        '--entropy_loss_coef', '--adam_betas', '--reward_clip_range', '--advantage_estimator', '--no_advantage_std_norm', '--overlong_buffer_len', '--overlong_penalty_factor', '--ring_attn_size',
         '--ring_head_stride', '--pretrain', '--reward_pretrain', '--remote_rm_url', '--critic_pretrain',
         '--value_head_prefix', '--ref_reward_offload', '--agent_func_path', '--prompt_data', '--prompt_data_probs',
         '--prompt_split', '--eval_dataset', '--eval_split', '--eval_temperature', '--eval_n_samples_per_prompt',
         '--input_key', '--label_key', '--input_template', '--apply_chat_template', '--use_wandb', '--wandb_org',
-        '--wandb_group', '--wandb_project', '--wandb_run_name', '--dynamic_filtering',
-        '--dynamic_filtering_reward_range', '--use_tensorboard', '--perf', '--use_ms',
+        '--wandb_group', '--wandb_project', '--wandb_run_name', '--dynamic_filtering_reward_range', '--use_tensorboard', '--perf', '--use_ms',
     ],
     ('train_ppo_ray', 'v0.10.1'): [
         '--ref_num_nodes', '--ref_num_gpus_per_node', '--reward_num_nodes', '--reward_num_gpus_per_node',
         '--colocate_actor_ref', '--actor_num_nodes', '--actor_num_gpus_per_node', '--critic_num_nodes',
         '--critic_num_gpus_per_node', '--colocate_critic_reward', '--colocate_all_models', '--vllm_num_engines',
         '--vllm_tensor_parallel_size', '--vllm_sync_backend', '--vllm_sync_with_ray', '--enable_prefix_caching',
-        '--enforce_eager', '--vllm_enable_sleep', '--vllm_gpu_memory_utilization', '--enable_vllm_is_correction',
-        '--vllm_is_truncated_threshold', '--vllm_is_correction_type', '--async_train', '--async_queue_size',
+        '--enforce_eager', '--vllm_enable_sleep', '--vllm_gpu_memory_utilization', '--vllm_is_truncated_threshold', '--async_train', '--async_queue_size',
         '--partial_rollout', '--eval_steps', '--save_steps', '--logging_steps', '--ckpt_path', '--save_hf_ckpt',
         '--disable_ds_ckpt', '--max_ckpt_num', '--max_ckpt_mem', '--load_checkpoint', '--best_metric_key',
         '--use_ds_universal_ckpt', '--local_rank', '--zero_stage', '--gradient_checkpointing', '--deepcompile',
@@ -548,19 +537,19 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--rollout_max_tokens_per_gpu', '--train_max_tokens_per_gpu', '--load_in_4bit', '--lora_rank', '--lora_alpha',
         '--target_modules', '--lora_dropout', '--save_path', '--num_episodes', '--rollout_batch_size',
         '--vllm_generate_batch_size', '--micro_rollout_batch_size', '--max_epochs', '--max_len', '--max_new_tokens',
-        '--max_samples', '--max_norm', '--l2', '--ptx_coef', '--eps_clip', '--eps_clip_low_high', '--dual_clip',
+        '--max_samples', '--max_norm', '--l2', '--ptx_coef', '--eps_clip', '--dual_clip',
         '--value_clip', '--lambd', '--gamma', '--micro_train_batch_size', '--train_batch_size', '--normalize_reward',
         '--top_p', '--temperature', '--seed', '--full_determinism', '--freezing_actor_steps',
         '--n_samples_per_prompt', '--save_value_network', '--actor_learning_rate', '--critic_learning_rate',
         '--lr_warmup_ratio', '--lr_scheduler', '--kl_target', '--kl_horizon', '--init_kl_coef', '--policy_loss_type',
         '--kl_estimator', '--aux_loss_coef', '--entropy_loss_coef', '--adam_betas', '--reward_clip_range',
-        '--advantage_estimator', '--use_kl_loss', '--no_advantage_std_norm', '--overlong_buffer_len',
-        '--overlong_penalty_factor', '--stop_properly_penalty_coef', '--ring_attn_size', '--ring_head_stride',
+        '--advantage_estimator', '--no_advantage_std_norm', '--overlong_buffer_len',
+        '--overlong_penalty_factor', '--ring_attn_size', '--ring_head_stride',
         '--pretrain', '--reward_pretrain', '--remote_rm_url', '--critic_pretrain', '--value_head_prefix',
         '--ref_reward_offload', '--agent_func_path', '--prompt_data', '--prompt_data_probs', '--prompt_split',
         '--eval_dataset', '--eval_split', '--eval_temperature', '--eval_n_samples_per_prompt', '--input_key',
         '--label_key', '--input_template', '--apply_chat_template', '--use_wandb', '--wandb_org', '--wandb_group',
-        '--wandb_project', '--wandb_run_name', '--dynamic_filtering', '--dynamic_filtering_reward_range',
+        '--wandb_project', '--wandb_run_name', '--dynamic_filtering_reward_range',
         '--image_key', '--max_images_per_prompt', '--freeze_visual_encoder', '--use_tensorboard', '--perf',
         '--use_ms',
     ],
@@ -570,8 +559,8 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--critic.num_gpus_per_node', '--train.colocate_critic_reward', '--train.colocate_all', '--vllm.num_engines',
         '--vllm.tensor_parallel_size', '--vllm.sync_backend', '--vllm.sync_with_ray', '--vllm.enable_prefix_caching',
         '--vllm.enforce_eager', '--vllm.enable_sleep', '--vllm.gpu_memory_utilization',
-        '--algo.advantage.is_correction_enable', '--algo.advantage.is_correction_threshold',
-        '--algo.advantage.is_correction_type', '--train.async_enable', '--train.async_queue_size',
+        '--algo.advantage.is_correction_threshold',
+        '--train.async_enable', '--train.async_queue_size',
         '--train.partial_rollout_enable', '--eval.steps', '--ckpt.save_steps', '--logger.logging_steps',
         '--ckpt.path', '--ckpt.save_hf', '--ckpt.disable_ds', '--ckpt.max_num', '--ckpt.max_mem',
         '--ckpt.load_enable', '--ckpt.best_metric_key', '--ds.use_universal_ckpt', '--local_rank', '--ds.zero_stage',
@@ -584,7 +573,7 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--ds.lora.alpha', '--ds.lora.target_modules', '--ds.lora.dropout', '--ckpt.output_dir',
         '--train.num_episodes', '--rollout.batch_size', '--rollout.vllm_generate_batch_size',
         '--rollout.micro_batch_size', '--train.max_epochs', '--data.max_len', '--rollout.max_new_tokens',
-        '--data.max_samples', '--actor.eps_clip', '--actor.eps_clip_low_high', '--actor.dual_clip',
+        '--data.max_samples', '--actor.eps_clip', '--actor.dual_clip',
         '--critic.value_clip', '--algo.advantage.lambd', '--algo.advantage.gamma', '--train.micro_batch_size',
         '--train.batch_size', '--reward.normalize_enable', '--rollout.top_p', '--rollout.temperature', '--train.seed',
         '--train.full_determinism_enable', '--critic.freezing_steps', '--rollout.n_samples_per_prompt',
@@ -597,15 +586,15 @@ OPTIONS: dict[tuple[str, str], list[str]] = {
         '--critic.muon.ns_steps', '--critic.muon.nesterov', '--critic.muon.no_nesterov', '--critic.adam.lr',
         '--critic.adam.betas', '--critic.adam.eps', '--critic.adam.weight_decay', '--critic.lr_scheduler',
         '--critic.lr_warmup_ratio', '--critic.min_lr_ratio', '--critic.max_norm', '--algo.advantage.estimator',
-        '--algo.kl.use_loss', '--algo.advantage.no_std_norm', '--reward.overlong_buffer_len',
-        '--reward.overlong_penalty_factor', '--reward.stop_properly_penalty_coef', '--ds.ring_attn_size',
+        '--algo.advantage.no_std_norm', '--reward.overlong_buffer_len',
+        '--reward.overlong_penalty_factor', '--ds.ring_attn_size',
         '--ds.ring_attn_head_stride', '--actor.model_name_or_path', '--reward.model_name_or_path',
         '--reward.remote_url', '--critic.model_name_or_path', '--ds.value_head_prefix', '--ref.offload',
         '--reward.offload', '--train.agent_func_path', '--data.prompt_dataset', '--data.prompt_probs',
         '--data.prompt_split', '--eval.dataset', '--eval.split', '--eval.temperature', '--eval.n_samples_per_prompt',
         '--data.input_key', '--data.label_key', '--data.input_template', '--data.apply_chat_template',
         '--logger.wandb.key', '--logger.wandb.org', '--logger.wandb.group', '--logger.wandb.project',
-        '--logger.wandb.run_name', '--algo.dynamic_filtering_enable', '--algo.dynamic_filtering_range',
+        '--logger.wandb.run_name', '--algo.dynamic_filtering_range',
         '--data.image_key', '--data.max_images_per_prompt', '--actor.freeze_visual_encoder',
         '--logger.tensorboard_dir', '--use_ms',
     ],

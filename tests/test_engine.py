@@ -79,6 +79,21 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
     assert lr_at(0, total_steps=5, warmup_ratio=0.0) == 1.0  # no warm-up: the first step uses the full rate
 
 
+def test_lr_scheduler_choices():
+    # total 10, 2 warm-up steps (ratio 0.2): [0.5, 1.0], then progress p = (s - 2) / 8
+    def lrs(name):
+        return [lr_at(s, total_steps=10, warmup_ratio=0.2, scheduler=name) for s in (0, 1, 2, 6, 10)]
+
+    # p = 0, 0.5, 1 at steps 2, 6, 10
+    assert lrs("linear") == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+    assert lrs("cosine") == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])  # 0.5 * (1 + cos(pi / 2)) = 0.5 at p = 0.5
+    assert lrs("cosine_with_min_lr") == pytest.approx([0.5, 1.0, 1.0, 0.55, 0.1])  # 0.1 + 0.9 * 0.5
+    assert lrs("constant_with_warmup") == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
+    assert lrs("constant") == pytest.approx([1.0] * 5)  # transformers' constant has no warm-up
+    with pytest.raises(ConfigError, match="--lr-scheduler must be one of"):
+        lr_at(0, total_steps=10, warmup_ratio=0.2, scheduler="step")
+
+
 @pytest.mark.parametrize(
     "env, match",
     [

@@ -15,15 +15,25 @@ from torch.testing import assert_close
 from rlhfctl.ppo.functional import (
     AdaptiveKLController,
     FixedKLController,
+    aggregate_loss,
     approx_kl,
+    cispo_surrogate,
+    clipped_surrogate,
     compute_advantages,
     discounted_returns,
+    dynamic_filter_keep,
+    entropy_from_logits,
     gae_advantages_and_returns,
     group_baseline,
+    is_correction_weights,
+    kl_loss,
     kl_penalized_rewards,
     masked_mean,
     masked_whiten,
+    overlong_penalty,
     policy_loss,
+    policy_ratio,
+    stop_properly_penalty,
     value_loss,
 )
 
@@ -586,3 +596,237 @@ def test_compute_advantages_invalid():
         compute_advantages("group_norm", T([1.0, 0.0]), None, mask, n_samples_per_prompt=3)
     with pytest.raises(ValueError, match="kl has shape"):
         compute_advantages("reinforce", T([1.0, 0.0]), T([[0.0], [0.0]]), mask)
+
+
+# ------------------------------------------------------------------------------------ Dr.GRPO's group baseline
+
+
+def test_dr_grpo_subtracts_the_group_mean_and_is_not_whitened():
+    # n = 4, rewards [1, 0, 0, 0 | 1, 1, 0, 0]: group means 0.25 and 0.5, no division by the std
+    #   -> [0.75, -0.25, -0.25, -0.25 | 0.5, 0.5, -0.5, -0.5] on every token (gamma 1, one token per row here)
+    rewards = T([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    mask = M(*[[1]] * 8)
+    adv, ret = compute_advantages("dr_grpo", rewards, None, mask, n_samples_per_prompt=4)
+    expected = T([[0.75], [-0.25], [-0.25], [-0.25], [0.5], [0.5], [-0.5], [-0.5]])
+    assert_close(adv, expected)
+    assert_close(ret, expected)
+    # group_norm would divide by the unbiased std: group 1 std = 0.5 -> 0.75 / 0.5 = 1.5
+    assert_close(group_baseline(rewards, 4, "group_norm")[0], T(1.5), atol=1e-6, rtol=0)
+    # reinforce_baseline shapes the same way but whitens: batch mean 0, biased variance
+    #   (0.5625 + 3 * 0.0625 + 4 * 0.25) / 8 = 0.21875 -> 0.75 / sqrt(0.21875) = 1.6035675
+    adv_rb, _ = compute_advantages("reinforce_baseline", rewards, None, mask, n_samples_per_prompt=4)
+    assert_close(adv_rb[0, 0], T(0.75 / math.sqrt(0.21875)), atol=1e-6, rtol=0)
+
+
+def test_no_advantage_std_norm_only_centres():
+    # reinforce, rewards [4, 0], one token each: centred [2, -2]; with the std norm (biased std 2) [1, -1]
+    mask = M([1], [1])
+    adv, _ = compute_advantages("reinforce", T([4.0, 0.0]), None, mask, whiten_std=False)
+    assert_close(adv, T([2.0], [-2.0]))
+    adv, _ = compute_advantages("reinforce", T([4.0, 0.0]), None, mask)
+    assert_close(adv, T([1.0], [-1.0]))
+
+
+# ------------------------------------------------------------------------------------------- loss aggregation
+AGG_LOSS = T([1.0, 2.0, G], [3.0, G, G])
+AGG_MASK = M([1, 1, 0], [1, 0, 0])
+
+
+def test_aggregate_loss_modes():
+    # token-mean: (1 + 2 + 3) / 3 = 2
+    assert_close(aggregate_loss(AGG_LOSS, AGG_MASK, "token-mean"), T(2.0))
+    # seq-mean-token-mean: ((1 + 2) / 2 + 3 / 1) / 2 = (1.5 + 3) / 2 = 2.25
+    assert_close(aggregate_loss(AGG_LOSS, AGG_MASK, "seq-mean-token-mean"), T(2.25))
+    # seq-mean-token-sum-norm (Dr.GRPO), max_len 4: (1 + 2 + 3) / (2 rows * 4) = 0.75
+    assert_close(aggregate_loss(AGG_LOSS, AGG_MASK, "seq-mean-token-sum-norm", max_len=4), T(0.75))
+
+
+def test_aggregate_loss_invalid():
+    with pytest.raises(ValueError, match="loss aggregation"):
+        aggregate_loss(AGG_LOSS, AGG_MASK, "sum")
+    with pytest.raises(ValueError, match="needs max_len"):
+        aggregate_loss(AGG_LOSS, AGG_MASK, "seq-mean-token-sum-norm")
+
+
+# ------------------------------------------------------------------------------------------------- GSPO
+
+
+def test_gspo_ratio_is_the_geometric_mean_per_sequence():
+    # row 0: log ratios [ln 2, 0] -> mean ln 2 / 2 -> s = sqrt(2) on both tokens ; row 1: [ln 0.5] -> 0.5
+    lp = T([math.log(2.0), 0.0, G], [math.log(0.5), G, G])
+    ratio = policy_ratio(lp, torch.zeros_like(lp), AGG_MASK, "sequence")
+    assert_close(ratio, T([math.sqrt(2.0), math.sqrt(2.0), 0.0], [0.5, 0.0, 0.0]))
+    # token level: [2, 1 | 0.5], 0 on padding
+    assert_close(policy_ratio(lp, torch.zeros_like(lp), AGG_MASK), T([2.0, 1.0, 0.0], [0.5, 0.0, 0.0]))
+
+
+def test_gspo_loss_clips_whole_sequences_and_averages_per_sequence():
+    # eps 0.2; row 0 s = sqrt(2) = 1.414, A = 1: min(1.414, 1.2) = 1.2 -> loss -1.2 on both tokens (clipped)
+    #          row 1 s = 0.5, A = -1: min(-0.5, 0.8 * -1 = -0.8) = -0.8 -> loss 0.8 (clipped)
+    # seq-mean-token-mean (GSPO's default): (-1.2 + 0.8) / 2 = -0.2 ; clip_ratio = 3 / 3
+    lp = T([math.log(2.0), 0.0, G], [math.log(0.5), G, G])
+    adv = T([1.0, 1.0, G], [-1.0, G, G])
+    loss, clip_ratio = policy_loss(lp, torch.zeros_like(lp), adv, AGG_MASK, 0.2, loss_type="gspo")
+    assert_close(loss, T(-0.2))
+    assert_close(clip_ratio, T(1.0))
+
+
+def test_gspo_gradient_flows_through_the_sequence_mean():
+    # one row [ln 1.1, 0], A = 1: s = sqrt(1.1) = 1.0488 inside [0.8, 1.2]; loss = mean over tokens of -s = -s
+    #   d loss / d lp_t = -s * d(mean)/d lp_t = -s / 2 = -0.5244044 on each token
+    lp = T([[math.log(1.1), 0.0]]).requires_grad_()
+    loss, _ = policy_loss(lp, torch.zeros(1, 2, dtype=torch.float64), T([[1.0, 1.0]]), M([1, 1]), 0.2,
+                          loss_type="gspo")
+    loss.backward()
+    assert_close(loss, T(-math.sqrt(1.1)))
+    assert_close(lp.grad, T([[-math.sqrt(1.1) / 2, -math.sqrt(1.1) / 2]]))
+
+
+# ----------------------------------------------------------------------------------------- dual clip, CISPO
+
+
+def test_dual_clip_bounds_negative_advantages():
+    # eps 0.2, dual_clip c = 2; both tokens ratio 3
+    #   A = -1: min(-3, 1.2 * -1 = -1.2) = -3, then max(-3, c * A = -2) = -2 -> loss 2 (plain PPO: 3)
+    #   A = +1: min(3, 1.2) = 1.2, dual clip does not apply -> loss -1.2
+    #   token mean: (2 - 1.2) / 2 = 0.4 ; without dual clip (3 - 1.2) / 2 = 0.9
+    lp = T([[math.log(3.0), math.log(3.0)]])
+    adv = T([[-1.0, 1.0]])
+    loss, _ = policy_loss(lp, torch.zeros_like(lp), adv, M([1, 1]), 0.2, dual_clip=2.0)
+    assert_close(loss, T(0.4))
+    loss, _ = policy_loss(lp, torch.zeros_like(lp), adv, M([1, 1]), 0.2)
+    assert_close(loss, T(0.9))
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        clipped_surrogate(T([1.0]), T([1.0]), 0.2, 0.2, dual_clip=1.0)
+
+
+def test_cispo_keeps_the_gradient_of_clipped_tokens():
+    # eps 0.2 / 0.2; ratios 1.5 and 0.5 (old log-probs 0), A = [1, -1]
+    #   weights sg(clamp) = [1.2, 0.8]; per-token loss -w * A * lp = [-1.2 * ln 1.5, -0.8 * ln 0.5]
+    #   = [-0.4865581, -0.5545177] ; token mean = -0.5205379
+    #   d loss / d lp = -w * A / 2 = [-0.6, 0.4]  (PPO's clip gives 0 on both: see test_policy_loss_clipped)
+    lp = T([[math.log(1.5), math.log(0.5)]]).requires_grad_()
+    loss, clip_ratio = policy_loss(lp, torch.zeros(1, 2, dtype=torch.float64), T([[1.0, -1.0]]), M([1, 1]), 0.2,
+                                   loss_type="cispo")
+    assert_close(loss, T((-1.2 * math.log(1.5) + 0.8 * math.log(0.5)) / 2))
+    assert_close(clip_ratio, T(1.0))
+    loss.backward()
+    assert_close(lp.grad, T([[-0.6, 0.4]]))
+    # inside the bounds the weight is the ratio itself and nothing counts as clipped
+    per_token, clipped = cispo_surrogate(T([1.1]), T([0.5]), T([2.0]), 0.2, 0.2)
+    assert_close(per_token, T([-1.1 * 2.0 * 0.5]))
+    assert not bool(clipped.any())
+
+
+def test_policy_loss_type_invalid():
+    x = T([[0.0]])
+    with pytest.raises(ValueError, match="policy loss type"):
+        policy_loss(x, x, x, M([1]), 0.2, loss_type="trpo")
+
+
+# ---------------------------------------------------------------------------------------------- IS correction
+# old - rollout log-probs: row 0 [ln 0.25, ln 2, ln 8, pad], row 1 [ln 8, ln 8, pad, pad]; bounds [0.5, 5]
+IS_OLD = T([math.log(0.25), math.log(2.0), math.log(8.0), G], [math.log(8.0), math.log(8.0), G, G])
+IS_MASK = M([1, 1, 1, 0], [1, 1, 0, 0])
+
+
+def test_is_correction_tis_icepop_and_seq_mask_tis():
+    rollout = torch.zeros_like(IS_OLD)
+    # tis: clamp(w, 0.5, 5): [0.5, 2, 5 | 5, 5]
+    assert_close(is_correction_weights(IS_OLD, rollout, IS_MASK, "tis", 0.5, 5.0),
+                 T([0.5, 2.0, 5.0, 0.0], [5.0, 5.0, 0.0, 0.0]))
+    # icepop: w inside [0.5, 5] kept, others 0: [0, 2, 0 | 0, 0]
+    assert_close(is_correction_weights(IS_OLD, rollout, IS_MASK, "icepop", 0.5, 5.0),
+                 T([0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]))
+    # seq-mask-tis: row 0 geometric mean (0.25 * 2 * 8)^(1/3) = 4^(1/3) = 1.587 inside -> tis weights;
+    #               row 1 geometric mean 8 > 5 -> the whole row is 0
+    assert_close(is_correction_weights(IS_OLD, rollout, IS_MASK, "seq-mask-tis", 0.5, 5.0),
+                 T([0.5, 2.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("kind", ["tis", "icepop", "seq-mask-tis"])
+def test_is_correction_is_the_identity_when_the_rollout_log_probs_are_the_actors_own(kind):
+    """HF generate samples with the actor: rollout log-probs = old log-probs, so every weight is 1 and the
+    corrected loss equals the plain one (what train-ppo does until vLLM engines generate)."""
+    old = T([math.log(0.3), math.log(0.9), G], [math.log(0.5), G, G])
+    w = is_correction_weights(old, old.clone(), AGG_MASK, kind, 0.5, 5.0)
+    assert_close(w, AGG_MASK.double())
+    lp = T([math.log(0.4), math.log(0.8), G], [math.log(0.6), G, G])
+    adv = T([1.0, -2.0, G], [0.5, G, G])
+    plain, _ = policy_loss(lp, old, adv, AGG_MASK, 0.2)
+    corrected, _ = policy_loss(lp, old, adv, AGG_MASK, 0.2, is_weights=w)
+    assert_close(corrected, plain)
+
+
+def test_is_weights_scale_the_per_token_loss():
+    # the tokens of test_policy_loss_clipped: per-token losses [-1.2, 0.8, -2.2], weights [2, 1, 0.5]
+    #   -> [-2.4, 0.8, -1.1], token mean -2.7 / 3 = -0.9
+    log_probs = T([[math.log(1.5), math.log(0.5), math.log(1.1), G]])
+    weights = T([[2.0, 1.0, 0.5, 0.0]])
+    loss, _ = policy_loss(log_probs, torch.zeros_like(log_probs), T([[1.0, -1.0, 2.0, G]]), M([1, 1, 1, 0]), 0.2,
+                          is_weights=weights)
+    assert_close(loss, T(-0.9))
+
+
+def test_is_correction_invalid():
+    with pytest.raises(ValueError, match="IS correction type"):
+        is_correction_weights(IS_OLD, IS_OLD, IS_MASK, "clip", 0.5, 5.0)
+    with pytest.raises(ValueError, match="0 <= low <= high"):
+        is_correction_weights(IS_OLD, IS_OLD, IS_MASK, "tis", 5.0, 0.5)
+
+
+# -------------------------------------------------------------------------------------- KL loss, entropy
+
+
+def test_kl_loss_k3_and_k2_with_gradient():
+    # log ratios [0.5, 0.1], 3rd token padding
+    #   k3 = exp(-x) - 1 + x: [0.1065307, 0.0048374] -> mean 0.0556840
+    #   k2 = x^2 / 2: [0.125, 0.005] -> mean 0.065 ; d/dx = x / 2 per token = [0.25, 0.05]
+    lp = T([[0.5, 0.1, G]]).requires_grad_()
+    ref = T([[0.0, 0.0, -G]])
+    mask = M([1, 1, 0])
+    k3 = (math.exp(-0.5) - 1 + 0.5 + math.exp(-0.1) - 1 + 0.1) / 2
+    assert_close(kl_loss(lp, ref, mask, "k3"), T(k3))
+    loss = kl_loss(lp, ref, mask, "k2")
+    assert_close(loss, T(0.065))
+    loss.backward()
+    assert_close(lp.grad, T([[0.25, 0.05, 0.0]]))
+
+
+def test_entropy_from_logits():
+    # uniform over 2: ln 2 = 0.6931472 ; logits [0, ln 3]: p = [0.25, 0.75],
+    #   H = -(0.25 ln 0.25 + 0.75 ln 0.75) = 0.3465736 + 0.2157616 = 0.5623351
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]], dtype=torch.float64)
+    expected = [math.log(2.0), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]
+    assert_close(entropy_from_logits(logits), torch.tensor(expected, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------- length penalties
+
+
+def test_overlong_penalty_is_linear_in_the_buffer():
+    # L_max 16, buffer 4 -> free up to 12 tokens; 13 -> -(1 / 4) ; 16 -> -1 ; factor 0.5 halves it
+    lengths = torch.tensor([10, 12, 13, 16])
+    assert_close(overlong_penalty(lengths, 16, 4), torch.tensor([0.0, 0.0, -0.25, -1.0]))
+    assert_close(overlong_penalty(lengths, 16, 4, factor=0.5), torch.tensor([0.0, 0.0, -0.125, -0.5]))
+    with pytest.raises(ValueError, match="overlong buffer length"):
+        overlong_penalty(lengths, 16, 20)
+
+
+def test_stop_properly_penalty_scales_or_replaces_truncated_rewards():
+    rewards = T([1.0, 1.0, 0.5])
+    truncated = torch.tensor([False, True, True])
+    assert_close(stop_properly_penalty(rewards, truncated, 0.5), T([1.0, 0.5, 0.25]))
+    assert_close(stop_properly_penalty(rewards, truncated, -0.5), T([1.0, -0.5, -0.5]))
+    with pytest.raises(ValueError, match="in \\[0, 1\\] or negative"):
+        stop_properly_penalty(rewards, truncated, 2.0)
+
+
+# -------------------------------------------------------------------------------------- dynamic filtering
+
+
+def test_dynamic_filter_keeps_groups_with_mean_strictly_inside_the_range():
+    # n = 4: group means [0.25, 1, 0, 0.75]; (0, 1) keeps the mixed groups; (0.3, 1) only the last
+    scores = T([0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    assert dynamic_filter_keep(scores, 4, 0.0, 1.0).tolist() == [True, False, False, True]
+    assert dynamic_filter_keep(scores, 4, 0.3, 1.0).tolist() == [False, False, False, True]

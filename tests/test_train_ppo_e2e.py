@@ -47,6 +47,16 @@ def score(query, label):
     return 1.0
 '''
 
+REWARD_WITH_SCORES = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    responses = [q[len(p):] for q, p in zip(queries, prompts)]
+    rewards = [r.count("e") / max(1, len(r)) for r in responses]
+    # Prompts answered 5 or 6 score 0 on every sample: --dynamic-filtering must drop their groups.
+    scores = [0.0 if label in ("5", "6") else 0.5 for label in labels]
+    return {"rewards": rewards, "scores": scores,
+            "extra_logs": {"filtered_label": [float(label in ("5", "6")) for label in labels]}}
+'''
+
 
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
@@ -226,6 +236,54 @@ def test_ctrl_c_saves_a_checkpoint_then_exits_130(tiny_policy_dir, prompt_file, 
 
     latest = CheckpointManager(str(out / "ckpt"), 3).latest()
     assert latest is not None and (latest / "actor" / "latest").is_file()
+
+
+# ------------------------------------------------------------------------------------ policy-optimisation options
+def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+    """dr_grpo with the KL as a k3 loss, entropy, clip-higher, CISPO, Dr.GRPO's loss normaliser, no std
+    norm, dynamic filtering on the reward's scores, overlong and stop-properly penalties, IS correction (identity with
+    HF generation) and a constant learning rate, in one real run."""
+    reward = tmp_path / "reward_scores.py"
+    reward.write_text(REWARD_WITH_SCORES)
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
+        "--max-samples", "6", "--advantage-estimator", "dr_grpo", "--engine", "torch", "--actor-learning-rate", "1e-3",
+        "--use_kl_loss", "--kl_estimator", "k3", "--init-kl-coef", "0.05", "--entropy_loss_coef", "0.01",
+        "--eps_clip_low_high", "0.2,0.28", "--policy_loss_type", "cispo",
+        "--loss-agg-mode", "seq-mean-token-sum-norm", "--no_advantage_std_norm", "--dynamic_filtering",
+        "--dynamic_filtering_reward_range", "0,1", "--overlong_buffer_len", "4", "--overlong_penalty_factor", "0.5",
+        "--stop_properly_penalty_coef", "0.5", "--enable_vllm_is_correction", "--vllm_is_correction_type", "icepop",
+        "--lr_scheduler", "constant"]
+    result = train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    # every prompt is in one of the 3 batches, so groups of 5 and 6 were drawn (at least once each), dropped, replaced
+    assert sum(m["dynamic_filtering/groups_sampled"] for m in steps) >= 3 * 2 + 2
+    for m in steps:
+        assert m["reward/filtered_label"] == 0.0  # no sample of a dropped group was trained on
+        assert m["dynamic_filtering/padded_groups"] == 0.0
+        assert m["dynamic_filtering/pass_rate"] == pytest.approx(2 / m["dynamic_filtering/groups_sampled"])
+        assert m["actor_vllm_kl"] == 0.0  # rollout log-probs are the actor's own: the correction is the identity
+        assert m["actor_lr"] == pytest.approx(1e-3)  # constant: no warm-up, no decay
+        assert m["actor_kl_loss"] >= 0.0 and m["actor_entropy"] > 0.0
+        for key in ("overlong_penalized", "truncated", "reward_penalized", "clip_ratio", "policy_loss"):
+            assert key in m, key
+    assert "every IS weight is 1" in " ".join(result.stderr.split())
+
+
+def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, prompt_file, reward_file, tmp_path,
+                                                            ray_address):
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+        "--advantage-estimator", "gae", "--policy-loss-type", "gspo", "--dual-clip", "3", "--freezing-actor-steps", "1",
+        "--engine",
+        "torch", "--actor-learning-rate", "1e-3", "--lr-scheduler", "linear", "--lr-warmup-ratio", "0"]
+    result = train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = metrics(out)
+    assert first["actor_frozen"] == 1.0 and "policy_loss" not in first and "value_loss" in first
+    assert "actor_frozen" not in second and "policy_loss" in second and "value_loss" in second
 
 
 # ------------------------------------------------------------------------------------------------ rewards

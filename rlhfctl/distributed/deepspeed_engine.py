@@ -50,6 +50,7 @@ class DeepSpeedTrainingEngine(TrainingEngine):
     """DeepSpeed ZeRO stage 0-3 around the model, with a client AdamW (or DeepSpeedCPUAdam when offloading on GPU)."""
 
     def __init__(self, model: nn.Module, *, learning_rate: float, total_steps: int, warmup_ratio: float,
+                 lr_scheduler: str,
                  max_norm: float, zero_stage: int, adam_offload: bool, bf16: bool, micro_train_batch_size: int,
                  train_batch_size: int, weight_decay: float, betas: tuple[float, float],
                  ds_config_overrides: dict[str, Any] | None) -> None:
@@ -78,7 +79,7 @@ class DeepSpeedTrainingEngine(TrainingEngine):
         optimizer = opt_cls(groups, lr=learning_rate, betas=betas, eps=1e-8)
         self._ds, _, _, self._scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, config=config,
-            lr_scheduler=lambda opt: make_scheduler(opt, total_steps, warmup_ratio),
+            lr_scheduler=lambda opt: make_scheduler(opt, total_steps, warmup_ratio, lr_scheduler),
         )
         if dummy_step:
             optimizer.state.clear()

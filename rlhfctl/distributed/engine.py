@@ -1,8 +1,8 @@
 """The training engine of train-ppo's actor and critic workers: DeepSpeed ZeRO 0-3 or plain torch, one API.
 
-Both kinds share the optimizer (AdamW, no decay on biases and norms), the schedule (`lr_at`), clipping, gradient
-accumulation and the checkpoint layout, so one worker gives the same updates with either kind (fp32: within 1e-5;
-tests/test_engine.py checks it). Usage, the same for both kinds and for every micro-batch:
+Both kinds share the optimizer (AdamW, no decay on biases and norms), the schedule (`lr_at`, --lr-scheduler),
+clipping, gradient accumulation and the checkpoint layout, so one worker gives the same updates with either kind
+(fp32: within 1e-5; tests/test_engine.py checks it). Usage, the same for both kinds and for every micro-batch:
 
     engine = build_engine(model, kind="deepspeed", learning_rate=1e-6, total_steps=100, train_batch_size=8)
     out = engine.module(input_ids=ids.to(engine.device))  # forward through the engine, not the bare model
@@ -63,25 +63,40 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(total_steps * warmup_ratio)
 
 
-def lr_at(step: int, *, total_steps: int, warmup_ratio: float) -> float:
-    """Learning-rate multiplier for optimizer step `step` (0-based): linear warm-up, then cosine down to 0.1.
+LR_SCHEDULERS = ("cosine_with_min_lr", "cosine", "linear", "constant", "constant_with_warmup")
 
-    OpenRLHF's default schedule (cosine_with_min_lr, min_lr = lr / 10) with one change: warm-up runs 1/w, 2/w, ...,
-    w/w of the learning rate instead of starting at 0, so the first update is not wasted. Past `total_steps` the
-    multiplier stays at 0.1.
+
+def lr_at(step: int, *, total_steps: int, warmup_ratio: float, scheduler: str = "cosine_with_min_lr") -> float:
+    """Learning-rate multiplier for optimizer step `step` (0-based): linear warm-up, then the named schedule.
+
+    The shapes of transformers' schedulers that OpenRLHF's --lr_scheduler picks from: cosine_with_min_lr
+    (OpenRLHF's default: cosine down to min_lr = lr / 10, then 0.1), cosine (down to 0), linear (down to 0),
+    constant_with_warmup (1 after the warm-up) and constant (1 from the first step; no warm-up, as in
+    transformers). One change: warm-up runs 1/w, 2/w, ..., w/w of the learning rate instead of starting at 0, so
+    the first update is not wasted. Past `total_steps` the multiplier stays at its end value.
     """
+    if scheduler not in LR_SCHEDULERS:
+        raise ConfigError(f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}, not {scheduler!r}")
+    if scheduler == "constant":
+        return 1.0
     warm = warmup_steps(total_steps, warmup_ratio)
     if step < warm:
         return (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-    return MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if scheduler == "constant_with_warmup":
+        return 1.0
+    if scheduler == "linear":
+        return 1.0 - progress
+    floor = MIN_LR_RATIO if scheduler == "cosine_with_min_lr" else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_scheduler(optimizer: Any, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: Any, total_steps: int, warmup_ratio: float,
+                   scheduler: str = "cosine_with_min_lr") -> torch.optim.lr_scheduler.LambdaLR:
     # A partial, not a callable object: LambdaLR then saves only its counters, and a resumed run keeps the schedule
     # its own arguments describe.
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(lr_at, total_steps=total_steps, warmup_ratio=warmup_ratio)
+        optimizer, functools.partial(lr_at, total_steps=total_steps, warmup_ratio=warmup_ratio, scheduler=scheduler)
     )
 
 
@@ -261,7 +276,8 @@ class TrainingEngine:
 
 # ----------------------------------------------------------------------------------------------- factory
 def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, total_steps: int,
-                 warmup_ratio: float = 0.03, max_norm: float = 1.0, zero_stage: int = 2, adam_offload: bool = False,
+                 warmup_ratio: float = 0.03, lr_scheduler: str = "cosine_with_min_lr", max_norm: float = 1.0,
+                 zero_stage: int = 2, adam_offload: bool = False,
                  bf16: bool = False, gradient_checkpointing: bool = False, micro_train_batch_size: int = 1,
                  train_batch_size: int = 1, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
                  ds_config_overrides: dict[str, Any] | None = None) -> TrainingEngine:
@@ -279,6 +295,7 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
         raise ConfigError(f"total_steps must be >= 1, not {total_steps}")
     if not 0 <= warmup_ratio < 1:
         raise ConfigError(f"--lr-warmup-ratio must be in [0, 1), not {warmup_ratio}")
+    lr_at(0, total_steps=total_steps, warmup_ratio=warmup_ratio, scheduler=lr_scheduler)  # an unknown name exits 2
     if learning_rate <= 0 or max_norm <= 0:
         raise ConfigError("learning_rate and max_norm must be > 0")
     if not any(p.requires_grad for p in model.parameters()):
@@ -291,7 +308,8 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
 
         return DeepSpeedTrainingEngine(
             model, learning_rate=learning_rate, total_steps=total_steps, warmup_ratio=warmup_ratio,
-            max_norm=max_norm, zero_stage=zero_stage, adam_offload=adam_offload, bf16=bf16,
+            lr_scheduler=lr_scheduler, max_norm=max_norm, zero_stage=zero_stage, adam_offload=adam_offload,
+            bf16=bf16,
             micro_train_batch_size=micro_train_batch_size, train_batch_size=train_batch_size,
             weight_decay=weight_decay, betas=betas, ds_config_overrides=ds_config_overrides,
         )
@@ -300,7 +318,8 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
     from rlhfctl.distributed.torch_engine import TorchTrainingEngine
 
     return TorchTrainingEngine(
-        model, learning_rate=learning_rate, total_steps=total_steps, warmup_ratio=warmup_ratio, max_norm=max_norm,
-        bf16=bf16, gradient_accumulation_steps=accumulation_steps(micro_train_batch_size, train_batch_size, world),
+        model, learning_rate=learning_rate, total_steps=total_steps, warmup_ratio=warmup_ratio,
+        lr_scheduler=lr_scheduler, max_norm=max_norm, bf16=bf16,
+        gradient_accumulation_steps=accumulation_steps(micro_train_batch_size, train_batch_size, world),
         weight_decay=weight_decay, betas=betas, rank=rank, world_size=world,
     )

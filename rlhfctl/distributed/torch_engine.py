@@ -23,6 +23,7 @@ class TorchTrainingEngine(TrainingEngine):
     """
 
     def __init__(self, model: nn.Module, *, learning_rate: float, total_steps: int, warmup_ratio: float,
+                 lr_scheduler: str,
                  max_norm: float, bf16: bool, gradient_accumulation_steps: int, weight_decay: float,
                  betas: tuple[float, float], rank: int, world_size: int) -> None:
         self.kind, self.zero_stage, self.bf16 = "torch", 0, bf16
@@ -44,7 +45,7 @@ class TorchTrainingEngine(TrainingEngine):
         named_master = [(n, m) for (n, _), m in zip(self._params, self._master)]
         self._optimizer = torch.optim.AdamW(param_groups(named_master, weight_decay), lr=learning_rate,
                                             betas=betas, eps=1e-8)
-        self._scheduler = make_scheduler(self._optimizer, total_steps, warmup_ratio)
+        self._scheduler = make_scheduler(self._optimizer, total_steps, warmup_ratio, lr_scheduler)
 
     def _backward(self, loss: torch.Tensor) -> None:
         (loss / self.gradient_accumulation_steps).backward()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -90,6 +90,7 @@ class Rollout:
     attention_mask: Tensor
     action_mask: Tensor
     responses: list[str]
+    truncated: Optional[Tensor] = None  # [B] bool: no EOS within max_new_tokens (cut at the length limit)
 
 
 def tokenize_prompts(tokenizer: Any, prompts: list[str], prompt_max_len: int) -> tuple[Tensor, Tensor]:
@@ -138,11 +139,21 @@ def generate(
     )
     responses = out[:, input_ids.shape[1]:]
     action_mask = response_action_mask(responses, eos)
+    truncated = ~_ends_with_eos(responses, action_mask, eos)
     responses = responses.masked_fill(action_mask == 0, tokenizer.pad_token_id)
     sequences = torch.cat([input_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, action_mask], dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    return Rollout(sequences, attention_mask, action_mask, texts)
+    return Rollout(sequences, attention_mask, action_mask, texts, truncated)
+
+
+def _ends_with_eos(responses: Tensor, action_mask: Tensor, eos_token_id: int | list[int] | None) -> Tensor:
+    """[B] bool: the last action token of each row is an EOS (the response stopped by itself)."""
+    if eos_token_id is None:
+        return torch.zeros(responses.shape[0], dtype=torch.bool)
+    eos_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    last = (action_mask.sum(dim=1) - 1).clamp(min=0)
+    return torch.isin(responses.gather(1, last.unsqueeze(1)).squeeze(1), eos_ids)
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:
@@ -152,15 +163,21 @@ def position_ids(attention_mask: Tensor) -> Tensor:
 
 
 def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
-                     temperature: float = 1.0) -> Tensor:
+                     temperature: float = 1.0, return_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """log pi(a_t | s_t) of the last `num_actions` tokens of each sequence, [B, num_actions].
 
     The logits are divided by the sampling temperature, as OpenRLHF does, so the ratio compares the
-    distribution the samples were drawn from."""
+    distribution the samples were drawn from. `return_entropy` also returns the entropy of that distribution at
+    each of those positions, [B, num_actions] (for --entropy-loss-coef)."""
     logits = model(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                    use_cache=False).logits
     logits = logits[:, -num_actions - 1:-1].float()
     if temperature != 1.0:
         logits = logits / temperature
     targets = sequences[:, -num_actions:]
-    return torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
+    log_probs = torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
+    if not return_entropy:
+        return log_probs
+    from rlhfctl.ppo.functional import entropy_from_logits
+
+    return log_probs, entropy_from_logits(logits)

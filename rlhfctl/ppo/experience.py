@@ -2,8 +2,9 @@
 
 Layout, as in OpenRLHF: `sequences`/`attention_mask` are [B, P + A], a left-padded prompt then a right-padded
 response; every per-token tensor (`action_mask`, `log_probs`, `ref_log_probs`, `values`, `advantages`, `returns`,
-`kl`) is [B, A] over the response positions; `rewards` and each `info` entry are [B]. Batches of different widths
-are joined by padding the prompt part on the left and the response part on the right, so positions keep meaning.
+`kl`, `rollout_log_probs`) is [B, A] over the response positions; `rewards` and each `info` entry are [B]. Batches
+of different widths are joined by padding the prompt part on the left and the response part on the right, so
+positions keep meaning.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from torch import Tensor
 
 # Per-token fields, [B, A]; pad value 0 (the action mask is 0 there, so they never count).
-ACTION_FIELDS = ("action_mask", "log_probs", "ref_log_probs", "values", "advantages", "returns", "kl")
+ACTION_FIELDS = ("action_mask", "log_probs", "ref_log_probs", "values", "advantages", "returns", "kl",
+                 "rollout_log_probs")
 
 
 @dataclass
@@ -28,6 +30,10 @@ class Samples:
     prompts: list[str]
     labels: list[str]
     responses: list[str]
+    truncated: Optional[Tensor] = None  # [B] bool: cut at --generate-max-len (no EOS)
+    # [B, A] log-probs of the sampled tokens as the rollout engine computed them (vLLM); None with HF generate,
+    # whose rollout log-probs are the actor's own.
+    rollout_log_probs: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -36,8 +42,20 @@ class Samples:
     def concat(parts: list["Samples"], pad_token_id: int) -> "Samples":
         seqs, attn, act = _join_sequences([(p.sequences, p.attention_mask, p.action_mask) for p in parts],
                                           pad_token_id)
+        truncated = None if any(p.truncated is None for p in parts) else torch.cat([p.truncated for p in parts])
+        rollout = None if any(p.rollout_log_probs is None for p in parts) else torch.cat(
+            [_pad_right(p.rollout_log_probs, act.shape[1], 0) for p in parts])
         return Samples(seqs, attn, act, [x for p in parts for x in p.prompts],
-                       [x for p in parts for x in p.labels], [x for p in parts for x in p.responses])
+                       [x for p in parts for x in p.labels], [x for p in parts for x in p.responses], truncated,
+                       rollout)
+
+    def select(self, index: list[int]) -> "Samples":
+        """The rows `index`, in that order (widths kept)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        pick = (lambda t: None if t is None else t.index_select(0, idx))  # noqa: E731
+        return Samples(pick(self.sequences), pick(self.attention_mask), pick(self.action_mask),
+                       [self.prompts[i] for i in index], [self.labels[i] for i in index],
+                       [self.responses[i] for i in index], pick(self.truncated), pick(self.rollout_log_probs))
 
 
 @dataclass
@@ -54,7 +72,9 @@ class Experience:
     advantages: Optional[Tensor] = None
     returns: Optional[Tensor] = None
     kl: Optional[Tensor] = None
+    rollout_log_probs: Optional[Tensor] = None
     info: dict[str, Tensor] = field(default_factory=dict)
+    kl_loss_coef: float = 0.0  # weight of the KL loss term in the actor loss (--use-kl-loss), this step's kl_coef
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -111,7 +131,7 @@ class Experience:
         keys = set.intersection(*(set(p.info) for p in parts)) if parts else set()
         info = {k: torch.cat([p.info[k] for p in parts]) for k in sorted(keys)}
         return Experience(seqs, attn, act, rewards=torch.cat([p.rewards for p in parts]), info=info,
-                          **joined)  # type: ignore[arg-type]
+                          kl_loss_coef=parts[0].kl_loss_coef if parts else 0.0, **joined)  # type: ignore[arg-type]
 
     def _map(self, fn) -> "Experience":
         updates = {}

@@ -37,7 +37,20 @@ __all__ = [
     "gae_advantages_and_returns",
     "discounted_returns",
     "group_baseline",
+    "LossAggregation",
+    "PolicyLossType",
+    "ISCorrection",
+    "aggregate_loss",
+    "policy_ratio",
+    "clipped_surrogate",
+    "cispo_surrogate",
+    "is_correction_weights",
     "policy_loss",
+    "kl_loss",
+    "entropy_from_logits",
+    "overlong_penalty",
+    "stop_properly_penalty",
+    "dynamic_filter_keep",
     "value_loss",
     "FixedKLController",
     "AdaptiveKLController",
@@ -45,7 +58,10 @@ __all__ = [
 ]
 
 KLEstimator = Literal["k1", "k2", "k3"]
-AdvantageEstimator = Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm"]
+AdvantageEstimator = Literal["gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo"]
+LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+PolicyLossType = Literal["ppo", "gspo", "cispo"]
+ISCorrection = Literal["tis", "icepop", "seq-mask-tis"]
 
 #: group_norm: rewards of one group whose spread (max - min) is within this fraction of max(1, |group mean|) count
 #: as equal (advantages 0): an absolute 1e-5 for rewards of magnitude up to 1, relative beyond. Looser than float32
@@ -59,7 +75,7 @@ KL_CLAMP = 10.0
 # are left as they are: group_norm is already unit-scale per prompt, and current OpenRLHF excludes rloo too.
 _WHITENED_BY_DEFAULT = ("gae", "reinforce", "reinforce_baseline")
 # Estimators that subtract a per-prompt baseline and therefore need n_samples_per_prompt >= 2.
-_GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm")
+_GROUP_ESTIMATORS = ("rloo", "reinforce_baseline", "group_norm", "dr_grpo")
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -276,7 +292,7 @@ def _check_gamma(x: float, name: str) -> None:
 def group_baseline(
     rewards: Tensor,
     n_samples_per_prompt: int,
-    estimator: Literal["reinforce", "rloo", "reinforce_baseline", "group_norm"],
+    estimator: Literal["reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo"],
     eps: float = 1e-9,
 ) -> Tensor:
     """Shape sequence rewards with a per-prompt baseline before the token-level step, as OpenRLHF does.
@@ -287,6 +303,9 @@ def group_baseline(
     - ``reinforce``: unchanged;
     - ``rloo``: ``r - mean of the other n-1 samples`` (leave-one-out, unbiased);
     - ``reinforce_baseline``: ``r - group mean`` (REINFORCE++-baseline);
+    - ``dr_grpo``: ``r - group mean`` too (Dr.GRPO, Liu et al. 2025, "Understanding R1-Zero-Like Training"):
+      GRPO without the division by the group std, which favours prompts that are nearly all right or all wrong;
+      unlike reinforce_baseline its advantages are not whitened afterwards (OpenRLHF's experience_maker);
     - ``group_norm``: ``(r - group mean) / (group std + eps)`` (GRPO); the std is the *unbiased* one
       (Bessel, n-1), as ``torch.std`` in OpenRLHF; a group whose rewards are equal (within FLAT_GROUP_RTOL) gets 0.
     """
@@ -312,7 +331,7 @@ def group_baseline(
     mean = groups.mean(dim=1, keepdim=True)
     if estimator == "rloo":
         shaped = groups - (groups.sum(dim=1, keepdim=True) - groups) / (n - 1)
-    elif estimator == "reinforce_baseline":
+    elif estimator in ("reinforce_baseline", "dr_grpo"):
         shaped = groups - mean
     else:
         shaped = (groups - mean) / (groups.std(dim=1, keepdim=True) + eps)
@@ -328,6 +347,119 @@ def group_baseline(
 # ---------------------------------------------------------------------------------------------------- losses
 
 
+def aggregate_loss(loss: Tensor, action_mask: Tensor, mode: LossAggregation = "token-mean",
+                   max_len: int | None = None) -> Tensor:
+    """Reduce a per-token loss ``[B, T]`` to a scalar over the action tokens; the modes weigh tokens differently.
+
+    - ``token-mean``: sum over all action tokens / their count (OpenRLHF's ``token_level_loss``, DAPO's
+      token-level loss): every token weighs the same, so long responses weigh by their length.
+    - ``seq-mean-token-mean``: the mean over rows of each row's token mean (GRPO's original form, OpenRLHF's
+      ``token_level_loss=False``, forced there for GSPO): every response weighs the same.
+    - ``seq-mean-token-sum-norm``: sum over all action tokens / (B * ``max_len``) (Dr.GRPO, Liu et al. 2025): a
+      constant normaliser, so neither the length of a response nor of the batch's responses rescales its tokens.
+    """
+    _check_same_shape(action_mask, loss=loss)
+    _check_choice(mode, get_args(LossAggregation), "loss aggregation")
+    if mode == "token-mean":
+        return masked_mean(loss, action_mask)
+    if mode == "seq-mean-token-mean":
+        return masked_mean(loss, action_mask, dim=1).mean()
+    if max_len is None or max_len < 1:
+        raise ValueError(f"seq-mean-token-sum-norm needs max_len >= 1 (the generation limit), got {max_len}")
+    return (loss * action_mask.to(loss.dtype)).sum() / (action_mask.shape[0] * max_len)
+
+
+def policy_ratio(log_probs: Tensor, old_log_probs: Tensor, action_mask: Tensor,
+                 level: Literal["token", "sequence"] = "token") -> Tensor:
+    """pi / pi_old per action token ``[B, T]``, either per token (PPO) or one per sequence (GSPO).
+
+    ``token``: ``exp(log_probs - old_log_probs)``, the log ratio clamped into [-20, 20] as OpenRLHF v0.11 does
+    (a ratio of e^20 is already meaningless and exp would overflow in bf16).
+    ``sequence``: GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 7):
+    ``s_i = exp(mean_t(log_probs - old_log_probs))``, the geometric mean of the token ratios, the same on every
+    action token of row i, so the clip acts on whole responses. Gradients flow to every token through the mean.
+    Positions where ``action_mask`` is 0 are 0.
+    """
+    _check_same_shape(action_mask, log_probs=log_probs, old_log_probs=old_log_probs)
+    log_ratio = log_probs - old_log_probs
+    m = action_mask.to(log_ratio.dtype)
+    if level == "token":
+        return log_ratio.clamp(-20.0, 20.0).exp() * m
+    if level != "sequence":
+        raise ValueError(f"unknown ratio level {level!r}; expected token or sequence")
+    return masked_mean(log_ratio, action_mask, dim=1).exp().unsqueeze(1) * m
+
+
+def clipped_surrogate(ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float,
+                      dual_clip: float | None = None) -> tuple[Tensor, Tensor]:
+    """PPO's clipped objective per token, negated into a loss: ``-min(r A, clamp(r, 1 - eps_low, 1 + eps_high) A)``.
+
+    ``eps_high > eps_low`` is DAPO's clip-higher (Yu et al. 2025): more room for unlikely tokens to grow.
+    ``dual_clip = c > 1`` (Ye et al. 2020, "Mastering Complex Control in MOBA Games", as OpenRLHF's PolicyLoss):
+    where ``A < 0`` the objective is also bounded below by ``c * A``, so a huge ratio on a bad token cannot make
+    the loss unbounded. Returns (per-token loss, bool tensor of tokens where the clipped term is the smaller).
+    """
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"eps_clip must be >= 0, got low {eps_low}, high {eps_high}")
+    if dual_clip is not None and not dual_clip > 1.0:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    surr1 = ratio * advantages
+    surr2 = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * advantages
+    objective = torch.min(surr1, surr2)
+    if dual_clip is not None:
+        objective = torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
+    return -objective, surr2 < surr1
+
+
+def cispo_surrogate(ratio: Tensor, log_probs: Tensor, advantages: Tensor, eps_low: float,
+                    eps_high: float) -> tuple[Tensor, Tensor]:
+    """CISPO (MiniMax-M1, 2025, eq. 4): ``-sg(clamp(r, 1 - eps_low, 1 + eps_high)) * A * log_probs`` per token.
+
+    It clips the importance-sampling weight, not the update: the weight is a constant (detached), so every token
+    keeps a gradient ``-w A`` on its log-prob, where PPO's clip drops the gradient of clipped tokens entirely
+    (often the rare "fork" tokens that matter in reasoning). ``eps_low >= 1`` leaves the weight unbounded below,
+    as MiniMax-M1 trains. The loss value is not comparable with PPO's; its gradient is the point.
+    Returns (per-token loss, bool tensor of tokens whose weight was clipped).
+    """
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"eps_clip must be >= 0, got low {eps_low}, high {eps_high}")
+    weight = ratio.clamp(1.0 - eps_low, 1.0 + eps_high).detach()
+    return -weight * advantages * log_probs, weight != ratio.detach()
+
+
+def is_correction_weights(old_log_probs: Tensor, rollout_log_probs: Tensor, action_mask: Tensor,
+                          kind: ISCorrection, low: float, high: float) -> Tensor:
+    """Importance weights pi_old / pi_rollout for samples drawn by another engine (vLLM), detached, ``[B, T]``.
+
+    Training-time and rollout-time log-probs of the same policy differ (kernels, precision), so the rollout is
+    slightly off-policy (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL
+    Training"; OpenRLHF's ``--vllm_is_correction_type``). With ``w = exp(old_log_probs - rollout_log_probs)``:
+
+    - ``tis``: ``clamp(w, low, high)``, truncated IS per token;
+    - ``icepop``: ``w`` where ``low <= w <= high``, else 0 (tokens that disagree too much are dropped);
+    - ``seq-mask-tis``: rows whose geometric-mean weight ``exp(mean_t log w)`` is outside [low, high] get 0, the
+      others ``clamp(w, low, high)`` per token. OpenRLHF's comment says TIS, its code leaves the token weight
+      unclamped; this follows the comment.
+    When the rollout log-probs are the trainer's own (HF generate), every weight is 1. Masked positions are 0.
+    """
+    _check_same_shape(action_mask, old_log_probs=old_log_probs, rollout_log_probs=rollout_log_probs)
+    _check_choice(kind, get_args(ISCorrection), "IS correction type")
+    if not 0 <= low <= high:
+        raise ValueError(f"IS thresholds must satisfy 0 <= low <= high, got ({low}, {high})")
+    with torch.no_grad():
+        log_w = (old_log_probs - rollout_log_probs).clamp(-20.0, 20.0)
+        w = log_w.exp()
+        if kind == "tis":
+            out = w.clamp(low, high)
+        elif kind == "icepop":
+            out = w * ((w >= low) & (w <= high)).to(w.dtype)
+        else:
+            seq = masked_mean(log_w, action_mask, dim=1).exp()
+            keep = ((seq >= low) & (seq <= high)).to(w.dtype).unsqueeze(1)
+            out = w.clamp(low, high) * keep
+    return out * action_mask.to(out.dtype)
+
+
 def policy_loss(
     log_probs: Tensor,
     old_log_probs: Tensor,
@@ -335,26 +467,99 @@ def policy_loss(
     action_mask: Tensor,
     eps_clip: float,
     eps_clip_high: float | None = None,
+    *,
+    dual_clip: float | None = None,
+    loss_type: PolicyLossType = "ppo",
+    loss_agg: LossAggregation | None = None,
+    max_len: int | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """PPO's clipped surrogate loss and the fraction of tokens where the clip bound is the one taken.
+    """The actor's loss and the fraction of action tokens where clipping took effect (``clip_ratio``).
 
-    ``ratio = exp(log_probs - old_log_probs)``; per token
-    ``loss = -min(ratio * A, clamp(ratio, 1 - eps_clip, 1 + eps_clip_high) * A)``, so the policy gains nothing
-    from moving the ratio past the trust region. ``eps_clip_high`` defaults to ``eps_clip`` (set it higher for
-    DAPO's clip-higher). Reduction: one token-mean over all action tokens of the batch (OpenRLHF's
-    ``token_level_loss``), so long responses weigh by their length. ``clip_ratio`` is the masked fraction of
-    tokens where the clipped term is strictly smaller, i.e. where the gradient is cut off.
+    ``loss_type``: ``ppo`` (:func:`policy_ratio` per token, :func:`clipped_surrogate`), ``gspo`` (the sequence
+    ratio in the same clipped objective) or ``cispo`` (:func:`cispo_surrogate`). ``eps_clip`` is the lower clip,
+    ``eps_clip_high`` the upper one (default: ``eps_clip``). ``is_weights`` (from :func:`is_correction_weights`)
+    multiply the per-token loss before the reduction. ``loss_agg`` (:func:`aggregate_loss`; ``max_len`` for the
+    Dr.GRPO mode) defaults as OpenRLHF: ``token-mean``, and ``seq-mean-token-mean`` for gspo.
+    For GSPO with rollouts from another engine pass the rollout log-probs as ``old_log_probs``, as OpenRLHF does.
     """
-    _check_same_shape(action_mask, log_probs=log_probs, old_log_probs=old_log_probs, advantages=advantages)
+    _check_same_shape(action_mask, log_probs=log_probs, old_log_probs=old_log_probs, advantages=advantages,
+                      is_weights=is_weights)
+    _check_choice(loss_type, get_args(PolicyLossType), "policy loss type")
     high = eps_clip if eps_clip_high is None else eps_clip_high
-    if eps_clip < 0 or high < 0:
-        raise ValueError(f"eps_clip must be >= 0, got {eps_clip} (high {high})")
-    ratio = (log_probs - old_log_probs).exp()
-    surr1 = ratio * advantages
-    surr2 = ratio.clamp(1.0 - eps_clip, 1.0 + high) * advantages
-    loss = masked_mean(-torch.min(surr1, surr2), action_mask)
-    clip_ratio = masked_mean((surr2 < surr1).to(ratio.dtype), action_mask).detach()
-    return loss, clip_ratio
+    ratio = policy_ratio(log_probs, old_log_probs, action_mask, "sequence" if loss_type == "gspo" else "token")
+    if loss_type == "cispo":
+        loss, clipped = cispo_surrogate(ratio, log_probs, advantages, eps_clip, high)
+    else:
+        loss, clipped = clipped_surrogate(ratio, advantages, eps_clip, high, dual_clip)
+    if is_weights is not None:
+        loss = loss * is_weights
+    mode = loss_agg or ("seq-mean-token-mean" if loss_type == "gspo" else "token-mean")
+    clip_ratio = masked_mean(clipped.to(ratio.dtype), action_mask).detach()
+    return aggregate_loss(loss, action_mask, mode, max_len), clip_ratio
+
+
+def kl_loss(log_probs: Tensor, ref_log_probs: Tensor, action_mask: Tensor, estimator: KLEstimator = "k3") -> Tensor:
+    """KL to the reference as a loss term (GRPO, Shao et al. 2024, eq. 3; OpenRLHF ``--use_kl_loss``).
+
+    The token-mean of :func:`approx_kl` over the action tokens, with gradient through ``log_probs``; the trainer
+    adds ``kl_coef *`` this to the policy loss instead of putting the KL into the reward. k3 (GRPO's choice) and
+    k2 have gradients that pull towards the reference; k1's expectation of the gradient is 0 on-policy.
+    """
+    return masked_mean(approx_kl(log_probs, ref_log_probs, action_mask, estimator), action_mask)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the softmax over the last dim, ``-sum_v p_v log p_v = logsumexp(l) - sum_v p_v l_v``.
+
+    Per position of ``logits`` ``[..., V]``; for ``--entropy-loss-coef`` (OpenRLHF subtracts coef * the token-mean
+    entropy from the actor loss, so a positive coefficient rewards exploration).
+    """
+    logits = logits.float()
+    p = logits.softmax(-1)
+    return torch.logsumexp(logits, -1) - (p * logits).sum(-1)
+
+
+# ------------------------------------------------------------------------------------------ reward shaping
+
+
+def overlong_penalty(lengths: Tensor, max_new_tokens: int, buffer_len: float, factor: float = 1.0) -> Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), one penalty <= 0 per response.
+
+    With ``L_max = max_new_tokens`` and ``L_cache = buffer_len``: 0 while ``|y| <= L_max - L_cache``, then
+    ``-(|y| - (L_max - L_cache)) / L_cache * factor``, reaching ``-factor`` at ``L_max`` (lengths are capped
+    there, as OpenRLHF's apply_overlong_penalty does). Added to the reward before the group baseline.
+    """
+    if not 0 < buffer_len <= max_new_tokens:
+        raise ValueError(f"overlong buffer length must be in (0, max_new_tokens={max_new_tokens}], got {buffer_len}")
+    exceed = (lengths.to(torch.float32) - (max_new_tokens - buffer_len)).clamp(min=0.0, max=float(buffer_len))
+    return -exceed / buffer_len * factor
+
+
+def stop_properly_penalty(rewards: Tensor, truncated: Tensor, coef: float) -> Tensor:
+    """ProRL's penalty for responses cut at the length limit (OpenRLHF ``--stop_properly_penalty_coef``).
+
+    ``coef`` in [0, 1] scales the reward of a truncated response by ``coef``; a negative ``coef`` replaces it by
+    ``coef`` (a fixed punishment). Responses that ended with EOS keep their reward.
+    """
+    if 1 < coef:
+        raise ValueError(f"stop_properly_penalty_coef must be in [0, 1] or negative, got {coef}")
+    truncated = truncated.bool()
+    penalised = torch.full_like(rewards, coef) if coef < 0 else rewards * coef
+    return torch.where(truncated, penalised, rewards)
+
+
+def dynamic_filter_keep(scores: Tensor, n_samples_per_prompt: int, low: float, high: float) -> Tensor:
+    """DAPO's dynamic sampling: which prompt groups to keep, ``[N / n]`` bools (OpenRLHF ``--dynamic_filtering``).
+
+    A group (the ``n`` contiguous samples of one prompt) is kept when its mean score lies strictly inside
+    (``low``, ``high``), as OpenRLHF's samples generator tests it. With 0/1 scores and the default (0, 1), that
+    drops exactly the groups that are all wrong or all right: their group-baseline advantages are all 0, so they
+    would add nothing but noise in the batch size.
+    """
+    groups = scores.reshape(-1, int(n_samples_per_prompt)) if scores.numel() else scores.reshape(0, 1)
+    mean = groups.to(torch.float64).mean(dim=1)
+    return (mean > low) & (mean < high)
 
 
 def value_loss(
@@ -445,11 +650,12 @@ def compute_advantages(
     ``reward_clip_range`` applies to the shaped reward there); then for ``gae``
     :func:`gae_advantages_and_returns` with the critic's ``values``, for the critic-free estimators
     :func:`discounted_returns` used as both advantages and returns (no ``values`` needed; rloo,
-    reinforce_baseline and group_norm force ``gamma=1`` with a warning, as OpenRLHF does).
+    reinforce_baseline, group_norm and dr_grpo force ``gamma=1`` with a warning, as OpenRLHF does).
 
     Whitening (``whiten=None``, OpenRLHF's default): advantages of gae, reinforce and reinforce_baseline are
-    normalised over all action tokens of the batch (:func:`masked_whiten`, biased variance); rloo and
-    group_norm advantages are not (group_norm is already scaled per prompt; current OpenRLHF skips rloo too).
+    normalised over all action tokens of the batch (:func:`masked_whiten`, biased variance); rloo, group_norm and
+    dr_grpo advantages are not (group_norm is already scaled per prompt; current OpenRLHF skips rloo too, and
+    Dr.GRPO's point is to leave the scale alone).
     ``whiten=True/False`` forces it on or off; ``whiten_std=False`` only subtracts the mean
     (OpenRLHF ``--no_advantage_std_norm``). Returns are never whitened. ``kl=None`` means no KL penalty.
     """

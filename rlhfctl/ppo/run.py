@@ -70,6 +70,10 @@ def train_ppo(cfg: Any) -> dict[str, float]:
     if cfg.vllm_num_engines:
         warnings.warn(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM rollout engines are not built yet; "
                       "generating with Hugging Face generate on the actor workers instead", stacklevel=2)
+    if cfg.enable_vllm_is_correction:
+        warnings.warn("--enable-vllm-is-correction: the rollouts come from the actor itself (Hugging Face generate), "
+                      "so the rollout log-probs are the actor's own and every IS weight is 1 (vllm_kl 0); the "
+                      "correction acts once vLLM engines generate", stacklevel=2)
     tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
                            cfg.max_samples, split=cfg.prompt_split)

@@ -21,7 +21,9 @@ from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+from rlhfctl.ppo import dynamic_sampling
 from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
 
 
@@ -149,19 +151,26 @@ class PPOTrainer:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         self._phase = "generate"
-        samples = self.generate(batch)
-        timings["time/generate"] = time.perf_counter() - t_start
+        filtered: dict[str, float] = {}
+        if self.cfg.dynamic_filtering:  # scores decide which groups stay, so scoring comes before the forwards
+            samples, rewards, filtered, timings["time/reward"] = self.filtered_rollout(batch)
+        else:
+            samples = self.generate(batch)
+        timings["time/generate"] = time.perf_counter() - t_start - timings.get("time/reward", 0.0)
 
         self._phase = "make_experience"
         t0 = time.perf_counter()
         log_probs_f = _forward(self.roles.actor, "log_probs", samples)
         ref_f = _forward(self.roles.ref, "log_probs", samples) if self.roles.ref else []
         values_f = _forward(self.roles.critic, "values", samples) if self.roles.critic else []
-        t1 = time.perf_counter()
-        rewards = self.score(samples)
-        timings["time/reward"] = time.perf_counter() - t1
+        if not self.cfg.dynamic_filtering:  # scored while the models run their forwards
+            t1 = time.perf_counter()
+            rewards = self.score(samples)
+            timings["time/reward"] = time.perf_counter() - t1
         experience, info = self.make_experience(samples, rewards, log_probs_f, ref_f, values_f)
-        timings["time/make_experience"] = time.perf_counter() - t0 - timings["time/reward"]
+        info.update(filtered)
+        timings["time/make_experience"] = time.perf_counter() - t0 - (
+            0.0 if self.cfg.dynamic_filtering else timings["time/reward"])
 
         self._phase = "train"
         t0 = time.perf_counter()
@@ -196,16 +205,33 @@ class PPOTrainer:
         return metrics
 
     # ------------------------------------------------------------------------------------------------ phases
-    def generate(self, batch: list[PromptExample], n: Optional[int] = None, evaluation: bool = False) -> Samples:
-        """n samples per prompt; whole prompts go to one actor worker so a group stays contiguous."""
+    def generate(self, batch: list[PromptExample], n: Optional[int] = None, evaluation: bool = False,
+                 round: int = 0) -> Samples:
+        """n samples per prompt; whole prompts go to one actor worker so a group stays contiguous.
+
+        `round` > 0: a dynamic-filtering resample within the step, drawn from a seed of its own."""
         n = n or self.cfg.n_samples_per_prompt
         shards = _split(len(batch), len(self.roles.actor))
         futures = []
         for worker, s in zip(self.roles.actor.workers, shards):
             prompts = [p.prompt for p in batch[s] for _ in range(n)]
             labels = [p.label for p in batch[s] for _ in range(n)]
-            futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation))
+            futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation, round))
         return Samples.concat(get(futures), self.pad_token_id)
+
+    def filtered_rollout(self, batch: list[PromptExample]) -> tuple[Samples, RewardBatch, dict[str, float], float]:
+        """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time."""
+        cfg = self.cfg
+        out = dynamic_sampling.filtered_rollout(
+            batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r), self.score,
+            n_samples_per_prompt=cfg.n_samples_per_prompt, reward_range=tuple(cfg.dynamic_filtering_reward_range),
+            max_rounds=cfg.dynamic_filtering_max_rounds, world_size=len(self.roles.actor),
+            rng=random.Random(cfg.seed * 7919 + self.state.step), pad_token_id=self.pad_token_id)
+        if out.metrics["dynamic_filtering/padded_groups"]:
+            self.tracker.note(f"step {self.state.step + 1}: --dynamic-filtering kept {out.kept_groups} of "
+                              f"{len(batch)} groups after {out.metrics['dynamic_filtering/extra_rounds']:.0f} extra "
+                              "rounds; dropped groups fill the rest of the batch")
+        return out.samples, out.rewards, out.metrics, out.score_seconds
 
     def score(self, samples: Samples, during: Optional[str] = None) -> RewardBatch:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
@@ -233,30 +259,12 @@ class PPOTrainer:
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:
-        cfg = self.cfg
-        action_mask = samples.action_mask
         raw = torch.tensor(rewards.rewards, dtype=torch.float32)
-        clipped = raw.clamp(*cfg.reward_clip_range)
         log_probs = torch.cat(get(log_probs_f))
         ref_log_probs = torch.cat(get(ref_f)) if ref_f else None
         values = torch.cat(get(values_f)) if values_f else None
-        kl = F.approx_kl(log_probs, ref_log_probs, action_mask, cfg.kl_estimator) if ref_log_probs is not None \
-            else None
-        advantages, returns = F.compute_advantages(
-            cfg.advantage_estimator, clipped, kl if self.kl_ctl.value > 0 else None, action_mask, values=values,
-            gamma=cfg.gamma, lambd=cfg.lambd, kl_coef=self.kl_ctl.value, n_samples_per_prompt=cfg.n_samples_per_prompt,
-            whiten=cfg.advantage_whiten,  # None: OpenRLHF's default per estimator
-        )
-        lengths = action_mask.sum(dim=1).float()
-        seq_kl = F.masked_mean(kl, action_mask, dim=1) if kl is not None else torch.zeros(len(samples))
-        experience = Experience(samples.sequences, samples.attention_mask, action_mask, log_probs, clipped,
-                                ref_log_probs=ref_log_probs, values=values, advantages=advantages, returns=returns,
-                                kl=kl, info={"response_length": lengths})
-        info = {"reward": float(raw.mean()), "reward_std": float(raw.std()) if len(raw) > 1 else 0.0,
-                "kl": float(seq_kl.mean()), "response_length": float(lengths.mean()),
-                "advantages_abs": float(F.masked_mean(advantages.abs(), action_mask))}
-        if values is not None:
-            info["values"] = float(F.masked_mean(values, action_mask))
+        experience, info = build_experience(self.cfg, samples, raw, log_probs, ref_log_probs, values,
+                                            self.kl_ctl.value)
         info.update(_extra_log_means(rewards, "reward/"))
         return experience, info
 
@@ -264,8 +272,10 @@ class PPOTrainer:
         """Actor and critic train at the same time, each on its data-parallel shards of the batch."""
         step = self.state.step
         actor = self.roles.actor
-        self._train_futures = [w.call.remote("train", experience.shard(r, len(actor)), step)
-                               for r, w in enumerate(actor.workers)]
+        # OpenRLHF trains the actor once global_steps (1-based) > --freezing-actor-steps.
+        frozen = step + 1 <= self.cfg.freezing_actor_steps
+        self._train_futures = [] if frozen else [w.call.remote("train", experience.shard(r, len(actor)), step)
+                                                 for r, w in enumerate(actor.workers)]
         critic_futures = []
         if self.roles.critic is not None:
             critic = self.roles.critic
@@ -280,6 +290,8 @@ class PPOTrainer:
                 mean = sum(s[key] for s in stats if key in s) / max(1, sum(1 for s in stats if key in s))
                 name = key if key in ("policy_loss", "clip_ratio", "value_loss") else f"{prefix}_{key}"
                 metrics[name] = mean
+        if frozen:
+            metrics["actor_frozen"] = 1.0
         return metrics
 
     # ------------------------------------------------------------------------------------------------ saving

@@ -45,7 +45,8 @@ def _build_engine(model: torch.nn.Module, cfg: Any, learning_rate: float, total_
 
     return build_engine(
         model, kind=cfg.engine, learning_rate=learning_rate, total_steps=total_updates,
-        warmup_ratio=cfg.lr_warmup_ratio, max_norm=cfg.max_norm, zero_stage=cfg.zero_stage,
+        warmup_ratio=cfg.lr_warmup_ratio, lr_scheduler=cfg.lr_scheduler, max_norm=cfg.max_norm,
+        zero_stage=cfg.zero_stage,
         adam_offload=cfg.adam_offload, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         micro_train_batch_size=cfg.micro_train_batch_size, train_batch_size=cfg.train_batch_size,
         weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas),
@@ -102,14 +103,15 @@ class PolicyWorker(_TrainedWorker):
         self.engine.module.eval()
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], labels: list[str], step: int, evaluation: bool = False) -> Samples:
+    def generate(self, prompts: list[str], labels: list[str], step: int, evaluation: bool = False,
+                 round: int = 0) -> Samples:
         """One response per entry of `prompts` (repeated per sample by the caller), in micro-rollout batches.
 
         `evaluation` samples at --eval-temperature from a seed of its own, so evaluating never changes what
-        training draws."""
+        training draws; so does each `round` of --dynamic-filtering's resampling."""
         from rlhfctl.models.actor import generate
 
-        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=3 if evaluation else 1))
+        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=(3 if evaluation else 1) + 10 * round))
         temperature = self.cfg.eval_temperature if evaluation else self.cfg.temperature
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         parts = []
@@ -120,7 +122,7 @@ class PolicyWorker(_TrainedWorker):
                     temperature=temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
                 )
                 parts.append(Samples(rollout.sequences, rollout.attention_mask, rollout.action_mask,
-                                     prompts[chunk], labels[chunk], rollout.responses))
+                                     prompts[chunk], labels[chunk], rollout.responses, rollout.truncated))
         return Samples.concat(parts, self.tokenizer.pad_token_id)
 
     @torch.no_grad()
@@ -133,13 +135,42 @@ class PolicyWorker(_TrainedWorker):
         return torch.cat(out) if out else torch.zeros(0, num_actions)
 
     def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
+        """The policy loss (--policy-loss-type, clip bounds, dual clip, --loss-agg-mode, IS correction), plus the KL
+        loss (--use-kl-loss) and minus the entropy bonus (--entropy-loss-coef), as OpenRLHF's PPO actor adds them."""
         from rlhfctl.models.actor import action_log_probs
-        from rlhfctl.ppo.functional import policy_loss
+        from rlhfctl.ppo import functional as F
 
-        log_probs = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions,
-                                     self.cfg.temperature)
-        loss, clip_ratio = policy_loss(log_probs, mb.log_probs, mb.advantages, mb.action_mask, self.cfg.eps_clip)
-        return loss, {"policy_loss": float(loss.detach()), "clip_ratio": float(clip_ratio)}
+        cfg = self.cfg
+        with_entropy = cfg.entropy_loss_coef is not None
+        out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions, cfg.temperature,
+                               return_entropy=with_entropy)
+        log_probs, entropy = out if with_entropy else (out, None)
+        old_log_probs, is_weights, stats = mb.log_probs, None, {}
+        if cfg.enable_vllm_is_correction and mb.rollout_log_probs is not None:
+            stats["vllm_kl"] = float(F.masked_mean(mb.rollout_log_probs - mb.log_probs, mb.action_mask))
+            if cfg.policy_loss_type == "gspo":  # GSPO's sequence ratio is taken against the rollout engine
+                old_log_probs = mb.rollout_log_probs
+            else:
+                is_weights = F.is_correction_weights(mb.log_probs, mb.rollout_log_probs, mb.action_mask,
+                                                     cfg.vllm_is_correction_type, *cfg.vllm_is_truncated_threshold)
+        low, high = cfg.clip_low_high
+        loss, clip_ratio = F.policy_loss(log_probs, old_log_probs, mb.advantages, mb.action_mask, low, high,
+                                         dual_clip=cfg.dual_clip, loss_type=cfg.policy_loss_type,
+                                         loss_agg=cfg.loss_agg_mode, max_len=cfg.generate_max_len,
+                                         is_weights=is_weights)
+        stats.update(policy_loss=float(loss.detach()), clip_ratio=float(clip_ratio),
+                     ppo_kl=float(F.masked_mean(mb.log_probs - log_probs.detach(), mb.action_mask)))
+        total = loss
+        if cfg.use_kl_loss and mb.ref_log_probs is not None:
+            kl = F.kl_loss(log_probs, mb.ref_log_probs, mb.action_mask, cfg.kl_estimator)
+            total = total + mb.kl_loss_coef * kl
+            stats["kl_loss"] = float(kl.detach())
+        if entropy is not None:
+            mean_entropy = F.masked_mean(entropy, mb.action_mask)
+            stats["entropy"] = float(mean_entropy.detach())
+            if cfg.entropy_loss_coef:
+                total = total - cfg.entropy_loss_coef * mean_entropy
+        return total, stats
 
     def save_pretrained(self, out_dir: str) -> None:
         """The policy as a Hugging Face folder (AutoModelForCausalLM) with its tokenizer; rank 0 writes."""
