@@ -4,7 +4,7 @@ The same tiny policy (rlhfctl.models.tiny, hidden 256, 4 layers, 4 heads, vocab 
 reward function as `benchmarks/train_ppo.py --setting a`: 2 prompts x 8 samples per step, 32 new tokens, a
 reference model for the KL term (beta = init_kl_coef = 0.01), one update per rollout batch, lr 1e-5, fp32, no
 gradient checkpointing. TRL runs in this one process with --threads torch threads (train_ppo.py: 2 workers x 1
-thread). The rate is measured over the steps after the first (warm-up), as train_ppo.py does. TRL is an optional
+thread). The rates are measured over the steps after the first (warm-up), as train_ppo.py measures them. TRL is an optional
 dependency: `pip install -e ".[bench]"`.
 
     python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "benchmark": "trl_grpo", "setting": "a", "prompts_per_step": n_prompts,
         "samples_per_prompt": SAMPLES_PER_PROMPT, "new_tokens": 32,
         "completions_per_s": round(samples * len(timed) / sum(timed), 2),
+        "completions_per_s_median_step": round(statistics.median(samples / t for t in timed), 2),
         "time_per_step_s": round(sum(timed) / len(timed), 4), "steps_timed": len(timed),
         "mean_response_tokens": round(sum(lengths[1:] or lengths) / max(1, len(lengths[1:] or lengths)), 1),
         "beta": config.beta, "loss_type": config.loss_type, "trl_version": trl_version(),
