@@ -18,11 +18,9 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_client import ROOT, cores, first_request, pinned, start_endpoint  # noqa: E402
+from bench_client import ROOT, cores, first_request, pinned, start_endpoint
 
 CLIENTS = ("loadgen", "httpx")
 

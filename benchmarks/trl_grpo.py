@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_ppo import REWARD, SETTINGS, build_inputs  # noqa: E402  (the same policy, prompts and reward)
+from train_ppo import REWARD, SETTINGS, build_inputs  # the same policy, prompts and reward (benchmarks/)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SAMPLES_PER_PROMPT = 8
