@@ -1,6 +1,6 @@
 """The arithmetic demo's shipped models, measured: the figures README.md quotes about them, as one JSON line.
 
-- the policy's held-out exact match (greedy, all of test.jsonl: the demo's "before RL");
+- the policy's size and held-out exact match (greedy, all of test.jsonl: the demo's "before RL");
 - the reward model's held-out pairwise accuracy (right answer above a wrong one, and above the forgotten carry),
   computed as examples/arithmetic/train_models.py computes it;
 - with --check-plateau STEPS: the policy's supervised training re-run from scratch (deterministic, --threads
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--check-plateau must be 0 or more and --threads at least 1")
 
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     import train_models
     from evaluate import accuracy
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     pairwise = train_models.pairwise_accuracy(rm, AutoTokenizer.from_pretrained(rm_dir), test, train_models.SEED)
     result = {
         "benchmark": "arithmetic_models", "held_out_rows": len(test),
+        "policy_parameters": AutoModelForCausalLM.from_pretrained(ARITH / "policy").num_parameters(),
         "policy_accuracy": accuracy(ARITH / "policy", test_file),
         "reward_model_pairwise_accuracy": round(pairwise["any_wrong"], 4),
         "reward_model_beats_forgotten_carry": round(pairwise["forgot_carry"], 4),

@@ -30,8 +30,10 @@ def _run(args: argparse.Namespace, root: Path, seed: int, reward_func: Path | No
     tag = "shuffled" if reward_func else "real"
     summary = run_demo(args.variant, out=root / f"{tag}_seed{seed}", seed=seed, steps=args.steps,
                        reward_func=reward_func, echo=False)
-    return {k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
-                                    "rl_seconds", "total_seconds", "held_out_rows")}
+    evals = [accuracy for _, accuracy in summary["curve"]["eval_accuracy"]]  # none when a reward model scores
+    return {**{k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
+                                       "rl_seconds", "total_seconds", "held_out_rows")},
+            "evaluations": len(evals), "eval_accuracy_range": [min(evals), max(evals)] if evals else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_control:
         control = _run(args, root, seeds[0], ARITH / "shuffled_reward_func.py")
         result.update(control_accuracy_after=control["accuracy_after"], control_gain_points=control["gain_points"],
-                      control_rl_seconds=control["rl_seconds"])
+                      control_rl_seconds=control["rl_seconds"], control_evaluations=control["evaluations"],
+                      control_eval_accuracy_range=control["eval_accuracy_range"])
     result["workdir"] = str(root)
     print(json.dumps(result), flush=True)
     return 0
