@@ -90,13 +90,32 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"the endpoint did not start on port {port}")
 
 
-def request_body() -> bytes:
-    """The body bench-rm sends with --min-tokens/--max-tokens WORDS and --seed 0 (first request)."""
+def first_request() -> Any:
+    """The request bench-rm sends first with --min-tokens/--max-tokens WORDS and --seed 0 (a workload.Request)."""
     sys.path.insert(0, str(ROOT))
     from rlhfctl.bench.workload import Request, synthetic_texts
 
     prompt, query = synthetic_texts(1, WORDS, WORDS, seed=0)[0]
-    return Request.of([query], [prompt], [""]).body
+    return Request.of([query], [prompt], [""])
+
+
+def request_body() -> bytes:
+    """The body bench-rm sends with --min-tokens/--max-tokens WORDS and --seed 0 (first request)."""
+    return first_request().body
+
+
+def start_endpoint(cpus: set[int] | None) -> tuple[subprocess.Popen, str]:
+    """The trivial endpoint in a child process (pinned to `cpus`) on a free loopback port; (process, URL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], preexec_fn=pinned(cpus))
+    try:
+        wait_port(port)
+    except BaseException:
+        proc.terminate()
+        raise
+    return proc, f"http://127.0.0.1:{port}/get_reward"
 
 
 def run_wrk(url: str, concurrency: int, duration: float, body: bytes, cpus: set[int] | None) -> dict[str, Any]:
@@ -145,13 +164,8 @@ def main() -> None:
                           "wrk); it is the independent load tool bench-rm is compared with"}))
         return
     server_cpus, tool_cpus = cores()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/get_reward"
-    endpoint_proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], preexec_fn=pinned(server_cpus))
+    endpoint_proc, url = start_endpoint(server_cpus)
     try:
-        wait_port(port)
         body = request_body()
         levels = []
         for concurrency in (int(c) for c in args.concurrency.split(",")):

@@ -3,10 +3,12 @@
 Runs examples/arithmetic/demo.py's whole pipeline (check-reward, serve-rm, train-ppo against the server, evaluation)
 once per seed, then once more with the rewards shuffled across samples (shuffled_reward_func.py), which must not
 improve accuracy: the gain of the real runs is then the reward's, not the optimiser's or the sampler's. Prints one
-JSON line.
+JSON line. The reward-model-server variant scores with the small reward model, so it has no shuffled-reward
+control (the JSON line says so).
 
     python benchmarks/demo.py                         # seeds 1,2,3 + the shuffled control, the demo's full length
     python benchmarks/demo.py --seeds 1 --steps 50    # quicker
+    python benchmarks/demo.py --variant reward-model-server --seeds 1   # the reward model behind serve-rm
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ from pathlib import Path
 ARITH = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
 sys.path.insert(0, str(ARITH))
 
-from demo import run_demo  # noqa: E402
+from demo import VARIANTS, run_demo  # noqa: E402
 
 
 def _run(args: argparse.Namespace, root: Path, seed: int, reward_func: Path | None) -> dict:
     tag = "shuffled" if reward_func else "real"
     summary = run_demo(args.variant, out=root / f"{tag}_seed{seed}", seed=seed, steps=args.steps,
                        reward_func=reward_func, echo=False)
-    return {k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
-                                    "rl_seconds", "total_seconds", "held_out_rows")}
+    evals = [accuracy for _, accuracy in summary["curve"]["eval_accuracy"]]  # none when a reward model scores
+    return {**{k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
+                                       "rl_seconds", "total_seconds", "held_out_rows")},
+            "evaluations": len(evals), "eval_accuracy_range": [min(evals), max(evals)] if evals else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="reward-func-server", choices=["reward-func-server", "reward-func-file"])
+    parser.add_argument("--variant", default="reward-func-server", choices=sorted(VARIANTS))
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds of the real runs")
     parser.add_argument("--steps", type=int, default=None, help="PPO steps per run (default: the demo's)")
     parser.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control")
@@ -55,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         "rl_seconds": [r["rl_seconds"] for r in runs], "total_seconds": [r["total_seconds"] for r in runs],
         "steps": runs[0]["steps"], "seeds": seeds,
     }
-    if not args.no_control:
+    if not VARIANTS[args.variant].reward_func:
+        result["control"] = f"none: {args.variant} scores with the reward model, not a reward_func to shuffle"
+    elif not args.no_control:
         control = _run(args, root, seeds[0], ARITH / "shuffled_reward_func.py")
         result.update(control_accuracy_after=control["accuracy_after"], control_gain_points=control["gain_points"],
-                      control_rl_seconds=control["rl_seconds"])
+                      control_rl_seconds=control["rl_seconds"], control_evaluations=control["evaluations"],
+                      control_eval_accuracy_range=control["eval_accuracy_range"])
     result["workdir"] = str(root)
     print(json.dumps(result), flush=True)
     return 0

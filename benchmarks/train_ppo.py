@@ -4,7 +4,11 @@ The issue's settings: a policy of hidden 256, 4 layers, 4 heads, vocab ~2,000; 3
 reference model for the KL term; one epoch per rollout batch; reward from a reward_func.py;
 (a) 2 prompts x 8 samples per step, (b) 64 prompts x 8 samples. The run is the real `train_ppo` (local Ray, the
 actor/ref workers, the engine of --engine); the rate is measured over the steps after the first (warm-up), from the
-metrics the run writes. vLLM is not used, so "weight_sync" is 0.
+metrics the run writes: `completions_per_s` is all timed samples over all timed seconds, `..._median_step` the
+median of the steps' rates, which a burst of other load on the machine moves less. `torch_threads_per_worker` is
+read back from the actor workers (metrics.jsonl's actor_torch_threads). Without vLLM the actor workers generate
+with their own weights and there is no weight sync: `time_weight_sync_s` is then null (where a run logs
+time/weight_sync, its mean). TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
 
     python benchmarks/train_ppo.py                      # both settings
     python benchmarks/train_ppo.py --setting a --actor-workers 2 --engine deepspeed
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -78,13 +83,24 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
     return {
         "setting": name, "prompts_per_step": n_prompts, "samples_per_prompt": 8, "new_tokens": 32,
         "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
+        "completions_per_s_median_step": round(statistics.median(s["samples"] / s["time/step"] for s in timed), 2),
         "time_per_step_s": round(total / len(timed), 4),
-        **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, "time_weight_sync_s": 0.0,
+        **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, **weight_sync(timed),
         "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
         "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
-        "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate, "torch_threads_per_worker": 1,
+        "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate,
+        "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
     }
+
+
+def weight_sync(timed: list[dict]) -> dict:
+    """time_weight_sync_s as logged (time/weight_sync), or null with the reason when the run has none."""
+    logged = [s["time/weight_sync"] for s in timed if s.get("time/weight_sync") is not None]
+    if logged:
+        return {"time_weight_sync_s": round(sum(logged) / len(logged), 4)}
+    return {"time_weight_sync_s": None,
+            "time_weight_sync_note": "no weight sync: HF generate on the actor workers (no vLLM engines)"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,6 +149,7 @@ def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, rew
     for key in ("kl", "policy_loss", "time/generate", "time/reward", "time/make_experience", "time/train",
                 "samples_per_s", "actor_grad_norm"):
         assert key in steps[-1]
+    assert steps[-1]["actor_torch_threads"] == 1.0  # read back from the worker: one thread per CPU it owns
     assert "no GPUs in the Ray cluster" in result.stderr
     assert_loads_as_causal_lm(out)
 

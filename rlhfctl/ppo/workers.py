@@ -79,7 +79,8 @@ class _TrainedWorker:
                         stats.update(grad_norm=float(update["grad_norm"]))
                 records.append(stats)
         self.engine.module.eval()
-        return _mean_metrics(records)
+        # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
+        return {**_mean_metrics(records), "torch_threads": float(torch.get_num_threads())}
 
     def save_checkpoint(self, folder: str) -> None:
         self.engine.save_checkpoint(folder)

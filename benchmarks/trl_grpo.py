@@ -1,0 +1,128 @@
+"""TRL's GRPOTrainer on train_ppo.py's setting (a): the reference for rlhfctl's completions/s. One JSON line.
+
+The same tiny policy (rlhfctl.models.tiny, hidden 256, 4 layers, 4 heads, vocab 2,000), the same prompts and
+reward function as `benchmarks/train_ppo.py --setting a`: 2 prompts x 8 samples per step, 32 new tokens, a
+reference model for the KL term (beta = init_kl_coef = 0.01), one update per rollout batch, lr 1e-5, fp32, no
+gradient checkpointing. TRL runs in this one process with --threads torch threads (train_ppo.py: 2 workers x 1
+thread). The rates are measured over the steps after the first (warm-up), as train_ppo.py measures them. TRL is an optional
+dependency: `pip install -e ".[bench]"`.
+
+    python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from train_ppo import REWARD, SETTINGS, build_inputs  # the same policy, prompts and reward (benchmarks/)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SAMPLES_PER_PROMPT = 8
+MISSING = ("benchmarks/trl_grpo.py needs TRL, an optional benchmark dependency: "
+           "pip install -e \".[bench]\" (or pip install trl)")
+
+
+def trl_version() -> str | None:
+    """TRL's version, or None when it is not installed (checked without importing it: it imports torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trl")
+    except PackageNotFoundError:
+        return None
+
+
+def reward_for_trl() -> Any:
+    """train_ppo.py's reward_func, called the way TRL calls reward functions (prompts, completions)."""
+    namespace: dict[str, Any] = {}
+    exec(REWARD, namespace)  # noqa: S102 - our own constant source, shared with train_ppo.py
+    reward_func = namespace["reward_func"]
+
+    def letter_e(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return reward_func([p + c for p, c in zip(prompts, completions)], prompts, [""] * len(prompts))
+
+    return letter_e
+
+
+def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    n_prompts = SETTINGS["a"]
+    policy, prompts, _ = build_inputs(root, n_prompts, args.steps)
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["input"]} for r in rows])
+    samples = n_prompts * SAMPLES_PER_PROMPT
+
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step, generation and reward included (TRL generates inside the step)."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            self._start = time.perf_counter()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            self.times.append(time.perf_counter() - self._start)
+
+    config = GRPOConfig(
+        output_dir=str(root / "trl_out"), per_device_train_batch_size=samples, gradient_accumulation_steps=1,
+        num_generations=SAMPLES_PER_PROMPT, max_completion_length=32, temperature=1.0, beta=0.01,
+        num_iterations=1, learning_rate=1e-5, max_steps=args.steps, logging_steps=1, save_strategy="no",
+        report_to="none", bf16=False, gradient_checkpointing=False, use_cpu=True, seed=0,
+        shuffle_dataset=False, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    timer = StepTimer()
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy), reward_funcs=reward_for_trl(),
+                          args=config, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(policy),
+                          callbacks=[timer])
+    started = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    timed = timer.times[1:] or timer.times  # the first step pays for lazy initialisation
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    return {
+        "benchmark": "trl_grpo", "setting": "a", "prompts_per_step": n_prompts,
+        "samples_per_prompt": SAMPLES_PER_PROMPT, "new_tokens": 32,
+        "completions_per_s": round(samples * len(timed) / sum(timed), 2),
+        "completions_per_s_median_step": round(statistics.median(samples / t for t in timed), 2),
+        "time_per_step_s": round(sum(timed) / len(timed), 4), "steps_timed": len(timed),
+        "mean_response_tokens": round(sum(lengths[1:] or lengths) / max(1, len(lengths[1:] or lengths)), 1),
+        "beta": config.beta, "loss_type": config.loss_type, "trl_version": trl_version(),
+        "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": 1,
+        "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps (the first is warm-up)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the one TRL process")
+    parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
+    args = parser.parse_args(argv)
+    if args.steps < 2 or args.threads < 1:
+        parser.error("--steps must be at least 2 (the first is warm-up) and --threads at least 1")
+    if trl_version() is None:
+        print(MISSING, file=sys.stderr)
+        return 2
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-trl-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(run(args, root)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
