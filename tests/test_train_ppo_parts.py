@@ -139,7 +139,10 @@ def test_critic_from_openrlhf_layout_and_from_a_causal_lm(tiny_rm_openrlhf_dir, 
     assert torch.equal(critic.value_head.weight, _read_tensor(tiny_rm_openrlhf_dir, "value_head.weight"))
     fresh = Critic.from_pretrained(str(tiny_policy_dir))
     assert fresh.value_head.weight.abs().max() < 0.5
-    assert critic_source(None, "rm", "policy") == "rm" and critic_source("c", "rm", "p") == "c"
+    rm, policy = str(tiny_rm_openrlhf_dir), str(tiny_policy_dir)
+    assert critic_source(None, rm, policy) == rm and critic_source(policy, rm, "p") == policy
+    with pytest.raises(ConfigError, match="--critic-pretrain /no/such: no such folder"):
+        critic_source("/no/such", rm, policy)
 
 
 # ------------------------------------------------------------------------------------------------ placement
