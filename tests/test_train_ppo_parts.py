@@ -198,6 +198,64 @@ def test_checkpoints_ignore_unfinished_and_keep_the_newest(tmp_path):
     assert TrainerState.from_file(mgr.latest() / "trainer_state.json").step == 3
 
 
+def _fake_checkpoint(folder, step, marker):
+    from rlhfctl.ppo.checkpoint import TrainerState
+
+    (folder / "actor").mkdir(parents=True)
+    (folder / "actor" / "weights").write_text(marker)
+    (folder / "trainer_state.json").write_text(TrainerState(step=step).to_json())
+
+
+def test_saving_the_same_step_again_never_leaves_it_missing(tmp_path):
+    """The resumed-run-whose-reward-fails case: step 2 is saved again over the only good checkpoint. Until the new
+    copy is complete, the old one stays in place; a save that dies half-way leaves the old one untouched."""
+    from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+
+    mgr = CheckpointManager(str(tmp_path), max_ckpt_num=1)
+    tmp = mgr.begin(2)
+    (tmp / "actor").mkdir()
+    (tmp / "actor" / "weights").write_text("old")
+    mgr.finish(tmp, TrainerState(step=2))
+    dying = mgr.begin(2)  # the second save of step 2 is under way (or killed): the first is still complete
+    (dying / "actor").mkdir()
+    assert mgr.latest() == tmp_path / "global_step2"
+    assert (mgr.latest() / "actor" / "weights").read_text() == "old"
+    assert CheckpointManager(str(tmp_path), max_ckpt_num=1).recover() == []  # the next run settled it already
+    assert not dying.exists()
+    again = mgr.begin(2)
+    (again / "actor").mkdir()
+    (again / "actor" / "weights").write_text("new")
+    mgr.finish(again, TrainerState(step=2))
+    assert [p.name for p in tmp_path.iterdir()] == ["global_step2"]
+    assert (tmp_path / "global_step2" / "actor" / "weights").read_text() == "new"
+
+
+@pytest.mark.parametrize("layout, want", [
+    # killed after the new copy was complete but before its rename: it is put in place
+    ({".tmp-global_step3-aa": ("complete", "new"), "global_step2": ("complete", "s2")}, {"global_step2": "s2",
+                                                                                         "global_step3": "new"}),
+    # killed between setting the replaced copy aside and renaming the new one: the newest complete copy wins
+    ({".replaced-global_step3-bb": ("complete", "old"), ".tmp-global_step3-aa": ("complete", "new")},
+     {"global_step3": "new"}),
+    ({".replaced-global_step3-bb": ("complete", "old"), ".tmp-global_step3-aa": ("partial", "new")},
+     {"global_step3": "old"}),
+    # killed while pruning, or after the replace finished: leftovers go
+    ({".pruned-global_step1-cc": ("complete", "s1"), "global_step2": ("complete", "s2"),
+      ".replaced-global_step2-dd": ("complete", "older")}, {"global_step2": "s2"}),
+])
+def test_leftovers_of_a_killed_save_are_settled_by_the_next_run(tmp_path, layout, want):
+    from rlhfctl.ppo.checkpoint import CheckpointManager
+
+    for name, (state, marker) in layout.items():
+        if state == "complete":
+            _fake_checkpoint(tmp_path / name, int(name.split("global_step")[1].split("-")[0]), marker)
+        else:
+            (tmp_path / name / "actor").mkdir(parents=True)
+    mgr = CheckpointManager(str(tmp_path), max_ckpt_num=3)
+    assert {p.name: (p / "actor" / "weights").read_text() for p in tmp_path.iterdir()} == want
+    assert mgr.latest().name == max(want, key=lambda n: int(n[len("global_step"):]))
+
+
 # ------------------------------------------------------------------------------------------------ tracking
 def test_tracker_writes_jsonl_tensorboard_and_wandb_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")

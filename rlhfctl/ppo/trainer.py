@@ -291,9 +291,9 @@ class PPOTrainer:
             futures += self.roles.critic.call_all("save_checkpoint", str(folder / "critic"))
         get(futures)
         self.state.kl_coef = self.kl_ctl.value
-        self.checkpoints.finish(folder, self.state)
-        self.tracker.note(f"checkpoint of step {self.state.step} saved in {folder}")
-        return str(folder)
+        final = self.checkpoints.finish(folder, self.state)
+        self.tracker.note(f"checkpoint of step {self.state.step} saved in {final}")
+        return str(final)
 
     def load_checkpoint(self, folder: str) -> None:
         from pathlib import Path
