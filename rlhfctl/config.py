@@ -239,6 +239,10 @@ class TrainArgs(Group):
     critic_learning_rate: float = _opt(9e-6, "Critic learning rate.", gt=0)
     lr_warmup_ratio: float = _opt(0.03, "Fraction of optimizer steps spent warming the learning rate up.", ge=0, lt=1)
     max_norm: float = _opt(1.0, "Gradient clipping norm.", gt=0)
+    skip_nonfinite_batches: bool = _opt(
+        False, "Skip a batch whose reward, log-probs, values, loss or gradient norm is NaN or infinite (counted as "
+        "nonfinite_skipped in the metrics) instead of stopping the run with a checkpoint of the last good step."
+    )
 
 
 class PPOArgs(Group):

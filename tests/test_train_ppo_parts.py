@@ -340,3 +340,37 @@ def test_train_batch_must_divide_by_micro_batch_times_workers():
     with pytest.raises(Exception, match="multiple of --micro-train-batch-size"):
         TrainPPOConfig(pretrain="p", prompt_data="d", remote_rm_url="r.py", train_batch_size=12,
                        micro_train_batch_size=4, actor_num_gpus_per_node=2)
+
+
+# ------------------------------------------------------------------------------------------------ NaN / inf
+def test_nonfinite_checks_name_the_field_and_sample_and_ignore_padding():
+    from rlhfctl.ppo.nonfinite import check_experience, check_rewards
+
+    assert check_rewards(torch.tensor([0.5, -1.0])) is None
+    found = check_rewards(torch.tensor([0.5, float("-inf"), float("nan")]))
+    assert found.describe() == "reward of sample 1 is -inf" and not found.from_trained_weights
+    exp = _experience(2, 3, 3, 1.0)
+    exp.values = torch.zeros(3, 3)
+    exp.log_probs[0, -1] = float("nan")  # row 0's last token is padding (action mask 0): not a finding
+    assert check_experience(exp) is None
+    exp.values[2, 1] = float("inf")
+    exp.advantages[1, 0] = float("nan")
+    found = check_experience(exp)  # what the models said comes before what the driver derived from it
+    assert found.describe() == "critic values of sample 2 is inf" and found.from_trained_weights
+    exp.values[2, 1] = 0.0
+    assert check_experience(exp).describe() == "advantages of sample 1 is nan"
+
+
+def test_our_errors_survive_pickling_with_their_fields():
+    """Raised in a Ray worker, an error is pickled to reach the driver: keyword-only fields must survive."""
+    import pickle
+
+    from rlhfctl.errors import WorkerError
+    from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+    from rlhfctl.rewards.contract import RewardFault
+
+    for exc in (ConfigError("--critic-pretrain x: no such folder"), WorkerError("critic worker 0 failed", "tb"),
+                NonFiniteUpdate("policy_loss is nan", role="actor", updates_applied=2),
+                RewardFault("rewards value is nan", kind="nan", where="f.py", index=3, user_traceback="tb")):
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc) and str(again) == str(exc) and vars(again) == vars(exc)

@@ -35,6 +35,11 @@ class Finding:
     def describe(self) -> str:
         return f"{self.what} of sample {self.index} is {self.value}"
 
+    @property
+    def from_trained_weights(self) -> bool:
+        """The trained actor or critic itself computed it: its weights are not a good state to save."""
+        return self.what in ("actor log-probs", "critic values")
+
 
 def check_rewards(rewards: Tensor) -> Optional[Finding]:
     """The first sample whose sequence reward is not finite."""

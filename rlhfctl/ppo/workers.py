@@ -57,27 +57,54 @@ class _TrainedWorker:
     engine: Any
     cfg: Any
     rank: int
+    role: str = "model"
+    loss_name: str = "loss"
 
     def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
-        """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes."""
+        """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes.
+
+        An update whose gradient norm is not finite is never applied (the engine drops it): with
+        --skip-nonfinite-batches its micro-batches are left out of the metrics and counted in
+        `nonfinite_skipped`; otherwise the step stops here with NonFiniteUpdate, naming the loss or norm."""
+        from rlhfctl.ppo.nonfinite import NonFiniteUpdate, first_nonfinite_stat
+
         generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=2))
         self.engine.module.train()
-        records = []
-        for _ in range(self.cfg.max_epochs):
-            for mb in experience.micro_batches(self.cfg.micro_train_batch_size, generator):
-                loss, stats = self._loss(mb)
-                self.engine.backward(loss)
-                update = self.engine.step()
-                if update.get("stepped"):
-                    stats.update(lr=float(update["lr"]))
-                    if update.get("grad_norm") is not None:
-                        stats.update(grad_norm=float(update["grad_norm"]))
-                records.append(stats)
-        self.engine.module.eval()
-        return _mean_metrics(records)
+        records: list[dict[str, float]] = []
+        pending: list[dict[str, float]] = []  # micro-batches of the update being accumulated
+        applied = skipped = 0
+        try:
+            for epoch in range(self.cfg.max_epochs):
+                for mb in experience.micro_batches(self.cfg.micro_train_batch_size, generator):
+                    loss, stats = self._loss(mb)
+                    self.engine.backward(loss)
+                    update = self.engine.step()
+                    pending.append(stats)
+                    if update.get("nonfinite"):
+                        bad = first_nonfinite_stat(pending, (self.loss_name,)) or ("grad_norm", update["grad_norm"])
+                        pending = []
+                        skipped += 1
+                        if not self.cfg.skip_nonfinite_batches:
+                            raise NonFiniteUpdate(
+                                f"step {step + 1}: the {self.role}'s {bad[0]} is {bad[1]} in its update "
+                                f"{applied + skipped} (epoch {epoch + 1}), so that update was not applied",
+                                role=self.role, updates_applied=applied)
+                    elif update.get("stepped"):
+                        applied += 1
+                        stats.update(lr=float(update["lr"]))
+                        if update.get("grad_norm") is not None:
+                            stats.update(grad_norm=float(update["grad_norm"]))
+                        records += pending
+                        pending = []
+        finally:
+            self.engine.module.eval()
+        metrics = _mean_metrics(records + pending)
+        if self.cfg.skip_nonfinite_batches:
+            metrics["nonfinite_skipped"] = float(skipped)
+        return metrics
 
     def save_checkpoint(self, folder: str) -> None:
         self.engine.save_checkpoint(folder)
@@ -88,6 +115,9 @@ class _TrainedWorker:
 
 class PolicyWorker(_TrainedWorker):
     """The actor: generate, log-probs of sampled tokens, PPO policy updates, save_pretrained."""
+
+    role = "actor"
+    loss_name = "policy_loss"
 
     def __init__(self, cfg: Any, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
@@ -171,6 +201,9 @@ class ReferenceWorker:
 
 class CriticWorker(_TrainedWorker):
     """V(s_t) per response token, trained on the GAE returns with the clipped value loss."""
+
+    role = "critic"
+    loss_name = "value_loss"
 
     def __init__(self, cfg: Any, total_updates: int) -> None:
         from rlhfctl.models.critic import Critic, critic_source
