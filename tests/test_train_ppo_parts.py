@@ -374,3 +374,52 @@ def test_our_errors_survive_pickling_with_their_fields():
                 RewardFault("rewards value is nan", kind="nan", where="f.py", index=3, user_traceback="tb")):
         again = pickle.loads(pickle.dumps(exc))
         assert type(again) is type(exc) and str(again) == str(exc) and vars(again) == vars(exc)
+
+
+# ------------------------------------------------------------------------------------------------ 4-bit, offload
+@pytest.mark.parametrize("extra, needle", [
+    ([], "--load-in-4bit: the reference model would load in 4 bits with bitsandbytes, which needs a CUDA GPU, and "
+         "this machine has none (the actor and critic never would: training 4-bit weights needs LoRA adapters"),
+    (["--advantage-estimator", "group_norm", "--n-samples-per-prompt", "2", "--init-kl-coef", "0"],
+     "--load-in-4bit: every model of this run is trained (the actor), and training 4-bit weights needs LoRA"),
+])
+def test_load_in_4bit_names_the_roles_and_exits_2_before_ray_starts(extra, needle, tiny_policy_dir, prompt_file,
+                                                                    tmp_path, capsys):
+    import ray
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    reward = tmp_path / "r.py"
+    reward.write_text("def reward_func(queries, prompts, labels):\n    return [0.0] * len(queries)\n")
+    result = _cli(capsys, "--pretrain", str(tiny_policy_dir), "--prompt-data", str(prompt_file), "--remote-rm-url",
+                  str(reward), "--rollout-batch-size", "2", "--train-batch-size", "4", "--micro-train-batch-size",
+                  "1", "--save-path", str(tmp_path / "out"), "--load-in-4bit", *extra)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and result.stderr.count("Error:") == 1
+    assert not ray.is_initialized()  # refused before Ray started
+
+
+def _offload_cfg(policy, **kw):
+    return TrainPPOConfig(pretrain=str(policy), prompt_data="p.jsonl", remote_rm_url="r.py",
+                          micro_rollout_batch_size=2, n_samples_per_prompt=1, **kw)
+
+
+def test_ref_reward_offload_moves_the_frozen_models_around_each_call(tiny_policy_dir, tiny_rm_seqcls_dir):
+    """On this CPU machine the device is the CPU, so the move is a no-op; what is shown: the onload/offload path
+    runs once per call, the weights are on the CPU between calls, and the results are those without offload."""
+    from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
+
+    ids = torch.randint(5, 200, (3, 10))
+    mask = torch.ones_like(ids)
+    kept = ReferenceWorker(_offload_cfg(tiny_policy_dir))
+    moved = ReferenceWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True))
+    assert torch.equal(moved.log_probs(ids, mask, 4), kept.log_probs(ids, mask, 4))
+    moved.log_probs(ids, mask, 4)
+    assert moved.offload_onloads() == 2 and kept.offload_onloads() == 0
+    assert all(p.device.type == "cpu" for p in moved.model.parameters())
+    rm_cfg = dict(reward_pretrain=str(tiny_rm_seqcls_dir))
+    rm_kept = RewardModelWorker(_offload_cfg(tiny_policy_dir, **rm_cfg))
+    rm_moved = RewardModelWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True, **rm_cfg))
+    texts = ["What is 2 + 3? 5", "What is 7 * 6? 41"]
+    assert rm_moved.score(texts, texts, ["", ""]).rewards == rm_kept.score(texts, texts, ["", ""]).rewards
+    assert rm_moved.offload_onloads() == 1

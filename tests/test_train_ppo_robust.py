@@ -227,3 +227,28 @@ def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(tiny_policy_
     again = train(args[:-2] + ["--save-steps", "1", "--load-checkpoint", "--num-episodes", "2"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert [m["step"] for m in metrics(out)] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------ offload
+def test_ref_reward_offload_reaches_the_ray_workers(tiny_policy_dir, tiny_rm_seqcls_dir, ray_address):
+    """The reference and reward-model roles, as Ray actors of the shared cluster, run the offload path per call."""
+    import torch
+
+    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.distributed.placement import place, release
+    from rlhfctl.distributed.roles import RoleGroup, get
+    from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
+
+    cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", reward_pretrain=str(tiny_rm_seqcls_dir),
+                         ray_address=ray_address, ref_reward_offload=True, micro_rollout_batch_size=2,
+                         ref_num_gpus_per_node=1, reward_num_gpus_per_node=1)
+    plan = place(cfg, ["ref", "reward"])
+    try:
+        ref = RoleGroup("ref", plan, ReferenceWorker, cfg).wait_ready()
+        reward = RoleGroup("reward", plan, RewardModelWorker, cfg).wait_ready()
+        ids = torch.randint(5, 200, (2, 8))
+        assert get(ref.call_all("log_probs", ids, torch.ones_like(ids), 3))[0].shape == (2, 3)
+        get(reward.call_all("score", ["a b", "c d"], ["a", "c"], ["", ""]))
+        assert get(ref.call_all("offload_onloads")) == [1] and get(reward.call_all("offload_onloads")) == [1]
+    finally:
+        release(plan)

@@ -180,23 +180,35 @@ class PolicyWorker(_TrainedWorker):
 
 
 class ReferenceWorker:
-    """The frozen initial policy: log-probs for the KL penalty."""
+    """The frozen initial policy: log-probs for the KL penalty (4-bit with --load-in-4bit, on the CPU between
+    calls with --ref-reward-offload)."""
 
     def __init__(self, cfg: Any) -> None:
+        from rlhfctl.distributed.process_group import local_device
         from rlhfctl.models.actor import load_policy
+        from rlhfctl.models.offload import Offloader
 
         self.cfg = cfg
-        self.model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn).eval()
+        self.model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
+                                 load_in_4bit=cfg.load_in_4bit).eval()
         self.model.requires_grad_(False)
+        self.offloader = Offloader(self.model, local_device(), cfg.ref_reward_offload)
 
     @torch.no_grad()
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         from rlhfctl.models.actor import action_log_probs
 
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
-        out = [action_log_probs(self.model, sequences[s], attention_mask[s], num_actions, self.cfg.temperature)
-               for s in _forward_chunks(len(sequences), size)]
+        with self.offloader.onloaded():
+            device = next(self.model.parameters()).device
+            out = [action_log_probs(self.model, sequences[s].to(device), attention_mask[s].to(device), num_actions,
+                                    self.cfg.temperature).cpu()
+                   for s in _forward_chunks(len(sequences), size)]
         return torch.cat(out) if out else torch.zeros(0, num_actions)
+
+    def offload_onloads(self) -> int:
+        """How many times the weights were moved to the device for a call (--ref-reward-offload)."""
+        return self.offloader.onloads
 
 
 class CriticWorker(_TrainedWorker):
@@ -239,12 +251,20 @@ class CriticWorker(_TrainedWorker):
 
 
 class RewardModelWorker:
-    """A local reward model (--reward-pretrain) scoring queries, as a role of its own."""
+    """A local reward model (--reward-pretrain) scoring queries, as a role of its own (on the CPU between calls
+    with --ref-reward-offload)."""
 
     def __init__(self, cfg: Any) -> None:
+        from rlhfctl.models.offload import Offloader
         from rlhfctl.rewards.factory import open_reward_model
 
         self.source = open_reward_model(cfg)
+        model = self.source.model
+        self.offloader = Offloader(model, model.device, cfg.ref_reward_offload)
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> Any:
-        return self.source.score(queries, prompts, labels)
+        with self.offloader.onloaded():
+            return self.source.score(queries, prompts, labels)
+
+    def offload_onloads(self) -> int:
+        return self.offloader.onloads
