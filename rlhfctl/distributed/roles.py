@@ -60,7 +60,7 @@ class WorkerActor:
             import traceback
 
             rank = os.environ.get("RANK", "0")
-            raise WorkerError(f"{self.role} worker {rank} failed ({what}): {type(exc).__name__}: {exc}",
+            raise WorkerError(f"{self.role} worker {rank} failed ({what}): {type(exc).__name__}: {_first_line(exc)}",
                               remote_traceback=traceback.format_exc()) from None
 
 
@@ -144,11 +144,15 @@ def unwrap_remote_error(exc: BaseException) -> BaseException:
         if isinstance(cause, ray.exceptions.RayError):
             return unwrap_remote_error(cause)
         name = exc.function_name.rsplit(".", 1)[-1] if exc.function_name else "a task"
-        return WorkerError(f"a Ray worker failed in {name}: {type(cause).__name__}: {cause}",
+        return WorkerError(f"a Ray worker failed in {name}: {type(cause).__name__}: {_first_line(cause)}",
                            remote_traceback=exc.traceback_str or "")
     if isinstance(exc, ray.exceptions.RayActorError):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reason given"
-        return WorkerError(f"a Ray worker process died ({first}); its log is in the Ray session's logs folder "
-                           "(/tmp/ray/session_latest/logs)", remote_traceback=str(exc))
-    return WorkerError(f"Ray: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-                       remote_traceback=str(exc))
+        return WorkerError(f"a Ray worker process died ({_first_line(exc) or 'no reason given'}); its log is in the "
+                           "Ray session's logs folder (/tmp/ray/session_latest/logs)", remote_traceback=str(exc))
+    return WorkerError(f"Ray: {type(exc).__name__}: {_first_line(exc)}", remote_traceback=str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first non-empty line, so the user's error stays one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] + (" (more with --debug)" if len(lines) > 1 else "") if lines else ""
