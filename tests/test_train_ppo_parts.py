@@ -423,3 +423,33 @@ def test_ref_reward_offload_moves_the_frozen_models_around_each_call(tiny_policy
     texts = ["What is 2 + 3? 5", "What is 7 * 6? 41"]
     assert rm_moved.score(texts, texts, ["", ""]).rewards == rm_kept.score(texts, texts, ["", ""]).rewards
     assert rm_moved.offload_onloads() == 1
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
+def test_an_update_with_a_nan_loss_is_skipped_or_stops_the_step(skip, tiny_policy_dir):
+    """The actor worker (torch engine, no Ray) on 4 rows in 2 updates, one row's advantage NaN: that update is never
+    applied; with --skip-nonfinite-batches the other one is, and the metrics count one skip and stay finite."""
+    import math
+
+    from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+    from rlhfctl.ppo.workers import PolicyWorker
+
+    cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
+                         micro_train_batch_size=2, train_batch_size=2, lr_warmup_ratio=0.0,
+                         skip_nonfinite_batches=skip)
+    worker = PolicyWorker(cfg, total_updates=4)
+    exp = _experience(3, 4, 4, 0.0)
+    exp.log_probs = torch.full_like(exp.log_probs, -2.0)
+    exp.advantages = torch.ones_like(exp.advantages)
+    exp.advantages[1, 0] = float("nan")
+    before = {k: v.clone() for k, v in worker.engine.unwrapped.state_dict().items()}
+    if not skip:
+        with pytest.raises(NonFiniteUpdate, match=r"the actor's policy_loss is nan in its update \d") as caught:
+            worker.train(exp, step=0)
+        assert caught.value.role == "actor" and caught.value.updates_applied in (0, 1)
+        return
+    metrics = worker.train(exp, step=0)
+    assert metrics["nonfinite_skipped"] == 1.0 and all(math.isfinite(v) for v in metrics.values())
+    after = worker.engine.unwrapped.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before) and worker.engine.global_step == 1
