@@ -238,8 +238,10 @@ class PPOTrainer:
                              f"resume with --load-checkpoint.{details}")
 
     def _newest_good(self) -> str:
+        """Where to resume from instead: the newest checkpoint saved before this step (whose weights may already
+        be the start of the divergence; nothing later was checked)."""
         latest = self.checkpoints.latest()
-        return f"the newest good checkpoint is {latest if latest is not None else 'none (see --save-steps)'}"
+        return f"the newest checkpoint is {latest if latest is not None else 'none (see --save-steps)'}"
 
     def _nonfinite_update(self, failures: list[NonFiniteUpdate], finished: list[str]) -> None:
         """A trained role's update went non-finite and was not applied: stop, saving a checkpoint only when that
