@@ -262,6 +262,10 @@ class TrainArgs(Group):
         -1, "Train only the critic for the first N steps (the actor still samples), to warm the critic up "
         "(-1: never freeze).", ge=-1
     )
+    skip_nonfinite_batches: bool = _opt(
+        False, "Skip a batch whose reward, log-probs, values, loss or gradient norm is NaN or infinite (counted as "
+        "nonfinite_skipped in the metrics) instead of stopping the run with a checkpoint of the last good step."
+    )
 
 
 class PPOArgs(Group):

@@ -354,3 +354,28 @@ def test_two_workers_end_each_step_with_identical_weights(tiny_policy_dir, tmp_p
         assert r1["state"] == {}  # the full state dict is rank 0's alone
         _assert_state_close(r0["state"], want, TOL)
         assert [s["grad_norm"] for s in r0["stats"]] == pytest.approx([s["grad_norm"] for s in ref_stats], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- non-finite
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, stage", ENGINES, ids=IDS)
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_a_nonfinite_gradient_is_never_applied(tiny_policy_dir, kind, stage, bf16):
+    """An inf loss (NaN gradients) at an update: weights, schedule and step count stay as they were, the result
+    says so, and the next finite update is an ordinary one. Unguarded, torch and ZeRO-0 fp32 wrote NaN weights."""
+    eng = _engine(tiny_policy_dir, kind, stage, bf16=bf16, warmup_ratio=0.0)
+    ids = _batches(1)[0]
+    with torch.no_grad(), eng.gathered_params():
+        before = {n: p.detach().clone() for n, p in eng.unwrapped.named_parameters()}
+    lr = eng.lr
+    eng.backward(eng.module(input_ids=ids, labels=ids).loss * float("inf"))
+    result = eng.step()
+    assert result["nonfinite"] and not result["stepped"] and not math.isfinite(result["grad_norm"])
+    assert eng.global_step == 0 and eng.micro_step == 0 and eng.lr == lr
+    with torch.no_grad(), eng.gathered_params():
+        assert all(torch.equal(before[n], p) for n, p in eng.unwrapped.named_parameters())
+    losses, stats = _train(eng, [ids])
+    assert len(stats) == 1 and math.isfinite(stats[0]["grad_norm"]) and eng.global_step == 1
+    with torch.no_grad(), eng.gathered_params():
+        assert all(torch.isfinite(p).all() for p in eng.unwrapped.parameters())
+        assert any(not torch.equal(before[n], p) for n, p in eng.unwrapped.named_parameters())

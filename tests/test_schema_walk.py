@@ -28,8 +28,6 @@ READ_BY_PATTERN.update({name: ("ppo/workers.py", "cfg.clip_low_high") for name i
 # Fields that exist for OpenRLHF compatibility and act only by printing their message. Each entry: why, and the
 # text of the message that the code prints (checked to be in the source).
 COMPAT_ONLY: dict[str, tuple[str, str]] = {
-    # Implemented on branch `robust` (offload of the reference and reward models); until merged, unread here.
-    "ref_reward_offload": ("branch robust implements it", ""),
 }
 
 

@@ -347,6 +347,7 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
     result = train(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("vLLM rollout engines are not built yet") == 1
+    assert result.stderr.count("--ref-reward-offload: there is no GPU in this run") == 1  # the seed's flag acts
     steps = metrics(out)
     assert len(steps) == 1 and "value_loss" in steps[0] and steps[0]["reward/label_seen"] == 1.0
     assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))

@@ -139,7 +139,10 @@ def test_critic_from_openrlhf_layout_and_from_a_causal_lm(tiny_rm_openrlhf_dir, 
     assert torch.equal(critic.value_head.weight, _read_tensor(tiny_rm_openrlhf_dir, "value_head.weight"))
     fresh = Critic.from_pretrained(str(tiny_policy_dir))
     assert fresh.value_head.weight.abs().max() < 0.5
-    assert critic_source(None, "rm", "policy") == "rm" and critic_source("c", "rm", "p") == "c"
+    rm, policy = str(tiny_rm_openrlhf_dir), str(tiny_policy_dir)
+    assert critic_source(None, rm, policy) == rm and critic_source(policy, rm, "p") == policy
+    with pytest.raises(ConfigError, match="--critic-pretrain /no/such: no such folder"):
+        critic_source("/no/such", rm, policy)
 
 
 # ------------------------------------------------------------------------------------------------ placement
@@ -193,6 +196,64 @@ def test_checkpoints_ignore_unfinished_and_keep_the_newest(tmp_path):
     assert [s for s, _ in mgr.complete()] == [2, 3]
     assert mgr.latest().name == "global_step3"
     assert TrainerState.from_file(mgr.latest() / "trainer_state.json").step == 3
+
+
+def _fake_checkpoint(folder, step, marker):
+    from rlhfctl.ppo.checkpoint import TrainerState
+
+    (folder / "actor").mkdir(parents=True)
+    (folder / "actor" / "weights").write_text(marker)
+    (folder / "trainer_state.json").write_text(TrainerState(step=step).to_json())
+
+
+def test_saving_the_same_step_again_never_leaves_it_missing(tmp_path):
+    """The resumed-run-whose-reward-fails case: step 2 is saved again over the only good checkpoint. Until the new
+    copy is complete, the old one stays in place; a save that dies half-way leaves the old one untouched."""
+    from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+
+    mgr = CheckpointManager(str(tmp_path), max_ckpt_num=1)
+    tmp = mgr.begin(2)
+    (tmp / "actor").mkdir()
+    (tmp / "actor" / "weights").write_text("old")
+    mgr.finish(tmp, TrainerState(step=2))
+    dying = mgr.begin(2)  # the second save of step 2 is under way (or killed): the first is still complete
+    (dying / "actor").mkdir()
+    assert mgr.latest() == tmp_path / "global_step2"
+    assert (mgr.latest() / "actor" / "weights").read_text() == "old"
+    assert CheckpointManager(str(tmp_path), max_ckpt_num=1).recover() == []  # the next run settled it already
+    assert not dying.exists()
+    again = mgr.begin(2)
+    (again / "actor").mkdir()
+    (again / "actor" / "weights").write_text("new")
+    mgr.finish(again, TrainerState(step=2))
+    assert [p.name for p in tmp_path.iterdir()] == ["global_step2"]
+    assert (tmp_path / "global_step2" / "actor" / "weights").read_text() == "new"
+
+
+@pytest.mark.parametrize("layout, want", [
+    # killed after the new copy was complete but before its rename: it is put in place
+    ({".tmp-global_step3-aa": ("complete", "new"), "global_step2": ("complete", "s2")}, {"global_step2": "s2",
+                                                                                         "global_step3": "new"}),
+    # killed between setting the replaced copy aside and renaming the new one: the newest complete copy wins
+    ({".replaced-global_step3-bb": ("complete", "old"), ".tmp-global_step3-aa": ("complete", "new")},
+     {"global_step3": "new"}),
+    ({".replaced-global_step3-bb": ("complete", "old"), ".tmp-global_step3-aa": ("partial", "new")},
+     {"global_step3": "old"}),
+    # killed while pruning, or after the replace finished: leftovers go
+    ({".pruned-global_step1-cc": ("complete", "s1"), "global_step2": ("complete", "s2"),
+      ".replaced-global_step2-dd": ("complete", "older")}, {"global_step2": "s2"}),
+])
+def test_leftovers_of_a_killed_save_are_settled_by_the_next_run(tmp_path, layout, want):
+    from rlhfctl.ppo.checkpoint import CheckpointManager
+
+    for name, (state, marker) in layout.items():
+        if state == "complete":
+            _fake_checkpoint(tmp_path / name, int(name.split("global_step")[1].split("-")[0]), marker)
+        else:
+            (tmp_path / name / "actor").mkdir(parents=True)
+    mgr = CheckpointManager(str(tmp_path), max_ckpt_num=3)
+    assert {p.name: (p / "actor" / "weights").read_text() for p in tmp_path.iterdir()} == want
+    assert mgr.latest().name == max(want, key=lambda n: int(n[len("global_step"):]))
 
 
 # ------------------------------------------------------------------------------------------------ tracking
@@ -279,3 +340,116 @@ def test_train_batch_must_divide_by_micro_batch_times_workers():
     with pytest.raises(Exception, match="multiple of --micro-train-batch-size"):
         TrainPPOConfig(pretrain="p", prompt_data="d", remote_rm_url="r.py", train_batch_size=12,
                        micro_train_batch_size=4, actor_num_gpus_per_node=2)
+
+
+# ------------------------------------------------------------------------------------------------ NaN / inf
+def test_nonfinite_checks_name_the_field_and_sample_and_ignore_padding():
+    from rlhfctl.ppo.nonfinite import check_experience, check_rewards
+
+    assert check_rewards(torch.tensor([0.5, -1.0])) is None
+    found = check_rewards(torch.tensor([0.5, float("-inf"), float("nan")]))
+    assert found.describe() == "reward of sample 1 is -inf" and not found.from_trained_weights
+    exp = _experience(2, 3, 3, 1.0)
+    exp.values = torch.zeros(3, 3)
+    exp.log_probs[0, -1] = float("nan")  # row 0's last token is padding (action mask 0): not a finding
+    assert check_experience(exp) is None
+    exp.values[2, 1] = float("inf")
+    exp.advantages[1, 0] = float("nan")
+    found = check_experience(exp)  # what the models said comes before what the driver derived from it
+    assert found.describe() == "critic values of sample 2 is inf" and found.from_trained_weights
+    exp.values[2, 1] = 0.0
+    assert check_experience(exp).describe() == "advantages of sample 1 is nan"
+
+
+def test_our_errors_survive_pickling_with_their_fields():
+    """Raised in a Ray worker, an error is pickled to reach the driver: keyword-only fields must survive."""
+    import pickle
+
+    from rlhfctl.errors import WorkerError
+    from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+    from rlhfctl.rewards.contract import RewardFault
+
+    for exc in (ConfigError("--critic-pretrain x: no such folder"), WorkerError("critic worker 0 failed", "tb"),
+                NonFiniteUpdate("policy_loss is nan", role="actor", updates_applied=2),
+                RewardFault("rewards value is nan", kind="nan", where="f.py", index=3, user_traceback="tb")):
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc) and str(again) == str(exc) and vars(again) == vars(exc)
+
+
+# ------------------------------------------------------------------------------------------------ 4-bit, offload
+@pytest.mark.parametrize("extra, needle", [
+    ([], "--load-in-4bit: the reference model would load in 4 bits with bitsandbytes, which needs a CUDA GPU, and "
+         "this machine has none (the actor and critic never would: training 4-bit weights needs LoRA adapters"),
+    (["--advantage-estimator", "group_norm", "--n-samples-per-prompt", "2", "--init-kl-coef", "0"],
+     "--load-in-4bit: every model of this run is trained (the actor), and training 4-bit weights needs LoRA"),
+])
+def test_load_in_4bit_names_the_roles_and_exits_2_before_ray_starts(extra, needle, tiny_policy_dir, prompt_file,
+                                                                    tmp_path, capsys):
+    import ray
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    reward = tmp_path / "r.py"
+    reward.write_text("def reward_func(queries, prompts, labels):\n    return [0.0] * len(queries)\n")
+    result = _cli(capsys, "--pretrain", str(tiny_policy_dir), "--prompt-data", str(prompt_file), "--remote-rm-url",
+                  str(reward), "--rollout-batch-size", "2", "--train-batch-size", "4", "--micro-train-batch-size",
+                  "1", "--save-path", str(tmp_path / "out"), "--load-in-4bit", *extra)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and result.stderr.count("Error:") == 1
+    assert not ray.is_initialized()  # refused before Ray started
+
+
+def _offload_cfg(policy, **kw):
+    return TrainPPOConfig(pretrain=str(policy), prompt_data="p.jsonl", remote_rm_url="r.py",
+                          micro_rollout_batch_size=2, n_samples_per_prompt=1, **kw)
+
+
+def test_ref_reward_offload_moves_the_frozen_models_around_each_call(tiny_policy_dir, tiny_rm_seqcls_dir):
+    """On this CPU machine the device is the CPU, so the move is a no-op; what is shown: the onload/offload path
+    runs once per call, the weights are on the CPU between calls, and the results are those without offload."""
+    from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
+
+    ids = torch.randint(5, 200, (3, 10))
+    mask = torch.ones_like(ids)
+    kept = ReferenceWorker(_offload_cfg(tiny_policy_dir))
+    moved = ReferenceWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True))
+    assert torch.equal(moved.log_probs(ids, mask, 4), kept.log_probs(ids, mask, 4))
+    moved.log_probs(ids, mask, 4)
+    assert moved.offload_onloads() == 2 and kept.offload_onloads() == 0
+    assert all(p.device.type == "cpu" for p in moved.model.parameters())
+    rm_cfg = dict(reward_pretrain=str(tiny_rm_seqcls_dir))
+    rm_kept = RewardModelWorker(_offload_cfg(tiny_policy_dir, **rm_cfg))
+    rm_moved = RewardModelWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True, **rm_cfg))
+    texts = ["What is 2 + 3? 5", "What is 7 * 6? 41"]
+    assert rm_moved.score(texts, texts, ["", ""]).rewards == rm_kept.score(texts, texts, ["", ""]).rewards
+    assert rm_moved.offload_onloads() == 1
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["stop", "skip"])
+def test_an_update_with_a_nan_loss_is_skipped_or_stops_the_step(skip, tiny_policy_dir):
+    """The actor worker (torch engine, no Ray) on 4 rows in 2 updates, one row's advantage NaN: that update is never
+    applied; with --skip-nonfinite-batches the other one is, and the metrics count one skip and stay finite."""
+    import math
+
+    from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+    from rlhfctl.ppo.workers import PolicyWorker
+
+    cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
+                         micro_train_batch_size=2, train_batch_size=2, lr_warmup_ratio=0.0,
+                         skip_nonfinite_batches=skip)
+    worker = PolicyWorker(cfg, total_updates=4)
+    exp = _experience(3, 4, 4, 0.0)
+    exp.log_probs = torch.full_like(exp.log_probs, -2.0)
+    exp.advantages = torch.ones_like(exp.advantages)
+    exp.advantages[1, 0] = float("nan")
+    before = {k: v.clone() for k, v in worker.engine.unwrapped.state_dict().items()}
+    if not skip:
+        with pytest.raises(NonFiniteUpdate, match=r"the actor's policy_loss is nan in its update \d") as caught:
+            worker.train(exp, step=0)
+        assert caught.value.role == "actor" and caught.value.updates_applied in (0, 1)
+        return
+    metrics = worker.train(exp, step=0)
+    assert metrics["nonfinite_skipped"] == 1.0 and all(math.isfinite(v) for v in metrics.values())
+    after = worker.engine.unwrapped.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before) and worker.engine.global_step == 1

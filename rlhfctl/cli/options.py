@@ -156,6 +156,7 @@ def make_command(command: str, config_cls: type[BaseModel], run: Callable[[Any],
             code = run(cfg)
         except RlhfctlError as exc:
             if debug_enabled():
+                sys.stderr.write(getattr(exc, "remote_traceback", ""))  # a Ray worker's own traceback
                 raise
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -113,7 +114,8 @@ class DeepSpeedTrainingEngine(TrainingEngine):
             "train_batch_size": train_batch,
             "gradient_clipping": max_norm,
             "zero_optimization": zero,
-            "bf16": {"enabled": bf16},
+            # bf16 ZeRO optimizers skip a non-finite update only when asked to (fp32 ones always do).
+            "bf16": {"enabled": bf16, "check_grad_overflow": True},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
@@ -124,12 +126,34 @@ class DeepSpeedTrainingEngine(TrainingEngine):
     def _update(self) -> float | None | Literal[False]:
         boundary = self._ds.is_gradient_accumulation_boundary()
         grad_norm = None
+        forced_skip = False
         if boundary and self.zero_stage == 0:  # ZeRO-0 clips inside step() but keeps no norm: measure it here
             grads = [p.grad.detach().float() for p in self._params if p.grad is not None]
             grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-        self._ds.step()
+            # ZeRO 1-3 and bf16 skip a non-finite update themselves; ZeRO-0 in fp32 hands the client AdamW whatever
+            # it gets. So DeepSpeed steps (its counters stay in line) over zeroed gradients while the AdamW holds no
+            # parameters, and the optimizer is flagged `overflow`, which makes DeepSpeed skip the schedule step.
+            forced_skip = not math.isfinite(grad_norm) and not hasattr(self._ds.optimizer, "overflow")
+        saved_params = []
+        if forced_skip:
+            for p in self._params:
+                if p.grad is not None:
+                    p.grad.zero_()
+            saved_params = [g["params"] for g in self._ds.optimizer.param_groups]
+            for g in self._ds.optimizer.param_groups:
+                g["params"] = []
+            self._ds.optimizer.overflow = True
+        try:
+            self._ds.step()
+        finally:
+            if forced_skip:
+                del self._ds.optimizer.overflow
+                for g, params in zip(self._ds.optimizer.param_groups, saved_params):
+                    g["params"] = params
         if not boundary:
             return False
+        if not self._ds.was_step_applied():
+            return grad_norm if grad_norm is not None and not math.isfinite(grad_norm) else math.nan
         if grad_norm is None:
             norm = self._ds.get_global_grad_norm()
             grad_norm = float(norm) if norm is not None else None

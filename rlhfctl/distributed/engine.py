@@ -174,7 +174,9 @@ class TrainingEngine:
 
         Call it once after every micro-batch's backward(). Returns {"stepped": bool, "grad_norm": float | None
         (pre-clip global norm; None when no update ran), "lr": the learning rate the update used (or, when none
-        ran, the one the next update will use)}.
+        ran, the one the next update will use)}. A non-finite global gradient norm (NaN or inf on any rank) is
+        never applied: the gradients are dropped, the optimizer, schedule and step count stay as they were, and
+        the result has "nonfinite": True (every rank sees the same norm, so all ranks skip together).
         """
         if not self._backward_pending:
             raise RuntimeError("TrainingEngine.step() without backward(loss) since the last step()")
@@ -184,6 +186,9 @@ class TrainingEngine:
         if grad_norm is False:
             self.micro_step += 1
             return {"stepped": False, "grad_norm": None, "lr": lr}
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            self.micro_step = 0
+            return {"stepped": False, "nonfinite": True, "grad_norm": grad_norm, "lr": lr}
         self.global_step += 1
         self.micro_step = 0
         return {"stepped": True, "grad_norm": grad_norm, "lr": lr}
@@ -192,7 +197,8 @@ class TrainingEngine:
         raise NotImplementedError
 
     def _update(self) -> float | None | Literal[False]:
-        """End a micro-batch: False when it was not the last of an accumulation, else the update's grad norm."""
+        """End a micro-batch: False when it was not the last of an accumulation, else the update's grad norm
+        (a non-finite norm: the update was skipped, see step())."""
         raise NotImplementedError
 
     def save_checkpoint(self, path: str) -> None:

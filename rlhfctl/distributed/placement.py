@@ -116,13 +116,14 @@ def start_ray(cfg: Any, cpu_bundles_needed: int) -> bool:
         except Exception as exc:  # ConnectionError, RuntimeError, ... depending on what is wrong
             raise PlacementError(f"--ray-address {cfg.ray_address}: cannot join the Ray cluster: {exc}") from None
         return True
-    gpus = _local_gpus()
+    gpus = local_gpus()
     num_cpus = max(os.cpu_count() or 1, cpu_bundles_needed if gpus == 0 else 0)
     ray.init(num_cpus=num_cpus, num_gpus=gpus, **common)
     return True
 
 
-def _local_gpus() -> int:
+def local_gpus() -> int:
+    """CUDA GPUs on this machine (0 where torch has no CUDA)."""
     try:
         import torch
 

@@ -4,22 +4,28 @@ data-parallel workers, and spreads a batch over them.
 Each worker learns its rank, the world size and the rendezvous address through MASTER_ADDR/MASTER_PORT/RANK/
 WORLD_SIZE before its engine is built (torch.distributed reads them), and sets torch's thread count to the CPUs it
 owns: spinning OpenMP threads of several processes on the same cores make each of them many times slower.
+
+Errors cross the Ray boundary as the user would see them in-process: an RlhfctlError raised in a worker is
+re-raised as itself by `get`, and any other exception becomes one WorkerError line naming the role, the rank and
+the exception (the worker's traceback kept for --debug), never a remote traceback.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rlhfctl.distributed.placement import PlacementPlan
+from rlhfctl.errors import RlhfctlError, WorkerError
 
 
 class WorkerActor:
     """Runs inside a Ray worker process: builds the worker object, then forwards method calls to it."""
 
-    def __init__(self, num_threads: int, env: dict[str, str]) -> None:
+    def __init__(self, num_threads: int, env: dict[str, str], role: str = "worker") -> None:
         import warnings
 
+        self.role = role
         os.environ.update(env)
         # torch.distributed's deprecation notes, repeated by every worker, would bury the training log.
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -39,10 +45,23 @@ class WorkerActor:
 
     def init_worker(self, worker_cls: type, env: dict[str, str], *args: Any, **kwargs: Any) -> None:
         os.environ.update(env)
-        self.worker = worker_cls(*args, **kwargs)
+        self.worker = self._guarded("starting", worker_cls, *args, **kwargs)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.worker, method)(*args, **kwargs)
+        return self._guarded(method, getattr(self.worker, method), *args, **kwargs)
+
+    def _guarded(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run fn; an unexpected exception becomes a one-line WorkerError naming role, rank and exception."""
+        try:
+            return fn(*args, **kwargs)
+        except RlhfctlError:
+            raise
+        except Exception as exc:
+            import traceback
+
+            rank = os.environ.get("RANK", "0")
+            raise WorkerError(f"{self.role} worker {rank} failed ({what}): {type(exc).__name__}: {_first_line(exc)}",
+                              remote_traceback=traceback.format_exc()) from None
 
 
 class RoleGroup:
@@ -67,9 +86,9 @@ class RoleGroup:
             )
             self.workers.append(remote_cls.options(
                 scheduling_strategy=strategy, name=None, max_concurrency=1, **resources
-            ).remote(threads, base_env))
+            ).remote(threads, base_env, role))
         world = len(self.workers)
-        addr, port = ray.get(self.workers[0].rendezvous.remote())
+        addr, port = get(self.workers[0].rendezvous.remote())
         # Workers build their models in parallel (and join one process group); wait_ready() collects them.
         self._ready = [
             w.init_worker.remote(worker_cls, {"MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank),
@@ -79,9 +98,7 @@ class RoleGroup:
 
     def wait_ready(self) -> "RoleGroup":
         """Block until every worker has built its model and engine (raises what a worker raised)."""
-        import ray
-
-        ray.get(self._ready)
+        get(self._ready)
         return self
 
     def __len__(self) -> int:
@@ -106,7 +123,36 @@ class RoleGroup:
 
 
 def get(futures: Any) -> Any:
-    """ray.get, imported lazily so callers need not import ray."""
+    """ray.get (imported lazily), with a worker's error re-raised as the user would see it in-process."""
     import ray
 
-    return ray.get(futures)
+    try:
+        return ray.get(futures)
+    except ray.exceptions.RayError as exc:
+        raise unwrap_remote_error(exc) from None
+
+
+def unwrap_remote_error(exc: BaseException) -> BaseException:
+    """The error a user should see for a Ray error: our own error raised in a worker as itself, anything else as
+    one WorkerError line (the remote traceback kept for --debug)."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause
+        if isinstance(cause, RlhfctlError):
+            return cause
+        if isinstance(cause, ray.exceptions.RayError):
+            return unwrap_remote_error(cause)
+        name = exc.function_name.rsplit(".", 1)[-1] if exc.function_name else "a task"
+        return WorkerError(f"a Ray worker failed in {name}: {type(cause).__name__}: {_first_line(cause)}",
+                           remote_traceback=exc.traceback_str or "")
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return WorkerError(f"a Ray worker process died ({_first_line(exc) or 'no reason given'}); its log is in the "
+                           "Ray session's logs folder (/tmp/ray/session_latest/logs)", remote_traceback=str(exc))
+    return WorkerError(f"Ray: {type(exc).__name__}: {_first_line(exc)}", remote_traceback=str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first non-empty line, so the user's error stays one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] + (" (more with --debug)" if len(lines) > 1 else "") if lines else ""

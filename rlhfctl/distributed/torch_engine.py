@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -62,9 +63,13 @@ class TorchTrainingEngine(TrainingEngine):
             for g in grads:
                 g.copy_(flat[offset:offset + g.numel()].view_as(g))
                 offset += g.numel()
+        grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        if not math.isfinite(grad_norm):  # never applied: drop the gradients, keep optimizer and schedule
+            self.unwrapped.zero_grad(set_to_none=True)
+            return grad_norm
         for m, g in zip(self._master, grads):
             m.grad = g
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self._master, self._max_norm))
+        torch.nn.utils.clip_grads_with_norm_(self._master, self._max_norm, torch.tensor(grad_norm))
         self._optimizer.step()
         self._scheduler.step()
         self._optimizer.zero_grad(set_to_none=True)

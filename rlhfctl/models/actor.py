@@ -60,14 +60,19 @@ def load_tokenizer(path: str, *, disable_fast_tokenizer: bool = False) -> Any:
 
 
 def load_policy(path: str, *, bf16: bool = False, flash_attn: bool = False,
-                gradient_checkpointing: bool = False) -> Any:
-    """An AutoModelForCausalLM from a local folder, in fp32 (or bf16), train mode off."""
+                gradient_checkpointing: bool = False, load_in_4bit: bool = False) -> Any:
+    """An AutoModelForCausalLM from a local folder, in fp32 (or bf16, or 4-bit on a GPU for a frozen copy), train
+    mode off."""
     from transformers import AutoModelForCausalLM
+
+    from rlhfctl.models.reward import four_bit_kwargs
 
     quiet_transformers()
     _require_folder(path, "--pretrain")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    extra = four_bit_kwargs(dtype) if load_in_4bit else {}
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation(flash_attn)
+        path, dtype=dtype, attn_implementation=attn_implementation(flash_attn), **extra
     )
     model.config.use_cache = True
     if gradient_checkpointing:

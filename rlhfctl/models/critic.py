@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import torch
 from torch import Tensor, nn
+
+from rlhfctl.errors import ConfigError
 
 from rlhfctl.models.actor import attn_implementation, position_ids, quiet_transformers
 
 
 def critic_source(critic_pretrain: str | None, reward_pretrain: str | None, pretrain: str | None) -> str:
-    """The folder a critic starts from, in OpenRLHF's order of preference."""
-    source = critic_pretrain or reward_pretrain or pretrain
-    if source is None:
-        raise ValueError("a critic needs --critic-pretrain, --reward-pretrain or --pretrain")
-    return source
+    """The folder a critic starts from, in OpenRLHF's order of preference (checked to exist)."""
+    for flag, source in (("--critic-pretrain", critic_pretrain), ("--reward-pretrain", reward_pretrain),
+                         ("--pretrain", pretrain)):
+        if source is not None:
+            if not Path(source).is_dir():
+                raise ConfigError(f"{flag} {source}: no such folder (the critic starts from it; a local Hugging "
+                                  "Face model folder is needed)")
+            return source
+    raise ConfigError("a critic needs --critic-pretrain, --reward-pretrain or --pretrain")
 
 
 def _read_tensor(folder: Path, key: str) -> Tensor | None:
@@ -60,7 +67,7 @@ class Critic(nn.Module):
         if not folder.is_dir():
             from rlhfctl.hub import missing_folder
 
-            raise ValueError(f"critic folder {path}: {missing_folder(path)}")
+            raise ConfigError(f"critic folder {path}: {missing_folder(path)}")
         backbone = AutoModel.from_pretrained(
             path, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation(flash_attn)
         )

@@ -77,7 +77,7 @@ def load_reward_model(
     dtype = torch.bfloat16 if bf16 else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": _attention(flash_attn)}
     if load_in_4bit:
-        kwargs.update(_four_bit(dtype))
+        kwargs.update(four_bit_kwargs(dtype))
     base = _load_base(folder, kwargs)
     head_weights = read_tensors(folder, tensors, [n for n in (f"{prefix}.weight", f"{prefix}.bias") if n in tensors])
     head = _make_head(head_weights, prefix, base.config.hidden_size, folder)
@@ -237,7 +237,8 @@ def _attention(flash_attn: bool) -> str:
     return "sdpa"
 
 
-def _four_bit(dtype: torch.dtype) -> dict[str, Any]:
+def four_bit_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """from_pretrained arguments that load the weights in 4 bits (NF4, bitsandbytes), for a frozen model."""
     if not torch.cuda.is_available():
         raise UsageError("--load-in-4bit needs bitsandbytes on a CUDA GPU, and this machine has no CUDA GPU; "
                          "drop --load-in-4bit (use --bf16 to halve memory instead)")

@@ -8,6 +8,7 @@ exit path.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -51,10 +52,11 @@ def model_fields_used(cfg: Any, roles: list[str]) -> list[str]:
 def train_ppo(cfg: Any) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.data import load_prompts
-    from rlhfctl.distributed.placement import needed_roles, place, release
+    from rlhfctl.distributed.placement import local_gpus, needed_roles, place, release
     from rlhfctl.distributed.roles import RoleGroup
     from rlhfctl.models.actor import load_tokenizer
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
+    from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
     from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -96,12 +98,18 @@ def train_ppo(cfg: Any) -> dict[str, float]:
         warnings.warn(f"--load-checkpoint: no complete checkpoint in {cfg.ckpt_path}; starting from step 0",
                       stacklevel=2)
 
+    roles_needed = needed_roles(cfg)
+    joining = bool(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
+        check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
     plan = None
     tracker = None
     try:
-        roles_needed = needed_roles(cfg)
         plan = place(cfg, roles_needed)
+        if joining:
+            check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
+        note_offload(cfg, roles_needed, has_gpus=plan.use_gpus)
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
         if "ref" in roles_needed:
             groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)

@@ -18,11 +18,12 @@ import torch
 
 from rlhfctl.data import PromptExample, build_query
 from rlhfctl.distributed.roles import RoleGroup, get
-from rlhfctl.errors import RewardError, RlhfctlError
+from rlhfctl.errors import NonFiniteError, RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
 from rlhfctl.ppo import dynamic_sampling
 from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
 
@@ -62,13 +63,37 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
+def _sample_details(samples: Optional[Samples], index: Optional[int]) -> str:
+    """'\nsample i: prompt ..., response ..., label ...' (empty when the sample is unknown)."""
+    if samples is None or index is None or not 0 <= index < len(samples):
+        return ""
+    return (f"\nsample {index}: prompt {_short(samples.prompts[index])!r}, response "
+            f"{_short(samples.responses[index])!r}, label {_short(samples.labels[index])!r}")
+
+
+class _NonFiniteBatch(Exception):
+    """Internal: this step's batch holds a NaN/inf before training (`finding`); the step stops or skips it."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.describe())
+        self.finding = finding
+
+
+def _collect(futures: list[Any]) -> list[Any]:
+    """Each future's result, or the NonFiniteUpdate it raised (every worker is waited for, so none is still
+    training when the driver decides what to save)."""
+    out: list[Any] = []
+    for future in futures:
+        try:
+            out.append(get(future))
+        except NonFiniteUpdate as exc:
+            out.append(exc)
+    return out
+
+
 def _fault_details(exc: RewardError, samples: Samples) -> str:
     """The failing sample (prompt, response, label) and the user's traceback, where the reward source knows them."""
-    out = ""
-    index = getattr(exc, "index", None)
-    if index is not None and 0 <= index < len(samples):
-        out += (f"\nsample {index}: prompt {_short(samples.prompts[index])!r}, response "
-                f"{_short(samples.responses[index])!r}, label {_short(samples.labels[index])!r}")
+    out = _sample_details(samples, getattr(exc, "index", None))
     trace = getattr(exc, "user_traceback", "")
     if trace:
         out += "\n" + trace.rstrip()
@@ -137,6 +162,9 @@ class PPOTrainer:
                     self.tracker.log(self.state.step, last)
                 if self.cfg.save_steps > 0 and self.state.step % self.cfg.save_steps == 0:
                     self.save_checkpoint()
+            if self.state.nonfinite_skipped:
+                self.tracker.note(f"{self.state.nonfinite_skipped} batch(es) with a NaN or inf were skipped "
+                                  "(nonfinite_skipped in metrics.jsonl)")
         except KeyboardInterrupt:
             if self._phase == "train" and self._train_futures:
                 get(self._train_futures)  # the update is under way: let it finish so the checkpoint is a step end
@@ -152,25 +180,36 @@ class PPOTrainer:
         t_start = time.perf_counter()
         self._phase = "generate"
         filtered: dict[str, float] = {}
-        if self.cfg.dynamic_filtering:  # scores decide which groups stay, so scoring comes before the forwards
-            samples, rewards, filtered, timings["time/reward"] = self.filtered_rollout(batch)
-        else:
-            samples = self.generate(batch)
-        timings["time/generate"] = time.perf_counter() - t_start - timings.get("time/reward", 0.0)
+        samples: Optional[Samples] = None
+        try:
+            if self.cfg.dynamic_filtering:  # scores decide which groups stay, so scoring comes before the forwards
+                samples, rewards, filtered, timings["time/reward"] = self.filtered_rollout(batch)
+            else:
+                samples = self.generate(batch)
+            timings["time/generate"] = time.perf_counter() - t_start - timings.get("time/reward", 0.0)
 
-        self._phase = "make_experience"
-        t0 = time.perf_counter()
-        log_probs_f = _forward(self.roles.actor, "log_probs", samples)
-        ref_f = _forward(self.roles.ref, "log_probs", samples) if self.roles.ref else []
-        values_f = _forward(self.roles.critic, "values", samples) if self.roles.critic else []
-        if not self.cfg.dynamic_filtering:  # scored while the models run their forwards
-            t1 = time.perf_counter()
-            rewards = self.score(samples)
-            timings["time/reward"] = time.perf_counter() - t1
-        experience, info = self.make_experience(samples, rewards, log_probs_f, ref_f, values_f)
-        info.update(filtered)
-        timings["time/make_experience"] = time.perf_counter() - t0 - (
-            0.0 if self.cfg.dynamic_filtering else timings["time/reward"])
+            self._phase = "make_experience"
+            t0 = time.perf_counter()
+            log_probs_f = _forward(self.roles.actor, "log_probs", samples)
+            ref_f = _forward(self.roles.ref, "log_probs", samples) if self.roles.ref else []
+            values_f = _forward(self.roles.critic, "values", samples) if self.roles.critic else []
+            if not self.cfg.dynamic_filtering:  # scored while the models run their forwards
+                t1 = time.perf_counter()
+                rewards = self.score(samples)
+                timings["time/reward"] = time.perf_counter() - t1
+            experience, info = self.make_experience(samples, rewards, log_probs_f, ref_f, values_f)
+            info.update(filtered)
+            timings["time/make_experience"] = time.perf_counter() - t0 - (
+                0.0 if self.cfg.dynamic_filtering else timings["time/reward"])
+            finding = check_experience(experience)
+            if finding is not None:
+                raise _NonFiniteBatch(finding)
+        except _NonFiniteBatch as bad:
+            self._phase = "idle"
+            skipped = self._nonfinite_batch(bad.finding, samples)
+            elapsed = time.perf_counter() - t_start
+            return {**timings, **skipped, "time/step": elapsed, "samples": float(len(samples or ())),
+                    "kl_coef": self.kl_ctl.value}
 
         self._phase = "train"
         t0 = time.perf_counter()
@@ -180,8 +219,55 @@ class PPOTrainer:
 
         self.kl_ctl.update(info["kl"], len(samples))
         elapsed = time.perf_counter() - t_start
-        return {**info, **train_metrics, **timings, "time/step": elapsed, "samples": float(len(samples)),
-                "samples_per_s": len(samples) / elapsed, "kl_coef": self.kl_ctl.value}
+        metrics = {**info, **train_metrics, **timings, "time/step": elapsed, "samples": float(len(samples)),
+                   "samples_per_s": len(samples) / elapsed, "kl_coef": self.kl_ctl.value}
+        if self.cfg.skip_nonfinite_batches:
+            skipped = sum(metrics.pop(f"{role}_nonfinite_skipped", 0.0) for role in ("actor", "critic"))
+            metrics["nonfinite_skipped"] = skipped
+            self.state.nonfinite_skipped += int(skipped)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------ NaN / inf
+    def _nonfinite_batch(self, finding: Finding, samples: Optional[Samples]) -> dict[str, float]:
+        """A NaN/inf found before training: skip the batch (--skip-nonfinite-batches), or stop the run with a
+        checkpoint of the last good step (no weight has changed in this step yet)."""
+        step = self.state.step + 1
+        if self.cfg.skip_nonfinite_batches:
+            self.state.nonfinite_skipped += 1
+            self.tracker.note(f"step {step}: {finding.describe()}; batch skipped, not trained on "
+                              f"(--skip-nonfinite-batches){_sample_details(samples, finding.index)}")
+            return {"nonfinite_skipped": 1.0}
+        lead = (f"step {step}: {finding.describe()}, so the run stops before training on it (a NaN or inf would "
+                "corrupt the weights; --skip-nonfinite-batches skips such batches instead).")
+        details = _sample_details(samples, finding.index)
+        if finding.from_trained_weights:  # the weights computed it: saving them would keep the fault
+            raise NonFiniteError(f"{lead} The {finding.what.split()[0]}'s own weights produced it, so they are not "
+                                 f"saved; {self._newest_good()}.{details}")
+        folder = self.save_checkpoint()
+        raise NonFiniteError(f"{lead} Checkpoint of step {self.state.step}, the last good step, saved in {folder}; "
+                             f"resume with --load-checkpoint.{details}")
+
+    def _newest_good(self) -> str:
+        """Where to resume from instead: the newest checkpoint saved before this step (whose weights may already
+        be the start of the divergence; nothing later was checked)."""
+        latest = self.checkpoints.latest()
+        return f"the newest checkpoint is {latest if latest is not None else 'none (see --save-steps)'}"
+
+    def _nonfinite_update(self, failures: list[NonFiniteUpdate], finished: list[str]) -> None:
+        """A trained role's update went non-finite and was not applied: stop, saving a checkpoint only when that
+        role had applied nothing of this step (then its weights are the last good step's)."""
+        first = failures[0]
+        applied = max(f.updates_applied for f in failures)
+        lead = f"{first}. The run stops (--skip-nonfinite-batches skips such updates instead)."
+        if applied == 0:
+            folder = self.save_checkpoint()
+            also = "".join(f" (the {r}'s updates of step {self.state.step + 1} had completed and are in it)"
+                           for r in finished)
+            raise NonFiniteError(f"{lead} Checkpoint of step {self.state.step}, the last good step, saved in "
+                                 f"{folder}{also}; resume with --load-checkpoint.")
+        raise NonFiniteError(
+            f"{lead} The {first.role} had applied {applied} update(s) of step {self.state.step + 1} before it, which "
+            f"may be what diverged (a learning rate too high?), so this state is not saved; {self._newest_good()}.")
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def _eval_due(self, step: int) -> bool:
@@ -248,6 +334,10 @@ class PPOTrainer:
                 assert self.reward is not None
                 batch = self.reward.score(queries, samples.prompts, samples.labels)
         except RewardError as exc:
+            index = getattr(exc, "index", None)
+            if getattr(exc, "kind", None) == "nan" and index is not None and during is None \
+                    and self.cfg.skip_nonfinite_batches:
+                raise _NonFiniteBatch(Finding("reward", index, float("nan"))) from None
             what = during or f"step {self.state.step + 1}"
             folder = self.save_checkpoint()
             raise RewardError(f"{what}: the reward failed, so the run stops (a failure is never a reward of 0). "
@@ -260,6 +350,9 @@ class PPOTrainer:
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:
         raw = torch.tensor(rewards.rewards, dtype=torch.float32)
+        finding = check_rewards(raw)  # before shaping and clipping, which would turn an inf into a plausible reward
+        if finding is not None:
+            raise _NonFiniteBatch(finding)
         log_probs = torch.cat(get(log_probs_f))
         ref_log_probs = torch.cat(get(ref_f)) if ref_f else None
         values = torch.cat(get(values_f)) if values_f else None
@@ -281,9 +374,14 @@ class PPOTrainer:
             critic = self.roles.critic
             critic_futures = [w.call.remote("train", experience.shard(r, len(critic)), step)
                               for r, w in enumerate(critic.workers)]
-        actor_stats = get(self._train_futures)
-        critic_stats = get(critic_futures)
+        actor_stats = _collect(self._train_futures)
+        critic_stats = _collect(critic_futures)
         self._train_futures = []
+        failures = [r for r in actor_stats + critic_stats if isinstance(r, NonFiniteUpdate)]
+        if failures:
+            finished = [role for role, stats in (("actor", actor_stats), ("critic", critic_stats))
+                        if stats and not any(isinstance(r, NonFiniteUpdate) for r in stats)]
+            self._nonfinite_update(failures, finished)
         metrics = {}
         for prefix, stats in (("actor", actor_stats), ("critic", critic_stats)):
             for key in {k for s in stats for k in s}:
@@ -303,9 +401,9 @@ class PPOTrainer:
             futures += self.roles.critic.call_all("save_checkpoint", str(folder / "critic"))
         get(futures)
         self.state.kl_coef = self.kl_ctl.value
-        self.checkpoints.finish(folder, self.state)
-        self.tracker.note(f"checkpoint of step {self.state.step} saved in {folder}")
-        return str(folder)
+        final = self.checkpoints.finish(folder, self.state)
+        self.tracker.note(f"checkpoint of step {self.state.step} saved in {final}")
+        return str(final)
 
     def load_checkpoint(self, folder: str) -> None:
         from pathlib import Path

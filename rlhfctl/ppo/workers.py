@@ -59,28 +59,56 @@ class _TrainedWorker:
     engine: Any
     cfg: Any
     rank: int
+    role: str = "model"
+    loss_name: str = "loss"
 
     def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
-        """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes."""
+        """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes.
+
+        An update whose gradient norm is not finite is never applied (the engine drops it): with
+        --skip-nonfinite-batches its micro-batches are left out of the metrics and counted in
+        `nonfinite_skipped`; otherwise the step stops here with NonFiniteUpdate, naming the loss or norm."""
+        from rlhfctl.ppo.nonfinite import NonFiniteUpdate, first_nonfinite_stat
+
         generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=2))
         self.engine.module.train()
-        records = []
-        for _ in range(self.cfg.max_epochs):
-            for mb in experience.micro_batches(self.cfg.micro_train_batch_size, generator):
-                loss, stats = self._loss(mb)
-                self.engine.backward(loss)
-                update = self.engine.step()
-                if update.get("stepped"):
-                    stats.update(lr=float(update["lr"]))
-                    if update.get("grad_norm") is not None:
-                        stats.update(grad_norm=float(update["grad_norm"]))
-                records.append(stats)
-        self.engine.module.eval()
+        records: list[dict[str, float]] = []
+        pending: list[dict[str, float]] = []  # micro-batches of the update being accumulated
+        applied = skipped = 0
+        try:
+            for epoch in range(self.cfg.max_epochs):
+                for mb in experience.micro_batches(self.cfg.micro_train_batch_size, generator):
+                    loss, stats = self._loss(mb)
+                    self.engine.backward(loss)
+                    update = self.engine.step()
+                    pending.append(stats)
+                    if update.get("nonfinite"):
+                        bad = first_nonfinite_stat(pending, (self.loss_name,)) or ("grad_norm", update["grad_norm"])
+                        pending = []
+                        skipped += 1
+                        if not self.cfg.skip_nonfinite_batches:
+                            raise NonFiniteUpdate(
+                                f"step {step + 1}: the {self.role}'s {bad[0]} is {bad[1]} in its update "
+                                f"{applied + skipped} (epoch {epoch + 1}), so that update was not applied",
+                                role=self.role, updates_applied=applied)
+                    elif update.get("stepped"):
+                        applied += 1
+                        stats.update(lr=float(update["lr"]))
+                        if update.get("grad_norm") is not None:
+                            stats.update(grad_norm=float(update["grad_norm"]))
+                        records += pending
+                        pending = []
+        finally:
+            self.engine.module.eval()
+        metrics = _mean_metrics(records + pending)
+        if self.cfg.skip_nonfinite_batches:
+            metrics["nonfinite_skipped"] = float(skipped)
         # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
-        return {**_mean_metrics(records), "torch_threads": float(torch.get_num_threads())}
+        metrics["torch_threads"] = float(torch.get_num_threads())
+        return metrics
 
     def save_checkpoint(self, folder: str) -> None:
         self.engine.save_checkpoint(folder)
@@ -91,6 +119,9 @@ class _TrainedWorker:
 
 class PolicyWorker(_TrainedWorker):
     """The actor: generate, log-probs of sampled tokens, PPO policy updates, save_pretrained."""
+
+    role = "actor"
+    loss_name = "policy_loss"
 
     def __init__(self, cfg: Any, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
@@ -183,27 +214,42 @@ class PolicyWorker(_TrainedWorker):
 
 
 class ReferenceWorker:
-    """The frozen initial policy: log-probs for the KL penalty."""
+    """The frozen initial policy: log-probs for the KL penalty (4-bit with --load-in-4bit, on the CPU between
+    calls with --ref-reward-offload)."""
 
     def __init__(self, cfg: Any) -> None:
+        from rlhfctl.distributed.process_group import local_device
         from rlhfctl.models.actor import load_policy
+        from rlhfctl.models.offload import Offloader
 
         self.cfg = cfg
-        self.model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn).eval()
+        self.model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
+                                 load_in_4bit=cfg.load_in_4bit).eval()
         self.model.requires_grad_(False)
+        self.offloader = Offloader(self.model, local_device(), cfg.ref_reward_offload)
 
     @torch.no_grad()
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         from rlhfctl.models.actor import action_log_probs
 
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
-        out = [action_log_probs(self.model, sequences[s], attention_mask[s], num_actions, self.cfg.temperature)
-               for s in _forward_chunks(len(sequences), size)]
+        with self.offloader.onloaded():
+            device = next(self.model.parameters()).device
+            out = [action_log_probs(self.model, sequences[s].to(device), attention_mask[s].to(device), num_actions,
+                                    self.cfg.temperature).cpu()
+                   for s in _forward_chunks(len(sequences), size)]
         return torch.cat(out) if out else torch.zeros(0, num_actions)
+
+    def offload_onloads(self) -> int:
+        """How many times the weights were moved to the device for a call (--ref-reward-offload)."""
+        return self.offloader.onloads
 
 
 class CriticWorker(_TrainedWorker):
     """V(s_t) per response token, trained on the GAE returns with the clipped value loss."""
+
+    role = "critic"
+    loss_name = "value_loss"
 
     def __init__(self, cfg: Any, total_updates: int) -> None:
         from rlhfctl.models.critic import Critic, critic_source
@@ -239,12 +285,20 @@ class CriticWorker(_TrainedWorker):
 
 
 class RewardModelWorker:
-    """A local reward model (--reward-pretrain) scoring queries, as a role of its own."""
+    """A local reward model (--reward-pretrain) scoring queries, as a role of its own (on the CPU between calls
+    with --ref-reward-offload)."""
 
     def __init__(self, cfg: Any) -> None:
+        from rlhfctl.models.offload import Offloader
         from rlhfctl.rewards.factory import open_reward_model
 
         self.source = open_reward_model(cfg)
+        model = self.source.model
+        self.offloader = Offloader(model, model.device, cfg.ref_reward_offload)
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> Any:
-        return self.source.score(queries, prompts, labels)
+        with self.offloader.onloaded():
+            return self.source.score(queries, prompts, labels)
+
+    def offload_onloads(self) -> int:
+        return self.offloader.onloads
