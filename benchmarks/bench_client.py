@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from rlhfctl.net import free_port  # noqa: E402
 ANSWER = b'{"rewards":[0.5],"scores":[0.5],"extra_logs":{}}'
 WORDS = 32  # every request carries one text of this many words, for both tools
 
@@ -106,9 +108,7 @@ def request_body() -> bytes:
 
 def start_endpoint(cpus: set[int] | None) -> tuple[subprocess.Popen, str]:
     """The trivial endpoint in a child process (pinned to `cpus`) on a free loopback port; (process, URL)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], preexec_fn=pinned(cpus))
     try:
         wait_port(port)

@@ -20,7 +20,7 @@ import pytest
 from tests.cli_runner import run_main
 from fastapi import FastAPI, Request, Response
 
-from rlhfctl.bench.spawn import free_port
+from rlhfctl.net import free_port
 from rlhfctl.bench.workload import synthetic_texts
 
 GALLERY = Path(__file__).parent / "reward_gallery"

@@ -15,7 +15,9 @@ import torch
 import torch.distributed as dist
 
 from rlhfctl.distributed import engine as engine_mod
-from rlhfctl.distributed.engine import EngineError, build_engine, free_port, lr_at
+from rlhfctl.distributed.engine import EngineError, lr_at
+from rlhfctl.distributed.engine_factory import build_engine
+from rlhfctl.net import free_port
 from rlhfctl.errors import ConfigError
 
 TOL = 1e-5  # fp32: torch and DeepSpeed differ only in summation order

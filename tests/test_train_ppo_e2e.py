@@ -81,7 +81,7 @@ def start_server(reward: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """The real serve-rm in its own process, on a free port; returns (process, /get_reward URL)."""
     import httpx
 
-    from rlhfctl.distributed.process_group import free_port
+    from rlhfctl.net import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-func", str(reward), "--port",

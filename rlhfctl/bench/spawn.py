@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import rlhfctl
 from rlhfctl.config import ServeRMConfig, dump_config
 from rlhfctl.errors import RewardError, UsageError
+from rlhfctl.net import free_port
 
 STARTUP_TIMEOUT_S = 600.0  # loading a large reward model on CPU takes minutes
 STOP_TIMEOUT_S = 20.0
@@ -35,12 +35,6 @@ def server_config(cfg: Any) -> ServeRMConfig:
     shared = {name: getattr(cfg, name) for name in ServeRMConfig.model_fields
               if name in type(cfg).model_fields and name not in _NOT_FORWARDED}
     return ServeRMConfig.model_validate(shared)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 class SpawnedServer:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from rlhfctl.errors import ConfigError, RlhfctlError
+
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
 
 class PlacementError(RlhfctlError):
@@ -61,7 +64,7 @@ class PlacementPlan:
         return {k: v * count for k, v in self.bundle(self.use_gpus).items()}
 
 
-def needed_roles(cfg: Any) -> list[str]:
+def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     """The roles a run uses: the reference only with a KL term, the critic only for gae, a reward model only with
     --reward-pretrain and no --remote-rm-url (a reward server or reward_func.py, when given, is the reward)."""
     roles = ["actor"]
@@ -74,7 +77,7 @@ def needed_roles(cfg: Any) -> list[str]:
     return roles
 
 
-def plan_roles(cfg: Any, roles: list[str], use_gpus: bool) -> PlacementPlan:
+def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> PlacementPlan:
     """Workers per role and which roles share bundles, checked against the colocation flags."""
     counts = {r: getattr(cfg, f"{r}_num_nodes") * getattr(cfg, f"{r}_num_gpus_per_node") for r in roles}
     group_of = {r: r for r in roles}
@@ -98,7 +101,7 @@ def plan_roles(cfg: Any, roles: list[str], use_gpus: bool) -> PlacementPlan:
     return PlacementPlan(plans, bundles, use_gpus)
 
 
-def start_ray(cfg: Any, cpu_bundles_needed: int) -> bool:
+def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
     """Join --ray-address or start a local Ray; returns True when this call started it (so it should stop it).
 
     A local Ray without GPUs is given at least as many logical CPUs as there are CPU workers, so the seed's GPU
@@ -132,7 +135,7 @@ def local_gpus() -> int:
         return 0
 
 
-def place(cfg: Any, roles: list[str]) -> PlacementPlan:
+def place(cfg: TrainPPOConfig, roles: list[str]) -> PlacementPlan:
     """Start/join Ray and reserve placement groups for `roles`, or fail within --placement-timeout."""
     import ray
     from ray.util.placement_group import placement_group

@@ -7,7 +7,6 @@ with none of them is a world of one.
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import torch
@@ -20,13 +19,6 @@ _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 
 class EngineError(RlhfctlError):
     """A checkpoint that is missing or was written by an incompatible engine, or a broken distributed set-up."""
-
-
-def free_port() -> int:
-    """A TCP port free right now on this host, for rank 0's torch.distributed rendezvous (MASTER_PORT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 def init_distributed(backend: str = "gloo", timeout_s: float = 1800.0) -> tuple[int, int]:

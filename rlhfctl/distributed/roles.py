@@ -39,9 +39,9 @@ class WorkerActor:
         """This node's address and a free port, for rank 0 to host torch.distributed's rendezvous."""
         import ray
 
-        from rlhfctl.distributed.process_group import free_port
+        from rlhfctl.net import free_port
 
-        return ray.util.get_node_ip_address(), free_port()
+        return ray.util.get_node_ip_address(), free_port("")  # every interface: ranks on other nodes connect
 
     def init_worker(self, worker_cls: type, env: dict[str, str], *args: Any, **kwargs: Any) -> None:
         os.environ.update(env)

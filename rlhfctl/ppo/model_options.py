@@ -9,9 +9,12 @@ Offload: the frozen roles keep their weights in CPU memory between calls (models
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rlhfctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
 FROZEN = ("ref", "reward")
 TRAINED = ("actor", "critic")
@@ -23,7 +26,7 @@ def _names(roles: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def check_four_bit(cfg: Any, roles: list[str], has_gpus: bool, where: str) -> None:
+def check_four_bit(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool, where: str) -> None:
     """Refuse --load-in-4bit where no role can honour it (exit 2); else say which roles load in full precision.
 
     `where` names what has no GPU in the message ("this machine", "the Ray cluster")."""
@@ -48,7 +51,7 @@ def check_four_bit(cfg: Any, roles: list[str], has_gpus: bool, where: str) -> No
                   f"{'bf16' if cfg.bf16 else 'fp32'}, since {no_lora}", stacklevel=2)
 
 
-def note_offload(cfg: Any, roles: list[str], has_gpus: bool) -> None:
+def note_offload(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool) -> None:
     """Say once, at start, when --ref-reward-offload has nothing to do in this run, and why."""
     if not cfg.ref_reward_offload:
         return

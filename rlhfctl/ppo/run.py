@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rlhfctl.errors import ConfigError
 
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
-def total_updates(cfg: Any, total_steps: int) -> int:
+
+def total_updates(cfg: TrainPPOConfig, total_steps: int) -> int:
     """Optimizer updates over the run, for the learning-rate schedule."""
     rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
     return max(1, total_steps * rows // cfg.train_batch_size)
 
 
-def _check_sizes(cfg: Any, num_prompts: int) -> None:
+def _check_sizes(cfg: TrainPPOConfig, num_prompts: int) -> None:
     if num_prompts < cfg.rollout_batch_size:
         raise ConfigError(f"--rollout-batch-size ({cfg.rollout_batch_size}) is more than the {num_prompts} prompts "
                           f"in {cfg.prompt_data}: lower it, or add prompts")
@@ -30,7 +33,7 @@ def _check_sizes(cfg: Any, num_prompts: int) -> None:
                           f"data-parallel size ({cfg.actor_world_size}), so every worker gets whole prompts")
 
 
-def _check_eval(cfg: Any, num_prompts: int) -> None:
+def _check_eval(cfg: TrainPPOConfig, num_prompts: int) -> None:
     if num_prompts < cfg.actor_world_size:
         raise ConfigError(f"--eval-dataset has {num_prompts} prompt(s), fewer than the {cfg.actor_world_size} actor "
                           "workers that sample them: give at least one per worker (--eval-max-samples)")
@@ -39,7 +42,7 @@ def _check_eval(cfg: Any, num_prompts: int) -> None:
                       "(--eval-n-samples-per-prompt) will be identical", stacklevel=3)
 
 
-def model_fields_used(cfg: Any, roles: list[str]) -> list[str]:
+def model_fields_used(cfg: TrainPPOConfig, roles: list[str]) -> list[str]:
     """The model options a run loads: the policy, the critic's source for gae, a reward model as a role."""
     fields = ["pretrain"]
     if "critic" in roles:
@@ -49,7 +52,7 @@ def model_fields_used(cfg: Any, roles: list[str]) -> list[str]:
     return [f for f in dict.fromkeys(fields) if f]
 
 
-def train_ppo(cfg: Any) -> dict[str, float]:
+def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.data import load_prompts
     from rlhfctl.distributed.placement import local_gpus, needed_roles, place, release

@@ -10,7 +10,7 @@ on the raw scores, in the trainer's rollout.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional, TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -18,8 +18,11 @@ from torch import Tensor
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.experience import Experience, Samples
 
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
-def penalised_rewards(cfg: Any, rewards: Tensor, samples: Samples) -> tuple[Tensor, dict[str, float]]:
+
+def penalised_rewards(cfg: TrainPPOConfig, rewards: Tensor, samples: Samples) -> tuple[Tensor, dict[str, float]]:
     """The raw rewards with --overlong-buffer-len and --stop-properly-penalty-coef applied, and what they did."""
     info: dict[str, float] = {}
     lengths = samples.action_mask.sum(dim=1)
@@ -36,7 +39,7 @@ def penalised_rewards(cfg: Any, rewards: Tensor, samples: Samples) -> tuple[Tens
     return rewards, info
 
 
-def build_experience(cfg: Any, samples: Samples, raw_rewards: Tensor, log_probs: Tensor,
+def build_experience(cfg: TrainPPOConfig, samples: Samples, raw_rewards: Tensor, log_probs: Tensor,
                      ref_log_probs: Optional[Tensor], values: Optional[Tensor],
                      kl_coef: float) -> tuple[Experience, dict[str, float]]:
     """Experience (advantages, returns, the tensors the actor and critic losses read) and the step's metrics."""

@@ -41,7 +41,7 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _build_engine(model: torch.nn.Module, cfg: Any, learning_rate: float, total_updates: int) -> Any:
-    from rlhfctl.distributed.engine import build_engine
+    from rlhfctl.distributed.engine_factory import build_engine
 
     return build_engine(
         model, kind=cfg.engine, learning_rate=learning_rate, total_steps=total_updates,
