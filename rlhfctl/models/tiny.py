@@ -3,6 +3,12 @@
 Nothing here downloads anything: the tokenizer is trained in milliseconds on a corpus generated in code, and the
 models are randomly initialised Llamas. Everything is deterministic for a seed, so two runs (or two test workers)
 build byte-identical folders, and every folder loads offline with the `Auto*` classes.
+
+Why this is in the installed package rather than under tests/: the benchmarks, the arithmetic example's
+train_models.py and the GPU check script (shared/gpu/check.sh, run from a `pip install` of the project) build their
+models with it, and a user can build the same tiny policy and reward model to smoke-test a cluster or a launch
+script before pointing it at real weights. It is imported by nothing on a command's path, so `rlhfctl --help` and
+every subcommand load without it.
 """
 
 from __future__ import annotations
