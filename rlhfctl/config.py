@@ -31,11 +31,12 @@ IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
 
 # Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
-# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config.
+# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config, "aliases" lists
+# older names of the same option (flags and config keys).
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
-    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret") if k in kw}
+    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret", "aliases") if k in kw}
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 
@@ -95,6 +96,34 @@ class RewardFuncArgs(Group):
     reward_func: Optional[str] = _opt(
         None, "Path of a Python file defining reward_func(queries, prompts, labels, **kwargs) (sync or async)."
     )
+
+
+class RewardExecArgs(Group):
+    """How a reward_func.py runs: in worker processes that a timeout kills (rewards/pool.py)."""
+
+    panel: ClassVar[str] = "Reward function"
+    reward_timeout: float = _opt(
+        60.0, "Seconds one reward call may take: a reward_func.py call past it is killed (its worker process is "
+        "replaced) and reported; check-reward also bounds a server's answer by it.", gt=0, aliases=["timeout"],
+    )
+    reward_workers: int = _opt(
+        1, "Worker processes running the reward_func.py: calls run at once (1: one at a time, safe for a function "
+        "that is not thread-safe).", ge=1,
+    )
+    reward_load_timeout: float = _opt(120.0, "Seconds a reward_func.py may take to import in a worker.", gt=0)
+    reward_func_batching: Literal["auto", "batch", "per-sample"] = _opt(
+        "auto", "How to call a reward_func.py: batch (lists of all queries, OpenRLHF before v0.11), per-sample (lists "
+        "of one, as OpenRLHF v0.11 calls it; scalars accepted), auto (a batch; per-sample from then on if it "
+        "returns one value for two or more queries).",
+    )
+
+    def reward_exec_misused(self, is_function: bool, what: str) -> list[str]:
+        """Messages for reward-function options given where no reward_func.py runs (they would do nothing)."""
+        if is_function:
+            return []
+        given = sorted(set(RewardExecArgs.model_fields) & self.model_fields_set)
+        return [f"{flag_name(n, RewardExecArgs.model_fields[n])} applies to a reward_func.py only, not to {what}"
+                for n in given]
 
 
 class FunctionNameArgs(Group):
@@ -297,7 +326,6 @@ class CheckArgs(Group):
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR.",
     )
     strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
-    timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)
     pretrain: Optional[str] = _opt(
         None, "Policy folder whose tokenizer formats prompts (with --apply-chat-template), as train-ppo does."
     )
@@ -339,19 +367,22 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, ServerBatchArgs,
-                    AuthArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs, ServerArgs,
+                    ServerBatchArgs, AuthArgs):
     """Options of `rlhfctl serve-rm`."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ServeRMConfig":
         if (self.reward_pretrain is None) == (self.reward_func is None):
             raise ValueError("give exactly one of --reward-pretrain DIR or --reward-func FILE.py")
+        problems = self.reward_exec_misused(self.reward_func is not None, "a reward model (--reward-pretrain)")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
-                        RunArgs, OutputArgs):
+class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs, RemoteRewardArgs, AuthArgs,
+                        ModelLoadArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -363,8 +394,8 @@ class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, Remo
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs, AuthArgs,
-                    RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs,
+                    ServerArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl bench-rm` (the server options apply when it starts serve-rm itself)."""
 
     @model_validator(mode="after")
@@ -378,10 +409,14 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
             raise ValueError("--in-process scores without HTTP, so it needs --reward-pretrain or --reward-func, not --url")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"--min-tokens ({self.min_tokens}) is above --max-tokens ({self.max_tokens})")
+        problems = self.reward_exec_misused(self.reward_func is not None, "--url or --reward-pretrain")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs, RemoteRewardArgs,
+class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs, RewardModelArgs,
+                     RemoteRewardArgs,
                      AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
                      RunArgs):
     """Options of `rlhfctl train-ppo`."""
@@ -416,6 +451,8 @@ class TrainPPOConfig(PlacementArgs, PolicyArgs, RewardSourceArgs, FunctionNameAr
         lo, hi = self.reward_clip_range
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
+        is_function = self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")
+        problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -447,10 +484,17 @@ def flag_name(name: str, info: Any) -> str:
     return "--" + field_extra(info).get("flag", name).replace("_", "-")
 
 
+def aliases() -> dict[str, str]:
+    """Older names of options (a field's "aliases") -> the field's name."""
+    return {alias.replace("-", "_"): name for name, info in all_fields().items()
+            for alias in field_extra(info).get("aliases", ())}
+
+
 def key_of(raw: str) -> str:
     """A config key or flag as written (`--remote-rm-url`, `remote-rm-url`, `remote_rm_url`) -> field name."""
     key = raw.lstrip("-").replace("-", "_")
-    return "json_output" if key == "json" else key
+    key = "json_output" if key == "json" else key
+    return aliases().get(key, key)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -487,7 +531,7 @@ def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None 
     cls = COMMANDS[command]
     from_file = read_config_file(config_file) if config_file else {}
     data = {k: v for k, v in from_file.items() if k in cls.model_fields}
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = {key_of(k): v for k, v in flags.items() if v is not None}
     data.update(given)
     try:
         return cls.model_validate(data)

@@ -231,7 +231,7 @@ def test_cli_json_strict_failure(prompt_file, capsys):
      "--responses must be oracle, shuffled, column:NAME or model:DIR"),
     (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--responses", "column:output"],
      "--responses column:output: DATA has no column 'output'"),
-    (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--timeout", "0"], "--timeout"),
+    (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--timeout", "0"], "--reward-timeout"),
     (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--apply-chat-template"],
      "--apply-chat-template needs --pretrain"),
     (["http://127.0.0.1:9/get_reward,REWARD", "--prompt-data", "DATA", "--label-key", "answer"],

@@ -52,7 +52,7 @@ def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: fl
                    f"{left} samples not scored", [sample_of(run, fault)])
     else:
         slowest = max((s for run in runs for _, s in run.call_seconds), default=0.0)
-        report.add("timeout", "pass", f"no call reached the --timeout of {timeout:g}s (slowest {_secs(slowest)})")
+        report.add("timeout", "pass", f"no call reached the --reward-timeout of {timeout:g}s (slowest {_secs(slowest)})")
 
 
 def _summary(faults: list[tuple[Run, Fault]], calls: int) -> str:
@@ -164,12 +164,12 @@ def speed_check(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None
     rollout = cfg.rollout_batch_size * cfg.n_samples_per_prompt
     projected = per_sample * rollout
     report.timing.update(calls=len(calls), per_sample_s=per_sample, slowest_call_s=slowest,
-                         rollout_samples=rollout, projected_rollout_batch_s=projected, timeout_s=cfg.timeout)
+                         rollout_samples=rollout, projected_rollout_batch_s=projected, timeout_s=cfg.reward_timeout)
     figures = (f"{_secs(per_sample)} per sample, slowest call {_secs(slowest)}; about {_secs(projected)} of reward "
                f"time per rollout batch of {rollout} samples, called one batch at a time")
-    if slowest > cfg.timeout / 2:
+    if slowest > cfg.reward_timeout / 2:
         report.add("speed", finding(cfg.strict),
-                   f"slow: the slowest call took {_secs(slowest)}, over half the --timeout of {cfg.timeout:g}s; "
+                   f"slow: the slowest call took {_secs(slowest)}, over half the --reward-timeout of {cfg.reward_timeout:g}s; "
                    f"{figures}")
     else:
         report.add("speed", "pass", figures)

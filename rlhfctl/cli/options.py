@@ -85,6 +85,7 @@ def _parameter(cls: type[BaseModel], name: str, info: Any) -> inspect.Parameter:
         return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typing.Annotated[typ, meta])
     flag = flag_name(name, info)
     decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
+    decls += ["--" + alias.replace("_", "-") for alias in extra.get("aliases", ())]  # older spellings
     meta = typer.Option(
         *decls, help=help_text, show_default=False, rich_help_panel=panel, envvar=extra.get("envvar"),
         show_envvar=bool(extra.get("envvar")),

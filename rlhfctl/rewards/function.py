@@ -84,11 +84,17 @@ class FunctionReward:
         if n == 1:
             return self._checked(_one_sample(value) if self.per_sample is not False else value, 1)
         if _looks_like_one_sample(value):
-            if self.per_sample is None:  # auto: a v0.11-style function answered for queries[0] only
+            if self.per_sample is None:  # auto: a v0.11-style function answers for queries[0] only
+                try:
+                    batch = self._score_per_sample(queries, prompts, labels)
+                except RewardFault as fault:
+                    if fault.kind not in ("length", "shape", "type"):
+                        raise
+                    return self._checked(value, n)  # not per-sample either: a batch function that miscounts
                 log.info("%s returned one value for a batch of %d: calling it once per sample, as OpenRLHF v0.11 "
                          "does (--reward-func-batching per-sample says so up front)", self.where, n)
                 self.per_sample = True
-                return self._score_per_sample(queries, prompts, labels)
+                return batch
             try:
                 return self._checked(value, n)
             except RewardFault as fault:

@@ -133,7 +133,7 @@ class RemoteReward:
                     if response.status_code == 200:
                         return self._answer(url, response, n)
                     cause = f"HTTP {response.status_code}: {_detail(response)}"
-                    if response.status_code != 429 and response.status_code < 500:
+                    if (response.status_code != 429 and response.status_code < 500) or not _retryable(response):
                         raise RewardError(f"{url}: {cause}{_hint(response.status_code)}")
                     retry_after = _retry_after(response)
             if attempt == self.max_retries:
@@ -179,6 +179,16 @@ def _detail(response: httpx.Response) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         pass
     return response.text[:300] or response.reason_phrase
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """False when the server says retrying cannot help (serve-rm's `"retryable": false`: the reward function
+    failed or timed out on this very input)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return not (isinstance(body, dict) and body.get("retryable") is False)
 
 
 def _hint(status: int) -> str:

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,29 +43,25 @@ def configure_threads(num_threads: int | None) -> int:
 
 
 def open_source(cfg: Any) -> Any:
-    """The in-process reward source that --reward-pretrain (ModelReward) or --reward-func (FunctionReward) names."""
+    """The reward source that --reward-pretrain (ModelReward, in this process) or --reward-func (FunctionPool: in
+    --reward-workers worker processes) names."""
+    from rlhfctl.rewards.factory import open_function, open_reward_model
+
     if cfg.reward_func is not None:
-        from rlhfctl.rewards.function import FunctionReward
-
-        return FunctionReward(cfg.reward_func, function=cfg.function)
-    from rlhfctl.rewards.factory import open_reward_model
-
+        return open_function(cfg.reward_func, cfg)
     return open_reward_model(cfg)
 
 
 def open_served_source(cfg: Any) -> Any:
     """What serve-rm serves: a reward model in a worker process (ModelProcess; returns once it is loaded), or a
-    reward function in this process (with torch's threads set if the function's file imported torch)."""
+    reward function in --reward-workers worker processes (FunctionPool)."""
     if cfg.reward_func is None:
         from rlhfctl.serving.worker import ModelProcess
 
         worker = ModelProcess(cfg)
         worker.launch()
         return worker
-    source = open_source(cfg)
-    if "torch" in sys.modules:
-        configure_threads(cfg.num_threads)
-    return source
+    return open_source(cfg)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
