@@ -121,9 +121,9 @@ class RewardExecArgs(Group):
         """Messages for reward-function options given where no reward_func.py runs (they would do nothing)."""
         if is_function:
             return []
-        given = sorted(set(RewardExecArgs.model_fields) & self.model_fields_set)
-        return [f"{flag_name(n, RewardExecArgs.model_fields[n])} applies to a reward_func.py only, not to {what}"
-                for n in given]
+        fields = RewardExecArgs.model_fields
+        changed = [n for n in fields if getattr(self, n) != fields[n].default]  # a saved config repeats defaults
+        return [f"{flag_name(n, fields[n])} applies to a reward_func.py only, not to {what}" for n in changed]
 
 
 class FunctionNameArgs(Group):

@@ -28,6 +28,7 @@ class Samples:
     prompts: list[str]
     labels: list[str]
     responses: list[str]
+    queries: list[str] = field(default_factory=list)  # prompt + response decoded as one sequence (the reward's input)
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -37,7 +38,8 @@ class Samples:
         seqs, attn, act = _join_sequences([(p.sequences, p.attention_mask, p.action_mask) for p in parts],
                                           pad_token_id)
         return Samples(seqs, attn, act, [x for p in parts for x in p.prompts],
-                       [x for p in parts for x in p.labels], [x for p in parts for x in p.responses])
+                       [x for p in parts for x in p.labels], [x for p in parts for x in p.responses],
+                       [x for p in parts for x in p.queries])
 
 
 @dataclass

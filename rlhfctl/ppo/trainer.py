@@ -211,7 +211,8 @@ class PPOTrainer:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
 
         `during` names what was being scored in the message (default: the step under way)."""
-        queries = [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
+        queries = samples.queries if len(samples.queries) == len(samples) else \
+            [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
         try:
             if self.roles.reward is not None:
                 shards = _split(len(queries), len(self.roles.reward))
