@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,26 @@ class FunctionPool:
         raise RewardFault(value["problem"], kind=value["kind"], where=value["where"], index=value["index"],
                           user_traceback=value.get("user_traceback", ""))
 
+    def score_chunks(self, queries: list[str], prompts: list[str], labels: list[str], size: int) -> RewardBatch:
+        """Score in chunks of `size` (OpenRLHF calls reward_func per micro-rollout batch), up to `workers` chunks at
+        once; a fault's sample index is shifted to its place in the whole batch."""
+        bounds = [(a, min(a + size, len(queries))) for a in range(0, len(queries), size)]
+        if len(bounds) <= 1:
+            return self.score(queries, prompts, labels)
+
+        def one(a: int, b: int) -> RewardBatch:
+            try:
+                return self.score(queries[a:b], prompts[a:b], labels[a:b])
+            except RewardFault as fault:
+                at = f" on the chunk of samples {a}-{b - 1}" if fault.index is None else ""
+                raise RewardFault(fault.problem + at, kind=fault.kind, where=fault.where,
+                                  index=None if fault.index is None else fault.index + a,
+                                  user_traceback=fault.user_traceback) from None
+
+        with ThreadPoolExecutor(min(self.workers, len(bounds)), thread_name_prefix="reward-chunk") as threads:
+            futures = [threads.submit(one, a, b) for a, b in bounds]
+            return RewardBatch.concat([f.result() for f in futures])  # the first failing chunk's fault, in order
+
     # ------------------------------------------------------------------------------------------------ health
     def health(self) -> dict[str, Any]:
         """"ok", or "degraded" with the reason: a call running past its timeout, or a timeout or crash in the last
@@ -278,6 +299,12 @@ class FunctionPool:
             workers, self._all = self._all, []
         for worker in workers:
             worker.stop()
+
+    def __enter__(self) -> "FunctionPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         """Ship the settings, not the processes (a Ray worker starts its own)."""
