@@ -208,3 +208,32 @@ def test_timeout_is_the_old_spelling_of_reward_timeout_in_flags_and_config_files
     config = tmp_path / "run.yaml"
     config.write_text("timeout: 9\n")
     assert resolve("check-reward", {"reward": "f.py", "prompt_data": "d"}, config).reward_timeout == 9
+
+
+# ------------------------------------------------------------------------------------------------ every command
+def test_per_sample_and_batch_functions_answer_alike_from_serve_rm(functions):
+    import httpx
+
+    from tests.test_serve_rm_func import Served
+
+    body = {"query": QUERIES, "prompts": PROMPTS, "labels": LABELS}
+    answers = {}
+    for name in ("batch", "tensor"):
+        with Served(functions[name]) as handle:
+            answers[name] = httpx.post(handle.url, json=body, timeout=30).json()
+    assert answers["batch"]["rewards"] == EXPECTED and answers["tensor"] == answers["batch"]
+
+
+def test_per_sample_and_batch_functions_check_alike_in_check_reward(tmp_path, prompt_file):
+    from rlhfctl.checks import run_checks
+
+    batch = write(tmp_path, "def reward_func(q, p, l):\n    return [float(len(x) % 3) for x in q]\n", "b.py")
+    single = write(tmp_path, "import torch\ndef reward_func(q, p, l):\n"
+                             "    return {'rewards': torch.tensor([float(len(q[0]) % 3)]), 'note': 'x'}\n", "s.py")
+    reports = {name: run_checks(resolve("check-reward", {"reward": str(path), "prompt_data": str(prompt_file),
+                                                         "label_key": "answer", "micro_rollout_batch_size": 2}))
+               for name, path in (("batch", batch), ("single", single))}
+    assert reports["single"].stats == reports["batch"].stats and reports["batch"].stats["max"] > 0
+    contract = reports["single"].get("contract")
+    assert contract.status == "warn" and "'note'" in contract.message and "ignored" in contract.message
+    assert reports["batch"].get("contract").status == "pass"
