@@ -85,11 +85,18 @@ def endpoint_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}/get_reward"
 
 
+KEEP_ALIVE_S = 75  # seconds an idle client connection stays open
+
+
 def _uvicorn_server(app: Any, log_level: str) -> Any:
     import uvicorn
 
     # Access logs off: one line per request costs real throughput at hundreds of requests/s; /metrics counts them.
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on"))
+    # Keep-alive well above the clients' idle expiry (httpx, RemoteReward: 4 s; bench-rm: 4 s): with uvicorn's
+    # default of 5 s a client reusing a connection after ~5 s idle races the server closing it, and the request
+    # that loses the race gets no answer (the lost request of issue 12).
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                                         timeout_keep_alive=KEEP_ALIVE_S))
 
 
 class _Stop(Exception):
