@@ -250,6 +250,7 @@ class HttpClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.opened = 0
+        self.resent = 0  # requests sent again after losing the keep-alive race
         self._head = endpoint.request_head(api_key)
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
@@ -271,6 +272,7 @@ class HttpClient:
                 raise
             # The keep-alive race: the server closed this idle connection as the request went out. Once more on a
             # fresh connection.
+            self.resent += 1
             conn, _ = await self._acquire(fresh=True)
             try:
                 result = await conn.request(request, self.timeout)
