@@ -117,12 +117,14 @@ class RewardExecArgs(Group):
         "returns one value for two or more queries).",
     )
 
-    def reward_exec_misused(self, is_function: bool, what: str) -> list[str]:
-        """Messages for reward-function options given where no reward_func.py runs (they would do nothing)."""
+    def reward_exec_misused(self, is_function: bool, what: str, *, also_for_urls: tuple[str, ...] = ()) -> list[str]:
+        """Messages for reward-function options given where no reward_func.py runs (they would do nothing);
+        `also_for_urls` names options that act on a reward server too (check-reward's --reward-timeout)."""
         if is_function:
             return []
         fields = RewardExecArgs.model_fields
-        changed = [n for n in fields if getattr(self, n) != fields[n].default]  # a saved config repeats defaults
+        changed = [n for n in fields if n not in also_for_urls
+                   and getattr(self, n) != fields[n].default]  # a saved config repeats defaults
         return [f"{flag_name(n, fields[n])} applies to a reward_func.py only, not to {what}" for n in changed]
 
 
@@ -391,6 +393,10 @@ class CheckRewardConfig(CheckArgs, DataArgs, RolloutArgs, FunctionNameArgs, Rewa
             raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
+        problems = self.reward_exec_misused(not self.reward.strip().startswith(("http://", "https://")),
+                                            "a reward server URL", also_for_urls=("reward_timeout",))
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 

@@ -197,10 +197,22 @@ def test_bad_values_exit_2_naming_the_flag(functions, command, flag, value, word
     ("serve-rm", ["--reward-pretrain", "rm"], "not to a reward model"),
     ("train-ppo", ["--pretrain", "p", "--prompt-data", "d.jsonl", "--remote-rm-url", "http://h:1/get_reward"],
      "not to a reward server URL"),
+    ("check-reward", ["http://h:1/get_reward", "--prompt-data", "d.jsonl"], "not to a reward server URL"),
+    ("bench-rm", ["--url", "http://h:1/get_reward"], "not to --url or --reward-pretrain"),
 ])
 def test_reward_function_options_without_a_reward_function_are_refused(command, args, what, capsys):
     code, out, err = cli([command, *args, "--reward-workers", "2", "--print-config"], capsys)
     assert code == 2 and "--reward-workers applies to a reward_func.py only" in err and what in err, err
+
+
+def test_a_worker_killed_while_idle_is_replaced_before_the_next_call(tmp_path):
+    path = write(tmp_path, "def reward_func(q, p, l):\n    return [1.0] * len(q)\n")
+    with FunctionPool(path) as pool:
+        worker = pool._idle.get()
+        worker.process.kill()
+        worker.process.wait()
+        pool._idle.put(worker)
+        assert pool.score(["x"], [""], [""]).rewards == [1.0]
 
 
 def test_timeout_is_the_old_spelling_of_reward_timeout_in_flags_and_config_files(tmp_path):

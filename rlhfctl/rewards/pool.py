@@ -219,6 +219,8 @@ class FunctionPool:
             raise RewardFault("the reward function's worker processes were stopped", kind="raised",
                               where=self.where)
         worker = self._idle.get()
+        if worker.process.poll() is not None:  # it died while idle (killed from outside): not this call's fault
+            worker = self._replace(worker)
         key, n = id(worker), len(queries)
         with self._lock:
             self._busy[key] = time.monotonic()
