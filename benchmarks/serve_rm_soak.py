@@ -64,7 +64,8 @@ def main() -> int:
     report = {"benchmark": "serve_rm_soak", "source": args.source, "requests": args.requests,
               "concurrency": args.concurrency, "hogs": args.hogs, "sent": sent, "answered": level.completed,
               "errors": level.errors, "error_examples": level.error_examples, "lost": args.requests - level.completed,
-              "connections": level.connections, "resent": level.resent, "request_throughput": round(level.request_throughput, 1),
+              "connections": level.connections, "resent": level.resent,
+              "request_throughput": round(level.request_throughput, 1),
               "p99_ms": level.p99_e2el_ms, "max_ms": level.max_e2el_ms,
               "wall_s": round(time.perf_counter() - started, 1)}
     print(json.dumps(report))
