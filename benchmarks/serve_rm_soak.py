@@ -26,7 +26,8 @@ from rlhfctl.bench.runner import benchmark
 from rlhfctl.config import resolve
 
 REWARD_FUNC = "def reward_func(queries, prompts, labels):\n    return [float(len(q) % 7) for q in queries]\n"
-HOG = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+HOG = ("import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+       "while time.monotonic() < end:\n    pass\n")
 
 
 def main() -> int:

@@ -27,7 +27,8 @@ BATCH = '''
 import torch
 def reward_func(queries, prompts, labels):
     rewards = torch.tensor([float(q.endswith(" " + l)) for q, l in zip(queries, labels)])
-    return {"rewards": rewards, "scores": rewards, "extra_logs": {"len": torch.tensor([float(len(q)) for q in queries])}}
+    lengths = torch.tensor([float(len(q)) for q in queries])
+    return {"rewards": rewards, "scores": rewards, "extra_logs": {"len": lengths}}
 '''
 # OpenRLHF v0.11 calls reward_func once per sample: users index [0] and return scalars or 1-element tensors.
 PER_SAMPLE = {
@@ -187,7 +188,8 @@ def test_workers_run_chunks_at_once(tmp_path):
 def test_bad_values_exit_2_naming_the_flag(functions, command, flag, value, words, capsys, tmp_path):
     func = str(functions["batch"])
     args = {"serve-rm": ["serve-rm", "--reward-func", func],
-            "train-ppo": ["train-ppo", "--pretrain", str(tmp_path), "--prompt-data", "x.jsonl", "--remote-rm-url", func],
+            "train-ppo": ["train-ppo", "--pretrain", str(tmp_path), "--prompt-data", "x.jsonl",
+                          "--remote-rm-url", func],
             "check-reward": ["check-reward", func, "--prompt-data", "x.jsonl"]}[command]
     code, out, err = cli([*args, flag, value, "--print-config"], capsys)
     assert code == 2 and words in " ".join((out + err).split()), (out, err)

@@ -18,7 +18,8 @@ from rlhfctl.config import CheckRewardConfig
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.base import RewardSource
 
-CALL_KINDS = {"raised", "http", "error", "unreachable", "crashed"}  # the reward failed to run (vs. ran and broke the contract)
+# The reward failed to run (vs. ran and broke the contract); "crashed": its worker process died.
+CALL_KINDS = {"raised", "http", "error", "unreachable", "crashed"}
 SHOW = 5  # failing samples detailed per check
 ATOL, RTOL = 1e-6, 1e-5  # "the same reward" for the determinism check
 
@@ -61,7 +62,8 @@ def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: fl
                    f"{left} samples not scored", [sample_of(run, fault)])
     else:
         slowest = max((s for run in runs for _, s in run.call_seconds), default=0.0)
-        report.add("timeout", "pass", f"no call reached the --reward-timeout of {timeout:g}s (slowest {_secs(slowest)})")
+        report.add("timeout", "pass",
+                   f"no call reached the --reward-timeout of {timeout:g}s (slowest {_secs(slowest)})")
 
 
 def _summary(faults: list[tuple[Run, Fault]], calls: int) -> str:
