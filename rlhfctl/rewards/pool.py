@@ -100,8 +100,8 @@ class _Worker:
         timeout = self.pool.load_timeout
         if not self.conn.poll(max(0.0, timeout - (time.monotonic() - self.started))):
             self.kill()
-            raise RewardFault(f"loading it took longer than the load timeout of {timeout:g}s (does it hang at "
-                              "import, e.g. waiting for a server or reading stdin?)", kind="import",
+            raise RewardFault(f"loading it took longer than the load timeout of {timeout:g}s (--reward-load-timeout; "
+                              "does it hang at import, e.g. waiting for a server?)", kind="import",
                               where=str(self.pool.path))
         try:
             kind, info = self.conn.recv()
@@ -117,8 +117,8 @@ class _Worker:
         return info
 
     def call(self, queries: list[str], prompts: list[str], labels: list[str], timeout: float | None) -> tuple:
-        """The worker's answer; None when the call passed `timeout` (the worker is then killed); EOFError when the
-        process died."""
+        """The worker's answer: ("ok" | "fault", value, per_sample, ignored_keys); an empty tuple when the call
+        passed `timeout` (the worker is then killed); EOFError or OSError when the process died."""
         if not self.loaded:
             self.ready()
         self.conn.send((queries, prompts, labels))
