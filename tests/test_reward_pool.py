@@ -251,3 +251,12 @@ def test_per_sample_and_batch_functions_check_alike_in_check_reward(tmp_path, pr
     contract = reports["single"].get("contract")
     assert contract.status == "warn" and "'note'" in contract.message and "ignored" in contract.message
     assert reports["batch"].get("contract").status == "pass"
+
+
+def test_serve_rm_on_a_file_that_hangs_at_import_exits_with_the_message(tmp_path, capsys):
+    path = write(tmp_path, "import time\ntime.sleep(1000)\n")
+    started = time.perf_counter()
+    code, out, err = cli(["serve-rm", "--reward-func", str(path), "--port", "0", "--reward-load-timeout", "1"],
+                         capsys)
+    assert time.perf_counter() - started < 10
+    assert code != 0 and "load timeout of 1s (--reward-load-timeout" in err and "Traceback" not in err + out
