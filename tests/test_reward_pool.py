@@ -260,3 +260,15 @@ def test_serve_rm_on_a_file_that_hangs_at_import_exits_with_the_message(tmp_path
                          capsys)
     assert time.perf_counter() - started < 10
     assert code != 0 and "load timeout of 1s (--reward-load-timeout" in err and "Traceback" not in err + out
+
+
+def test_auto_takes_a_scalar_as_per_sample_but_a_list_of_one_as_a_batch_that_miscounts(tmp_path):
+    from rlhfctl.rewards.function import FunctionReward
+
+    scalar = FunctionReward(write(tmp_path, "def reward_func(q, p, l):\n    return float(len(q[0]))\n", "s.py"))
+    assert scalar.score(["ab", "abc"], ["", ""], ["", ""]).rewards == [2.0, 3.0] and scalar.per_sample is True
+    miscounts = FunctionReward(write(tmp_path, "def reward_func(q, p, l):\n    return [0.0]\n", "m.py"))
+    with pytest.raises(RewardFault) as info:
+        miscounts.score(["ab", "abc"], ["", ""], ["", ""])
+    assert info.value.kind == "length" and "rewards has 1 value for 2 queries" in str(info.value)
+    assert "--reward-func-batching per-sample" in str(info.value) and miscounts.per_sample is None

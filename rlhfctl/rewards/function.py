@@ -83,27 +83,31 @@ class FunctionReward:
         n = len(queries)
         if n == 1:
             return self._checked(_one_sample(value) if self.per_sample is not False else value, 1)
-        if _looks_like_one_sample(value):
-            if self.per_sample is None:  # auto: a v0.11-style function answers for queries[0] only
-                try:
-                    batch = self._score_per_sample(queries, prompts, labels)
-                except RewardFault as fault:
-                    if fault.kind not in ("length", "shape", "type"):
-                        raise
-                    return self._checked(value, n)  # not per-sample either: a batch function that miscounts
+        if self.per_sample is None and _is_scalar(_rewards_of(value)):
+            # auto: a scalar for a batch is a v0.11-style function that answered for queries[0] only
+            try:
+                batch = self._score_per_sample(queries, prompts, labels)
+            except RewardFault as fault:
+                if fault.kind not in ("length", "shape", "type"):
+                    raise
+            else:
                 log.info("%s returned one value for a batch of %d: calling it once per sample, as OpenRLHF v0.11 "
                          "does (--reward-func-batching per-sample says so up front)", self.where, n)
                 self.per_sample = True
                 return batch
-            try:
-                return self._checked(value, n)
-            except RewardFault as fault:
-                raise RewardFault(f"{fault.problem}; a function that scores one sample per call (OpenRLHF v0.11 "
-                                  "style) needs --reward-func-batching per-sample or auto", kind=fault.kind,
+        try:
+            batch = self._checked(value, n)
+        except RewardFault as fault:
+            rewards = _rewards_of(value)
+            if fault.kind == "length" and (_is_scalar(rewards) or (isinstance(rewards, (list, tuple))
+                                                                  and len(rewards) == 1)):
+                raise RewardFault(f"{fault.problem} (a function that scores one sample per call, as OpenRLHF "
+                                  "v0.11 calls it, needs --reward-func-batching per-sample)", kind=fault.kind,
                                   where=fault.where, index=fault.index) from None
+            raise
         if self.per_sample is None:
             self.per_sample = False
-        return self._checked(value, n)
+        return batch
 
     def _score_per_sample(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         """One call per sample, as OpenRLHF v0.11 makes them; a failure names its sample."""
@@ -263,18 +267,18 @@ class FunctionReward:
         return f"FunctionReward({str(self.path)!r}, function={self.function!r}, timeout={self.timeout!r})"
 
 
-def _is_single(value: Any) -> bool:
-    """A number, a 0-d or 1-element tensor/array, or a 1-element list: what a per-sample call returns."""
+def _is_scalar(value: Any) -> bool:
+    """A number or a 0-d / 1-element tensor or array: what an OpenRLHF v0.11 per-sample function returns. (A list of
+    one is not taken as that sign: a batch function that miscounts returns lists too.)"""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return True
     if hasattr(value, "shape") and hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         return tuple(int(d) for d in value.shape) in ((), (1,))
-    return isinstance(value, (list, tuple)) and len(value) == 1
+    return False
 
 
-def _looks_like_one_sample(value: Any) -> bool:
-    """Whether a return value holds one reward (a per-sample function called on a batch) rather than many."""
-    return _is_single(value["rewards"]) if isinstance(value, dict) and "rewards" in value else _is_single(value)
+def _rewards_of(value: Any) -> Any:
+    return value.get("rewards") if isinstance(value, dict) else value
 
 
 def _one_sample(value: Any) -> Any:
