@@ -114,7 +114,7 @@ class RewardExecArgs(Group):
     reward_func_batching: Literal["auto", "batch", "per-sample"] = _opt(
         "auto", "How to call a reward_func.py: batch (lists of all queries, OpenRLHF before v0.11), per-sample (lists "
         "of one, as OpenRLHF v0.11 calls it; scalars accepted), auto (a batch; per-sample from then on if it "
-        "returns one value for two or more queries).",
+        "returns a single number or 1-element tensor for two or more queries).",
     )
 
     def reward_exec_misused(self, is_function: bool, what: str, *, also_for_urls: tuple[str, ...] = ()) -> list[str]:
