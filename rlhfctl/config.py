@@ -31,7 +31,8 @@ IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
 
 # Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
-# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config.
+# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
+# of an option (OpenRLHF's, older rlhfctl names) live in one table, config_aliases.py.
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -98,6 +99,36 @@ class RewardFuncArgs(Group):
     reward_func: Optional[str] = _opt(
         None, "Path of a Python file defining reward_func(queries, prompts, labels, **kwargs) (sync or async)."
     )
+
+
+class RewardExecArgs(Group):
+    """How a reward_func.py runs: in worker processes that a timeout kills (rewards/pool.py)."""
+
+    panel: ClassVar[str] = "Reward function"
+    reward_timeout: float = _opt(
+        60.0, "Seconds one reward call may take: a reward_func.py call past it is killed (its worker process is "
+        "replaced) and reported; check-reward also bounds a server's answer by it.", gt=0,
+    )
+    reward_workers: int = _opt(
+        1, "Worker processes running the reward_func.py: calls run at once (1: one at a time, safe for a function "
+        "that is not thread-safe).", ge=1,
+    )
+    reward_load_timeout: float = _opt(120.0, "Seconds a reward_func.py may take to import in a worker.", gt=0)
+    reward_func_batching: Literal["auto", "batch", "per-sample"] = _opt(
+        "auto", "How to call a reward_func.py: batch (lists of all queries, OpenRLHF before v0.11), per-sample (lists "
+        "of one, as OpenRLHF v0.11 calls it; scalars accepted), auto (a batch; per-sample from then on if it "
+        "returns a single number or 1-element tensor for two or more queries).",
+    )
+
+    def reward_exec_misused(self, is_function: bool, what: str, *, also_for_urls: tuple[str, ...] = ()) -> list[str]:
+        """Messages for reward-function options given where no reward_func.py runs (they would do nothing);
+        `also_for_urls` names options that act on a reward server too (check-reward's --reward-timeout)."""
+        if is_function:
+            return []
+        fields = RewardExecArgs.model_fields
+        changed = [n for n in fields if n not in also_for_urls
+                   and getattr(self, n) != fields[n].default]  # a saved config repeats defaults
+        return [f"{flag_name(n, fields[n])} applies to a reward_func.py only, not to {what}" for n in changed]
 
 
 class FunctionNameArgs(Group):
@@ -377,7 +408,6 @@ class CheckArgs(Group):
         "(a policy folder or Hub ID).",
     )
     strict: bool = _opt(False, "Turn behaviour warnings (constant, all zeros, no label separation...) into failures.")
-    timeout: float = _opt(30.0, "Seconds one reward call may take before it counts as a failure.", gt=0)
 
     @model_validator(mode="after")
     def _responses_form(self) -> "CheckArgs":
@@ -414,19 +444,22 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ListenArgs, ServerArgs,
-                    ServerBatchArgs, AuthArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs, ListenArgs,
+                    ServerArgs, ServerBatchArgs, AuthArgs):
     """Options of `rlhfctl serve-rm`."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ServeRMConfig":
         if (self.reward_pretrain is None) == (self.reward_func is None):
             raise ValueError("give exactly one of --reward-pretrain DIR or --reward-func FILE.py")
+        problems = self.reward_exec_misused(self.reward_func is not None, "a reward model (--reward-pretrain)")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RemoteRewardArgs, AuthArgs,
-                        ModelLoadArgs, RunArgs, OutputArgs):
+class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
+                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -435,11 +468,15 @@ class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, Function
             raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
+        problems = self.reward_exec_misused(not self.reward.strip().startswith(("http://", "https://")),
+                                            "a reward server URL", also_for_urls=("reward_timeout",))
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, ServerArgs,
-                    ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs,
+                    ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
     """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
     port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
 
@@ -454,12 +491,15 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
             raise ValueError("--in-process scores without HTTP, so it needs --reward-pretrain or --reward-func, not --url")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"--min-tokens ({self.min_tokens}) is above --max-tokens ({self.max_tokens})")
+        problems = self.reward_exec_misused(self.reward_func is not None, "--url or --reward-pretrain")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardModelArgs,
-                     RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs,
-                     RunArgs):
+class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
+                     RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
+                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
@@ -494,6 +534,8 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
+        is_function = self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")
+        problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -637,7 +679,7 @@ def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None 
     cls = COMMANDS[command]
     from_file = read_config_file(config_file, command, notes) if config_file else {}
     data = {k: v for k, v in from_file.items() if k in cls.model_fields}
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = {key_of(k): v for k, v in flags.items() if v is not None}
     data.update(given)
     try:
         cfg = cls.model_validate(data)

@@ -328,8 +328,12 @@ SERVE_RM: dict[str, Entry] = {
         "no effect: texts are scored in padded, length-sorted batches", 0)),
 }
 
+# check-reward's own older name: its --timeout bounded one reward call, which --reward-timeout now does everywhere.
+CHECK_REWARD: dict[str, Entry] = {**_spell("timeout", entry=alias("reward_timeout"))}
+
 # bench-rm starts a serve-rm with its server options, so a serve_rm spelling means the same there.
-TABLES: dict[str, dict[str, Entry]] = {"train-ppo": TRAIN_PPO, "serve-rm": SERVE_RM, "bench-rm": SERVE_RM}
+TABLES: dict[str, dict[str, Entry]] = {"train-ppo": TRAIN_PPO, "serve-rm": SERVE_RM, "bench-rm": SERVE_RM,
+                                       "check-reward": CHECK_REWARD}
 
 
 # ----------------------------------------------------------------------------------------------- applying it

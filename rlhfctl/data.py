@@ -274,10 +274,10 @@ def load_prompts(
 
 
 def build_query(prompt: str, response: str) -> str:
-    """The text a reward source scores: the formatted prompt followed by the response, with no separator.
+    """The text a reward source scores for a response given as text (check-reward's oracle and column responses):
+    the formatted prompt followed by the response, with no separator.
 
-    OpenRLHF sends `tokenizer.batch_decode(prompt_ids + response_ids)` (pads removed) as the query; decoding the
-    concatenated ids of a formatted prompt and its response gives the prompt text followed by the response text,
-    which is what this returns. train-ppo and check-reward both call it so they send the same queries.
+    A generated response is decoded with its prompt as one token sequence instead (models/actor.decode_queries, as
+    OpenRLHF does), which keeps a SentencePiece response's leading space and the prompt's --prompt-max-len cut.
     """
     return prompt + response

@@ -85,7 +85,7 @@ def test_missing_file_fails_the_load_check(tmp_path, prompt_file):
 
 
 def test_too_slow_for_the_timeout_stops_at_the_first_call(prompt_file):
-    report = check(GALLERY / "bad_slow.py", prompt_file, timeout=0.3)
+    report = check(GALLERY / "bad_slow.py", prompt_file, reward_timeout=0.3)
     assert status(report)["timeout"] == "fail"
     assert "took longer than the timeout of 0.3s on a batch of 2" in message(report, "timeout")
     assert "6 samples not scored" in message(report, "timeout")
@@ -231,7 +231,7 @@ def test_cli_json_strict_failure(prompt_file, capsys):
      "--responses must be oracle, shuffled, column:NAME or model:DIR"),
     (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--responses", "column:output"],
      "--responses column:output: DATA has no column 'output'"),
-    (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--timeout", "0"], "--timeout"),
+    (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--timeout", "0"], "--reward-timeout"),
     (["REWARD", "--prompt-data", "DATA", "--label-key", "answer", "--apply-chat-template"],
      "--apply-chat-template needs --pretrain"),
     (["http://127.0.0.1:9/get_reward,REWARD", "--prompt-data", "DATA", "--label-key", "answer"],

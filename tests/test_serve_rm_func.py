@@ -1,5 +1,6 @@
-"""serve-rm serving a reward_func.py: prompts and labels pass through, a failing function fails only its request,
-and a full queue answers 503 with Retry-After."""
+"""serve-rm serving a reward_func.py in worker processes: prompts and labels pass through, a failing function fails
+only its request with a status clients do not retry, a hung one is killed at --reward-timeout while the server keeps
+serving (and /health says degraded), and a full queue answers 503 with Retry-After."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ import httpx
 import pytest
 
 from rlhfctl.config import ServeRMConfig
-from rlhfctl.rewards.function import FunctionReward
+from rlhfctl.errors import RewardError
+from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
-from rlhfctl.serving.server import serve_in_thread
+from rlhfctl.serving.server import open_source, serve_in_thread
 
 REWARD_FUNC = '''
 import asyncio
+import os
 import time
 
 def reward_func(queries, prompts, labels, **kwargs):
+    if any("hang" in q for q in queries):
+        time.sleep(1000)
+    if any("spin" in q for q in queries):
+        while True:  # CPU-bound and never releases the GIL for long: no thread could stop this
+            pass
+    if any("exit" in q for q in queries):
+        os._exit(7)
     if any("boom" in q for q in queries):
         raise ValueError("cannot score a boom")
     if any("nan" in q for q in queries):
@@ -44,9 +54,27 @@ def func_file(tmp_path_factory):
     return path
 
 
-def serve(path, function="reward_func", **opts):
-    cfg = ServeRMConfig(reward_func=str(path), function=function, **opts)
-    return serve_in_thread(create_app(FunctionReward(path, function=function), cfg))
+class Served:
+    """serve-rm on a reward_func.py (its FunctionPool closed on exit, as run_server closes it)."""
+
+    def __init__(self, path, function="reward_func", **opts):
+        cfg = ServeRMConfig(reward_func=str(path), function=function, **opts)
+        self.source = open_source(cfg)
+        self.handle = serve_in_thread(create_app(self.source, cfg))
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, *exc):
+        self.handle.stop()
+        self.source.close()
+
+
+serve = Served
+
+
+def health(handle):
+    return httpx.get(handle.url.replace("/get_reward", "/health"), timeout=30).json()
 
 
 def test_prompts_and_labels_reach_the_function(func_file):
@@ -66,12 +94,12 @@ def test_async_function(func_file):
 def test_a_failing_function_fails_its_request_only(func_file):
     with serve(func_file) as handle:
         raised = httpx.post(handle.url, json={"query": ["boom"]}, timeout=30)
-        assert raised.status_code == 500
+        assert raised.status_code == 422 and raised.json()["retryable"] is False
         detail = raised.json()["detail"]
-        assert "reward function failed" in detail and "server-side" in detail
+        assert "reward function failed" in detail and "not retried" in detail
         assert "ValueError: cannot score a boom" in detail and "reward_func.py" in detail
         broken = httpx.post(handle.url, json={"query": ["nan"]}, timeout=30)
-        assert broken.status_code == 500 and "nan, not a finite number" in broken.json()["detail"]
+        assert broken.status_code == 422 and "nan, not a finite number" in broken.json()["detail"]
         ok = httpx.post(handle.url, json={"query": ["fine"], "labels": ["fine"]}, timeout=30)
         assert ok.status_code == 200 and ok.json()["rewards"] == [1.0]
 
@@ -94,3 +122,57 @@ def test_full_queue_answers_503_with_retry_after(func_file):
         worker.join()
         assert slow["r"].status_code == 200
         assert httpx.post(handle.url, json={"query": ["x"]}, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("query", ["hang", "spin"])
+def test_a_hung_call_is_killed_at_the_timeout_and_the_server_keeps_serving(func_file, query):
+    with serve(func_file, reward_timeout=1.0) as handle:
+        started = time.perf_counter()
+        stuck = httpx.post(handle.url, json={"query": [query]}, timeout=30)
+        assert time.perf_counter() - started < 10
+        assert stuck.status_code == 504 and stuck.json()["retryable"] is False
+        assert "took longer than the timeout of 1s on a batch of 1" in stuck.json()["detail"]
+        assert "reward_func.py:reward_func" in stuck.json()["detail"]
+        assert health(handle)["status"] == "degraded" and "timed out" in health(handle)["reason"]
+        ok = httpx.post(handle.url, json={"query": ["fine"], "labels": ["fine"]}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["rewards"] == [1.0]
+
+
+def test_a_function_that_kills_its_process_fails_its_request_and_the_next_call_works(func_file):
+    with serve(func_file) as handle:
+        dead = httpx.post(handle.url, json={"query": ["exit"]}, timeout=30)
+        assert dead.status_code == 422 and "worker process exited (code 7)" in dead.json()["detail"]
+        assert health(handle)["status"] == "degraded"
+        assert httpx.post(handle.url, json={"query": ["x"]}, timeout=30).status_code == 200
+
+
+def test_health_is_ok_with_the_workers_it_was_given(func_file):
+    with serve(func_file, reward_workers=2) as handle:
+        assert httpx.post(handle.url, json={"query": ["x"]}, timeout=30).status_code == 200
+        assert health(handle)["status"] == "ok" and health(handle)["workers"] == 2
+
+
+@pytest.mark.parametrize("workers,concurrent", [(1, False), (2, True)])
+def test_reward_workers_is_how_many_calls_run_at_once(func_file, workers, concurrent):
+    with serve(func_file, reward_workers=workers) as handle:
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(httpx.post(
+            handle.url, json={"query": ["sleep"]}, timeout=30))) for _ in range(2)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.perf_counter() - started
+    assert [a.status_code for a in answers] == [200, 200]
+    assert (took < 1.1) == concurrent, took  # each call sleeps 0.6 s
+
+
+def test_remote_reward_shows_the_functions_message_at_once_without_retrying(func_file):
+    with serve(func_file) as handle:
+        client = RemoteReward(handle.url, max_retries=5, retry_backoff=2.0)
+        started = time.perf_counter()
+        with pytest.raises(RewardError, match="ValueError: cannot score a boom"):
+            client.score(["boom"])
+        assert time.perf_counter() - started < 1.5  # a retry would have slept >= 1 s first
+        client.close()

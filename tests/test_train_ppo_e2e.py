@@ -37,6 +37,22 @@ def reward_func(queries, prompts, labels, **kwargs):
     return {"rewards": rewards, "extra_logs": {"label_seen": [1.0 for _ in labels]}}
 '''
 
+# The same reward written for OpenRLHF v0.11, which calls reward_func once per sample: index [0], return scalars.
+REWARD_PER_SAMPLE = '''
+import torch
+
+def reward_func(queries, prompts, labels, **kwargs):
+    response = queries[0][len(prompts[0]):]
+    reward = torch.tensor(response.count("e") / max(1, len(response)))
+    return {"rewards": reward, "scores": reward, "extra_logs": {"label_seen": torch.tensor([1.0])}}
+'''
+
+REWARD_THAT_HANGS = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    while True:  # a verifier stuck in pure Python: holds the GIL, no thread could stop it
+        pass
+'''
+
 REWARD_THAT_RAISES = '''
 def reward_func(queries, prompts, labels, **kwargs):
     return [score(q, l) for q, l in zip(queries, labels)]
@@ -327,6 +343,32 @@ def test_a_reward_func_that_raises_stops_with_the_sample_and_traceback(tiny_poli
     assert 'raise KeyError("no rule for " + label)' in result.stderr  # the user's own line
     assert "step 1:" in result.stderr
     assert metrics(out) == []
+
+
+def test_a_per_sample_reward_func_trains_exactly_as_the_batch_one(tiny_policy_dir, prompt_file, reward_file, tmp_path,
+                                                                  ray_address):
+    """OpenRLHF v0.11's per-sample reward_func (found out by --reward-func-batching auto) gives the same rewards."""
+    per_sample = tmp_path / "per_sample.py"
+    per_sample.write_text(REWARD_PER_SAMPLE)
+    runs = {}
+    for name, reward in (("batch", reward_file), ("per_sample", per_sample)):
+        out = tmp_path / name
+        result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
+                       + ["--engine", "torch", "--seed", "3", "--reward-workers", "2"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = [(m["reward"], m["reward/label_seen"]) for m in metrics(out)]
+    assert runs["per_sample"] == runs["batch"] and len(runs["batch"]) == 2
+
+
+def test_a_hung_reward_func_stops_the_run_at_the_reward_timeout(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+    reward = tmp_path / "hangs.py"
+    reward.write_text(REWARD_THAT_HANGS)
+    out = tmp_path / "out"
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
+                   + ["--engine", "torch", "--reward-timeout", "2"])
+    assert result.returncode == 1
+    assert "hangs.py:reward_func: took longer than the timeout of 2s on a batch of 8" in result.stderr
+    assert "step 1:" in result.stderr and "--reward-timeout" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------------ placement

@@ -41,6 +41,7 @@ class LevelStats:
     error_examples: dict[str, str]
     client_cpu: float
     connections: Optional[int]
+    resent: Optional[int] = None  # requests re-sent on a fresh connection after a reused one closed (keep-alive race)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -77,6 +78,7 @@ def summarize(run: LevelRun) -> LevelStats:
         error_examples=dict(sorted(run.examples.items())),
         client_cpu=run.cpu / duration,
         connections=run.info.get("connections"),
+        resent=run.info.get("resent"),
     )
 
 

@@ -104,10 +104,11 @@ class HttpTarget:
 
     async def close(self) -> dict[str, Any]:
         opened = self._client.opened if self._client else 0
+        resent = self._client.resent if self._client else 0
         if self._client is not None:
             self._client.close()
             self._client = None
-        return {"connections": opened}
+        return {"connections": opened, "resent": resent}
 
 
 class InProcessTarget:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
+from typing import Any, Sequence
 
 from rlhfctl.checks.report import Report, finding
 from rlhfctl.checks.samples import Sample
@@ -18,14 +18,17 @@ from rlhfctl.config import CheckRewardConfig
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.base import RewardSource
 
-CALL_KINDS = {"raised", "http", "error", "unreachable"}  # the reward failed to run (vs. ran and broke the contract)
+# The reward failed to run (vs. ran and broke the contract); "crashed": its worker process died.
+CALL_KINDS = {"raised", "http", "error", "unreachable", "crashed"}
 SHOW = 5  # failing samples detailed per check
 ATOL, RTOL = 1e-6, 1e-5  # "the same reward" for the determinism check
 
 
 # ------------------------------------------------------------------------------------------------ contract
-def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: float) -> None:
-    """The contract, exceptions and timeout checks, from every call made in every run."""
+def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: float, *,
+                   ignored_keys: Sequence[str] = (), per_sample: bool = False, strict: bool = False) -> None:
+    """The contract, exceptions and timeout checks, from every call made in every run. `ignored_keys`: dict keys
+    the function returned that OpenRLHF (and rlhfctl) ignore, a warning; `per_sample`: it was called per sample."""
     faults = [(run, f) for run in runs for f in run.faults]
     calls = sum(len(run.call_seconds) for run in runs)
     returned = calls - len({(run.name, f.batch) for run, f in faults if f.kind != "timeout"})
@@ -37,8 +40,15 @@ def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: fl
     elif returned:
         extra = sorted({k for run in runs for k in run.extra_logs})
         logs = f"; extra_logs: {', '.join(extra)}" if extra else ""
-        report.add("contract", "pass", f"{returned} calls of up to {batch_size} queries each returned one finite "
-                   f"reward per query{logs}")
+        how = (" (called once per sample: it returns one value per call, as OpenRLHF v0.11 reward functions do)"
+               if per_sample else "")
+        if ignored_keys:
+            keys = ", ".join(map(repr, ignored_keys))
+            report.add("contract", finding(strict), f"it returns dict keys that are ignored: {keys} (OpenRLHF reads "
+                       "only 'rewards', 'scores' and 'extra_logs'; a misspelt key is lost silently there)")
+        else:
+            report.add("contract", "pass", f"{returned} calls of up to {batch_size} queries each returned one "
+                       f"finite reward per query{logs}{how}")
     if raised:
         report.add("exceptions", "fail", _summary(raised, calls), [sample_of(r, f) for r, f in raised[:SHOW]])
     elif calls:
@@ -52,7 +62,8 @@ def failure_checks(report: Report, runs: list[Run], batch_size: int, timeout: fl
                    f"{left} samples not scored", [sample_of(run, fault)])
     else:
         slowest = max((s for run in runs for _, s in run.call_seconds), default=0.0)
-        report.add("timeout", "pass", f"no call reached the --timeout of {timeout:g}s (slowest {_secs(slowest)})")
+        report.add("timeout", "pass",
+                   f"no call reached the --reward-timeout of {timeout:g}s (slowest {_secs(slowest)})")
 
 
 def _summary(faults: list[tuple[Run, Fault]], calls: int) -> str:
@@ -164,12 +175,12 @@ def speed_check(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None
     rollout = cfg.rollout_batch_size * cfg.n_samples_per_prompt
     projected = per_sample * rollout
     report.timing.update(calls=len(calls), per_sample_s=per_sample, slowest_call_s=slowest,
-                         rollout_samples=rollout, projected_rollout_batch_s=projected, timeout_s=cfg.timeout)
+                         rollout_samples=rollout, projected_rollout_batch_s=projected, timeout_s=cfg.reward_timeout)
     figures = (f"{_secs(per_sample)} per sample, slowest call {_secs(slowest)}; about {_secs(projected)} of reward "
                f"time per rollout batch of {rollout} samples, called one batch at a time")
-    if slowest > cfg.timeout / 2:
+    if slowest > cfg.reward_timeout / 2:
         report.add("speed", finding(cfg.strict),
-                   f"slow: the slowest call took {_secs(slowest)}, over half the --timeout of {cfg.timeout:g}s; "
+                   f"slow: the slowest call took {_secs(slowest)}, over half the --reward-timeout of {cfg.reward_timeout:g}s; "
                    f"{figures}")
     else:
         report.add("speed", "pass", figures)

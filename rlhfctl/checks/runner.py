@@ -50,16 +50,18 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
 def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: CheckRewardConfig,
            progress: Progress | None) -> None:
     size = cfg.micro_rollout_batch_size
-    main = score_run(source, samples, size, "main", cfg.timeout, progress)
+    main = score_run(source, samples, size, "main", cfg.reward_timeout, progress)
     runs = [main]
     control: Run | None = None
     matched_is_main = True
     pair = control_samples(samples[:CONTROL_SAMPLES], cfg) if main.values and not main.timed_out else None
     if pair is not None:
         control_list, matched_is_main = pair
-        control = score_run(source, control_list, size, "control", cfg.timeout, progress)
+        control = score_run(source, control_list, size, "control", cfg.reward_timeout, progress)
         runs.append(control)
-    behaviour.failure_checks(report, runs, size, cfg.timeout)
+    behaviour.failure_checks(report, runs, size, cfg.reward_timeout,
+                             ignored_keys=sorted(getattr(source, "ignored_keys", ())),
+                             per_sample=bool(getattr(source, "per_sample", False)), strict=cfg.strict)
     behaviour.statistics_of(report, main, cfg)
     if not main.values:
         return

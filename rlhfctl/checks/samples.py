@@ -29,10 +29,11 @@ class Sample:
     prompt: str
     label: str
     response: str
+    decoded: str | None = None  # a generated response's query, decoded with its prompt as one token sequence
 
     @property
     def query(self) -> str:
-        return build_query(self.prompt, self.response)
+        return self.decoded if self.decoded is not None else build_query(self.prompt, self.response)
 
 
 def response_mode(spec: str) -> tuple[str, str]:
@@ -157,8 +158,8 @@ def _model_samples(examples: list[PromptExample], cfg: CheckRewardConfig, model_
             model, tokenizer, [ex.prompt for ex in chunk], max_new_tokens=cfg.generate_max_len,
             temperature=cfg.temperature, top_p=cfg.top_p, prompt_max_len=cfg.prompt_max_len,
         )
-        for ex, response in zip(chunk, rollout.responses):
-            samples.append(Sample(len(samples), ex.row, ex.prompt, ex.label, response))
+        for ex, response, query in zip(chunk, rollout.responses, rollout.queries):
+            samples.append(Sample(len(samples), ex.row, ex.prompt, ex.label, response, query))
     return samples
 
 

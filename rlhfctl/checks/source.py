@@ -13,8 +13,8 @@ from rlhfctl.config import CheckRewardConfig
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
-from rlhfctl.rewards.factory import is_url, open_reward
-from rlhfctl.rewards.function import FunctionReward
+from rlhfctl.rewards.factory import is_url, open_function as open_pool, open_reward
+from rlhfctl.rewards.pool import FunctionPool
 from rlhfctl.rewards.remote import parse_urls
 
 
@@ -29,10 +29,11 @@ def url_list(spec: str) -> list[str] | None:
     return parse_urls(parts)
 
 
-def open_function(cfg: CheckRewardConfig, report: Report) -> FunctionReward | None:
-    """The reward_func under test, after the load and signature checks; None if either failed."""
+def open_function(cfg: CheckRewardConfig, report: Report) -> FunctionPool | None:
+    """The reward_func under test (in worker processes, as train-ppo runs it), after the load and signature
+    checks; None if either failed."""
     try:
-        source = FunctionReward(cfg.reward, function=cfg.function, timeout=cfg.timeout)
+        source = open_pool(cfg.reward, cfg)
     except RewardFault as fault:
         name = "signature" if fault.kind == "signature" else "load"
         if name == "signature":
@@ -58,7 +59,7 @@ def open_function(cfg: CheckRewardConfig, report: Report) -> FunctionReward | No
 def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: Sample) -> RewardSource | None:
     """The reward client training would use, after one real query reached every URL and got a valid answer."""
     for url in urls:
-        client = HttpProbe(url, api_key=cfg.api_key, timeout=cfg.timeout)
+        client = HttpProbe(url, api_key=cfg.api_key, timeout=cfg.reward_timeout)
         try:
             client.score([probe.query], [probe.prompt], [probe.label])
         except RewardError as exc:
@@ -68,4 +69,4 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
             client.close()
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
-    return open_reward(",".join(urls), cfg, timeout=cfg.timeout)
+    return open_reward(",".join(urls), cfg, timeout=cfg.reward_timeout)

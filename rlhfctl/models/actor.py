@@ -89,13 +89,32 @@ def _require_folder(path: str, flag: str) -> None:
 
 @dataclass
 class Rollout:
-    """What `generate` returns: token tensors plus the response texts the reward will read."""
+    """What `generate` returns: token tensors, the response texts, and the queries the reward will read."""
 
     sequences: Tensor
     attention_mask: Tensor
     action_mask: Tensor
     responses: list[str]
+    queries: list[str]
     truncated: Optional[Tensor] = None  # [B] bool: no EOS within max_new_tokens (cut at the length limit)
+
+
+def decode_queries(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, responses: Tensor, action_mask: Tensor,
+                   eos_token_id: int | list[int] | None) -> list[str]:
+    """The reward's query texts as OpenRLHF builds them: the prompt's tokens as the policy saw them (left-truncated
+    to --prompt-max-len, pads removed) and the response's, decoded as ONE sequence.
+
+    Decoding the two halves apart and joining the texts differs for SentencePiece-style tokenizers: the response's
+    first token "▁4" decodes to "4" on its own but to " 4" after the prompt. Special tokens inside the text (a chat
+    template's) stay, as OpenRLHF keeps them; the EOS that ends a response is left out, as OpenRLHF's reward server
+    strips it."""
+    eos = set(eos_token_id if isinstance(eos_token_id, list) else [] if eos_token_id is None else [eos_token_id])
+    queries = []
+    for p_ids, p_mask, r_ids, r_mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), responses.tolist(),
+                                             action_mask.tolist()):
+        ids = [t for t, m in zip(p_ids, p_mask) if m] + [t for t, m in zip(r_ids, r_mask) if m and t not in eos]
+        queries.append(tokenizer.decode(ids, skip_special_tokens=False))
+    return queries
 
 
 def tokenize_prompts(tokenizer: Any, prompts: list[str], prompt_max_len: int) -> tuple[Tensor, Tensor]:
@@ -149,7 +168,8 @@ def generate(
     sequences = torch.cat([input_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, action_mask], dim=1)
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    return Rollout(sequences, attention_mask, action_mask, texts, truncated)
+    queries = decode_queries(tokenizer, input_ids, prompt_mask, responses, action_mask, eos)
+    return Rollout(sequences, attention_mask, action_mask, texts, queries, truncated)
 
 
 def _ends_with_eos(responses: Tensor, action_mask: Tensor, eos_token_id: int | list[int] | None) -> Tensor:

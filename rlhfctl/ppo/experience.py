@@ -34,6 +34,7 @@ class Samples:
     # [B, A] log-probs of the sampled tokens as the rollout engine computed them (vLLM); None with HF generate,
     # whose rollout log-probs are the actor's own.
     rollout_log_probs: Optional[Tensor] = None
+    queries: list[str] = field(default_factory=list)  # prompt + response decoded as one sequence (the reward's input)
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -47,7 +48,7 @@ class Samples:
             [_pad_right(p.rollout_log_probs, act.shape[1], 0) for p in parts])
         return Samples(seqs, attn, act, [x for p in parts for x in p.prompts],
                        [x for p in parts for x in p.labels], [x for p in parts for x in p.responses], truncated,
-                       rollout)
+                       rollout, queries=[x for p in parts for x in p.queries])
 
     def select(self, index: list[int]) -> "Samples":
         """The rows `index`, in that order (widths kept)."""
@@ -55,7 +56,8 @@ class Samples:
         pick = (lambda t: None if t is None else t.index_select(0, idx))  # noqa: E731
         return Samples(pick(self.sequences), pick(self.attention_mask), pick(self.action_mask),
                        [self.prompts[i] for i in index], [self.labels[i] for i in index],
-                       [self.responses[i] for i in index], pick(self.truncated), pick(self.rollout_log_probs))
+                       [self.responses[i] for i in index], pick(self.truncated), pick(self.rollout_log_probs),
+                       queries=[self.queries[i] for i in index] if self.queries else [])
 
 
 @dataclass

@@ -323,7 +323,8 @@ class PPOTrainer:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
 
         `during` names what was being scored in the message (default: the step under way)."""
-        queries = [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
+        queries = samples.queries if len(samples.queries) == len(samples) else \
+            [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
         try:
             if self.roles.reward is not None:
                 shards = _split(len(queries), len(self.roles.reward))
@@ -332,7 +333,7 @@ class PPOTrainer:
                 batch = RewardBatch.concat(parts)
             else:
                 assert self.reward is not None
-                batch = self.reward.score(queries, samples.prompts, samples.labels)
+                batch = self._score_source(queries, samples.prompts, samples.labels)
         except RewardError as exc:
             index = getattr(exc, "index", None)
             if getattr(exc, "kind", None) == "nan" and index is not None and during is None \
@@ -346,6 +347,17 @@ class PPOTrainer:
         if len(batch.rewards) != len(queries):
             raise RewardError(f"step {self.state.step + 1}: {len(batch.rewards)} rewards for {len(queries)} queries")
         return batch
+
+    def _score_source(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
+        """A reward_func.py is called per micro-rollout batch, as OpenRLHF calls it (--reward-workers of them at
+        once); a reward server gets the whole batch (its client spreads it over the servers)."""
+        from rlhfctl.rewards.pool import FunctionPool
+
+        assert self.reward is not None
+        if isinstance(self.reward, FunctionPool):
+            size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
+            return self.reward.score_chunks(queries, prompts, labels, size)
+        return self.reward.score(queries, prompts, labels)
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:

@@ -154,7 +154,8 @@ class PolicyWorker(_TrainedWorker):
                     temperature=temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
                 )
                 parts.append(Samples(rollout.sequences, rollout.attention_mask, rollout.action_mask,
-                                     prompts[chunk], labels[chunk], rollout.responses, rollout.truncated))
+                                     prompts[chunk], labels[chunk], rollout.responses, rollout.truncated,
+                                     queries=rollout.queries))
         return Samples.concat(parts, self.tokenizer.pad_token_id)
 
     @torch.no_grad()

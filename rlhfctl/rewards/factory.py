@@ -29,14 +29,21 @@ def open_reward(spec: str, cfg: Any, *, timeout: float | None = None) -> RewardS
             max_inflight=getattr(cfg, "rm_max_inflight", 32),
         )
     if len(parts) == 1 and parts[0].endswith(".py"):
-        from rlhfctl.rewards.function import FunctionReward
-
-        return FunctionReward(parts[0], function=getattr(cfg, "function", "reward_func"), timeout=timeout)
+        return open_function(parts[0], cfg)
     if any(is_url(p) for p in parts):
         raise UsageError(f"{spec!r}: mix of URLs and other text; give URLs only, comma-separated, or one .py file")
     if len(parts) == 1 and Path(parts[0]).is_dir():
         raise UsageError(f"{spec!r} is a folder: a reward model goes in --reward-pretrain, not a reward URL")
     raise UsageError(f"{spec!r} is neither a reward server URL (http://...) nor a reward_func .py file")
+
+
+def open_function(path: str, cfg: Any) -> Any:
+    """A reward_func.py in worker processes (FunctionPool) with the RewardExecArgs of `cfg`: --reward-timeout,
+    --reward-workers, --reward-load-timeout, --reward-func-batching, and --function."""
+    from rlhfctl.rewards.pool import FunctionPool
+
+    return FunctionPool(path, function=cfg.function, timeout=cfg.reward_timeout, workers=cfg.reward_workers,
+                        batching=cfg.reward_func_batching, load_timeout=cfg.reward_load_timeout)
 
 
 def open_reward_model(cfg: Any) -> RewardSource:

@@ -4,6 +4,11 @@ OpenRLHF imports the file and calls `reward_func(queries, prompts, labels)` posi
 `--micro-rollout-batch-size` queries; it may be sync or async and returns a tensor or a dict (rewards/contract.py).
 Everything that can go wrong (file, syntax, import, missing function, signature, exception, timeout, contract) is a
 RewardFault naming the file, the function and, where there is one, the sample, with the user's own traceback.
+
+OpenRLHF v0.11 calls reward_func once per sample (lists of one; users index queries[0] and return a scalar),
+earlier versions on a batch: `batching` says which ("auto" finds out on the first call of two or more samples).
+This class runs the function in the calling process; rewards/pool.py runs it in worker processes that a timeout
+can kill, which is how the commands run it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import concurrent.futures
 import hashlib
 import importlib.util
 import inspect
+import logging
+import numbers
 import sys
 import threading
 import traceback
@@ -21,9 +28,11 @@ from types import ModuleType
 from typing import Any, Callable
 
 from rlhfctl.rewards.base import RewardBatch
-from rlhfctl.rewards.contract import RewardFault, to_reward_batch
+from rlhfctl.rewards.contract import DICT_KEYS, RewardFault, to_reward_batch
 
 ARGS = ("queries", "prompts", "labels")
+BATCHING = ("auto", "batch", "per-sample")
+log = logging.getLogger(__name__)
 
 
 class FunctionReward:
@@ -35,10 +44,16 @@ class FunctionReward:
     A sync function that overruns its timeout cannot be killed: it is left to finish in a daemon thread.
     """
 
-    def __init__(self, path: str | Path, function: str = "reward_func", timeout: float | None = None) -> None:
+    def __init__(self, path: str | Path, function: str = "reward_func", timeout: float | None = None,
+                 batching: str = "auto") -> None:
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
         self.path = Path(path)
         self.function = function
         self.timeout = timeout
+        self.batching = batching
+        self.per_sample: bool | None = {"auto": None, "batch": False, "per-sample": True}[batching]
+        self.ignored_keys: set[str] = set()  # dict keys the function returned that OpenRLHF ignores too
         self.where = f"{self.path}:{function}"
         self.name = f"reward_func {self.where}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,13 +72,64 @@ class FunctionReward:
                              f"{len(labels)}")
         if not queries:
             return RewardBatch(rewards=[])
+        if self.per_sample:
+            return self._score_per_sample(queries, prompts, labels)
         try:
             value = self.call(list(queries), list(prompts), list(labels))
         except RewardFault as fault:
             if fault.kind != "raised" or len(queries) == 1:
                 raise
             raise self._locate(fault, queries, prompts, labels) from None
-        return to_reward_batch(value, len(queries), where=self.where)
+        n = len(queries)
+        if n == 1:
+            return self._checked(_one_sample(value) if self.per_sample is not False else value, 1)
+        if self.per_sample is None and _is_scalar(_rewards_of(value)):
+            # auto: a scalar for a batch is a v0.11-style function that answered for queries[0] only
+            try:
+                batch = self._score_per_sample(queries, prompts, labels)
+            except RewardFault as fault:
+                if fault.kind not in ("length", "shape", "type"):
+                    raise
+            else:
+                log.info("%s returned one value for a batch of %d: calling it once per sample, as OpenRLHF v0.11 "
+                         "does (--reward-func-batching per-sample says so up front)", self.where, n)
+                self.per_sample = True
+                return batch
+        try:
+            batch = self._checked(value, n)
+        except RewardFault as fault:
+            rewards = _rewards_of(value)
+            if fault.kind == "length" and (_is_scalar(rewards) or (isinstance(rewards, (list, tuple))
+                                                                  and len(rewards) == 1)):
+                raise RewardFault(f"{fault.problem} (a function that scores one sample per call, as OpenRLHF "
+                                  "v0.11 calls it, needs --reward-func-batching per-sample)", kind=fault.kind,
+                                  where=fault.where, index=fault.index) from None
+            raise
+        if self.per_sample is None:
+            self.per_sample = False
+        return batch
+
+    def _score_per_sample(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
+        """One call per sample, as OpenRLHF v0.11 makes them; a failure names its sample."""
+        parts = []
+        for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
+            try:
+                parts.append(self._checked(_one_sample(self.call([query], [prompt], [label])), 1))
+            except RewardFault as fault:
+                raise RewardFault(fault.problem, kind=fault.kind, where=fault.where, index=i,
+                                  user_traceback=fault.user_traceback) from None
+        return RewardBatch.concat(parts)
+
+    def _checked(self, value: Any, n: int) -> RewardBatch:
+        """The contract check; dict keys OpenRLHF does not read are ignored, as OpenRLHF ignores them (logged once
+        and kept in `ignored_keys`, which check-reward reports)."""
+        if isinstance(value, dict):
+            extra = {str(k) for k in value} - set(DICT_KEYS) - self.ignored_keys
+            if extra and "rewards" in value:
+                self.ignored_keys |= extra
+                log.warning("%s returned dict keys OpenRLHF ignores: %s (only 'rewards', 'scores' and 'extra_logs' "
+                            "are read)", self.where, ", ".join(sorted(map(repr, extra))))
+        return to_reward_batch(value, n, where=self.where, allow_extra_keys=True)
 
     def _locate(self, fault: RewardFault, queries: list[str], prompts: list[str], labels: list[str]) -> RewardFault:
         """The batch raised: call the samples one at a time (only on this failure path) to name the first that
@@ -190,13 +256,50 @@ class FunctionReward:
     # ------------------------------------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         """Ship the path, not the module: a Ray worker re-imports the file (the module is not importable by name)."""
-        return {"path": str(self.path), "function": self.function, "timeout": self.timeout}
+        return {"path": str(self.path), "function": self.function, "timeout": self.timeout,
+                "batching": self.batching}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["function"], state["timeout"])  # type: ignore[misc]
+        self.__init__(state["path"], state["function"], state["timeout"],  # type: ignore[misc]
+                      state.get("batching", "auto"))
 
     def __repr__(self) -> str:
         return f"FunctionReward({str(self.path)!r}, function={self.function!r}, timeout={self.timeout!r})"
+
+
+def _is_scalar(value: Any) -> bool:
+    """A number or a 0-d / 1-element tensor or array: what an OpenRLHF v0.11 per-sample function returns. (A list of
+    one is not taken as that sign: a batch function that miscounts returns lists too.)"""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return True
+    if hasattr(value, "shape") and hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return tuple(int(d) for d in value.shape) in ((), (1,))
+    return False
+
+
+def _rewards_of(value: Any) -> Any:
+    return value.get("rewards") if isinstance(value, dict) else value
+
+
+def _one_sample(value: Any) -> Any:
+    """A per-sample return value in batch form: scalars become lists of one (rewards, scores and each extra_logs
+    entry, which OpenRLHF v0.11 reads with .flatten()[0].item())."""
+    def wrap(item: Any) -> Any:
+        if isinstance(item, numbers.Real) and not isinstance(item, bool):
+            return [item]
+        if hasattr(item, "shape") and hasattr(item, "tolist") and tuple(item.shape) == ():
+            return [item.tolist()]
+        return item
+
+    if isinstance(value, dict):
+        out = dict(value)
+        for key in ("rewards", "scores"):
+            if key in out and out[key] is not None:
+                out[key] = wrap(out[key])
+        if isinstance(out.get("extra_logs"), dict):
+            out["extra_logs"] = {k: wrap(v) for k, v in out["extra_logs"].items()}
+        return out
+    return wrap(value)
 
 
 async def _cancel_pending() -> None:

@@ -27,6 +27,7 @@ from rlhfctl.rewards.contract import to_reward_batch
 
 log = logging.getLogger(__name__)
 MAX_DELAY = 60.0  # seconds; a Retry-After or a long backoff never sleeps longer than this
+IDLE_EXPIRY_S = 4.0  # an idle pooled connection is closed after this long
 
 
 def parse_urls(urls: str | Sequence[str]) -> list[str]:
@@ -72,7 +73,10 @@ class RemoteReward:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=timeout, headers=headers,
-            limits=httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight),
+            # Idle connections expire before uvicorn's default keep-alive of 5 s (OpenRLHF's server runs with it), so
+            # the client never reuses one the server is closing at that moment.
+            limits=httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight,
+                                keepalive_expiry=IDLE_EXPIRY_S),
         )
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._turn = itertools.count()  # rotates the first server, so one-text calls spread over all servers
@@ -133,7 +137,7 @@ class RemoteReward:
                     if response.status_code == 200:
                         return self._answer(url, response, n)
                     cause = f"HTTP {response.status_code}: {_detail(response)}"
-                    if response.status_code != 429 and response.status_code < 500:
+                    if (response.status_code != 429 and response.status_code < 500) or not _retryable(response):
                         raise RewardError(f"{url}: {cause}{_hint(response.status_code)}")
                     retry_after = _retry_after(response)
             if attempt == self.max_retries:
@@ -179,6 +183,16 @@ def _detail(response: httpx.Response) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         pass
     return response.text[:300] or response.reason_phrase
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """False when the server says retrying cannot help (serve-rm's `"retryable": false`: the reward function
+    failed or timed out on this very input)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return not (isinstance(body, dict) and body.get("retryable") is False)
 
 
 def _hint(status: int) -> str:

@@ -2,7 +2,11 @@
 
 Everything a client can get wrong is answered with a 4xx and a message (never a 500), checked in the cheapest
 order: auth, content type, size, JSON shape, then room in the queue. A 500 means the server side failed (the
-reward model, or the user's reward function), and the body says so.
+reward model), and the body says so. A reward function that raises, breaks the contract or crashes its worker on a
+request answers 422, and one past --reward-timeout 504, each with `"retryable": false` in the body: the same input
+fails the same way again, so clients (RemoteReward) show the message at once instead of retrying.
+/health answers 200 with "status": "degraded" (and the reason) while reward calls time out or crash: the server
+still serves, so a liveness probe must not restart it, but a person or a load balancer can read why it is slow.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from rlhfctl import __version__
 from rlhfctl.errors import RewardError
+from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.serving.batcher import Scorer, make_scorer
 from rlhfctl.serving.metrics import ServerMetrics
 from rlhfctl.serving.protocol import (
@@ -35,9 +40,10 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     (401, "Missing or wrong `Authorization: Bearer` token (when the server has --api-key)."),
     (413, "Body larger than --max-body-mb, or more queries than --max-queries-per-request."),
     (415, "Content-Type is not application/json."),
-    (422, "The body is not JSON of the documented shape; the message names the problem."),
-    (500, "The reward model or reward function failed on the server (not the client's fault)."),
+    (422, "The body is not JSON of the documented shape, or the reward function failed on it (`retryable`: false)."),
+    (500, "The reward model failed on the server (not the client's fault)."),
     (503, "The queue is full (--max-queue); retry after Retry-After seconds."),
+    (504, "The reward function took longer than --reward-timeout (`retryable`: false); its worker was replaced."),
 )}
 
 
@@ -102,6 +108,13 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
         metrics.queue_depth.inc(n)
         try:
             content = encode_answer(await scorer.score(queries, prompts, labels))
+        except RewardFault as exc:
+            log.warning("reward function failed: %s", exc)
+            status = 504 if exc.kind == "timeout" else 422
+            metrics.requests.labels(str(status)).inc()
+            return JSONResponse({"detail": f"the reward function failed on this request (not retried: the same input "
+                                           f"fails the same way): {exc}", "kind": exc.kind, "retryable": False},
+                                status_code=status)
         except RewardError as exc:
             log.warning("reward function failed: %s", exc)
             return _server_error(metrics, f"the reward function failed (a server-side error, not a bad request): "
@@ -128,7 +141,10 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
         failure = getattr(scorer, "failure", None)
         if failure:
             return _error(503, failure)
-        return JSONResponse({"status": "ok", "source": source.name, "queue_depth": admitted, "max_queue": max_queue})
+        answer = {"status": "ok", "source": source.name, "queue_depth": admitted, "max_queue": max_queue}
+        if hasattr(source, "health"):  # a FunctionPool: "degraded" while calls time out or crash their workers
+            answer.update(source.health())
+        return JSONResponse(answer)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -340,9 +340,10 @@ def _settle(future: asyncio.Future, value: Any) -> None:
 
 
 class ThreadedScorer:
-    """Calls any RewardSource (a reward_func.py, a proxy to another server) once per request, in a thread pool."""
+    """Calls any RewardSource (a reward_func.py's FunctionPool, a proxy to another server) once per request, from
+    `workers` threads: as many calls at once as the pool has worker processes (--reward-workers), no more."""
 
-    def __init__(self, source: RewardSource, metrics: BatchObserver, *, workers: int = 4) -> None:
+    def __init__(self, source: RewardSource, metrics: BatchObserver, *, workers: int = 1) -> None:
         self.source = source
         self.metrics = metrics
         self.workers = workers
@@ -375,4 +376,4 @@ def make_scorer(source: RewardSource, metrics: BatchObserver, cfg: Any) -> Dynam
     thread; any other source is called once per request. Sync `start()`/`stop()` (or `aclose()` in an app)."""
     if isinstance(source, BatchableSource):
         return DynamicBatcher(source, metrics, max_wait_ms=cfg.max_wait_ms)
-    return ThreadedScorer(source, metrics)
+    return ThreadedScorer(source, metrics, workers=cfg.reward_workers)

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,29 +43,25 @@ def configure_threads(num_threads: int | None) -> int:
 
 
 def open_source(cfg: Any) -> Any:
-    """The in-process reward source that --reward-pretrain (ModelReward) or --reward-func (FunctionReward) names."""
+    """The reward source that --reward-pretrain (ModelReward, in this process) or --reward-func (FunctionPool: in
+    --reward-workers worker processes) names."""
+    from rlhfctl.rewards.factory import open_function, open_reward_model
+
     if cfg.reward_func is not None:
-        from rlhfctl.rewards.function import FunctionReward
-
-        return FunctionReward(cfg.reward_func, function=cfg.function)
-    from rlhfctl.rewards.factory import open_reward_model
-
+        return open_function(cfg.reward_func, cfg)
     return open_reward_model(cfg)
 
 
 def open_served_source(cfg: Any) -> Any:
     """What serve-rm serves: a reward model in a worker process (ModelProcess; returns once it is loaded), or a
-    reward function in this process (with torch's threads set if the function's file imported torch)."""
+    reward function in --reward-workers worker processes (FunctionPool)."""
     if cfg.reward_func is None:
         from rlhfctl.serving.worker import ModelProcess
 
         worker = ModelProcess(cfg)
         worker.launch()
         return worker
-    source = open_source(cfg)
-    if "torch" in sys.modules:
-        configure_threads(cfg.num_threads)
-    return source
+    return open_source(cfg)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -90,11 +85,18 @@ def endpoint_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}/get_reward"
 
 
+KEEP_ALIVE_S = 75  # seconds an idle client connection stays open
+
+
 def _uvicorn_server(app: Any, log_level: str) -> Any:
     import uvicorn
 
     # Access logs off: one line per request costs real throughput at hundreds of requests/s; /metrics counts them.
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on"))
+    # Keep-alive well above the clients' idle expiry (httpx, RemoteReward: 4 s; bench-rm: 4 s): with uvicorn's
+    # default of 5 s a client reusing a connection after ~5 s idle races the server closing it, and the request
+    # that loses the race gets no answer (the lost request of issue 12).
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                                         timeout_keep_alive=KEEP_ALIVE_S))
 
 
 class _Stop(Exception):
