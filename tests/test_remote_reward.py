@@ -18,7 +18,7 @@ from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.models.reward import load_reward_model
 from rlhfctl.rewards.function import FunctionReward
 from rlhfctl.rewards.model import ModelReward
-from rlhfctl.rewards.remote import RemoteReward, split_shards
+from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
 
@@ -43,12 +43,6 @@ def samples_scored(url: str) -> float:
 def requests_by_status(url: str) -> dict[str, float]:
     text = httpx.get(url.replace("/get_reward", "/metrics"), timeout=10).text
     return {s: float(v) for s, v in re.findall(r'rlhfctl_requests_total\{status="(\d+)"\} ([\d.]+)', text)}
-
-
-def test_split_shards_never_empty():
-    assert split_shards(5, 2) == [(0, 3), (3, 5)]
-    assert split_shards(1, 3) == [(0, 1)]
-    assert split_shards(6, 3) == [(0, 2), (2, 4), (4, 6)]
 
 
 def test_batch_is_spread_over_servers_in_order(source):
@@ -172,7 +166,7 @@ def test_from_config_and_pickling(source):
 
     with start(source, api_key="k") as server:
         cfg = Cfg(remote_rm_url=server.url, api_key="k", rm_timeout=5, rm_max_retries=1, rm_max_inflight=4)
-        client = RemoteReward.from_config(cfg)
+        client = RemoteReward.from_config(cfg, cfg.remote_rm_url)
         assert (client.timeout, client.max_retries, client.max_inflight) == (5, 1, 4)
         copy = pickle.loads(pickle.dumps(client))  # as a Ray actor receives it
         assert copy.score(["a"]).rewards == pytest.approx(client.score(["a"]).rewards)

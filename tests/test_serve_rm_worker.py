@@ -17,7 +17,8 @@ from rlhfctl.errors import UsageError
 from rlhfctl.models.reward import load_reward_model
 from rlhfctl.rewards.model import ModelReward
 from rlhfctl.serving.app import create_app
-from rlhfctl.serving.server import default_num_threads, serve_in_thread
+from rlhfctl.serving.server import serve_in_thread
+from rlhfctl.serving.threads import default_num_threads
 from rlhfctl.serving.worker import ModelProcess
 
 pytestmark = pytest.mark.slow  # each test starts a process that imports torch and loads a model

@@ -62,7 +62,7 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
         yield target, "url", None
         return
     from rlhfctl.bench.spawn import SpawnedServer, server_config
-    from rlhfctl.serving.server import default_num_threads
+    from rlhfctl.serving.threads import default_num_threads
 
     serve_cfg = server_config(cfg)
     threads = (serve_cfg.num_threads or default_num_threads()) if serve_cfg.reward_pretrain else None
@@ -72,7 +72,8 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
         return
     from rlhfctl.serving.batcher import make_scorer
     from rlhfctl.serving.metrics import ServerMetrics
-    from rlhfctl.serving.server import configure_threads, open_source
+    from rlhfctl.serving.server import open_source
+    from rlhfctl.serving.threads import configure_threads
 
     if serve_cfg.reward_pretrain:
         threads = configure_threads(serve_cfg.num_threads)

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from rlhfctl.shards import contiguous_shards
+
 # Per-token fields, [B, A]; pad value 0 (the action mask is 0 there, so they never count).
 ACTION_FIELDS = ("action_mask", "log_probs", "ref_log_probs", "values", "advantages", "returns", "kl",
                  "rollout_log_probs")
@@ -115,9 +117,8 @@ class Experience:
 
     def shard(self, rank: int, world_size: int) -> "Experience":
         """This data-parallel rank's contiguous share of the rows (sizes differ by at most one)."""
-        n = len(self)
-        bounds = [n * r // world_size for r in range(world_size + 1)]
-        return self.select(list(range(bounds[rank], bounds[rank + 1])))
+        rows = contiguous_shards(len(self), world_size)[rank]
+        return self.select(list(range(rows.start, rows.stop)))
 
     @staticmethod
     def concat(parts: list["Experience"], pad_token_id: int = 0) -> "Experience":

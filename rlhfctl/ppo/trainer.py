@@ -12,7 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TYPE_CHECKING
 
 import torch
 
@@ -26,6 +26,10 @@ from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.shards import contiguous_shards
+
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
 
 class Interrupted(RlhfctlError):
@@ -47,15 +51,10 @@ def steps_per_episode(num_prompts: int, rollout_batch_size: int) -> int:
     return num_prompts // rollout_batch_size
 
 
-def _split(n: int, parts: int) -> list[slice]:
-    bounds = [n * r // parts for r in range(parts + 1)]
-    return [slice(bounds[r], bounds[r + 1]) for r in range(parts)]
-
-
 def _forward(group: RoleGroup, method: str, samples: Samples) -> list[Any]:
     """Start `method` on each worker of `group` with its contiguous rows of `samples`."""
     A = samples.action_mask.shape[1]
-    shards = [(samples.sequences[s], samples.attention_mask[s]) for s in _split(len(samples), len(group))]
+    shards = [(samples.sequences[s], samples.attention_mask[s]) for s in contiguous_shards(len(samples), len(group))]
     return [w.call.remote(method, seqs, mask, A) for w, (seqs, mask) in zip(group.workers, shards)]
 
 
@@ -111,7 +110,7 @@ def _extra_log_means(rewards: RewardBatch, prefix: str) -> dict[str, float]:
 
 
 class PPOTrainer:
-    def __init__(self, cfg: Any, prompts: list[PromptExample], roles: Roles, reward: Optional[RewardSource],
+    def __init__(self, cfg: TrainPPOConfig, prompts: list[PromptExample], roles: Roles, reward: Optional[RewardSource],
                  tracker: Any, checkpoints: CheckpointManager, pad_token_id: int,
                  state: Optional[TrainerState] = None, eval_prompts: Optional[list[PromptExample]] = None) -> None:
         self.cfg = cfg
@@ -297,7 +296,7 @@ class PPOTrainer:
 
         `round` > 0: a dynamic-filtering resample within the step, drawn from a seed of its own."""
         n = n or self.cfg.n_samples_per_prompt
-        shards = _split(len(batch), len(self.roles.actor))
+        shards = contiguous_shards(len(batch), len(self.roles.actor))
         futures = []
         for worker, s in zip(self.roles.actor.workers, shards):
             prompts = [p.prompt for p in batch[s] for _ in range(n)]
@@ -327,7 +326,7 @@ class PPOTrainer:
             [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
         try:
             if self.roles.reward is not None:
-                shards = _split(len(queries), len(self.roles.reward))
+                shards = contiguous_shards(len(queries), len(self.roles.reward))
                 parts = get([w.call.remote("score", queries[s], samples.prompts[s], samples.labels[s])
                              for w, s in zip(self.roles.reward.workers, shards)])
                 batch = RewardBatch.concat(parts)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.shards import chunks
+
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -24,10 +28,6 @@ def rank_and_world() -> tuple[int, int]:
 def step_seed(seed: int, step: int, rank: int, salt: int) -> int:
     """A seed per (run seed, step, rank, purpose): resumed runs redraw what the uninterrupted run drew."""
     return (seed * 1_000_003 + step * 7919 + rank * 104_729 + salt) % (2**63 - 1)
-
-
-def _forward_chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
@@ -40,7 +40,7 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _build_engine(model: torch.nn.Module, cfg: Any, learning_rate: float, total_updates: int) -> Any:
+def _build_engine(model: torch.nn.Module, cfg: TrainPPOConfig, learning_rate: float, total_updates: int) -> Any:
     from rlhfctl.distributed.engine_factory import build_engine
 
     return build_engine(
@@ -57,7 +57,7 @@ class _TrainedWorker:
     """What the actor and critic share: an engine, PPO epochs over micro-batches, checkpoints."""
 
     engine: Any
-    cfg: Any
+    cfg: TrainPPOConfig
     rank: int
     role: str = "model"
     loss_name: str = "loss"
@@ -123,7 +123,7 @@ class PolicyWorker(_TrainedWorker):
     role = "actor"
     loss_name = "policy_loss"
 
-    def __init__(self, cfg: Any, total_updates: int) -> None:
+    def __init__(self, cfg: TrainPPOConfig, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
 
         self.cfg = cfg
@@ -148,7 +148,7 @@ class PolicyWorker(_TrainedWorker):
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         parts = []
         with self.engine.gathered_params():
-            for chunk in _forward_chunks(len(prompts), size):
+            for chunk in chunks(len(prompts), size):
                 rollout = generate(
                     self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=self.cfg.generate_max_len,
                     temperature=temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
@@ -164,7 +164,7 @@ class PolicyWorker(_TrainedWorker):
 
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         out = [action_log_probs(self.engine.module, sequences[s], attention_mask[s], num_actions,
-                                self.cfg.temperature) for s in _forward_chunks(len(sequences), size)]
+                                self.cfg.temperature) for s in chunks(len(sequences), size)]
         return torch.cat(out) if out else torch.zeros(0, num_actions)
 
     def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
@@ -218,7 +218,7 @@ class ReferenceWorker:
     """The frozen initial policy: log-probs for the KL penalty (4-bit with --load-in-4bit, on the CPU between
     calls with --ref-reward-offload)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: TrainPPOConfig) -> None:
         from rlhfctl.distributed.process_group import local_device
         from rlhfctl.models.actor import load_policy
         from rlhfctl.models.offload import Offloader
@@ -238,7 +238,7 @@ class ReferenceWorker:
             device = next(self.model.parameters()).device
             out = [action_log_probs(self.model, sequences[s].to(device), attention_mask[s].to(device), num_actions,
                                     self.cfg.temperature).cpu()
-                   for s in _forward_chunks(len(sequences), size)]
+                   for s in chunks(len(sequences), size)]
         return torch.cat(out) if out else torch.zeros(0, num_actions)
 
     def offload_onloads(self) -> int:
@@ -252,7 +252,7 @@ class CriticWorker(_TrainedWorker):
     role = "critic"
     loss_name = "value_loss"
 
-    def __init__(self, cfg: Any, total_updates: int) -> None:
+    def __init__(self, cfg: TrainPPOConfig, total_updates: int) -> None:
         from rlhfctl.models.critic import Critic, critic_source
 
         self.cfg = cfg
@@ -269,7 +269,7 @@ class CriticWorker(_TrainedWorker):
     def values(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         out = [self.engine.module(sequences[s], attention_mask[s], num_actions)
-               for s in _forward_chunks(len(sequences), size)]
+               for s in chunks(len(sequences), size)]
         return torch.cat(out) if out else torch.zeros(0, num_actions)
 
     def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
@@ -289,7 +289,7 @@ class RewardModelWorker:
     """A local reward model (--reward-pretrain) scoring queries, as a role of its own (on the CPU between calls
     with --ref-reward-offload)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: TrainPPOConfig) -> None:
         from rlhfctl.models.offload import Offloader
         from rlhfctl.rewards.factory import open_reward_model
 

@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardSource
+
+if TYPE_CHECKING:
+    from rlhfctl.config import RemoteRewardArgs, RewardExecArgs, RewardModelArgs
+    from rlhfctl.rewards.pool import FunctionPool
 
 
 def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
 
 
-def open_reward(spec: str, cfg: Any, *, timeout: float | None = None) -> RewardSource:
+def open_reward(spec: str, cfg: RemoteRewardArgs, *, timeout: float | None = None) -> RewardSource:
     """`spec` is 'http://a/get_reward[,http://b/get_reward]' or 'path/to/reward_func.py' (OpenRLHF's
-    --remote_rm_url accepts both). Client options come from cfg's RemoteRewardArgs/AuthArgs/RewardFuncArgs fields."""
+    --remote_rm_url accepts both). Client options come from cfg's RemoteRewardArgs/AuthArgs fields, a function's
+    from its RewardExecArgs/FunctionNameArgs (train-ppo's and check-reward's configs have all four groups)."""
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if parts and all(is_url(p) for p in parts):
         from rlhfctl.rewards.remote import RemoteReward
 
-        return RemoteReward(
-            parts,
-            api_key=getattr(cfg, "api_key", None),
-            timeout=timeout or getattr(cfg, "rm_timeout", 60.0),
-            max_retries=getattr(cfg, "rm_max_retries", 5),
-            retry_backoff=getattr(cfg, "rm_retry_backoff", 0.5),
-            max_inflight=getattr(cfg, "rm_max_inflight", 32),
-        )
+        return RemoteReward.from_config(cfg, parts, timeout=timeout)
     if len(parts) == 1 and parts[0].endswith(".py"):
         return open_function(parts[0], cfg)
     if any(is_url(p) for p in parts):
@@ -37,7 +35,7 @@ def open_reward(spec: str, cfg: Any, *, timeout: float | None = None) -> RewardS
     raise UsageError(f"{spec!r} is neither a reward server URL (http://...) nor a reward_func .py file")
 
 
-def open_function(path: str, cfg: Any) -> Any:
+def open_function(path: str, cfg: RewardExecArgs) -> FunctionPool:
     """A reward_func.py in worker processes (FunctionPool) with the RewardExecArgs of `cfg`: --reward-timeout,
     --reward-workers, --reward-load-timeout, --reward-func-batching, and --function."""
     from rlhfctl.rewards.pool import FunctionPool
@@ -46,7 +44,7 @@ def open_function(path: str, cfg: Any) -> Any:
                         batching=cfg.reward_func_batching, load_timeout=cfg.reward_load_timeout)
 
 
-def open_reward_model(cfg: Any) -> RewardSource:
+def open_reward_model(cfg: RewardModelArgs) -> RewardSource:
     """An in-process reward model from --reward-pretrain and the model-loading options."""
     from rlhfctl.rewards.model import ModelReward
 

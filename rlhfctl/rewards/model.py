@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from rlhfctl.rewards.base import RewardBatch
+
+if TYPE_CHECKING:
+    from rlhfctl.config import RewardModelArgs
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
@@ -61,22 +64,23 @@ class ModelReward:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "ModelReward":
-        """From --reward-pretrain and the model-loading options of any command's config."""
+    def from_config(cls, cfg: RewardModelArgs) -> "ModelReward":
+        """From --reward-pretrain and the model-loading options of a command's config (serve-rm, bench-rm,
+        train-ppo: each has RewardModelArgs and ModelLoadArgs). train-ppo's reward role has no serve-rm batching
+        options, and scores with serve-rm's defaults."""
+        from rlhfctl.config import ModelLoadArgs, ServerArgs, ServerBatchArgs
         from rlhfctl.models.reward import load_reward_model
 
+        assert isinstance(cfg, ModelLoadArgs), type(cfg)
         model, tokenizer = load_reward_model(
-            cfg.reward_pretrain,
-            value_head_prefix=getattr(cfg, "value_head_prefix", None),
-            normalize_reward=getattr(cfg, "normalize_reward", False),
-            bf16=getattr(cfg, "bf16", False),
-            flash_attn=getattr(cfg, "flash_attn", False),
-            load_in_4bit=getattr(cfg, "load_in_4bit", False),
-            disable_fast_tokenizer=getattr(cfg, "disable_fast_tokenizer", False),
+            cfg.reward_pretrain, value_head_prefix=cfg.value_head_prefix, normalize_reward=cfg.normalize_reward,
+            bf16=cfg.bf16, flash_attn=cfg.flash_attn, load_in_4bit=cfg.load_in_4bit,
+            disable_fast_tokenizer=cfg.disable_fast_tokenizer,
         )
-        return cls(model, tokenizer, max_len=getattr(cfg, "reward_max_len", 2048),
-                   batch_size=getattr(cfg, "batch_size", 16),
-                   max_batch_tokens=getattr(cfg, "max_batch_tokens", None), name=f"reward model {cfg.reward_pretrain}")
+        batching = cfg if isinstance(cfg, ServerBatchArgs) else ServerBatchArgs()
+        max_batch_tokens = cfg.max_batch_tokens if isinstance(cfg, ServerArgs) else None
+        return cls(model, tokenizer, max_len=cfg.reward_max_len, batch_size=batching.batch_size,
+                   max_batch_tokens=max_batch_tokens, name=f"reward model {cfg.reward_pretrain}")
 
     # ------------------------------------------------------------------------------------------------ pieces
     def prepare(self, query: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 
 from rlhfctl.rewards.base import RewardBatch
 from rlhfctl.rewards.contract import RewardFault
+from rlhfctl.shards import chunks
 
 log = logging.getLogger(__name__)
 RECENT_S = 60.0  # a timeout or crash this recent makes health() say "degraded"
@@ -260,7 +261,7 @@ class FunctionPool:
     def score_chunks(self, queries: list[str], prompts: list[str], labels: list[str], size: int) -> RewardBatch:
         """Score in chunks of `size` (OpenRLHF calls reward_func per micro-rollout batch), up to `workers` chunks at
         once; a fault's sample index is shifted to its place in the whole batch."""
-        bounds = [(a, min(a + size, len(queries))) for a in range(0, len(queries), size)]
+        bounds = [(s.start, s.stop) for s in chunks(len(queries), size)]
         if len(bounds) <= 1:
             return self.score(queries, prompts, labels)
 

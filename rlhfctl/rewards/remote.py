@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rlhfctl.config import AuthArgs, RemoteRewardArgs
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardBatch
 from rlhfctl.rewards.contract import to_reward_batch
+from rlhfctl.shards import contiguous_shards
 
 log = logging.getLogger(__name__)
 MAX_DELAY = 60.0  # seconds; a Retry-After or a long backoff never sleeps longer than this
@@ -44,18 +46,6 @@ def parse_urls(urls: str | Sequence[str]) -> list[str]:
     if not out:
         raise UsageError("no reward server URL given (expected http://HOST:PORT/get_reward, comma-separated)")
     return out
-
-
-def split_shards(n: int, k: int) -> list[tuple[int, int]]:
-    """[start, end) of min(n, k) contiguous, nearly equal, non-empty shards of n items."""
-    k = min(n, k)
-    base, extra = divmod(n, k)
-    bounds, start = [], 0
-    for i in range(k):
-        end = start + base + (1 if i < extra else 0)
-        bounds.append((start, end))
-        start = end
-    return bounds
 
 
 class RemoteReward:
@@ -86,14 +76,13 @@ class RemoteReward:
             else None
 
     @classmethod
-    def from_config(cls, cfg: Any, urls: str | Sequence[str] | None = None) -> "RemoteReward":
-        """From RemoteRewardArgs/AuthArgs fields; URLs from `urls`, else --remote-rm-url, else --url."""
-        urls = urls or getattr(cfg, "remote_rm_url", None) or getattr(cfg, "url", None)
-        if not urls:
-            raise UsageError("no reward server URL: pass --remote-rm-url http://HOST:PORT/get_reward")
-        return cls(urls, api_key=getattr(cfg, "api_key", None), timeout=cfg.rm_timeout,
-                   max_retries=cfg.rm_max_retries, retry_backoff=cfg.rm_retry_backoff,
-                   max_inflight=cfg.rm_max_inflight)
+    def from_config(cls, cfg: RemoteRewardArgs, urls: str | Sequence[str], *,
+                    timeout: float | None = None) -> "RemoteReward":
+        """A client for `urls` with the options of `cfg` (RemoteRewardArgs and AuthArgs: every command that talks
+        to a reward server has both); `timeout` overrides --rm-timeout."""
+        assert isinstance(cfg, AuthArgs), type(cfg)
+        return cls(urls, api_key=cfg.api_key, timeout=timeout or cfg.rm_timeout, max_retries=cfg.rm_max_retries,
+                   retry_backoff=cfg.rm_retry_backoff, max_inflight=cfg.rm_max_inflight)
 
     def score(self, queries: list[str], prompts: list[str] | None = None,
               labels: list[str] | None = None) -> RewardBatch:
@@ -107,7 +96,7 @@ class RemoteReward:
         first = next(self._turn)
         jobs = [(self.urls[(first + i) % len(self.urls)], {"query": list(queries[a:b]), "prompts": prompts[a:b],
                                                            "labels": labels[a:b]})
-                for i, (a, b) in enumerate(split_shards(n, len(self.urls)))]
+                for i, (a, b) in enumerate((s.start, s.stop) for s in contiguous_shards(n, min(n, len(self.urls))))]
         if len(jobs) == 1 or self._pool is None:
             return self._post(*jobs[0])
         futures = [self._pool.submit(self._post, url, payload) for url, payload in jobs[1:]]

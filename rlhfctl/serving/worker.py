@@ -200,7 +200,7 @@ def _worker_main(conn: Any, cfg: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from rlhfctl.rewards.factory import open_reward_model
     from rlhfctl.serving.batcher import DynamicBatcher
-    from rlhfctl.serving.server import configure_threads
+    from rlhfctl.serving.threads import configure_threads
 
     threads = configure_threads(cfg.num_threads)
     try:
