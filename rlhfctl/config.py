@@ -653,9 +653,13 @@ def read_config_file(path: str | Path, command: str | None = None, notes: list[s
         raise ConfigError(f"--config {path}: {exc}") from None
     if unknown:
         raise ConfigError(f"--config {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    try:
+        merged = translation.merged_with(out, lambda name: f"'{name}'")
+    except UsageError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
     if notes is not None:
         notes.extend(translation.notes)
-    return {**out, **translation.values}
+    return merged
 
 
 def _file_values(nargs: Any, key: str, value: Any) -> list[str] | None:

@@ -97,6 +97,14 @@ def _only(value: str, what: str) -> Convert:
     return check
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Two values of one option as given (strings, numbers, lists, bools) are the same value: 1 == "1.0"."""
+    def form(v: Any) -> list[str]:
+        return [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v).split(",")
+
+    return same_values(form(a), ",".join(form(b)))
+
+
 def same_values(values: list[str], form: str) -> bool:
     """Whether `values` are the comma-joined `form`, comparing numbers as numbers (1e-3 == 0.001)."""
     wanted = form.split(",")
@@ -389,12 +397,21 @@ class Translation:
 
     def _set(self, name: str, value: Any, spelling: str) -> None:
         earlier = self._source.get(name)
-        if earlier is not None and earlier != spelling and self.values.get(name) != value:
+        if earlier is not None and earlier != spelling and not _same(self.values.get(name), value):
             # v0.11 has actor.* and critic.* copies of some optimizer options; rlhfctl has one of each.
             raise UsageError(f"{earlier} and {spelling} give different values ({self.values[name]!r} and {value!r}) "
                              "to what rlhfctl keeps as one option: give them the same value")
         self.values[name] = value
         self._source[name] = spelling
+
+    def merged_with(self, given: dict[str, Any], spell: Callable[[str], str]) -> dict[str, Any]:
+        """`given` (fields set by rlhfctl's own names) and the fields set through OpenRLHF spellings, as one
+        mapping; one option set two ways to different values is an error (`spell(name)` is how it was given)."""
+        for name, value in self.values.items():
+            if name in given and not _same(given[name], value):
+                raise UsageError(f"{spell(name)} {given[name]} and {self._source.get(name, name)} {value} set the "
+                                 "same option to different values: give one")
+        return {**given, **self.values}
 
     def finish(self, given: dict[str, Any]) -> None:
         """Turn a train_ppo_ray --max_len (prompt + response) into --prompt-max-len/--generate-max-len.

@@ -156,6 +156,7 @@ def test_options_without_effect_here_warn_once_each_and_run(capsys):
     (["--max_len", "many"], "--max_len: a number of tokens is needed"),
     (["--max_len", "100", "--prompt_max_len", "80", "--generate_max_len", "40"], "less than --prompt-max-len"),
     (["--eps_clip_low_high", "0.2"], "--eps-clip-low-high"),
+    (["--max_new_tokens", "512", "--generate-max-len", "256"], "set the same option to different values"),
     (["--bf16=false"], "--bf16 is a switch"),
     (["--packing_samples=1"], "--packing_samples is a switch"),
 ])
@@ -290,3 +291,21 @@ def test_bench_rm_reads_serve_rm_spellings_for_the_server_it_starts(tmp_path, ca
                         "batch_size: 8\n")
     cfg, _ = printed(["bench-rm", "--config", str(run_yaml), "--texts-per-request", "2"], capsys)
     assert (cfg["reward_max_len"], cfg["bf16"], cfg["batch_size"], cfg["texts_per_request"]) == (4096, True, 8, 2)
+
+
+def test_the_common_options_take_snake_case_too(tmp_path, capsys):
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("zero_stage: 3\n")
+    code, out, err = run_main([*TRAIN, f"--config={run_yaml}", "--print_config"], capsys)
+    assert code == 0, err
+    assert (yaml.safe_load(out)["pretrain"], yaml.safe_load(out)["zero_stage"]) == ("OpenRLHF/Llama-3-8b-sft-mixture", 3)
+
+
+def test_one_option_given_twice_in_two_spellings_must_agree(tmp_path, capsys):
+    cfg, _ = printed([*TRAIN, "--actor.max_norm", "1.0", "--critic.max_norm", "1", "--max_new_tokens", "64",
+                      "--generate-max-len", "64"], capsys)  # the same value, written two ways: accepted
+    assert (cfg["max_norm"], cfg["generate_max_len"]) == (1.0, 64)
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("generate_max_len: 256\nmax_new_tokens: 512\n")
+    code, _, err = run_main([*TRAIN, "--config", str(run_yaml), "--print-config"], capsys)
+    assert code == 2 and "set the same option to different values" in " ".join(err.split())

@@ -359,6 +359,12 @@ def test_nonfinite_checks_name_the_field_and_sample_and_ignore_padding():
     assert found.describe() == "critic values of sample 2 is inf" and found.from_trained_weights
     exp.values[2, 1] = 0.0
     assert check_experience(exp).describe() == "advantages of sample 1 is nan"
+    # Without --use-kl-loss the reference's log-probs reach the experience only as the KL: named as theirs.
+    exp.kl = torch.zeros(3, 3)
+    exp.kl[1, 0] = float("nan")
+    found = check_experience(exp)
+    assert found.describe() == "reference log-probs (through the KL) of sample 1 is nan"
+    assert not found.from_trained_weights
 
 
 def test_our_errors_survive_pickling_with_their_fields():

@@ -18,6 +18,10 @@ from rlhfctl.config_aliases import Translation, lookup
 from rlhfctl.errors import UsageError
 
 
+# Options of every command that are not schema fields (cli/options.py adds them to each command).
+_COMMON = ("config", "print_config")
+
+
 def _nargs(annotation: Any) -> int | str:
     """Values a field's flag takes on the command line: 0 for a switch, "+" for a list or pair, else 1."""
     origin = typing.get_origin(annotation)
@@ -97,11 +101,14 @@ def translate_argv(argv: list[str], commands: dict[str, type[BaseModel]]) -> tup
             nargs = 0 if negated else _nargs(flags[field].annotation)
             values, i = _take(argv, i, inline if eq else None, nargs, option)
             ours[field] = (not negated) if nargs == 0 else ",".join(values)
+        elif name in _COMMON:  # --print_config, --config=run.yaml: the options every command has, kebab-cased
+            kept.append("--" + name.replace("_", "-") + eq + inline)
+            i += 1
         else:
             kept.append(token)
             i += 1
     translation.finish(ours)
-    for field, value in {**translation.values, **ours}.items():
+    for field, value in translation.merged_with(ours, lambda name: flag_name(name, cls.model_fields[name])).items():
         flag = flag_name(field, cls.model_fields[field])
         if isinstance(value, bool):
             kept.append(flag if value else f"--no-{flag[2:]}")

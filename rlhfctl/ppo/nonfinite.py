@@ -20,8 +20,11 @@ from rlhfctl.ppo.experience import Experience
 
 # Per-token fields of the experience, checked in this order (the first non-finite one is named), with their names
 # in messages: inputs from the models first, then what the driver derived from them.
-_CHECKED = (("log_probs", "actor log-probs"), ("ref_log_probs", "reference log-probs"), ("values", "critic values"),
-            ("advantages", "advantages"), ("returns", "returns"))
+# The reference's log-probs are kept in the experience only with --use-kl-loss; otherwise they reach it as the KL,
+# which is checked right after them (the actor's own log-probs come first, so a non-finite KL is the reference's).
+_CHECKED = (("log_probs", "actor log-probs"), ("ref_log_probs", "reference log-probs"),
+            ("kl", "reference log-probs (through the KL)"), ("values", "critic values"), ("advantages", "advantages"),
+            ("returns", "returns"))
 
 
 @dataclass

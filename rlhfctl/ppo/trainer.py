@@ -378,14 +378,17 @@ class PPOTrainer:
         actor = self.roles.actor
         # OpenRLHF trains the actor once global_steps (1-based) > --freezing-actor-steps.
         frozen = step + 1 <= self.cfg.freezing_actor_steps
-        self._train_futures = [] if frozen else [w.call.remote("train", experience.shard(r, len(actor)), step)
-                                                 for r, w in enumerate(actor.workers)]
+        actor_futures = [] if frozen else [w.call.remote("train", experience.shard(r, len(actor)), step)
+                                           for r, w in enumerate(actor.workers)]
         critic_futures = []
         if self.roles.critic is not None:
             critic = self.roles.critic
             critic_futures = [w.call.remote("train", experience.shard(r, len(critic)), step)
                               for r, w in enumerate(critic.workers)]
-        actor_stats = _collect(self._train_futures)
+        # Every role's update of this step: Ctrl-C waits for all of them, so a checkpoint is a whole step's end
+        # (with a frozen actor the critic alone trains, and its update must not land in the previous step's save).
+        self._train_futures = actor_futures + critic_futures
+        actor_stats = _collect(actor_futures)
         critic_stats = _collect(critic_futures)
         self._train_futures = []
         failures = [r for r in actor_stats + critic_stats if isinstance(r, NonFiniteUpdate)]
