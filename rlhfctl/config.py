@@ -696,24 +696,34 @@ def resolve(command: str, flags: dict[str, Any], config_file: str | Path | None 
 
 def unused_options(cfg: BaseModel) -> list[str]:
     """Options given that the chosen mode cannot use: model options of serve-rm with --reward-func, reward-model
-    options of train-ppo without --reward-pretrain, server options of bench-rm with --url (that server keeps its
-    own settings)."""
+    options of train-ppo when no local reward model scores, server options of bench-rm with --url (that server
+    keeps its own settings), check-reward's --rm-timeout (--reward-timeout bounds its calls), --use-kl-loss with a
+    KL coefficient of 0."""
     model_only = (set(ModelLoadArgs.model_fields) | set(RewardModelArgs.model_fields)
                   | {"batch_size", "max_batch_tokens"}) - {"reward_pretrain"}
+    rules: list[tuple[set[str], str]] = []
     if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
-        unused, why = model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"
-    elif isinstance(cfg, TrainPPOConfig) and cfg.reward_pretrain is None:
-        unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
-        why = ("acts on a local reward model (--reward-pretrain) only; a reward server applies its own (serve-rm "
-               "takes the same option)")
-    elif isinstance(cfg, BenchRMConfig) and cfg.url is not None:
-        unused = model_only | set(ServerArgs.model_fields) | set(FunctionNameArgs.model_fields)
-        why = ("applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server keeps "
-               "its own")
-    else:
-        return []
-    cls = type(cfg)
-    return [f"{flag_name(name, cls.model_fields[name])}: {why}" for name in cls.model_fields
+        rules.append((model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"))
+    if isinstance(cfg, TrainPPOConfig):
+        if cfg.reward_pretrain is None or cfg.remote_rm_url is not None:
+            unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
+            if cfg.advantage_estimator == "gae":  # the critic finds its value head by this name
+                unused.discard("value_head_prefix")
+            rules.append((unused, "acts on a local reward model that scores the samples (--reward-pretrain without "
+                                  "--remote-rm-url) only; a reward server or function applies its own (serve-rm "
+                                  "takes the same option)"))
+        if cfg.use_kl_loss and cfg.init_kl_coef == 0:
+            rules.append(({"use_kl_loss"}, "the KL loss is weighted by --init-kl-coef, which is 0: no reference "
+                                           "model is loaded and no KL term is added"))
+    if isinstance(cfg, BenchRMConfig) and cfg.url is not None:
+        rules.append((model_only | set(ServerArgs.model_fields) | set(FunctionNameArgs.model_fields),
+                      "applies to a serve-rm that bench-rm starts (--reward-pretrain/--reward-func); --url's server "
+                      "keeps its own"))
+    if isinstance(cfg, CheckRewardConfig):
+        rules.append(({"rm_timeout"}, "check-reward bounds every reward call, a server's answer too, by "
+                                      "--reward-timeout"))
+    fields = type(cfg).model_fields
+    return [f"{flag_name(name, fields[name])}: {why}" for unused, why in rules for name in fields
             if name in unused and name in cfg.model_fields_set]
 
 

@@ -277,9 +277,20 @@ def test_model_options_given_to_a_reward_function_say_they_do_not_apply(capsys):
     _, _, err = run_cli(["serve-rm", "--reward-pretrain", "rm", "--bf16", "--print-config"], capsys)
     assert "Warning" not in err
     _, _, err = run_cli([*BASE, "--normalize_reward", "--print-config"], capsys)
-    assert "Warning: --normalize-reward: acts on a local reward model (--reward-pretrain) only" in err
+    assert "Warning: --normalize-reward: acts on a local reward model that scores the samples" in err
+    # a reward server AND --reward-pretrain: the server scores, the model only initialises the critic
     _, _, err = run_cli([*BASE, "--reward-pretrain", "rm", "--normalize_reward", "--print-config"], capsys)
+    assert "Warning: --normalize-reward: acts on a local reward model that scores the samples" in err
+    local = ["train-ppo", "--pretrain", "p", "--prompt-data", "d.jsonl", "--reward-pretrain", "rm"]
+    _, _, err = run_cli([*local, "--normalize_reward", "--print-config"], capsys)
     assert "Warning" not in err
+    # the critic reads --value-head-prefix (gae), whatever scores the samples
+    _, _, err = run_cli([*BASE, "--advantage-estimator", "gae", "--value-head-prefix", "v", "--print-config"], capsys)
+    assert "Warning" not in err
+    _, _, err = run_cli(["check-reward", "f.py", "--prompt-data", "d", "--rm-timeout", "5", "--print-config"], capsys)
+    assert "Warning: --rm-timeout: check-reward bounds every reward call" in err
+    _, _, err = run_cli([*BASE, "--use_kl_loss", "--init_kl_coef", "0", "--print-config"], capsys)
+    assert "Warning: --use-kl-loss: the KL loss is weighted by --init-kl-coef, which is 0" in err
 
 
 def test_bench_rm_batch_size_is_serve_rms_and_texts_per_request_is_its_own(capsys):
