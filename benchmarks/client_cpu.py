@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.measure, args.url, args.requests, args.concurrency)))
         return 0
     server_cpus, tool_cpus = cores()
+    load_at_start = os.getloadavg()[0]
     endpoint, url = start_endpoint(server_cpus)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLIENTS}
     try:
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs_cpu_us": {c: [round(r["cpu_us"], 1) for r in runs[c]] for c in CLIENTS},
         "httpx_version": _version("httpx"), "event_loop": "uvloop" if _version("uvloop") else "asyncio",
         "endpoint_cpus": sorted(server_cpus or []), "client_cpus": sorted(tool_cpus or []),
+        "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }), flush=True)
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     root = (args.workdir or Path(tempfile.mkdtemp(prefix="rlhfctl-bench-demo-"))).resolve()
 
+    load_at_start = os.getloadavg()[0]
     runs = [_run(args, root, seed, None) for seed in seeds]
     gains = [r["gain_points"] for r in runs]
     result = {
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                       control_rl_seconds=control["rl_seconds"], control_evaluations=control["evaluations"],
                       control_eval_accuracy_range=control["eval_accuracy_range"])
     result["workdir"] = str(root)
+    result["load_average_1m"] = {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}
     print(json.dumps(result), flush=True)
     return 0
 

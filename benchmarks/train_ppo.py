@@ -72,6 +72,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
         "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
         "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
     })
+    load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     train_ppo(cfg)
     wall = time.perf_counter() - started
@@ -85,12 +86,15 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
         "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
         "completions_per_s_median_step": round(statistics.median(s["samples"] / s["time/step"] for s in timed), 2),
         "time_per_step_s": round(total / len(timed), 4),
+        "time_per_step_range_s": [round(min(s["time/step"] for s in timed), 3),
+                                  round(max(s["time/step"] for s in timed), 3)],
         **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, **weight_sync(timed),
         "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
         "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
         "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate,
         "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
+        "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }
 
 

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy), reward_funcs=reward_for_trl(),
                           args=config, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(policy),
                           callbacks=[timer])
+    load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
@@ -99,11 +100,13 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "samples_per_prompt": SAMPLES_PER_PROMPT, "new_tokens": 32,
         "completions_per_s": round(samples * len(timed) / sum(timed), 2),
         "completions_per_s_median_step": round(statistics.median(samples / t for t in timed), 2),
-        "time_per_step_s": round(sum(timed) / len(timed), 4), "steps_timed": len(timed),
+        "time_per_step_s": round(sum(timed) / len(timed), 4),
+        "time_per_step_range_s": [round(min(timed), 3), round(max(timed), 3)], "steps_timed": len(timed),
         "mean_response_tokens": round(sum(lengths[1:] or lengths) / max(1, len(lengths[1:] or lengths)), 1),
         "beta": config.beta, "loss_type": config.loss_type, "trl_version": trl_version(),
         "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": 1,
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
+        "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }
 
 
