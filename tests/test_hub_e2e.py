@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +18,7 @@ import pytest
 from tests.cli_runner import run_main
 from tests.hub_cache import add_to_hub_cache, commit_of
 from tests.seed_commands import SERVE_RM, TRAIN_PPO, argv
+from tests.serve_rm_process import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -63,24 +61,10 @@ def snapshot(cache: Path, repo_id: str) -> Path:
 def seed_server(seed_cache):
     """The seed's serve-rm command, Hub ID as written; --load_in_4bit dropped (no CUDA here), port 0 on loopback."""
     args = [a for a in argv(SERVE_RM, port="0", host="127.0.0.1") if a != "--load_in_4bit"]
-    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "serve-rm", *args], env=env_for(seed_cache),
-                            stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        found = re.search(r"serving on (http://127\.0\.0\.1:\d+/get_reward)", line)
-        if found:
-            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-            yield found.group(1), lines
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-            return
-    proc.kill()
-    raise AssertionError("serve-rm did not start:\n" + "".join(lines))
+    proc, url, lines = start_server(*args, env=env_for(seed_cache), startup_s=120)
+    yield url, lines
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
 
 
 def test_seed_serve_rm_serves_the_hub_model(seed_cache, seed_server):
@@ -91,7 +75,7 @@ def test_seed_serve_rm_serves_the_hub_model(seed_cache, seed_server):
     answer = httpx.post(url, json={"query": TEXTS}, timeout=60)
     assert answer.status_code == 200, answer.text
     local = ServeRMConfig(reward_pretrain=str(snapshot(seed_cache, RM_ID)), normalize_reward=True, bf16=True,
-                          value_head_prefix="score", max_len=8192)
+                          value_head_prefix="score", reward_max_len=8192)
     expected = ModelReward.from_config(local).score(TEXTS).rewards
     assert answer.json()["rewards"] == pytest.approx(expected, abs=1e-2)  # bf16 both ways; batching may differ
     log = "".join(lines)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -15,29 +12,7 @@ import pytest
 
 from seed_commands import SERVE_RM, argv
 
-ENV = {**{k: v for k, v in os.environ.items() if k != "RLHFCTL_API_KEY"}, "HF_HUB_OFFLINE": "1"}
-
-
-def rlhfctl(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rlhfctl", *args]
-
-
-def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
-    """Start serve-rm on port 0; return the process, its /get_reward URL (from its log) and the log lines so far."""
-    proc = subprocess.Popen(rlhfctl("serve-rm", "--port", "0", *args), env=ENV, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        found = re.search(r"serving on (http://127\.0\.0\.1:\d+/get_reward)", line)
-        if found:
-            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-            return proc, found.group(1), lines
-    proc.kill()
-    raise AssertionError("serve-rm did not start:\n" + "".join(lines))
+from tests.serve_rm_process import ENV, rlhfctl, start_server
 
 
 @pytest.mark.slow
@@ -45,7 +20,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
     func = tmp_path / "slow.py"
     func.write_text("import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(1.0)\n"
                     "    return [0.5] * len(queries)\n")
-    proc, url, lines = start_server("--reward-func", str(func))
+    proc, url, lines = start_server("--port", "0", "--reward-func", str(func))
     try:
         answer: dict = {}
         client = threading.Thread(target=lambda: answer.update(r=httpx.post(url, json={"query": ["a"]}, timeout=30)))
@@ -62,7 +37,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
 
 @pytest.mark.slow
 def test_serves_a_model_given_with_openrlhf_flag_spellings(tiny_rm_openrlhf_dir):
-    proc, url, _ = start_server("--reward_pretrain", str(tiny_rm_openrlhf_dir), "--value_head_prefix", "value_head",
+    proc, url, _ = start_server("--port", "0", "--reward_pretrain", str(tiny_rm_openrlhf_dir), "--value_head_prefix", "value_head",
                                 "--normalize_reward", "--max_len", "512", "--batch_size", "4", "--api-key", "k")
     try:
         answer = httpx.post(url, json={"query": ["2+2=4", "hi"]}, headers={"Authorization": "Bearer k"}, timeout=30)
