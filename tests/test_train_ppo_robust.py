@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_ppo_e2e import (ENV, base_args, metrics, ray_address, reward_file, start_server,  # noqa: F401
-                                      train)
+from tests.test_train_ppo_e2e import ENV, base_args, metrics, ray_address, reward_file, train  # noqa: F401
+from tests.test_train_ppo_e2e import start_server
 
 pytestmark = pytest.mark.slow
 

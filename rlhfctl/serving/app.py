@@ -42,8 +42,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     (401, "Missing or wrong `Authorization: Bearer` token (when the server has --api-key)."),
     (413, "Body larger than --max-body-mb, or more queries than --max-queries-per-request."),
     (415, "Content-Type is not application/json."),
-    (422, "The body is not JSON of the documented shape, or the reward failed on it or was NaN/inf (`kind`, `index`, "
-          "`retryable`: false)."),
+    (422, ("The body is not JSON of the documented shape, or the reward failed on it or was NaN/inf (`kind`, "
+           "`index`, `retryable`: false).")),
     (500, "The reward model failed on the server (not the client's fault)."),
     (503, "The queue is full (--max-queue); retry after Retry-After seconds."),
     (504, "The reward function took longer than --reward-timeout (`retryable`: false); its worker was replaced."),
