@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse
 from rlhfctl.config import AuthArgs, RemoteRewardArgs, ServeRMConfig
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.models.reward import load_reward_model
+from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.function import FunctionReward
 from rlhfctl.rewards.model import ModelReward
 from rlhfctl.rewards.remote import RemoteReward
@@ -135,6 +136,11 @@ def bad_server():
         "extra": '{"rewards": [1.0, 2.0], "model": "mine"}',
     }
 
+    @app.post("/fault/{index}")
+    async def fault(index: str) -> PlainTextResponse:
+        body = f'{{"detail": "no reward", "kind": "nan", "index": {index}, "retryable": false}}'
+        return PlainTextResponse(body, status_code=422, media_type="application/json")
+
     @app.post("/{kind}")
     async def answer(kind: str) -> PlainTextResponse:
         return PlainTextResponse(answers[kind], media_type="application/json")
@@ -152,6 +158,39 @@ def test_bad_answers_are_errors_not_zeros(kind, message):
         url = server.url.replace("/get_reward", f"/{kind}")
         with pytest.raises(RewardError, match=re.escape(url) + ".*" + message):
             RemoteReward(url, max_retries=0).score(["a", "b"])
+
+
+@pytest.mark.parametrize("index,expected", [("1", 1), ("2", None), ("-1", None), ('"1"', None), ("true", None),
+                                            ("null", None)])
+def test_a_faults_index_is_used_only_when_it_names_a_query_sent(index, expected):
+    with bad_server() as server:
+        url = server.url.replace("/get_reward", f"/fault/{index}")
+        with pytest.raises(RewardFault, match="HTTP 422: no reward") as caught:
+            RemoteReward(url, max_retries=0).score(["a", "b"])
+    assert (caught.value.kind, caught.value.index) == ("nan", expected)
+
+
+def test_a_nan_from_either_server_is_a_fault_on_its_sample_of_the_whole_batch(tmp_path):
+    """Two servers score shards [0, 2) and [2, 5): a NaN's index in its request becomes its index in the batch,
+    at once (never retried), so a trainer stops or skips that batch (--skip-nonfinite-batches)."""
+    path = tmp_path / "nan.py"
+    path.write_text("def reward_func(queries, prompts, labels):\n"
+                    "    return [float('nan') if q == 'bad' else 1.0 for q in queries]\n")
+    cfg = ServeRMConfig(reward_func=str(path))
+    with serve_in_thread(create_app(FunctionReward(path), cfg)) as a, \
+            serve_in_thread(create_app(FunctionReward(path), cfg)) as b:
+        client = RemoteReward(f"{a.url},{b.url}", max_retries=5, retry_backoff=2.0)
+        for at in (1, 3):
+            queries = ["ok"] * 5
+            queries[at] = "bad"
+            started = time.monotonic()
+            with pytest.raises(RewardFault, match=r"rewards value is nan, not a finite number") as caught:
+                client.score(queries)
+            assert time.monotonic() - started < 1.0  # a retry would have slept >= 1 s first
+            assert (caught.value.kind, caught.value.index) == ("nan", at)
+            assert str(caught.value).endswith(f"(sample {at})")
+        assert client.score(["ok"] * 5).rewards == [1.0] * 5
+        client.close()
 
 
 def test_extra_keys_of_other_servers_are_tolerated():

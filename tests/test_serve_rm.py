@@ -159,3 +159,22 @@ def test_texts_reach_the_log_only_when_asked(tiny_rm_seqcls_dir, caplog, log_tex
     with caplog.at_level(logging.INFO), serve_in_thread(create_app(source, server_config(log_texts=log_texts))) as h:
         assert post(h.url, {"query": ["my private text 1234"]}).status_code == 200
     assert ("my private text 1234" in caplog.text) is log_texts
+
+
+def test_a_nan_from_the_model_is_a_422_naming_the_query_not_a_500(tiny_rm_seqcls_dir):
+    """A reward model with one poisoned embedding row: only the query holding that token scores NaN. The answer says
+    which query, and that a retry cannot help, as for a reward function's NaN (a client then stops or skips)."""
+    import torch
+
+    model, tokenizer = load_reward_model(tiny_rm_seqcls_dir)
+    queries = ["a cat sat", "a cat sat ~~"]
+    poisoned = set(tokenizer(queries[1])["input_ids"]) - set(tokenizer(queries[0])["input_ids"])
+    with torch.no_grad():
+        model.base.get_input_embeddings().weight[sorted(poisoned)] = float("nan")
+    with serve_in_thread(create_app(ModelReward(model, tokenizer), server_config())) as handle:
+        assert post(handle.url, {"query": queries[:1]}).status_code == 200
+        answer = post(handle.url, {"query": queries})
+    body = answer.json()
+    assert answer.status_code == 422, body
+    assert (body["kind"], body["index"], body["retryable"]) == ("nan", 1, False)
+    assert "non-finite reward" in body["detail"] and "rewards[1] is nan" in body["detail"]

@@ -33,7 +33,7 @@ def reward_func(queries, prompts, labels, **kwargs):
     if any("boom" in q for q in queries):
         raise ValueError("cannot score a boom")
     if any("nan" in q for q in queries):
-        return [float("nan")] * len(queries)
+        return [float("nan") if "nan" in q else 0.0 for q in queries]
     if any("sleep" in q for q in queries):
         time.sleep(0.6)
     return {
@@ -98,8 +98,10 @@ def test_a_failing_function_fails_its_request_only(func_file):
         detail = raised.json()["detail"]
         assert "reward function failed" in detail and "not retried" in detail
         assert "ValueError: cannot score a boom" in detail and "reward_func.py" in detail
-        broken = httpx.post(handle.url, json={"query": ["nan"]}, timeout=30)
+        broken = httpx.post(handle.url, json={"query": ["fine", "nan"]}, timeout=30)
         assert broken.status_code == 422 and "nan, not a finite number" in broken.json()["detail"]
+        # the query's index in the request, so a trainer can skip the batch (--skip-nonfinite-batches)
+        assert (broken.json()["kind"], broken.json()["index"], broken.json()["retryable"]) == ("nan", 1, False)
         ok = httpx.post(handle.url, json={"query": ["fine"], "labels": ["fine"]}, timeout=30)
         assert ok.status_code == 200 and ok.json()["rewards"] == [1.0]
 

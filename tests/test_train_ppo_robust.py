@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_train_ppo_e2e import ENV, base_args, metrics, ray_address, reward_file, train  # noqa: F401
+from tests.test_train_ppo_e2e import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +123,50 @@ def test_skip_nonfinite_batches_skips_an_inf_reward_and_counts_it(tiny_policy_di
 
     trained, initial = _state_dict(out), _state_dict(tiny_policy_dir)
     assert all(torch.equal(trained[k], initial[k]) for k in initial)  # never trained on an infinite reward
+
+
+REWARD_WITH_A_NAN = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    return [float("nan") if i == 5 else 0.5 for i in range(len(queries))]
+'''
+
+
+@pytest.fixture(scope="module")
+def nan_reward_server(tmp_path_factory):
+    """serve-rm whose reward_func answers NaN for sample 5 of each batch (a step's 8 samples in one request)."""
+    folder = tmp_path_factory.mktemp("nan_server")
+    (folder / "reward_func.py").write_text(REWARD_WITH_A_NAN)
+    proc, url = start_server(folder / "reward_func.py", folder / "serve.log")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_nan_from_a_reward_server_stops_or_is_skipped_as_a_local_one(tiny_policy_dir, prompt_file,
+                                                                        nan_reward_server, tmp_path, ray_address, skip):
+    """serve-rm's 422 names the sample; train-ppo stops before training on it (a checkpoint of the last good step)
+    or, with --skip-nonfinite-batches, skips the batch and counts it: the same as for a local reward model."""
+    out = tmp_path / "out"
+    result = train(_args(tiny_policy_dir, prompt_file, out, nan_reward_server, ray_address,
+                         "--advantage-estimator", "group_norm", "--actor-learning-rate", "1e-2",
+                         *(["--skip-nonfinite-batches"] if skip else [])))
+    text = " ".join(result.stderr.split())
+    if skip:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [(m["step"], m["nonfinite_skipped"]) for m in metrics(out)] == [(1, 1.0), (2, 1.0)]
+        assert "step 1: reward of sample 5 is nan; batch skipped" in text and "sample 5: prompt" in text
+        import torch
+
+        trained, initial = _state_dict(out), _state_dict(tiny_policy_dir)
+        assert all(torch.equal(trained[k], initial[k]) for k in initial)
+        return
+    line = _assert_one_line_error(result, 1)
+    assert "step 1: reward of sample 5 is nan, so the run stops before training on it" in line
+    assert "--skip-nonfinite-batches skips such batches instead" in text
+    assert "Checkpoint of step 0, the last good step, saved in" in text and "sample 5: prompt" in text
+    assert "retry" not in text  # the server said retrying cannot help
+    assert metrics(out) == []
 
 
 def test_a_diverging_update_is_never_applied_and_its_state_not_saved(tiny_policy_dir, prompt_file, reward_file,

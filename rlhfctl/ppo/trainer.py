@@ -26,6 +26,7 @@ from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
@@ -334,10 +335,9 @@ class PPOTrainer:
                 assert self.reward is not None
                 batch = self._score_source(queries, samples.prompts, samples.labels)
         except RewardError as exc:
-            index = getattr(exc, "index", None)
-            if getattr(exc, "kind", None) == "nan" and index is not None and during is None \
-                    and self.cfg.skip_nonfinite_batches:
-                raise _NonFiniteBatch(Finding("reward", index, float("nan"))) from None
+            if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
+                # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
+                raise _NonFiniteBatch(Finding("reward", exc.index, float("nan"))) from None
             what = during or f"step {self.state.step + 1}"
             folder = self.save_checkpoint()
             raise RewardError(f"{what}: the reward failed, so the run stops (a failure is never a reward of 0). "

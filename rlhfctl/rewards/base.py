@@ -38,6 +38,15 @@ class RewardBatch:
         return RewardBatch(rewards, scores, extra)
 
 
+def check_batch(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> RewardBatch | None:
+    """The answer to an empty batch (an empty RewardBatch), or None when there are queries to score; ValueError when
+    prompts or labels do not have one entry per query. A reward source's score() starts with it."""
+    if not len(queries) == len(prompts) == len(labels):
+        raise ValueError(f"queries, prompts and labels differ in length: {len(queries)}, {len(prompts)}, "
+                         f"{len(labels)}")
+    return RewardBatch(rewards=[]) if not queries else None
+
+
 @runtime_checkable
 class RewardSource(Protocol):
     """A reward model, a reward_func.py or a reward server: anything that turns queries into rewards.

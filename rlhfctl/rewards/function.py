@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.base import RewardBatch, check_batch
 from rlhfctl.rewards.contract import DICT_KEYS, RewardFault, to_reward_batch
 
 ARGS = ("queries", "prompts", "labels")
@@ -67,11 +67,8 @@ class FunctionReward:
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         """Call the function on one batch and check what it returns; any failure raises RewardFault."""
-        if not len(queries) == len(prompts) == len(labels):
-            raise ValueError(f"queries, prompts and labels differ in length: {len(queries)}, {len(prompts)}, "
-                             f"{len(labels)}")
-        if not queries:
-            return RewardBatch(rewards=[])
+        if (empty := check_batch(queries, prompts, labels)) is not None:
+            return empty
         if self.per_sample:
             return self._score_per_sample(queries, prompts, labels)
         try:

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.base import RewardBatch, check_batch
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.shards import chunks
 
@@ -211,11 +211,8 @@ class FunctionPool:
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
-        if not len(queries) == len(prompts) == len(labels):
-            raise ValueError(f"queries, prompts and labels differ in length: {len(queries)}, {len(prompts)}, "
-                             f"{len(labels)}")
-        if not queries:
-            return RewardBatch(rewards=[])
+        if (empty := check_batch(queries, prompts, labels)) is not None:
+            return empty
         if self._closed:
             raise RewardFault("the reward function's worker processes were stopped", kind="raised",
                               where=self.where)

@@ -23,8 +23,8 @@ import httpx
 
 from rlhfctl.config import AuthArgs, RemoteRewardArgs
 from rlhfctl.errors import RewardError, UsageError
-from rlhfctl.rewards.base import RewardBatch
-from rlhfctl.rewards.contract import to_reward_batch
+from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.contract import RewardFault, to_reward_batch
 from rlhfctl.shards import contiguous_shards
 
 log = logging.getLogger(__name__)
@@ -89,17 +89,15 @@ class RemoteReward:
         n = len(queries)
         prompts = [""] * n if prompts is None else list(prompts)
         labels = [""] * n if labels is None else list(labels)
-        if not len(prompts) == len(labels) == n:
-            raise ValueError(f"queries, prompts and labels differ in length: {n}, {len(prompts)}, {len(labels)}")
-        if n == 0:
-            return RewardBatch(rewards=[])
+        if (empty := check_batch(queries, prompts, labels)) is not None:
+            return empty
         first = next(self._turn)
         jobs = [(self.urls[(first + i) % len(self.urls)], {"query": list(queries[a:b]), "prompts": prompts[a:b],
-                                                           "labels": labels[a:b]})
+                                                           "labels": labels[a:b]}, a)
                 for i, (a, b) in enumerate((s.start, s.stop) for s in contiguous_shards(n, min(n, len(self.urls))))]
         if len(jobs) == 1 or self._pool is None:
             return self._post(*jobs[0])
-        futures = [self._pool.submit(self._post, url, payload) for url, payload in jobs[1:]]
+        futures = [self._pool.submit(self._post, *job) for job in jobs[1:]]
         try:
             head = self._post(*jobs[0])
         except BaseException:
@@ -107,8 +105,9 @@ class RemoteReward:
             raise
         return RewardBatch.concat([head, *(f.result() for f in futures)])
 
-    def _post(self, url: str, payload: dict[str, list[str]]) -> RewardBatch:
-        """One shard to one server, with retries; the answer checked against the number of queries sent."""
+    def _post(self, url: str, payload: dict[str, list[str]], start: int = 0) -> RewardBatch:
+        """One shard to one server, with retries; the answer checked against the number of queries sent. `start`
+        is the shard's place in the whole batch, where a failing sample's index is counted from."""
         n = len(payload["query"])
         cause = ""
         for attempt in range(self.max_retries + 1):
@@ -127,7 +126,7 @@ class RemoteReward:
                         return self._answer(url, response, n)
                     cause = f"HTTP {response.status_code}: {_detail(response)}"
                     if (response.status_code != 429 and response.status_code < 500) or not _retryable(response):
-                        raise RewardError(f"{url}: {cause}{_hint(response.status_code)}")
+                        raise _failure(url, response, cause, start, n)
                     retry_after = _retry_after(response)
             if attempt == self.max_retries:
                 break
@@ -172,6 +171,22 @@ def _detail(response: httpx.Response) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         pass
     return response.text[:300] or response.reason_phrase
+
+
+def _failure(url: str, response: httpx.Response, cause: str, start: int, n: int) -> RewardError:
+    """The error for an answer not worth retrying. serve-rm's body names the failure's `kind` (and the sample's
+    `index` within the request when it knows it): then a RewardFault with the index in the whole batch, so a
+    trainer treats a NaN from a server as it treats one from a local reward (--skip-nonfinite-batches)."""
+    message = f"{cause}{_hint(response.status_code)}"
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("kind"), str)):
+        return RewardError(f"{url}: {message}")
+    index = body.get("index")
+    known = isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n
+    return RewardFault(message, kind=body["kind"], where=url, index=index + start if known else None)
 
 
 def _retryable(response: httpx.Response) -> bool:

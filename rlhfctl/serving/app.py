@@ -4,7 +4,9 @@ Everything a client can get wrong is answered with a 4xx and a message (never a 
 order: auth, content type, size, JSON shape, then room in the queue. A 500 means the server side failed (the
 reward model), and the body says so. A reward function that raises, breaks the contract or crashes its worker on a
 request answers 422, and one past --reward-timeout 504, each with `"retryable": false` in the body: the same input
-fails the same way again, so clients (RemoteReward) show the message at once instead of retrying.
+fails the same way again, so clients (RemoteReward) show the message at once instead of retrying. A NaN or inf
+reward (from a function or a model) is such a 422 too, with `"kind": "nan"` and the query's `"index"`, so a
+trainer can skip that batch (train-ppo --skip-nonfinite-batches) as it does for a local reward.
 /health answers 200 with "status": "degraded" (and the reason) while reward calls time out or crash: the server
 still serves, so a liveness probe must not restart it, but a person or a load balancer can read why it is slow.
 """
@@ -40,7 +42,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     (401, "Missing or wrong `Authorization: Bearer` token (when the server has --api-key)."),
     (413, "Body larger than --max-body-mb, or more queries than --max-queries-per-request."),
     (415, "Content-Type is not application/json."),
-    (422, "The body is not JSON of the documented shape, or the reward function failed on it (`retryable`: false)."),
+    (422, ("The body is not JSON of the documented shape, or the reward failed on it or was NaN/inf (`kind`, "
+           "`index`, `retryable`: false).")),
     (500, "The reward model failed on the server (not the client's fault)."),
     (503, "The queue is full (--max-queue); retry after Retry-After seconds."),
     (504, "The reward function took longer than --reward-timeout (`retryable`: false); its worker was replaced."),
@@ -110,19 +113,18 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
             content = encode_answer(await scorer.score(queries, prompts, labels))
         except RewardFault as exc:
             log.warning("reward function failed: %s", exc)
-            status = 504 if exc.kind == "timeout" else 422
-            metrics.requests.labels(str(status)).inc()
-            return JSONResponse({"detail": f"the reward function failed on this request (not retried: the same input "
-                                           f"fails the same way): {exc}", "kind": exc.kind, "retryable": False},
-                                status_code=status)
+            return _not_retryable(metrics, 504 if exc.kind == "timeout" else 422,
+                                  f"the reward function failed on this request (not retried: the same input fails the "
+                                  f"same way): {exc.where}: {exc.problem}", exc.kind, exc.index)
         except RewardError as exc:
             log.warning("reward function failed: %s", exc)
             return _server_error(metrics, f"the reward function failed (a server-side error, not a bad request): "
                                           f"{exc}")
-        except NonFiniteReward as exc:
+        except NonFiniteReward as exc:  # a reward model's NaN: the same text gives it again, as a function's does
             log.warning("non-finite reward: %s", exc)
-            return _server_error(metrics, f"the reward source produced a non-finite reward ({exc}): a server-side "
-                                          "problem (bf16 overflow? a broken model?)")
+            return _not_retryable(metrics, 422, f"{source.name} produced a non-finite reward on this request ({exc}; "
+                                                "not retried: the same input gives it again): a server-side problem "
+                                                "(bf16 overflow? a broken model?)", "nan", exc.index)
         except Exception as exc:
             log.error("scoring failed: %s: %s", type(exc).__name__, exc, exc_info=not getattr(scorer, "failure", None))
             return _server_error(metrics, f"scoring failed on the server: {type(exc).__name__}: {exc}")
@@ -165,6 +167,16 @@ def _scorer_for(source: Any, metrics: ServerMetrics, cfg: Any) -> Scorer:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _not_retryable(metrics: ServerMetrics, status: int, message: str, kind: str, index: int | None) -> JSONResponse:
+    """The reward failed on this very input: `kind` says how and `index` (when known) on which query of the
+    request, which RemoteReward turns into a RewardFault on that sample of the whole batch."""
+    metrics.requests.labels(str(status)).inc()
+    body: dict[str, Any] = {"detail": message, "kind": kind, "retryable": False}
+    if index is not None:
+        body["index"] = index
+    return JSONResponse(body, status_code=status)
 
 
 def _server_error(metrics: ServerMetrics, message: str) -> JSONResponse:

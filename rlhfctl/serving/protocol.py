@@ -44,6 +44,10 @@ class RewardResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str = Field(..., description="What was wrong and what to send instead.")
+    kind: Optional[str] = Field(None, description="When the reward failed on the request: a short code, e.g. "
+                                "\"nan\" (a non-finite reward), \"raised\", \"timeout\".")
+    index: Optional[int] = Field(None, description="The failing query's index in the request, where known.")
+    retryable: Optional[bool] = Field(None, description="false: the same request fails the same way again.")
 
 
 def _type_name(value: Any) -> str:
@@ -105,16 +109,20 @@ def _strings(value: Any, name: str, n: int | None) -> list[str]:
 
 
 class NonFiniteReward(ValueError):
-    """A reward source returned NaN or inf as a reward or score."""
+    """A reward source returned NaN or inf as the reward or score of query `index` of the request."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def encode_answer(batch: RewardBatch) -> bytes:
-    """A RewardBatch as the answer's JSON. A non-finite reward or score raises ValueError: it is a server-side bug
-    that must not reach a trainer as a number (NonFiniteReward). extra_logs may hold NaN ("not logged"), written as Python's json
-    writes it, which Python clients (OpenRLHF's included) read back."""
+    """A RewardBatch as the answer's JSON. A non-finite reward or score raises NonFiniteReward: it must not reach a
+    trainer as a number. extra_logs may hold NaN ("not logged"), written as Python's json writes it, which Python
+    clients (OpenRLHF's included) read back."""
     answer = batch.to_json()
     for key in ("rewards", "scores"):
         for i, value in enumerate(answer[key]):
             if not math.isfinite(value):
-                raise NonFiniteReward(f"{key}[{i}] is {value}")
+                raise NonFiniteReward(f"{key}[{i}] is {value}", index=i)
     return json.dumps(answer, separators=(",", ":")).encode()
