@@ -16,7 +16,7 @@ from typing import Any, Optional, TYPE_CHECKING
 
 import torch
 
-from rlhfctl.data import PromptExample, build_query
+from rlhfctl.data import PromptExample
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import NonFiniteError, RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
@@ -323,8 +323,9 @@ class PPOTrainer:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
 
         `during` names what was being scored in the message (default: the step under way)."""
-        queries = samples.queries if len(samples.queries) == len(samples) else \
-            [build_query(p, r) for p, r in zip(samples.prompts, samples.responses)]
+        queries = samples.queries  # prompt + response decoded as one sequence by the worker that generated them
+        if len(queries) != len(samples):
+            raise RlhfctlError(f"internal: {len(queries)} reward queries for {len(samples)} samples")
         try:
             if self.roles.reward is not None:
                 shards = contiguous_shards(len(queries), len(self.roles.reward))
@@ -333,7 +334,8 @@ class PPOTrainer:
                 batch = RewardBatch.concat(parts)
             else:
                 assert self.reward is not None
-                batch = self._score_source(queries, samples.prompts, samples.labels)
+                n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
+                batch = self._score_source(queries, samples.prompts, samples.labels, n_per_prompt)
         except RewardError as exc:
             if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
                 # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
@@ -347,14 +349,15 @@ class PPOTrainer:
             raise RewardError(f"step {self.state.step + 1}: {len(batch.rewards)} rewards for {len(queries)} queries")
         return batch
 
-    def _score_source(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
+    def _score_source(self, queries: list[str], prompts: list[str], labels: list[str],
+                      n_per_prompt: int) -> RewardBatch:
         """A reward_func.py is called per micro-rollout batch, as OpenRLHF calls it (--reward-workers of them at
         once); a reward server gets the whole batch (its client spreads it over the servers)."""
         from rlhfctl.rewards.pool import FunctionPool
 
         assert self.reward is not None
         if isinstance(self.reward, FunctionPool):
-            size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
+            size = self.cfg.micro_rollout_batch_size * n_per_prompt
             return self.reward.score_chunks(queries, prompts, labels, size)
         return self.reward.score(queries, prompts, labels)
 
