@@ -335,6 +335,8 @@ def _worker(rank: int, port: int, folder: str, out_dir: str) -> None:
         _train(resumed, batches[2:])
         want, got = weights(eng), weights(resumed)
         assert all(torch.equal(want[n], got[n]) for n in want), f"{kind}{stage}: resumed run differs"
+    # Both ranks leave together: a rank that tears gloo down while the other still talks to it aborts at exit.
+    dist.barrier()
     dist.destroy_process_group()
 
 
