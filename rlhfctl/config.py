@@ -766,7 +766,12 @@ def dump_config(cfg: BaseModel) -> str:
         if isinstance(value, float) and math.isinf(value):
             value = None
         data[name] = value
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    class Dumper(yaml.SafeDumper):
+        """One `key: value` line per option, lists inline (`[-10.0, 10.0]`), for a file people read and edit."""
+
+    Dumper.add_representer(list, lambda dumper, seq: dumper.represent_sequence("tag:yaml.org,2002:seq", seq,
+                                                                               flow_style=True))
+    text = yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
     if omitted:
         text += "".join(f"# {name}: omitted (secret)\n" for name in omitted)
     return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -150,6 +151,19 @@ def test_print_config_round_trips(command, tmp_path, capsys):
     positional = minimal[:1] if command == "check-reward" else []
     second = printed_config([command, *positional, "--config", str(saved)], capsys)
     assert second == first
+
+
+@pytest.mark.parametrize("command", ["serve-rm", "train-ppo", "bench-rm"])
+def test_print_config_is_one_option_per_line_and_reads_back_as_written(command, tmp_path, capsys):
+    args = {"serve-rm": ["--reward-pretrain", "rm"], "train-ppo": BASE[1:],
+            "bench-rm": ["--url", "http://127.0.0.1:1/get_reward", "--concurrency", "1,8"]}[command]
+    code, out, err = run_cli([command, *args, "--print-config"], capsys)
+    assert code == 0, err
+    assert all(re.match(r"^\w+: \S", line) for line in out.splitlines() if not line.startswith("#")), out
+    saved = tmp_path / "as_printed.yaml"
+    saved.write_text(out)
+    code, again, err = run_cli([command, "--config", str(saved), "--print-config"], capsys)
+    assert (code, again) == (0, out), err
 
 
 def test_one_file_serves_every_command(tmp_path, capsys):
