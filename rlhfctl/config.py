@@ -268,6 +268,20 @@ class RewardSourceArgs(Group):
     )
 
 
+class AgentArgs(Group):
+    panel: ClassVar[str] = "Multi-turn agent"
+    agent_func_path: Annotated[Optional[str], _not_blank("an agent_func.py path")] = _opt(
+        None, "An agent_func.py defining AgentExecutor (OpenRLHF's contract): each sample is an episode against "
+        "your environment, which gives the reward (instead of --remote-rm-url / --reward-pretrain)."
+    )
+    max_turns: Optional[int] = _opt(
+        None, "Most policy turns per episode (default: until the environment says done or the prompt + response "
+        "budget is used up).", ge=1
+    )
+    agent_timeout: float = _opt(600.0, "Seconds one episode (its generations and environment calls) may take; past "
+                                       "it the run stops after a checkpoint, naming the episode.", gt=0)
+
+
 class TrainArgs(Group):
     panel: ClassVar[str] = "Training"
     save_path: str = _opt("./ckpt", "Where the final policy (and critic) and metrics.jsonl are written.")
@@ -499,7 +513,7 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
 
 class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
                      RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
-                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
+                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
@@ -514,8 +528,11 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
             problems.append("--pretrain is required: the policy to train")
         if self.prompt_data is None:
             problems.append("--prompt-data is required: the prompts to train on")
-        if self.remote_rm_url is None and self.reward_pretrain is None:
-            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR")
+        if self.agent_func_path is not None:
+            problems += self._agent_problems()
+        elif self.remote_rm_url is None and self.reward_pretrain is None:
+            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR, "
+                            "or an environment: --agent-func-path agent_func.py")
         if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
                 and self.n_samples_per_prompt < 2:
             problems.append(
@@ -539,6 +556,16 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _agent_problems(self) -> list[str]:
+        """With --agent-func-path the environment gives the reward; a second reward would be ignored (OpenRLHF
+        ignores --remote_rm_url then), so it is refused instead. An environment can call a reward server itself."""
+        given = [flag for flag, value in (("--remote-rm-url", self.remote_rm_url),
+                                          ("--reward-pretrain", self.reward_pretrain)) if value is not None]
+        if given:
+            return [f"--agent-func-path: the environment gives the rewards, so {' and '.join(given)} would not be "
+                    "used; give one or the other (an environment's step() may call a reward server itself)"]
+        return []
 
     def _algorithm_problems(self) -> list[str]:
         """The policy-optimisation options that only make sense together or within bounds."""

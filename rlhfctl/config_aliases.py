@@ -289,8 +289,7 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("critic.model_name_or_path", entry=alias("critic_pretrain")),
     **_spell("ds.value_head_prefix", entry=alias("value_head_prefix")),
     **_spell("ref.offload", "reward.offload", entry=switch("ref_reward_offload")),
-    **_spell("agent_func_path", "train.agent_func_path",
-             entry=refuse("agent functions (multi-turn rollouts) are not supported")),
+    **_spell("train.agent_func_path", entry=alias("agent_func_path")),
     **_spell("data.prompt_dataset", entry=alias("prompt_data")),
     **_spell("prompt_data_probs", "data.prompt_probs", entry=refuse(
         "sampling prompt datasets with given probabilities is not built (--prompt-data files are concatenated)",

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from rlhfctl.rewards.base import RewardBatch
 from rlhfctl.shards import contiguous_shards
 
 # Per-token fields, [B, A]; pad value 0 (the action mask is 0 there, so they never count).
@@ -37,6 +38,9 @@ class Samples:
     # whose rollout log-probs are the actor's own.
     rollout_log_probs: Optional[Tensor] = None
     queries: list[str] = field(default_factory=list)  # prompt + response decoded as one sequence (the reward's input)
+    # --agent-func-path: the rewards the environment gave each episode (and agent/* episode statistics); the
+    # response part then holds policy turns (action_mask 1) and environment replies (action_mask 0, attention 1).
+    environment: Optional[RewardBatch] = None
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -50,7 +54,9 @@ class Samples:
             [_pad_right(p.rollout_log_probs, act.shape[1], 0) for p in parts])
         return Samples(seqs, attn, act, [x for p in parts for x in p.prompts],
                        [x for p in parts for x in p.labels], [x for p in parts for x in p.responses], truncated,
-                       rollout, queries=[x for p in parts for x in p.queries])
+                       rollout, queries=[x for p in parts for x in p.queries],
+                       environment=None if any(p.environment is None for p in parts) else RewardBatch.concat(
+                           [p.environment for p in parts if p.environment is not None]))
 
     def select(self, index: list[int]) -> "Samples":
         """The rows `index`, in that order (widths kept)."""
@@ -59,7 +65,8 @@ class Samples:
         return Samples(pick(self.sequences), pick(self.attention_mask), pick(self.action_mask),
                        [self.prompts[i] for i in index], [self.labels[i] for i in index],
                        [self.responses[i] for i in index], pick(self.truncated), pick(self.rollout_log_probs),
-                       queries=[self.queries[i] for i in index] if self.queries else [])
+                       queries=[self.queries[i] for i in index] if self.queries else [],
+                       environment=None if self.environment is None else _select_rewards(self.environment, index))
 
 
 @dataclass
@@ -143,6 +150,12 @@ class Experience:
             if isinstance(value, Tensor):
                 updates[f.name] = fn(value)
         return replace(self, **updates)
+
+
+def _select_rewards(batch: RewardBatch, index: list[int]) -> RewardBatch:
+    return RewardBatch([batch.rewards[i] for i in index],
+                       None if batch.scores is None else [batch.scores[i] for i in index],
+                       {k: [v[i] for i in index] for k, v in batch.extra_logs.items()})
 
 
 def _pad_right(t: Tensor, width: int, value: float) -> Tensor:

@@ -91,7 +91,7 @@ def _collect(futures: list[Any]) -> list[Any]:
     return out
 
 
-def _fault_details(exc: RewardError, samples: Samples) -> str:
+def _fault_details(exc: RewardError, samples: Optional[Samples]) -> str:
     """The failing sample (prompt, response, label) and the user's traceback, where the reward source knows them."""
     out = _sample_details(samples, getattr(exc, "index", None))
     trace = getattr(exc, "user_traceback", "")
@@ -105,8 +105,9 @@ def _extra_log_means(rewards: RewardBatch, prefix: str) -> dict[str, float]:
     out = {}
     for name, vals in rewards.extra_logs.items():
         finite = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
-        if finite:
-            out[prefix + name] = sum(finite) / len(finite)
+        if finite:  # an agent's episode statistics (agent/turns, ...) keep their own name in training
+            out[name if name.startswith("agent/") and prefix == "reward/" else prefix + name] = \
+                sum(finite) / len(finite)
     return out
 
 
@@ -303,7 +304,11 @@ class PPOTrainer:
             prompts = [p.prompt for p in batch[s] for _ in range(n)]
             labels = [p.label for p in batch[s] for _ in range(n)]
             futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation, round))
-        return Samples.concat(get(futures), self.pad_token_id)
+        try:
+            return Samples.concat(get(futures), self.pad_token_id)
+        except RewardError as exc:  # an agent's episode failed (--agent-func-path): its environment is the reward
+            what = f"the evaluation after step {self.state.step}" if evaluation else f"step {self.state.step + 1}"
+            raise self._reward_failed(what, exc, None, failed="an agent episode failed") from None
 
     def filtered_rollout(self, batch: list[PromptExample]) -> tuple[Samples, RewardBatch, dict[str, float], float]:
         """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time."""
@@ -326,6 +331,8 @@ class PPOTrainer:
         queries = samples.queries  # prompt + response decoded as one sequence by the worker that generated them
         if len(queries) != len(samples):
             raise RlhfctlError(f"internal: {len(queries)} reward queries for {len(samples)} samples")
+        if samples.environment is not None:  # --agent-func-path: the environment rewarded each episode
+            return samples.environment
         try:
             if self.roles.reward is not None:
                 shards = contiguous_shards(len(queries), len(self.roles.reward))
@@ -340,14 +347,18 @@ class PPOTrainer:
             if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
                 # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
                 raise _NonFiniteBatch(Finding("reward", exc.index, float("nan"))) from None
-            what = during or f"step {self.state.step + 1}"
-            folder = self.save_checkpoint()
-            raise RewardError(f"{what}: the reward failed, so the run stops (a failure is never a reward of 0). "
-                              f"Checkpoint of step {self.state.step} saved in {folder}; resume with "
-                              f"--load-checkpoint.\n{exc}{_fault_details(exc, samples)}") from None
+            raise self._reward_failed(during or f"step {self.state.step + 1}", exc, samples) from None
         if len(batch.rewards) != len(queries):
             raise RewardError(f"step {self.state.step + 1}: {len(batch.rewards)} rewards for {len(queries)} queries")
         return batch
+
+    def _reward_failed(self, what: str, exc: RewardError, samples: Optional[Samples],
+                       failed: str = "the reward failed") -> RewardError:
+        """The error that stops the run after a checkpoint of the last complete step (never a reward of 0)."""
+        folder = self.save_checkpoint()
+        return RewardError(f"{what}: {failed}, so the run stops (a failure is never a reward of 0). Checkpoint of "
+                           f"step {self.state.step} saved in {folder}; resume with --load-checkpoint."
+                           f"\n{exc}{_fault_details(exc, samples)}")
 
     def _score_source(self, queries: list[str], prompts: list[str], labels: list[str],
                       n_per_prompt: int) -> RewardBatch:

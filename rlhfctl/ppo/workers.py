@@ -146,6 +146,11 @@ class PolicyWorker(_TrainedWorker):
         torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=(3 if evaluation else 1) + 10 * round))
         temperature = self.cfg.eval_temperature if evaluation else self.cfg.temperature
         size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
+        if self.cfg.agent_func_path:  # episodes against the user's environment (rlhfctl/agents), all at once
+            from rlhfctl.agents.rollout import agent_rollout
+
+            with self.engine.gathered_params():
+                return agent_rollout(self.cfg, self.engine.module, self.tokenizer, prompts, labels, temperature)
         parts = []
         with self.engine.gathered_params():
             for chunk in chunks(len(prompts), size):
