@@ -415,7 +415,8 @@ class EvalArgs(Group):
 # ----------------------------------------------------------------------------------------------- check-reward
 class CheckArgs(Group):
     panel: ClassVar[str] = "Checks"
-    reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
+    reward: Optional[str] = _opt(None, "A reward_func.py path or a reward server URL (or --agent-func-path).",
+                                 positional=True)
     responses: str = _opt(
         "oracle",
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
@@ -473,13 +474,21 @@ class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionName
 
 
 class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
-                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs):
+                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs, AgentArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
     def _needs_data(self) -> "CheckRewardConfig":
         if self.prompt_data is None:
             raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
+        if (self.reward is None) == (self.agent_func_path is None):
+            raise ValueError("give exactly one of REWARD (a reward_func.py or URL) or --agent-func-path agent_func.py")
+        if self.agent_func_path is not None:
+            if self.responses.startswith("column:"):
+                raise ValueError("--responses column:NAME cannot answer an environment turn by turn: with "
+                                 "--agent-func-path use oracle, shuffled, model:DIR or --pretrain DIR")
+            return self
+        assert self.reward is not None
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
         problems = self.reward_exec_misused(not self.reward.strip().startswith(("http://", "https://")),

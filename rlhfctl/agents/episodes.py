@@ -100,8 +100,10 @@ def describe(record: EpisodeRecord) -> str:
 
 
 async def play_episodes(agent: Agent, engine: Any, tokenizer: Any, prompts: list[str], labels: list[str],
-                        sampling_params: Any, max_length: int, timeout: float) -> list[Episode]:
-    """Every episode at once; the first failure cancels the others and raises AgentError naming it."""
+                        sampling_params: Any, max_length: int, timeout: float,
+                        return_exceptions: bool = False) -> list[Any]:
+    """Every episode at once; the first failure cancels the others and raises AgentError naming it
+    (`return_exceptions`: every episode runs to its end, and a failed one's AgentError takes its place)."""
 
     async def one(index: int) -> Episode:
         record = EpisodeRecord(index, prompts[index], agent.max_turns)
@@ -122,7 +124,7 @@ async def play_episodes(agent: Agent, engine: Any, tokenizer: Any, prompts: list
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(len(prompts))]
     try:
-        return list(await asyncio.gather(*tasks))
+        return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
     finally:
         for task in tasks:
             task.cancel()

@@ -14,10 +14,16 @@ EXAMPLES = [
     "rlhfctl check-reward examples/reward_func.py --prompt-data data.jsonl --label-key answer "
     "--responses column:response --strict",
     "rlhfctl check-reward http://127.0.0.1:5000/get_reward --prompt-data data.jsonl --label-key answer --json",
+    "rlhfctl check-reward --agent-func-path examples/agent/agent_func.py --prompt-data "
+    "examples/arithmetic/test.jsonl --label-key answer --pretrain examples/arithmetic/policy",
 ]
 
 
 def run(cfg: CheckRewardConfig) -> int:
+    if cfg.agent_func_path is not None:  # play episodes against the environment instead
+        from rlhfctl.agents.check import check_agent
+
+        return check_agent(cfg)
     from rlhfctl.checks import run_checks
     from rlhfctl.checks.render import print_json, print_report, progress_bar
 

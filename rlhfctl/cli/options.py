@@ -86,6 +86,9 @@ def _parameter(command: str, cls: type[BaseModel], name: str, info: Any) -> insp
     panel = _panel(cls, name)
     if extra.get("positional"):
         meta = typer.Argument(help=help_text, show_default=False, metavar=name.upper())
+        if not info.is_required():  # an optional argument (check-reward's REWARD, absent with --agent-func-path)
+            return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                     annotation=typing.Annotated[Optional[typ], meta])
         return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typing.Annotated[typ, meta])
     flag = flag_name(name, info)
     decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
