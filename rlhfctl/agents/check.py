@@ -133,7 +133,7 @@ def _print(path: str, who: str, episodes: list[dict], failed: int) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(f"[bold]{escape(path)}[/]: {len(episodes)} episodes, answered by {escape(who)}")
     for e in episodes:
         console.print(f"\n[bold]episode {e['episode']}[/] prompt {escape(repr(e['prompt']))}, label "

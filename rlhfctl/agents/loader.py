@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from rlhfctl.agents.base import AgentExecutorBase
+from rlhfctl.agents.base import AgentExecutorBase, MultiTurnAgentExecutor
 from rlhfctl.errors import ConfigError
 
 FLAG = "--agent-func-path"
@@ -71,7 +71,7 @@ def load_agent(path: str, max_turns: Optional[int] = None) -> Agent:
         raise ConfigError(f"{FLAG} {path}: AgentExecutor must subclass rlhfctl.agents.AgentExecutorBase or "
                           f"MultiTurnAgentExecutor (its bases: {bases})")
     params = inspect.signature(cls.__init__).parameters
-    vintage = "v0.8.9" if any(name in params for name in V089_ARGS) else "v0.10"
+    vintage = _vintage(cls)
     agent = Agent(path, cls, vintage, max_turns)
     try:
         if vintage == "v0.10":
@@ -82,6 +82,17 @@ def load_agent(path: str, max_turns: Optional[int] = None) -> Agent:
         raise ConfigError(f"{FLAG} {path}: AgentExecutor() failed: {type(exc).__name__}: {exc}"
                           f"{_user_lines(exc, path)}") from None
     return agent
+
+
+def _vintage(cls: type) -> str:
+    """v0.8.9: built with the engine (its own __init__ takes llm_engine, result_queue, ...) or an
+    execute(prompt, label, sampling_params) without the engine; v0.10: built bare, execute gets the engine."""
+    own_init = cls.__init__ not in (AgentExecutorBase.__init__, MultiTurnAgentExecutor.__init__)
+    if own_init and any(name in inspect.signature(cls.__init__).parameters for name in V089_ARGS):
+        return "v0.8.9"
+    execute = inspect.signature(cls.execute).parameters
+    takes_engine = "llm_engine" in execute or any(p.kind == p.VAR_KEYWORD for p in execute.values())
+    return "v0.10" if takes_engine else "v0.8.9"
 
 
 def _import(path: str) -> Any:
