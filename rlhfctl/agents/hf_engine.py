@@ -19,15 +19,14 @@ from rlhfctl.agents.sampling import CompletionOutput, Logprob, RequestOutput, re
 _request_ids = itertools.count()
 
 
-class HFEngine:
-    """Batches the generation requests of concurrent episodes into `model.generate` calls."""
+class BatchingEngine:
+    """Queues the generation requests of concurrent episodes and sends those queued meanwhile as one batch to
+    `_run_batch` (a subclass: HF generate here, vLLM engine actors in vllm_engine.py)."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+    def __init__(self) -> None:
         self._pending: list[tuple[list[int], dict[str, Any], asyncio.Future]] = []
         self._task: Optional[asyncio.Task] = None
-        self.batches = 0  # model.generate calls made, for the metrics
+        self.batches = 0  # batches sent, for the tests and metrics
         self.requests = 0
 
     async def generate(self, prompt_token_ids: list[int], sampling_params: Any,
@@ -41,6 +40,9 @@ class HFEngine:
             self._task = loop.create_task(self._serve())
         return await future
 
+    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+        raise NotImplementedError
+
     async def _serve(self) -> None:
         while self._pending:
             for _ in range(4):  # let every episode that is ready to generate queue its request first
@@ -50,8 +52,7 @@ class HFEngine:
             if not batch:
                 continue
             try:
-                outputs = await asyncio.to_thread(generate_batch, self.model, self.tokenizer,
-                                                  [(ids, params) for ids, params, _ in batch])
+                outputs = await self._run_batch([(ids, params) for ids, params, _ in batch])
             except Exception as exc:  # the model failed: every waiting episode hears it
                 for _, _, future in batch:
                     if not future.done():
@@ -62,6 +63,18 @@ class HFEngine:
             for (ids, _, future), outs in zip(batch, outputs):
                 if not future.done():
                     future.set_result(RequestOutput(str(next(_request_ids)), ids, outs))
+
+
+class HFEngine(BatchingEngine):
+    """Batched `model.generate` in a thread, so environments keep stepping while the model runs."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+        return await asyncio.to_thread(generate_batch, self.model, self.tokenizer, requests)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

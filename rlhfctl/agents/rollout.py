@@ -35,6 +35,19 @@ def cached_agent(path: str, max_turns: Optional[int]) -> Agent:
     return _agents[key]
 
 
+_tokenizers: dict[str, Any] = {}
+
+
+def cached_tokenizer(cfg: TrainPPOConfig) -> Any:
+    """The policy's tokenizer, loaded once per process (where episodes run outside the actor workers)."""
+    from rlhfctl.models.actor import load_tokenizer
+
+    assert cfg.pretrain is not None
+    if cfg.pretrain not in _tokenizers:
+        _tokenizers[cfg.pretrain] = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
+    return _tokenizers[cfg.pretrain]
+
+
 def sampling_params(cfg: TrainPPOConfig, temperature: float) -> Any:
     """What OpenRLHF hands execute(): vllm.SamplingParams with vLLM engines, here our stand-in (same fields)."""
     return SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.generate_max_len,
@@ -73,8 +86,16 @@ def to_samples(episodes: list[Episode], tokenizer: Any, prompts: list[str]) -> S
         responses.append(tokenizer.decode(response, skip_special_tokens=False))
         queries.append(tokenizer.decode(e.tokens, skip_special_tokens=False))
     truncated = torch.tensor([e.truncated for e in episodes], dtype=torch.bool)
+    rollout_log_probs = None
+    if all(e.rollout_log_probs is not None for e in episodes):  # the engines' log-probs of the policy's tokens
+        rollout_log_probs = torch.zeros((B, A), dtype=torch.float32)
+        for row, (e, first) in enumerate(zip(episodes, firsts)):
+            lp = (e.rollout_log_probs or [])[first:first + A]
+            rollout_log_probs[row, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
+        rollout_log_probs = rollout_log_probs * action_mask
     return Samples(sequences, attention, action_mask, list(prompts), [e.label for e in episodes], responses,
-                   truncated, queries=queries, environment=environment_rewards(episodes, action_mask))
+                   truncated, rollout_log_probs, queries=queries,
+                   environment=environment_rewards(episodes, action_mask))
 
 
 def environment_rewards(episodes: list[Episode], action_mask: torch.Tensor) -> RewardBatch:

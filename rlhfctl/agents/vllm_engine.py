@@ -1,0 +1,78 @@
+"""Agent episodes on vLLM engines (--vllm-num-engines N with --agent-func-path).
+
+The episodes run in the driver; their `llm_engine` batches the requests of concurrent turns and spreads each
+batch over the engine actors' `generate_requests` (rlhfctl/rollout/engine.py: one request per prompt with its own
+max_tokens, temperature, top-p; token ids, text, sampled log-probs and finish reason back). The user's code gets a
+real `vllm.SamplingParams`. Hook (the vLLM rollout's generate): `if cfg.agent_func_path: return
+agent_generate(cfg, engines.workers, batch, n, evaluation)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional, TYPE_CHECKING
+
+from rlhfctl.agents.hf_engine import BatchingEngine
+from rlhfctl.agents.sampling import CompletionOutput, Logprob
+from rlhfctl.shards import contiguous_shards
+
+if TYPE_CHECKING:
+    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.data import PromptExample
+    from rlhfctl.ppo.experience import Samples
+
+
+class VLLMRequestEngine(BatchingEngine):
+    """`llm_engine` over vLLM engine actors (Ray handles of WorkerActors hosting VLLMEngine)."""
+
+    def __init__(self, engines: list[Any]) -> None:
+        super().__init__()
+        self.engines = engines
+
+    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+        rows = []  # (request index, output index, the engine's request dict)
+        for i, (ids, p) in enumerate(requests):
+            if p["top_k"]:
+                raise ValueError(f"sampling_params.top_k={p['top_k']}: the vLLM engines' request API takes "
+                                 "max_tokens, temperature and top_p only")
+            for k in range(p["n"]):
+                rows.append((i, k, {"prompt_token_ids": ids, "max_tokens": p["max_tokens"] or 1,
+                                    "temperature": p["temperature"], "top_p": p["top_p"],
+                                    "logprobs": p["logprobs"] is not None}))
+        shards = [s for s in contiguous_shards(len(rows), len(self.engines)) if s.stop > s.start]
+        answers = await asyncio.gather(*[engine.call.remote("generate_requests", [r[2] for r in rows[s]])
+                                         for engine, s in zip(self.engines, shards)])
+        results: list[list[CompletionOutput]] = [[] for _ in requests]
+        for (i, k, _), out in zip(rows, [a for part in answers for a in part]):
+            logprobs = None
+            if out.get("logprobs") is not None:
+                logprobs = [{t: Logprob(lp)} for t, lp in zip(out["token_ids"], out["logprobs"])]
+            results[i].append(CompletionOutput(index=k, text=out["text"], token_ids=list(out["token_ids"]),
+                                               logprobs=logprobs, finish_reason=out["finish_reason"]))
+        return results
+
+
+def vllm_sampling_params(cfg: TrainPPOConfig, temperature: float, logprobs: Optional[int]) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.generate_max_len,
+                          skip_special_tokens=False, logprobs=logprobs)
+
+
+def agent_generate(cfg: TrainPPOConfig, engines: list[Any], batch: list[PromptExample], n: int,
+                   evaluation: bool) -> Samples:
+    """n episodes per prompt (prompt-major) on the engines; training episodes carry the engines' log-probs of the
+    policy's tokens (rollout_log_probs), as the engines' single-turn samples do."""
+    from rlhfctl.agents.episodes import play_episodes
+    from rlhfctl.agents.rollout import cached_agent, cached_tokenizer, to_samples
+
+    assert cfg.agent_func_path is not None
+    agent = cached_agent(cfg.agent_func_path, cfg.max_turns)
+    tokenizer = cached_tokenizer(cfg)
+    prompts = [p.prompt for p in batch for _ in range(n)]
+    labels = [p.label for p in batch for _ in range(n)]
+    temperature = cfg.eval_temperature if evaluation else cfg.temperature
+    params = vllm_sampling_params(cfg, temperature, None if evaluation else 0)
+    episodes = asyncio.run(play_episodes(agent, VLLMRequestEngine(engines), tokenizer, prompts, labels, params,
+                                         cfg.prompt_max_len + cfg.generate_max_len, cfg.agent_timeout))
+    return to_samples(episodes, tokenizer, prompts)
