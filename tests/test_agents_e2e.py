@@ -1,5 +1,5 @@
 """train-ppo --agent-func-path end to end: the real CLI in a subprocess, real Ray and DeepSpeed, the tiny policy.
-OpenRLHF's own multi-turn agent_func.py (its import fixed as rlhfctl's message says) trains; a single-turn
+A multi-turn agent_func.py written for OpenRLHF v0.10 (its import fixed as rlhfctl's message says) trains; a single-turn
 executor written to OpenRLHF v0.10's contract trains 2 steps, then its failure stops the run after a checkpoint,
 naming the episode."""
 
@@ -49,8 +49,8 @@ def _args(policy, prompts, out, agent, ray_address, *extra):
             "--engine", "torch", "--placement-timeout", "60", "--ray-address", ray_address, *extra]
 
 
-def test_openrlhfs_multi_turn_agent_func_trains(tiny_policy_dir, prompt_file, tmp_path, ray_address):
-    agent = openrlhf_agent("v0.10.1.post2", tmp_path)
+def test_an_openrlhf_multi_turn_agent_func_trains(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+    agent = openrlhf_agent("v0.10", tmp_path)
     out = tmp_path / "out"
     result = train(_args(tiny_policy_dir, prompt_file, out, agent, ray_address, "--max-samples", "4"))
     assert result.returncode == 0, result.stderr[-3000:]

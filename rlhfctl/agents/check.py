@@ -1,10 +1,10 @@
 """`check-reward --agent-func-path`: play a few episodes before training and show what happened.
 
 The policy is --pretrain (or --responses model:DIR), generating as train-ppo does (batched HF generate, sampled at
---temperature); without one, each turn is scripted: the label itself (--responses oracle) or another row's label
-(shuffled), with --pretrain's tokenizer or a small built-in one, so an environment's right and wrong paths can be seen without a model. Each episode's transcript
-(prompt, the policy's turns, the environment's replies), its per-turn rewards and what broke are printed; exit 1
-when an episode failed, 0 otherwise.
+--temperature). With --responses oracle or shuffled given, each turn is scripted instead: the label itself, or
+another row's label, tokenized with --pretrain's tokenizer or a small built-in one, so an environment's right and
+wrong paths show without a model. Each episode's transcript (prompt, the policy's turns, the environment's
+replies), its per-turn rewards and what broke are printed; exit 1 when an episode failed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import random
 from typing import Any, Optional
 
-from rlhfctl.agents.episodes import AgentError, Episode, play_episodes
+from rlhfctl.agents.episodes import Episode, play_episodes
 from rlhfctl.agents.loader import load_agent
 from rlhfctl.agents.sampling import CompletionOutput, RequestOutput, SamplingParams, read_params
 from rlhfctl.config import CheckRewardConfig
@@ -100,8 +100,8 @@ def check_agent(cfg: CheckRewardConfig) -> int:
                                         return_exceptions=True))
     episodes = [transcript(r, tokenizer) if isinstance(r, Episode) else {"error": str(r), "traceback":
                 getattr(r, "user_traceback", "")} for r in results]
-    for i, (p, l) in enumerate(zip(prompts, labels)):
-        episodes[i] = {"episode": i, "prompt": p, "label": l, **episodes[i]}
+    for i, (prompt, label) in enumerate(zip(prompts, labels)):
+        episodes[i] = {"episode": i, "prompt": prompt, "label": label, **episodes[i]}
     failed = sum(1 for e in episodes if "error" in e)
     if cfg.json_output:
         print(json.dumps({"agent": cfg.agent_func_path, "policy": who, "episodes": episodes, "failed": failed}))
