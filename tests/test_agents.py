@@ -280,6 +280,9 @@ def test_episodes_overlap_in_time_and_their_turns_share_generate_calls(policy, t
     assert elapsed < 8 * 0.3
     assert engine.requests == 8 and engine.batches < 8  # concurrent turns went to the model together
     assert all(e.env_seconds >= 0.3 for e in episodes)
+    capped = HFEngine(model, tokenizer, max_batch=3)  # --micro-rollout-batch-size x n bounds one generate call
+    play(path, policy, [f"What is {i} + {i}?" for i in range(8)], engine=capped)
+    assert capped.requests == 8 and capped.batches >= 3
 
 
 def test_an_episode_past_agent_timeout_is_named(policy, tmp_path):

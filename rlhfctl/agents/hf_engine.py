@@ -23,7 +23,8 @@ class BatchingEngine:
     """Queues the generation requests of concurrent episodes and sends those queued meanwhile as one batch to
     `_run_batch` (a subclass: HF generate here, vLLM engine actors in vllm_engine.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch: Optional[int] = None) -> None:
+        self.max_batch = max_batch  # most requests per batch (memory); None: all that are queued
         self._pending: list[tuple[list[int], dict[str, Any], asyncio.Future]] = []
         self._task: Optional[asyncio.Task] = None
         self.batches = 0  # batches sent, for the tests and metrics
@@ -47,7 +48,8 @@ class BatchingEngine:
         while self._pending:
             for _ in range(4):  # let every episode that is ready to generate queue its request first
                 await asyncio.sleep(0)
-            batch, self._pending = self._pending, []
+            cut = self.max_batch or len(self._pending)
+            batch, self._pending = self._pending[:cut], self._pending[cut:]
             batch = [item for item in batch if not item[2].done()]  # an episode that timed out is not generated for
             if not batch:
                 continue
@@ -68,8 +70,8 @@ class BatchingEngine:
 class HFEngine(BatchingEngine):
     """Batched `model.generate` in a thread, so environments keep stepping while the model runs."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        super().__init__()
+    def __init__(self, model: Any, tokenizer: Any, max_batch: Optional[int] = None) -> None:
+        super().__init__(max_batch)
         self.model = model
         self.tokenizer = tokenizer
 

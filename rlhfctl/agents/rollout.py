@@ -59,7 +59,8 @@ def agent_rollout(cfg: TrainPPOConfig, model: Any, tokenizer: Any, prompts: list
     """One episode per prompt entry, all at once; `engine` defaults to batched HF generation on `model`."""
     assert cfg.agent_func_path is not None
     agent = cached_agent(cfg.agent_func_path, cfg.max_turns)
-    engine = engine if engine is not None else HFEngine(model, tokenizer)
+    batch = cfg.micro_rollout_batch_size * cfg.n_samples_per_prompt  # what one HF generate call holds otherwise
+    engine = engine if engine is not None else HFEngine(model, tokenizer, max_batch=batch)
     max_length = cfg.prompt_max_len + cfg.generate_max_len
     episodes = asyncio.run(play_episodes(agent, engine, tokenizer, prompts, labels,
                                          sampling_params(cfg, temperature), max_length, cfg.agent_timeout))
