@@ -8,6 +8,7 @@ requests), counts the turns, times the generation and enforces --max-turns on ex
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -109,7 +110,7 @@ async def play_episodes(agent: Agent, engine: Any, tokenizer: Any, prompts: list
         record = EpisodeRecord(index, prompts[index], agent.max_turns)
         CURRENT.set(record)
         t0 = time.perf_counter()
-        play = agent.play(prompts[index], labels[index], _copy(sampling_params), max_length, tokenizer,
+        play = agent.play(prompts[index], labels[index], copy.deepcopy(sampling_params), max_length, tokenizer,
                           EpisodeEngine(engine, record))
         try:
             result = await asyncio.wait_for(play, timeout)
@@ -128,12 +129,6 @@ async def play_episodes(agent: Agent, engine: Any, tokenizer: Any, prompts: list
     finally:
         for task in tasks:
             task.cancel()
-
-
-def _copy(params: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(params)
 
 
 def check_result(result: Any, record: EpisodeRecord, label: str, seconds: float, max_length: int) -> Episode:

@@ -67,16 +67,19 @@ def load_agent(path: str, max_turns: Optional[int] = None) -> Agent:
                           "AgentExecutor subclassing AgentExecutorBase (or MultiTurnAgentExecutor) from "
                           "rlhfctl.agents")
     if not (isinstance(cls, type) and issubclass(cls, AgentExecutorBase)):
-        bases = ", ".join(f"{b.__module__}.{b.__name__}" for b in getattr(cls, "__mro__", ())[1:-1]) or "object"
+        mro = getattr(cls, "__mro__", ())[1:-1]
+        bases = ", ".join(f"{b.__module__}.{b.__name__}" for b in mro) or "object"
+        fix = ("; it subclasses OpenRLHF's own classes: import them from rlhfctl.agents instead of "
+               "openrlhf.utils.agent" if any(b.__module__.startswith("openrlhf") for b in mro) else "")
         raise ConfigError(f"{FLAG} {path}: AgentExecutor must subclass rlhfctl.agents.AgentExecutorBase or "
-                          f"MultiTurnAgentExecutor (its bases: {bases})")
-    params = inspect.signature(cls.__init__).parameters
+                          f"MultiTurnAgentExecutor (its bases: {bases}){fix}")
     vintage = _vintage(cls)
     agent = Agent(path, cls, vintage, max_turns)
     try:
         if vintage == "v0.10":
             agent.executor()
         else:
+            params = inspect.signature(cls.__init__).parameters
             cls(**{name: None for name in V089_ARGS if name in params})
     except Exception as exc:
         raise ConfigError(f"{FLAG} {path}: AgentExecutor() failed: {type(exc).__name__}: {exc}"
