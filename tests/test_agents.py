@@ -358,3 +358,6 @@ def test_check_reward_shows_what_broke(tmp_path, capsys):
     assert "0 of 2 episodes ran; 2 failed" in out
     code, _, err = run_main(["check-reward", "--prompt-data", str(data)], capsys)
     assert code == 2 and "give exactly one of REWARD" in err
+    code, _, err = run_main(["check-reward", "--agent-func-path", "a.py", "--prompt-data", str(data), "--responses",
+                             "column:answer"], capsys)
+    assert code == 2 and "--responses column:NAME cannot answer an environment turn by turn" in err
