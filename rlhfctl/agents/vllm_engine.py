@@ -40,8 +40,15 @@ class VLLMRequestEngine(BatchingEngine):
                                     "temperature": p["temperature"], "top_p": p["top_p"],
                                     "logprobs": p["logprobs"] is not None}))
         shards = [s for s in contiguous_shards(len(rows), len(self.engines)) if s.stop > s.start]
-        answers = await asyncio.gather(*[engine.call.remote("generate_requests", [r[2] for r in rows[s]])
-                                         for engine, s in zip(self.engines, shards)])
+        import ray
+
+        from rlhfctl.distributed.roles import unwrap_remote_error
+
+        try:
+            answers = await asyncio.gather(*[engine.call.remote("generate_requests", [r[2] for r in rows[s]])
+                                             for engine, s in zip(self.engines, shards)])
+        except ray.exceptions.RayError as exc:  # an engine's error as the user would read it in-process
+            raise unwrap_remote_error(exc) from None
         results: list[list[CompletionOutput]] = [[] for _ in requests]
         for (i, k, _), out in zip(rows, [a for part in answers for a in part]):
             logprobs = None
