@@ -83,6 +83,11 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
                            cfg.max_samples, split=cfg.prompt_split)
     _check_sizes(cfg, len(prompts))
+    if cfg.agent_func_path:  # checked here, before Ray starts; the actor workers import it by absolute path
+        from rlhfctl.agents.loader import load_agent
+
+        cfg = cfg.model_copy(update={"agent_func_path": os.path.abspath(cfg.agent_func_path)})
+        load_agent(cfg.agent_func_path, cfg.max_turns)
     eval_prompts = None
     if cfg.eval_dataset is not None:
         eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template,
@@ -105,11 +110,6 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     joining = bool(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
-    if cfg.agent_func_path:  # checked here, before Ray starts; the actor workers import it by absolute path
-        from rlhfctl.agents.loader import load_agent
-
-        cfg = cfg.model_copy(update={"agent_func_path": os.path.abspath(cfg.agent_func_path)})
-        load_agent(cfg.agent_func_path, cfg.max_turns)
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
     plan = None
     tracker = None
