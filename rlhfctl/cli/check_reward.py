@@ -7,7 +7,8 @@ from rlhfctl.config import CheckRewardConfig
 HELP = (
     "Check a reward_func.py (or a reward server URL) against a dataset's labels before training: load, data, "
     "contract and behaviour checks (constant, all zeros, ignores labels, non-deterministic, slow). "
-    "Exit 0 when all pass, 1 when one fails (--strict: or warns), 2 for usage errors."
+    "Exit 0 when all pass, 1 when one fails (--strict: or warns), 2 for usage errors. With --agent-func-path: play "
+    "--max-samples episodes (default 8) against an agent_func.py's environment and print transcripts and rewards."
 )
 EXAMPLES = [
     "rlhfctl check-reward examples/reward_func.py --prompt-data examples/data.jsonl --label-key answer",
