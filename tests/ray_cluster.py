@@ -129,8 +129,9 @@ def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> Loca
     try:
         for i, (name, cpus) in enumerate(nodes):
             cluster._start(name, cpus, head=i == 0)
+        ids = cluster.node_ids()
         for node in cluster.nodes:
-            node.node_id = cluster.node_ids()[node.name]
+            node.node_id = ids[node.name]
     except BaseException:
         cluster.stop()
         raise
