@@ -67,7 +67,9 @@ def worker_nodes(out: Path) -> dict[str, list[str]]:
 
 
 def test_a_placement_the_cluster_cannot_hold_fails_in_time_naming_ask_and_cluster(cluster, tiny_policy_dir,
-                                                                                  prompt_file, tmp_path, capsys):
+                                                                                  prompt_file, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster was started (Ray 2.60 defaults to tokens)
     (tmp_path / "r.py").write_text("def reward_func(q, p, l, **k):\n    return [0.0] * len(q)\n")
     started = time.time()
     code, _, err = run_main(["train-ppo", *run_args(tiny_policy_dir, prompt_file, tmp_path, tmp_path / "r.py"),
