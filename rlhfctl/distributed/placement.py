@@ -181,7 +181,7 @@ def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S)
         raise ConfigError(f"{flag} {address}: expected HOST:PORT (the head node's GCS address, e.g. 10.0.0.1:6379), "
                           "ray://HOST:PORT, or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()  # [::1]:6379 too
     except OSError as exc:
         raise ConfigError(f"{flag} {address}: no Ray cluster answers there ({exc.strerror or exc}; waited up to "
                           f"{timeout:g}s); is the head started (`ray start --head --port {port}`)?") from None

@@ -125,10 +125,9 @@ class RoleGroup:
                 scheduling_strategy=strategy, name=None, max_concurrency=1, **resources
             ).remote(threads, base_env, role))
         world = len(self.workers)
-        self.places = [WorkerPlace(role, rank, role_plan.bundle_index(rank), *where)
-                       for rank, where in enumerate(get([w.where.remote() for w in self.workers]))]
-        for worker, place in zip(self.workers, self.places):
-            _PLACES[worker._actor_id.hex()] = place
+        self.places: list[WorkerPlace] = []
+        self._where = [w.where.remote() for w in self.workers]
+        self._bundles = [role_plan.bundle_index(rank) for rank in range(world)]
         addr, port = get(self.workers[0].rendezvous.remote())
         # Workers build their models in parallel (and join one process group); wait_ready() collects them.
         self._ready = [
@@ -138,7 +137,12 @@ class RoleGroup:
         ]
 
     def wait_ready(self) -> "RoleGroup":
-        """Block until every worker has built its model and engine (raises what a worker raised)."""
+        """Block until every worker has built its model and engine (raises what a worker raised); each worker's node
+        is known from then on (`places`), so a worker lost later is named by role and node."""
+        self.places = [WorkerPlace(self.role, rank, self._bundles[rank], *where)
+                       for rank, where in enumerate(get(self._where))]
+        for worker, place in zip(self.workers, self.places):
+            _PLACES[worker._actor_id.hex()] = place
         get(self._ready)
         return self
 
