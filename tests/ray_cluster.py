@@ -29,7 +29,8 @@ def cluster_env() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1",
             # The GCS declares a silent node dead after ~2 s (default ~30 s), so a lost node shows at once.
             "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
-            "RAY_health_check_failure_threshold": "3", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            "RAY_health_check_failure_threshold": "3",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 @dataclass

@@ -9,7 +9,6 @@ the node Ray placed its bundle on, loses the reference model's node mid-run, and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -114,10 +113,10 @@ def test_roles_run_where_the_plan_says_and_a_lost_node_stops_with_a_checkpoint_t
             run.kill()
     log = (tmp_path / "log").read_text()
     assert run.returncode == 1, log[-3000:]
-    assert f"placement: actor 0 on" in log and f"({actor_node[:8]}); ref 0 on" in log
+    assert "placement: actor 0 on" in log and f"({actor_node[:8]}); ref 0 on" in log
     last = metrics(out)[-1]["step"]
     error = " ".join(log[log.index("Error:"):].split())
-    assert f"lost the ref worker 0 on node" in error and f"({ref_node[:8]}): its node left the cluster" in error
+    assert "lost the ref worker 0 on node" in error and f"({ref_node[:8]}): its node left the cluster" in error
     assert f"Checkpoint of step {last}, the last completed step, saved in {out / 'ckpt' / f'global_step{last}'}" \
         in error
     assert "Traceback" not in log
