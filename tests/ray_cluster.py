@@ -56,7 +56,7 @@ class LocalCluster:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, name: str, cpus: int, head: bool) -> None:
+    def _start(self, name: str, cpus: int, head: bool) -> subprocess.Popen:
         port = free_port()
         args = [RAY, "start", "--num-cpus", str(cpus), "--num-gpus", "0", "--resources", json.dumps({name: 1}),
                 "--node-manager-port", str(port), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
@@ -67,10 +67,14 @@ class LocalCluster:
                      "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port())]
         else:
             args += ["--address", self.address]
-        done = subprocess.run(args, env=cluster_env(), capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"ray start ({name}) failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         self.nodes.append(Node(name, port))
+        return subprocess.Popen(args, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @staticmethod
+    def _started(name: str, proc: subprocess.Popen) -> None:
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start ({name}) failed:\n{out[-3000:]}")
 
     def node_ids(self) -> dict[str, str]:
         """Custom resource name -> node id of the nodes alive now (asked in a subprocess: no Ray in this one)."""
@@ -128,8 +132,10 @@ def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> Loca
     # Ray's socket paths must stay under 107 characters: a short temp dir.
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), free_port(), free_port(), dashboard)
     try:
-        for i, (name, cpus) in enumerate(nodes):
-            cluster._start(name, cpus, head=i == 0)
+        cluster._started(nodes[0][0], cluster._start(*nodes[0], head=True))
+        workers = [(name, cluster._start(name, cpus, head=False)) for name, cpus in nodes[1:]]  # in parallel
+        for name, proc in workers:
+            cluster._started(name, proc)
         ids = cluster.node_ids()
         for node in cluster.nodes:
             node.node_id = ids[node.name]
