@@ -121,11 +121,16 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     return roles
 
 
+def role_shape(cfg: TrainPPOConfig, role: str) -> tuple[int, int]:
+    """(nodes, workers per node) a role asks for: one worker per requested GPU."""
+    return getattr(cfg, f"{role}_num_nodes"), getattr(cfg, f"{role}_num_gpus_per_node")
+
+
 def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: bool = False) -> PlacementPlan:
     """Workers per role and which roles share bundles, checked against the colocation flags.
 
     `one_node`: the Ray is a single local node, so a role's --*-num-nodes cannot be spread (PACK instead)."""
-    shape = {r: (getattr(cfg, f"{r}_num_nodes"), getattr(cfg, f"{r}_num_gpus_per_node")) for r in roles}
+    shape = {r: role_shape(cfg, r) for r in roles}
     group_of = {r: r for r in roles}
     if cfg.colocate_all_models:
         group_of = {r: "actor" for r in roles}
