@@ -206,7 +206,8 @@ def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
     common = {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": "warning"}
     address = cluster_address(cfg)
     if address is not None:
-        flag = "--ray-address" if cfg.ray_address else "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "job"
+        flag = ("--ray-address" if cfg.ray_address else "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS")
+                else "the Ray job's cluster")
         check_reachable(address, flag)
         try:
             ray.init(address=address, **common)
