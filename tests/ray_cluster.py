@@ -15,9 +15,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhfctl.net import free_port
+import socket
 
 RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_ports(n: int) -> list[int]:
+    """n different TCP ports free right now (held open together, so no two are the same)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def cluster_env() -> dict[str, str]:
@@ -46,6 +58,7 @@ class LocalCluster:
     gcs_port: int
     dashboard_port: int
     with_dashboard: bool = False
+    ports: list[int] = field(default_factory=list)  # spare free ports: node managers, the client server
     nodes: list[Node] = field(default_factory=list)
 
     @property
@@ -57,14 +70,14 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, cpus: int, head: bool) -> subprocess.Popen:
-        port = free_port()
+        port = self.ports.pop()
         args = [RAY, "start", "--num-cpus", str(cpus), "--num-gpus", "0", "--resources", json.dumps({name: 1}),
                 "--node-manager-port", str(port), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
         if head:
             args += ["--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir)]
             # Ports of our own, so this head never collides with another Ray on the machine.
             args += ["--include-dashboard", str(self.with_dashboard).lower(), "--dashboard-host", "127.0.0.1",
-                     "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port())]
+                     "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(self.ports.pop())]
         else:
             args += ["--address", self.address]
         self.nodes.append(Node(name, port))
@@ -130,7 +143,8 @@ class LocalCluster:
 def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> LocalCluster:
     """A head (the first of `nodes`: name, CPUs) and one worker per other entry; stopped again if a start fails."""
     # Ray's socket paths must stay under 107 characters: a short temp dir.
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), free_port(), free_port(), dashboard)
+    gcs, dash, *spare = free_ports(3 + len(nodes))
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), gcs, dash, dashboard, spare)
     try:
         cluster._started(nodes[0][0], cluster._start(*nodes[0], head=True))
         workers = [(name, cluster._start(name, cpus, head=False)) for name, cpus in nodes[1:]]  # in parallel
