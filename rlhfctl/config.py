@@ -227,7 +227,10 @@ class OutputArgs(Group):
 # ----------------------------------------------------------------------------------------------- train-ppo
 class PlacementArgs(Group):
     panel: ClassVar[str] = "Ray placement"
-    ray_address: Optional[str] = _opt(None, "Join this Ray cluster (default: start a local one).")
+    ray_address: Optional[str] = _opt(
+        None, "Join this Ray cluster: the head's HOST:PORT (GCS), ray://HOST:PORT or auto (default: RAY_ADDRESS, or "
+        "the cluster of the Ray job this runs in; else start a local Ray)."
+    )
     actor_num_nodes: int = _opt(1, "Nodes for the actor (policy) role.", ge=1)
     actor_num_gpus_per_node: int = _opt(1, "GPUs per node for the actor; one data-parallel worker per GPU.", ge=1)
     ref_num_nodes: int = _opt(1, "Nodes for the reference model.", ge=1)

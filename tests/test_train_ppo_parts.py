@@ -170,11 +170,27 @@ def test_seed_colocation_shares_bundles():
     cfg = _placement_cfg(actor_num_gpus_per_node=2, ref_num_gpus_per_node=2, critic_num_gpus_per_node=2,
                          colocate_actor_ref=True)
     plan = plan_roles(cfg, ["actor", "ref", "critic"], use_gpus=False)
-    assert plan.bundles == {"actor": 2, "critic": 2}
+    # colocated: one bundle per GPU (each GPU's fractions stay on it); a role of its own: one bundle per node
+    assert plan.bundles == {"actor": 2, "critic": 1}
+    assert plan.group_plans["critic"].bundle(True) == {"GPU": 2.0, "CPU": 2.0}
+    assert [plan.roles["critic"].bundle_index(r) for r in (0, 1)] == [0, 0]
     assert plan.roles["ref"].group == "actor" and plan.roles["ref"].share == 0.5
     assert plan.roles["ref"].resources(False) == {"num_gpus": 0, "num_cpus": 0.5}
     assert plan.roles["critic"].resources(True) == {"num_gpus": 1.0, "num_cpus": 0}
     assert "ref 2 (colocated with actor)" in plan.describe()
+
+
+def test_roles_of_several_nodes_spread_one_bundle_per_node():
+    from rlhfctl.distributed.placement import plan_roles
+
+    cfg = _placement_cfg(actor_num_nodes=2, actor_num_gpus_per_node=4, ref_num_nodes=3)
+    plan = plan_roles(cfg, ["actor", "ref"], use_gpus=True)
+    actor = plan.group_plans["actor"]
+    assert (actor.count, actor.strategy, actor.bundle(True)) == (2, "STRICT_SPREAD", {"GPU": 4.0, "CPU": 4.0})
+    assert [plan.roles["actor"].bundle_index(r) for r in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert plan.group_plans["ref"].count == 3 and plan.group_plans["ref"].strategy == "STRICT_SPREAD"
+    # a local Ray is one node: the nodes share it
+    assert plan_roles(cfg, ["actor"], use_gpus=False, one_node=True).group_plans["actor"].strategy == "PACK"
 
 
 def test_colocated_roles_must_match_in_size():

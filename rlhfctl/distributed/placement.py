@@ -1,22 +1,32 @@
 """Start or join Ray, and place the roles (actor, ref, critic, reward) from OpenRLHF's placement flags.
 
-One data-parallel worker per requested GPU. Colocated roles share the bundles of one placement group, each taking
-a fraction of a bundle, as OpenRLHF does. On a cluster without GPUs each requested GPU becomes a CPU worker (one
-warning); a placement the cluster cannot satisfy fails within --placement-timeout, naming what was asked and what
-the cluster has, rather than waiting forever.
+One data-parallel worker per requested GPU. A role of its own gets one bundle per node ({GPU: n, CPU: n} for
+--*-num-gpus-per-node n) in a STRICT_SPREAD placement group, so --*-num-nodes 2 really means two nodes, as
+OpenRLHF placed roles; colocated roles share one bundle per GPU (PACK), each worker taking a fraction of its bundle,
+as OpenRLHF colocates (a fraction of a multi-GPU bundle would let Ray stack two workers on one GPU).
+
+The driver joins a cluster when given one (--ray-address, RAY_ADDRESS, or the cluster of the Ray job it runs in)
+and starts a local Ray only otherwise; never a second Ray inside a job. On a cluster without GPUs each requested GPU
+becomes a CPU worker (one warning); a placement the cluster cannot satisfy fails within --placement-timeout, naming
+what was asked and what the cluster has, rather than waiting forever.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, TYPE_CHECKING
+from typing import Any, Optional, TYPE_CHECKING
 
 from rlhfctl.errors import ConfigError, RlhfctlError
 
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
+
+# Set by `ray job submit`'s supervisor for the entrypoint it runs (beside RAY_ADDRESS): we are inside a Ray job.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+CONNECT_TIMEOUT_S = 10.0
 
 
 class PlacementError(RlhfctlError):
@@ -25,12 +35,22 @@ class PlacementError(RlhfctlError):
 
 @dataclass
 class RolePlan:
-    """How one role runs: `num_workers` data-parallel workers, each on a share of one bundle of `group`."""
+    """How one role runs: `num_workers` data-parallel workers, `per_bundle` of them on each bundle of `group`,
+    each taking `share` of a GPU (or CPU)."""
 
     name: str
-    num_workers: int
+    num_nodes: int
+    gpus_per_node: int
     group: str
-    share: float  # fraction of a bundle each worker takes (1 / roles sharing the group)
+    share: float  # fraction of a GPU each worker takes (1 / roles sharing the group)
+    per_bundle: int = 1  # workers of this role on one bundle: gpus_per_node for per-node bundles, else 1
+
+    @property
+    def num_workers(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    def bundle_index(self, rank: int) -> int:
+        return rank // self.per_bundle
 
     def resources(self, use_gpus: bool) -> dict[str, float]:
         """Ray actor options for one worker of this role."""
@@ -40,28 +60,52 @@ class RolePlan:
 
 
 @dataclass
+class GroupPlan:
+    """One placement group: `count` bundles of `gpus` GPUs each, placed with `strategy`."""
+
+    count: int
+    gpus: int
+    strategy: str
+
+    def bundle(self, use_gpus: bool) -> dict[str, float]:
+        return {"GPU": float(self.gpus), "CPU": float(self.gpus)} if use_gpus else {"CPU": float(self.gpus)}
+
+
+@dataclass
 class PlacementPlan:
     roles: dict[str, RolePlan]
-    bundles: dict[str, int]  # placement group name -> bundle count
+    group_plans: dict[str, GroupPlan]
     use_gpus: bool
     groups: dict[str, Any] = field(default_factory=dict)  # name -> ray PlacementGroup, once placed
     started_ray: bool = False  # this process started Ray, so release() stops it
 
-    def bundle(self, use_gpus: bool) -> dict[str, float]:
-        return {"GPU": 1.0, "CPU": 1.0} if use_gpus else {"CPU": 1.0}
+    @property
+    def bundles(self) -> dict[str, int]:
+        """Placement group name -> bundle count."""
+        return {name: g.count for name, g in self.group_plans.items()}
 
     def describe(self) -> str:
-        """'actor 2, ref 2 (colocated with actor), critic 2' — what was asked, in the user's terms."""
+        """'actor 2 (2 nodes x 1), ref 2 (colocated with actor)' — what was asked, in the user's terms."""
         out = []
         for plan in self.roles.values():
             owner = next(p.name for p in self.roles.values() if p.group == plan.group)
-            out.append(f"{plan.name} {plan.num_workers}" + (f" (colocated with {owner})" if owner != plan.name else ""))
+            shape = f" ({plan.num_nodes} nodes x {plan.gpus_per_node})" if plan.num_nodes > 1 else ""
+            out.append(f"{plan.name} {plan.num_workers}{shape}"
+                       + (f" (colocated with {owner})" if owner != plan.name else ""))
         return ", ".join(out)
 
     def total(self) -> dict[str, float]:
         """Resources of every bundle together."""
-        count = sum(self.bundles.values())
-        return {k: v * count for k, v in self.bundle(self.use_gpus).items()}
+        out: dict[str, float] = {}
+        for g in self.group_plans.values():
+            for k, v in g.bundle(self.use_gpus).items():
+                out[k] = out.get(k, 0.0) + v * g.count
+        return out
+
+    def bundle_shapes(self) -> str:
+        """'actor: 2 x {1 CPU} STRICT_SPREAD; ...' for error messages."""
+        return "; ".join(f"{name}: {g.count} x {{{_fmt(g.bundle(self.use_gpus))}}} {g.strategy}"
+                         for name, g in self.group_plans.items())
 
 
 def needed_roles(cfg: TrainPPOConfig) -> list[str]:
@@ -77,9 +121,16 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     return roles
 
 
-def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> PlacementPlan:
-    """Workers per role and which roles share bundles, checked against the colocation flags."""
-    counts = {r: getattr(cfg, f"{r}_num_nodes") * getattr(cfg, f"{r}_num_gpus_per_node") for r in roles}
+def role_shape(cfg: TrainPPOConfig, role: str) -> tuple[int, int]:
+    """(nodes, workers per node) a role asks for: one worker per requested GPU."""
+    return getattr(cfg, f"{role}_num_nodes"), getattr(cfg, f"{role}_num_gpus_per_node")
+
+
+def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: bool = False) -> PlacementPlan:
+    """Workers per role and which roles share bundles, checked against the colocation flags.
+
+    `one_node`: the Ray is a single local node, so a role's --*-num-nodes cannot be spread (PACK instead)."""
+    shape = {r: role_shape(cfg, r) for r in roles}
     group_of = {r: r for r in roles}
     if cfg.colocate_all_models:
         group_of = {r: "actor" for r in roles}
@@ -88,21 +139,62 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> Placeme
             group_of["ref"] = "actor"
         if cfg.colocate_critic_reward and "critic" in roles and "reward" in roles:
             group_of["reward"] = "critic"
+    count = {r: n * g for r, (n, g) in shape.items()}
     problems = []
     for role, group in group_of.items():
-        if group != role and counts[role] != counts[group]:
-            problems.append(f"{role} asks for {counts[role]} GPUs but is colocated with {group}, which asks for "
-                            f"{counts[group]}; colocated roles need the same --*-num-nodes x --*-num-gpus-per-node")
+        if group != role and count[role] != count[group]:
+            problems.append(f"{role} asks for {count[role]} GPUs but is colocated with {group}, which asks for "
+                            f"{count[group]}; colocated roles need the same --*-num-nodes x --*-num-gpus-per-node")
     if problems:
         raise ConfigError("\n".join(problems))
-    sharing = {g: sum(1 for r in roles if group_of[r] == g) for g in set(group_of.values())}
-    plans = {r: RolePlan(r, counts[r], group_of[r], 1.0 / sharing[group_of[r]]) for r in roles}
-    bundles = {g: counts[g] for g in sharing}
-    return PlacementPlan(plans, bundles, use_gpus)
+    sharing = {g: sum(1 for r in roles if group_of[r] == g) for g in dict.fromkeys(group_of.values())}
+    group_plans: dict[str, GroupPlan] = {}
+    for g, members in sharing.items():
+        nodes, per_node = shape[g]
+        if members > 1:  # colocated: one bundle per GPU, so each GPU's fractions stay on that GPU
+            group_plans[g] = GroupPlan(nodes * per_node, 1, "PACK")
+        else:
+            group_plans[g] = GroupPlan(nodes, per_node, "STRICT_SPREAD" if nodes > 1 and not one_node else "PACK")
+    plans = {r: RolePlan(r, shape[r][0], shape[r][1], group_of[r], 1.0 / sharing[group_of[r]],
+                         per_bundle=group_plans[group_of[r]].gpus) for r in roles}
+    return PlacementPlan(plans, group_plans, use_gpus)
+
+
+def cluster_address(cfg: TrainPPOConfig) -> Optional[str]:
+    """The Ray cluster to join: --ray-address, else RAY_ADDRESS, else "auto" inside a Ray job (whose supervisor
+    sets both); None: start a local Ray."""
+    if cfg.ray_address:
+        return cfg.ray_address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    if os.environ.get(JOB_CONFIG_ENV):
+        return "auto"
+    return None
+
+
+def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast (exit 2) on an address Ray would retry for a minute: a dashboard URL, or nothing listening."""
+    if address == "auto":
+        return
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(f"{flag} {address}: that is a dashboard / job-server URL (what `ray job submit --address` "
+                          "takes); train-ppo joins the cluster's GCS address, e.g. 10.0.0.1:6379, or runs as a job "
+                          "with `ray job submit ... -- python3 -m rlhfctl train-ppo ...`")
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{flag} {address}: expected HOST:PORT (the head node's GCS address, e.g. 10.0.0.1:6379), "
+                          "ray://HOST:PORT, or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()  # [::1]:6379 too
+    except OSError as exc:
+        raise ConfigError(f"{flag} {address}: no Ray cluster answers there ({exc.strerror or exc}; waited up to "
+                          f"{timeout:g}s); is the head started (`ray start --head --port {port}`)?") from None
 
 
 def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
-    """Join --ray-address or start a local Ray; returns True when this call started it (so it should stop it).
+    """Join the cluster (see cluster_address) or start a local Ray; returns True when this call called ray.init
+    (so release() calls ray.shutdown: for a joined cluster that only disconnects).
 
     A local Ray without GPUs is given at least as many logical CPUs as there are CPU workers, so the seed's GPU
     counts run on a small machine (each worker still uses one torch thread per CPU it owns)."""
@@ -111,17 +203,20 @@ def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    common = {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": "warning",
-              "include_dashboard": False}
-    if cfg.ray_address:
+    common = {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": "warning"}
+    address = cluster_address(cfg)
+    if address is not None:
+        flag = ("--ray-address" if cfg.ray_address else "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS")
+                else "the Ray job's cluster")
+        check_reachable(address, flag)
         try:
-            ray.init(address=cfg.ray_address, **common)
+            ray.init(address=address, **common)
         except Exception as exc:  # ConnectionError, RuntimeError, ... depending on what is wrong
-            raise PlacementError(f"--ray-address {cfg.ray_address}: cannot join the Ray cluster: {exc}") from None
+            raise ConfigError(f"{flag} {address}: cannot join the Ray cluster: {_first_line(exc)}") from None
         return True
     gpus = local_gpus()
     num_cpus = max(os.cpu_count() or 1, cpu_bundles_needed if gpus == 0 else 0)
-    ray.init(num_cpus=num_cpus, num_gpus=gpus, **common)
+    ray.init(num_cpus=num_cpus, num_gpus=gpus, include_dashboard=False, **common)
     return True
 
 
@@ -141,17 +236,23 @@ def place(cfg: TrainPPOConfig, roles: list[str]) -> PlacementPlan:
     from ray.util.placement_group import placement_group
 
     cpu_plan = plan_roles(cfg, roles, use_gpus=False)
-    started = start_ray(cfg, sum(cpu_plan.bundles.values()))
+    local = cluster_address(cfg) is None and not ray.is_initialized()
+    started = start_ray(cfg, int(cpu_plan.total().get("CPU", 0)))
     have = ray.cluster_resources()
     use_gpus = have.get("GPU", 0) > 0
-    plan = plan_roles(cfg, roles, use_gpus)
+    nodes = alive_nodes()
+    plan = plan_roles(cfg, roles, use_gpus, one_node=local and len(nodes) == 1)
     plan.started_ray = started
     if not use_gpus:
         asked = sum(p.num_workers for p in plan.roles.values())
         warnings.warn(f"no GPUs in the Ray cluster: the {asked} requested GPU workers ({plan.describe()}) run as "
                       "CPU workers", stacklevel=2)
-    for name, count in plan.bundles.items():
-        plan.groups[name] = placement_group([plan.bundle(use_gpus)] * count, strategy="PACK",
+    spread = [r.name for r in plan.roles.values() if r.num_nodes > 1 and plan.group_plans[r.group].strategy == "PACK"]
+    if spread and local:
+        warnings.warn(f"the local Ray is one node: {', '.join(spread)} asked for several nodes and share this one "
+                      "(join a cluster with --ray-address to spread them)", stacklevel=2)
+    for name, gp in plan.group_plans.items():
+        plan.groups[name] = placement_group([gp.bundle(use_gpus)] * gp.count, strategy=gp.strategy,
                                             name=f"rlhfctl-{name}-{os.getpid()}")
     ready, _ = ray.wait([pg.ready() for pg in plan.groups.values()], num_returns=len(plan.groups),
                         timeout=cfg.placement_timeout)
@@ -160,10 +261,35 @@ def place(cfg: TrainPPOConfig, roles: list[str]) -> PlacementPlan:
         release(plan)
         raise PlacementError(
             f"the Ray cluster could not place the roles within {cfg.placement_timeout:g}s (--placement-timeout): "
-            f"asked for {plan.describe()} = {_fmt(plan.total())} in bundles of {_fmt(plan.bundle(use_gpus))}; the "
-            f"cluster has {_fmt(have)} ({_fmt(available)} free)"
+            f"asked for {plan.describe()} = {_fmt(plan.total())} in bundles {plan.bundle_shapes()}; the cluster has "
+            f"{_fmt(have)} ({_fmt(available)} free) on {len(nodes)} node(s): {describe_nodes(nodes)}"
         )
     return plan
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    """ray.nodes() entries of the nodes that are alive."""
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def describe_nodes(nodes: list[dict[str, Any]]) -> str:
+    """'10.0.0.1 (ab12cd34: 8 GPU, 64 CPU), ...'."""
+    return ", ".join(f"{n.get('NodeManagerAddress')} ({n['NodeID'][:8]}: {_fmt(n.get('Resources', {}))})"
+                     for n in nodes)
+
+
+def bundle_nodes(plan: PlacementPlan) -> dict[str, list[str]]:
+    """Placement group name -> the node id of each of its bundles, as Ray placed them."""
+    from ray.util.placement_group import placement_group_table
+
+    out = {}
+    for name, pg in plan.groups.items():
+        table = placement_group_table(pg)
+        by_index = table.get("bundles_to_node_id", {})
+        out[name] = [by_index.get(i, "") for i in range(plan.group_plans[name].count)]
+    return out
 
 
 def _fmt(resources: dict[str, float]) -> str:
@@ -171,8 +297,13 @@ def _fmt(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources.get(k, 0):g} {k}" for k in keys) or "nothing"
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def release(plan: PlacementPlan) -> None:
-    """Give the placement groups back, and stop Ray if this process started it."""
+    """Give the placement groups back, and disconnect from (or stop, if local) the Ray this process started."""
     import ray
     from ray.util.placement_group import remove_placement_group
 

@@ -7,16 +7,46 @@ owns: spinning OpenMP threads of several processes on the same cores make each o
 
 Errors cross the Ray boundary as the user would see them in-process: an RlhfctlError raised in a worker is
 re-raised as itself by `get`, and any other exception becomes one WorkerError line naming the role, the rank and
-the exception (the worker's traceback kept for --debug), never a remote traceback.
+the exception (the worker's traceback kept for --debug), never a remote traceback. A worker whose process or node
+is gone becomes a WorkerLost naming its role, rank and node (each worker reports where it runs when it starts).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional, Sequence
 
-from rlhfctl.distributed.placement import PlacementPlan
+from rlhfctl.distributed.placement import PlacementPlan, bundle_nodes
 from rlhfctl.errors import RlhfctlError, WorkerError
+
+
+@dataclass(frozen=True)
+class WorkerPlace:
+    """Where one worker of a role runs, as the worker itself reported it."""
+
+    role: str
+    rank: int
+    bundle: int
+    node_id: str
+    node_ip: str
+
+    def describe(self) -> str:
+        return f"{self.role} worker {self.rank} on node {self.node_ip} ({self.node_id[:8]})"
+
+
+# Ray actor id (hex) -> where that worker runs: lets a lost actor be named by role and node.
+_PLACES: dict[str, WorkerPlace] = {}
+
+
+class WorkerLost(WorkerError):
+    """A worker's process or its whole node is gone (`place` says which, when known)."""
+
+    def __init__(self, message: str, place: Optional[WorkerPlace] = None, node_died: bool = False,
+                 remote_traceback: str = "") -> None:
+        super().__init__(message, remote_traceback)
+        self.place = place
+        self.node_died = node_died
 
 
 class WorkerActor:
@@ -42,6 +72,12 @@ class WorkerActor:
         from rlhfctl.net import free_port
 
         return ray.util.get_node_ip_address(), free_port("")  # every interface: ranks on other nodes connect
+
+    def where(self) -> tuple[str, str]:
+        """(node id, node IP) of the node this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
     def init_worker(self, worker_cls: type, env: dict[str, str], *args: Any, **kwargs: Any) -> None:
         os.environ.update(env)
@@ -82,12 +118,16 @@ class RoleGroup:
         self.workers = []
         for rank in range(role_plan.num_workers):
             strategy = PlacementGroupSchedulingStrategy(
-                placement_group=plan.groups[role_plan.group], placement_group_bundle_index=rank
+                placement_group=plan.groups[role_plan.group],
+                placement_group_bundle_index=role_plan.bundle_index(rank),
             )
             self.workers.append(remote_cls.options(
                 scheduling_strategy=strategy, name=None, max_concurrency=1, **resources
             ).remote(threads, base_env, role))
         world = len(self.workers)
+        self.places: list[WorkerPlace] = []
+        self._where = [w.where.remote() for w in self.workers]
+        self._bundles = [role_plan.bundle_index(rank) for rank in range(world)]
         addr, port = get(self.workers[0].rendezvous.remote())
         # Workers build their models in parallel (and join one process group); wait_ready() collects them.
         self._ready = [
@@ -97,7 +137,12 @@ class RoleGroup:
         ]
 
     def wait_ready(self) -> "RoleGroup":
-        """Block until every worker has built its model and engine (raises what a worker raised)."""
+        """Block until every worker has built its model and engine (raises what a worker raised); each worker's node
+        is known from then on (`places`), so a worker lost later is named by role and node."""
+        self.places = [WorkerPlace(self.role, rank, self._bundles[rank], *where)
+                       for rank, where in enumerate(get(self._where))]
+        for worker, place in zip(self.workers, self.places):
+            _PLACES[worker._actor_id.hex()] = place
         get(self._ready)
         return self
 
@@ -147,9 +192,50 @@ def unwrap_remote_error(exc: BaseException) -> BaseException:
         return WorkerError(f"a Ray worker failed in {name}: {type(cause).__name__}: {_first_line(cause)}",
                            remote_traceback=exc.traceback_str or "")
     if isinstance(exc, ray.exceptions.RayActorError):
-        return WorkerError(f"a Ray worker process died ({_first_line(exc) or 'no reason given'}); its log is in the "
+        place = _PLACES.get(exc.actor_id or "")
+        if place is not None:
+            node_died = not _node_alive(place.node_id)
+            why = "its node left the cluster (stopped or died)" if node_died else \
+                f"its process died ({_first_line(exc) or 'no reason given'})"
+            return WorkerLost(f"lost the {place.describe()}: {why}", place, node_died, remote_traceback=str(exc))
+        return WorkerLost(f"a Ray worker process died ({_first_line(exc) or 'no reason given'}); its log is in the "
                            "Ray session's logs folder (/tmp/ray/session_latest/logs)", remote_traceback=str(exc))
+    if isinstance(exc, ray.exceptions.ObjectLostError):
+        return WorkerLost(f"a result held on a node that left the cluster was lost ({type(exc).__name__})",
+                          remote_traceback=str(exc))
     return WorkerError(f"Ray: {type(exc).__name__}: {_first_line(exc)}", remote_traceback=str(exc))
+
+
+def _node_alive(node_id: str) -> bool:
+    """Whether the Ray cluster still lists `node_id` as alive (True when that cannot be asked)."""
+    import ray
+
+    try:
+        return any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes())
+    except Exception:
+        return True
+
+
+def placement_report(plan: PlacementPlan, groups: dict[str, "RoleGroup"]) -> dict[str, Any]:
+    """What the plan asked for, where Ray put each bundle, and where each worker says it runs (placement.json)."""
+    nodes = bundle_nodes(plan)
+    return {
+        "groups": {name: {"strategy": gp.strategy, "bundle": gp.bundle(plan.use_gpus), "bundle_nodes": nodes[name]}
+                   for name, gp in plan.group_plans.items()},
+        "roles": {role: {"group": plan.roles[role].group, "workers": [asdict(p) for p in g.places]}
+                  for role, g in groups.items()},
+    }
+
+
+def describe_places(groups: dict[str, "RoleGroup"]) -> str:
+    """'actor 0,1 on 10.0.0.1 (ab12cd34); ref 0 on ..., ref 1 on ...' for the run's log."""
+    parts = []
+    for role, group in groups.items():
+        by_node: dict[tuple[str, str], list[str]] = {}
+        for p in group.places:
+            by_node.setdefault((p.node_ip, p.node_id[:8]), []).append(str(p.rank))
+        parts.append(", ".join(f"{role} {','.join(ranks)} on {ip} ({nid})" for (ip, nid), ranks in by_node.items()))
+    return "; ".join(parts)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,7 +8,6 @@ exit path.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -52,11 +51,20 @@ def model_fields_used(cfg: TrainPPOConfig, roles: list[str]) -> list[str]:
     return [f for f in dict.fromkeys(fields) if f]
 
 
+def _record_placement(save_path: str, report: dict) -> None:
+    """--save-path/placement.json: the bundles' nodes as Ray placed them and the node each worker reports."""
+    import json
+    from pathlib import Path
+
+    Path(save_path).mkdir(parents=True, exist_ok=True)
+    (Path(save_path) / "placement.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.data import load_prompts
-    from rlhfctl.distributed.placement import local_gpus, needed_roles, place, release
-    from rlhfctl.distributed.roles import RoleGroup
+    from rlhfctl.distributed.placement import cluster_address, local_gpus, needed_roles, place, release
+    from rlhfctl.distributed.roles import RoleGroup, describe_places, placement_report
     from rlhfctl.models.actor import load_tokenizer
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
@@ -107,7 +115,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                       stacklevel=2)
 
     roles_needed = needed_roles(cfg)
-    joining = bool(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
@@ -127,6 +135,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             groups["reward"] = RoleGroup("reward", plan, RewardModelWorker, cfg)
         for group in groups.values():
             group.wait_ready()
+        _record_placement(cfg.save_path, placement_report(plan, groups))
         roles = Roles(**groups)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
@@ -135,6 +144,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                           run_config=run_config)
         trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
                              eval_prompts=eval_prompts)
+        tracker.note(f"placement: {describe_places(groups)}")
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
             tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")

@@ -17,7 +17,7 @@ from typing import Any, Optional, TYPE_CHECKING
 import torch
 
 from rlhfctl.data import PromptExample
-from rlhfctl.distributed.roles import RoleGroup, get
+from rlhfctl.distributed.roles import RoleGroup, WorkerLost, get
 from rlhfctl.errors import NonFiniteError, RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
@@ -174,7 +174,28 @@ class PPOTrainer:
             folder = self.save_checkpoint()
             raise Interrupted(f"interrupted after step {self.state.step}; checkpoint saved in {folder} "
                               "(resume with --load-checkpoint)") from None
+        except WorkerLost as lost:
+            raise self._worker_lost(lost) from None
         return last
+
+    def _worker_lost(self, lost: WorkerLost) -> WorkerLost:
+        """A worker (or its node) is gone mid-run: stop with a checkpoint of the last completed step when the trained
+        roles are intact (a lost reference or reward model holds no training state); a lost trained worker took its
+        share of the state and its peers' collectives with it, so then point to the newest saved checkpoint."""
+        trained = {"actor"} | ({"critic"} if self.roles.critic is not None else set())
+        role = lost.place.role if lost.place is not None else None
+        resume = "resume with --load-checkpoint on the remaining cluster (placement flags that fit it)"
+        if role is not None and role not in trained:
+            try:
+                folder = self.save_checkpoint()
+            except RlhfctlError as again:
+                return WorkerLost(f"{lost}; the run stops, and saving a checkpoint failed too ({again}); "
+                                  f"{self._newest_good()}", lost.place, lost.node_died)
+            return WorkerLost(f"{lost}; the run stops. Checkpoint of step {self.state.step}, the last completed step, "
+                              f"saved in {folder}; {resume}.", lost.place, lost.node_died)
+        return WorkerLost(f"{lost}; the run stops during step {self.state.step + 1}. The {role or 'lost'} worker's "
+                          f"state went with it, so nothing of this step is saved; {self._newest_good()} "
+                          f"(--save-steps sets how often one is saved); {resume}.", lost.place, lost.node_died)
 
     def train_step(self, batch: list[PromptExample]) -> dict[str, float]:
         timings: dict[str, float] = {}
