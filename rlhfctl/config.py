@@ -488,7 +488,8 @@ class EvalArgs(Group):
 # ----------------------------------------------------------------------------------------------- check-reward
 class CheckArgs(Group):
     panel: ClassVar[str] = "Checks"
-    reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
+    reward: str = _opt(..., "A reward_func.py path, a reward server URL, or `judge` (the LLM judge of --judge-model "
+                            "or --judge-url).", positional=True)
     responses: str = _opt(
         "oracle",
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "

@@ -127,3 +127,24 @@ def test_score_tokens_outside_the_vocabulary_exit_2(score_tokens, needle, capsys
                                "--judge-score-tokens", score_tokens, "--prompt-data",
                                str(ARITHMETIC / "test.jsonl"), "--label-key", "answer"], capsys)
     assert code == 2 and needle in err, err
+
+
+@pytest.mark.slow
+def test_serve_rm_runs_the_judge_in_its_model_process():
+    """How `serve-rm --judge-model` runs it: prompts and labels cross to the worker, rewards as in-process."""
+    from rlhfctl.serving.worker import ModelProcess
+
+    cfg = ServeRMConfig(**ARITHMETIC_JUDGE, num_threads=1)
+    queries, prompts = ["12+35=47", "12+35=48", "17+25=42"], ["12+35=", "12+35=", "17+25="]
+    expected = JudgeModel.from_config(cfg).score(queries, prompts, [""] * 3).rewards
+    worker = ModelProcess(cfg)
+    assert worker.launch()["batch_size"] == 16
+    try:
+        with serve_in_thread(create_app(worker, cfg)) as server, httpx.Client(timeout=60) as client:
+            answer = client.post(server.url, json={"query": queries, "prompts": prompts})
+            assert answer.json()["rewards"] == pytest.approx(expected, abs=1e-5)
+    finally:
+        worker.close()
+    bad = ServeRMConfig(**{**ARITHMETIC_JUDGE, "judge_score_tokens": "Y=1,N=0"})
+    with pytest.raises(UsageError, match="'Y' is not in the judge's vocabulary"):
+        ModelProcess(bad).launch()

@@ -330,14 +330,18 @@ def judge_texts(rows: list[dict], rng: random.Random) -> tuple[list[str], list[i
 
 
 def judge_logits(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Tensor:
-    """Logits of "0" and "1" after each text, [N, 2], read at its last token (right padding)."""
+    """Next-token logits after each text, [N, vocab], read at its last token (right padding)."""
     rows = [tokenizer(t).input_ids for t in texts]  # as serve-rm --judge-model tokenises the rendered prompt
     width = max(map(len, rows))
     ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     last = mask.sum(dim=1) - 1
-    logits = judge(input_ids=ids, attention_mask=mask).logits[torch.arange(len(texts)), last]
-    return logits[:, tokenizer.convert_tokens_to_ids(["0", "1"])]
+    return judge(input_ids=ids, attention_mask=mask).logits[torch.arange(len(texts)), last]
+
+
+def verdict_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """The ids of the verdict tokens "0" (wrong) and "1" (right)."""
+    return tokenizer.convert_tokens_to_ids(["0", "1"])
 
 
 @torch.no_grad()
@@ -346,7 +350,8 @@ def judge_accuracy(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, 
     was_training = judge.training
     judge.eval()
     texts, verdicts = judge_texts(rows + rows, random.Random(f"{seed}-judge-eval"))
-    hits = (judge_logits(judge, tokenizer, texts).argmax(dim=1) == torch.tensor(verdicts)).float().mean()
+    verdict_logits = judge_logits(judge, tokenizer, texts)[:, verdict_ids(tokenizer)]
+    hits = (verdict_logits.argmax(dim=1) == torch.tensor(verdicts)).float().mean()
     judge.train(was_training)
     return float(hits)
 
@@ -361,7 +366,7 @@ def train_judge(
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, float]:
     """Cross-entropy on the verdict token after "prompt+answer=", from the policy's weights; returns the judge and
-    its held-out accuracy."""
+    its held-out verdict accuracy."""
     judge = _copy(policy, LlamaForCausalLM)
     opt = torch.optim.AdamW(judge.parameters(), lr=JUDGE["lr"], betas=(0.9, 0.98), weight_decay=0.0)
     rng = random.Random(f"{seed}-judge-pairs")
@@ -370,7 +375,9 @@ def train_judge(
         if step == JUDGE["steps"]:
             break
         texts, verdicts = judge_texts([train[i] for i in idx], rng)
-        loss = F.cross_entropy(judge_logits(judge, tokenizer, texts), torch.tensor(verdicts))
+        # Over the whole vocabulary, so the judge also *writes* its verdict (serve-rm --judge-mode generate).
+        targets = torch.tensor([verdict_ids(tokenizer)[v] for v in verdicts])
+        loss = F.cross_entropy(judge_logits(judge, tokenizer, texts), targets)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, JUDGE["steps"], JUDGE["lr"], JUDGE["warmup"], JUDGE["final_lr_fraction"])
         opt.zero_grad(set_to_none=True)

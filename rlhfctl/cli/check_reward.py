@@ -14,6 +14,7 @@ EXAMPLES = [
     "rlhfctl check-reward examples/reward_func.py --prompt-data data.jsonl --label-key answer "
     "--responses column:response --strict",
     "rlhfctl check-reward http://127.0.0.1:5000/get_reward --prompt-data data.jsonl --label-key answer --json",
+    "rlhfctl check-reward judge --judge-model ./judge --prompt-data data.jsonl --label-key answer",
 ]
 
 
