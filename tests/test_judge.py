@@ -148,3 +148,25 @@ def test_serve_rm_runs_the_judge_in_its_model_process():
     bad = ServeRMConfig(**{**ARITHMETIC_JUDGE, "judge_score_tokens": "Y=1,N=0"})
     with pytest.raises(UsageError, match="'Y' is not in the judge's vocabulary"):
         ModelProcess(bad).launch()
+
+
+def test_a_judge_named_by_hub_id_resolves_through_the_cache(tmp_path, monkeypatch, capsys):
+    from hub_cache import add_to_hub_cache
+
+    add_to_hub_cache(tmp_path, "org/arith-judge", ARITHMETIC / "judge")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    args = ["check-reward", "judge", "--judge-template", ARITHMETIC_JUDGE["judge_template"],
+            "--judge-score-tokens", "0,1", "--prompt-data", str(ARITHMETIC / "test.jsonl"), "--label-key", "answer",
+            "--max-samples", "8", "--json"]
+    code, out, err = run_main([*args[:2], "--judge-model", "org/arith-judge", *args[2:]], capsys)
+    assert json.loads(out)["checks"][0] == {**json.loads(out)["checks"][0], "name": "load", "status": "pass"}, err
+    code, out, err = run_main([*args[:2], "--judge-model", "org/not-cached", *args[2:]], capsys)
+    assert code == 2 and "org/not-cached" in err and "Traceback" not in err
+
+
+def test_the_chat_template_wraps_the_rendered_prompt(tiny_policy_dir):
+    judge = JudgeModel.from_config(ServeRMConfig(judge_model=str(tiny_policy_dir), judge_chat_template=True))
+    text = judge.render(QUERIES[:1], PROMPTS[:1], LABELS[:1])[0]
+    assert text.startswith("<s><|user|>You are grading") and text.endswith("Score:</s><|assistant|>")
+    assert judge.encode([text])[0][0] == judge.tokenizer.bos_token_id  # one BOS, from the template
+    assert judge.encode([text])[0][1] != judge.tokenizer.bos_token_id

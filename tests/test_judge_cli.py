@@ -34,6 +34,8 @@ def templates(tmp_path):
     (["--judge-api-model", "m"], "--judge-api-model applies to --judge-url only"),
     (["--judge-rpm", "30"], "--judge-rpm applies to --judge-url only"),
     (["--reward-pretrain", "{t}"], "give exactly one of"),
+    (["--judge-fallback-reward", "none"], "--judge-fallback-reward"),
+    (["--judge-max-len", "4"], "--judge-max-len"),
 ])
 def test_bad_judge_model_options_exit_2(templates, args, needle, capsys):
     args = [a.replace("{t}", str(templates)) for a in args]
@@ -54,6 +56,8 @@ def test_bad_judge_model_options_exit_2(templates, args, needle, capsys):
      "--judge-max-len applies to --judge-model only"),
     (["--judge-url", "", "--judge-api-model", "m"], "--judge-url: is empty"),
     (["--judge-mode", "generate", "--reward-func", "r.py"], "--judge-mode applies to an LLM judge"),
+    (["--judge-url", "http://host:8000", "--judge-api-model", "m", "--judge-chat-template"],
+     "--judge-chat-template applies to --judge-model only"),
 ])
 def test_bad_judge_url_options_exit_2(args, needle, capsys):
     code, out, err = run_main(["serve-rm", *args, "--print-config"], capsys)

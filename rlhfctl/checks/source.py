@@ -77,6 +77,6 @@ def open_judge_source(cfg: CheckRewardConfig, report: Report) -> RewardSource:
     errors (a bad template, a score token outside the vocabulary), so they exit 2 rather than fail a check."""
     from rlhfctl.rewards.factory import open_judge
 
-    source = open_judge(cfg)
+    source = open_judge(cfg.model_copy(update={"rm_timeout": cfg.reward_timeout}))  # as for a reward server
     report.add("load", "pass", f"{source.name} loaded")
     return source
