@@ -82,14 +82,18 @@ def test_generate_mode_parses_and_counts_fallbacks(tiny_policy_dir):
     assert batch.rewards == [-1.5] * 3 and batch.extra_logs == {"judge_unparsed": [1.0] * 3}
 
 
-def test_the_arithmetic_judge_prefers_right_answers():
+def test_the_arithmetic_judge_prefers_right_answers_to_the_policys_mistake(monkeypatch):
+    monkeypatch.syspath_prepend(str(ARITHMETIC))
+    from train_models import forgot_carry, needs_carry
+
     judge = JudgeModel.from_config(ServeRMConfig(**ARITHMETIC_JUDGE))
-    rows = [json.loads(line) for line in (ARITHMETIC / "test.jsonl").read_text().splitlines()[:100]]
-    right = judge.score([r["input"] + r["answer"] for r in rows], [r["input"] for r in rows], [""] * 100).rewards
-    wrong = judge.score([r["input"] + str(int(r["answer"]) + 10) for r in rows], [r["input"] for r in rows],
-                        [""] * 100).rewards
-    assert sum(a > b for a, b in zip(right, wrong)) >= 80
-    assert sum(right) / 100 - sum(wrong) / 100 > 0.3
+    rows = [json.loads(line) for line in (ARITHMETIC / "test.jsonl").read_text().splitlines()[:120]]
+    prompts = [r["input"] for r in rows if needs_carry(r["input"])]
+    answers = {r["input"]: r["answer"] for r in rows}
+    right = judge.score([p + answers[p] for p in prompts], prompts, [""] * len(prompts)).rewards
+    wrong = judge.score([p + forgot_carry(p) for p in prompts], prompts, [""] * len(prompts)).rewards
+    assert sum(a > b for a, b in zip(right, wrong)) >= 0.9 * len(prompts)
+    assert (sum(right) - sum(wrong)) / len(prompts) > 0.4
 
 
 def test_served_judge_batches_requests_and_counts_unparsed_answers(tiny_policy_dir):

@@ -74,8 +74,8 @@ def test_requests_per_minute_are_spaced(chat_server):
         arrivals = sorted(chat_server.app.state.arrivals)
     finally:
         judge.close()
-    assert len(arrivals) == 4
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.18
+    assert len(arrivals) == 4  # 4 requests at once would arrive together; 300 a minute takes 0.6 s for them
+    assert arrivals[-1] - arrivals[0] >= 0.55
 
 
 def test_a_server_without_logprobs_says_to_use_generate_mode(chat_server):
