@@ -12,12 +12,13 @@ error that says to use generate mode.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from rlhfctl.errors import RewardError
+from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardBatch, check_batch
 from rlhfctl.rewards.judge import UNPARSED, JudgeSettings, Value, batch_of_values, chat_url, expected_score
 from rlhfctl.rewards.remote import RemoteReward
@@ -54,8 +55,6 @@ class ChatJudge:
         self.concurrency = concurrency
         self.name = f"judge {model} at {self.url} ({settings.mode})"
         if settings.mode == "logprobs" and len(settings.score_tokens) > TOP_LOGPROBS:
-            from rlhfctl.errors import UsageError
-
             raise UsageError(f"--judge-score-tokens: {len(settings.score_tokens)} tokens, but a chat API returns at "
                              f"most {TOP_LOGPROBS} top logprobs; use fewer or --judge-mode generate")
         self._http = RemoteReward([self.url], api_key=api_key, timeout=timeout, max_retries=max_retries,
@@ -120,6 +119,4 @@ class ChatJudge:
 
 
 def _exp(logprob: Any) -> float:
-    import math
-
     return math.exp(logprob) if isinstance(logprob, (int, float)) and math.isfinite(logprob) else 0.0
