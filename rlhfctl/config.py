@@ -270,6 +270,10 @@ class JudgeArgs(Group):
         else:
             problems += [f"{flag_name(n, fields[n])} applies to --judge-url only"
                          for n in ("judge_api_model", "judge_concurrency", "judge_rpm") if n in changed]
+        other_mode = {"logprobs": ("judge_score_regex", "judge_max_new_tokens", "judge_fallback_reward"),
+                      "generate": ("judge_score_tokens",)}[self.judge_mode]
+        problems += [f"{flag_name(n, fields[n])} has no effect with --judge-mode {self.judge_mode}"
+                     for n in other_mode if n in changed]
         try:
             JudgeSettings.from_config(self)
         except UsageError as exc:

@@ -70,8 +70,8 @@ def test_a_texts_reward_does_not_depend_on_its_batch(tiny_policy_dir):
 
 
 def test_generate_mode_parses_and_counts_fallbacks(tiny_policy_dir):
-    arithmetic = JudgeModel.from_config(ServeRMConfig(**ARITHMETIC_JUDGE, judge_mode="generate",
-                                                      judge_max_new_tokens=1))
+    writer = {k: v for k, v in ARITHMETIC_JUDGE.items() if k != "judge_score_tokens"}  # it writes "0" or "1"
+    arithmetic = JudgeModel.from_config(ServeRMConfig(**writer, judge_mode="generate", judge_max_new_tokens=1))
     batch = arithmetic.score(["12+35=47", "12+35=48"], ["12+35=", "12+35="], ["", ""])
     assert set(batch.rewards) <= {0.0, 1.0} and batch.extra_logs == {"judge_unparsed": [0.0, 0.0]}
     # A random model writes no six-digit number: every answer gets the fallback, and is counted.

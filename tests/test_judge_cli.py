@@ -28,13 +28,16 @@ def templates(tmp_path):
     (["--judge-template", "{t}/syntax.jinja"], "Jinja syntax error"),
     (["--judge-score-tokens", "Yes,No"], "'Yes' has no score"),
     (["--judge-score-tokens", "1"], "at least two different tokens"),
-    (["--judge-score-regex", "(\\d"], "not a valid regular expression"),
+    (["--judge-mode", "generate", "--judge-score-regex", "(\\d"], "not a valid regular expression"),
     (["--judge-mode", "vote"], "--judge-mode"),
     (["--judge-max-new-tokens", "0"], "--judge-max-new-tokens"),
     (["--judge-api-model", "m"], "--judge-api-model applies to --judge-url only"),
     (["--judge-rpm", "30"], "--judge-rpm applies to --judge-url only"),
     (["--reward-pretrain", "{t}"], "give exactly one of"),
     (["--judge-fallback-reward", "none"], "--judge-fallback-reward"),
+    (["--judge-score-regex", "(\\d)"], "--judge-score-regex has no effect with --judge-mode logprobs"),
+    (["--judge-mode", "generate", "--judge-score-tokens", "0,1"],
+     "--judge-score-tokens has no effect with --judge-mode generate"),
     (["--judge-max-len", "4"], "--judge-max-len"),
 ])
 def test_bad_judge_model_options_exit_2(templates, args, needle, capsys):

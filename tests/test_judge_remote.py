@@ -35,16 +35,20 @@ def chat_server():
 
 
 def _cfg(server, **kw) -> ServeRMConfig:
+    tokens = {} if kw.get("judge_mode") == "generate" else {"judge_score_tokens": "0,1"}
     return ServeRMConfig(judge_url=server.base + "/v1", judge_api_model="judge",
-                         judge_template=ARITHMETIC_JUDGE["judge_template"], judge_score_tokens="0,1",
-                         rm_retry_backoff=0.01, **kw)
+                         judge_template=ARITHMETIC_JUDGE["judge_template"], rm_retry_backoff=0.01, **tokens, **kw)
 
 
 @pytest.mark.parametrize("mode", ["logprobs", "generate"])
 def test_chat_judge_gives_the_rewards_of_the_same_judge_run_here(chat_server, mode):
-    extra = {"judge_mode": mode, "judge_max_new_tokens": 1}
-    local = JudgeModel.from_config(ServeRMConfig(**ARITHMETIC_JUDGE, **extra)).score(QUERIES, PROBLEMS, [""] * 4)
-    remote = ChatJudge.from_config(_cfg(chat_server, **extra))
+    extra = {"judge_mode": mode, "judge_max_new_tokens": 1} if mode == "generate" else {}
+    remote_cfg = _cfg(chat_server, **extra)
+    judge_options = remote_cfg.model_dump(include={"judge_template", "judge_score_tokens", "judge_mode",
+                                                   "judge_max_new_tokens"})
+    local_cfg = ServeRMConfig(judge_model=ARITHMETIC_JUDGE["judge_model"], **judge_options)
+    local = JudgeModel.from_config(local_cfg).score(QUERIES, PROBLEMS, [""] * 4)
+    remote = ChatJudge.from_config(remote_cfg)
     try:
         batch = remote.score(QUERIES, PROBLEMS, [""] * 4)
     finally:
