@@ -39,6 +39,8 @@ def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 class JudgeModel:
     """A causal LM judge scoring in-process (RewardSource and BatchableSource); passes serialised by a lock."""
 
+    cacheable = True  # greedy: a query scores the same every time (a reward cache may keep it)
+
     def __init__(self, model: Any, tokenizer: Any, settings: JudgeSettings, *, max_len: int = 4096,
                  batch_size: int = 16, max_batch_tokens: int | None = None, chat: bool = False,
                  name: str = "judge") -> None:

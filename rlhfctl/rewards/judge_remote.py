@@ -46,6 +46,8 @@ class RateLimiter:
 class ChatJudge:
     """Rewards from an OpenAI-compatible chat server acting as a judge (RewardSource protocol)."""
 
+    cacheable = True  # temperature 0: a query scores the same every time (a reward cache may keep it)
+
     def __init__(self, url: str, model: str, settings: JudgeSettings, *, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 5, retry_backoff: float = 0.5, concurrency: int = 8,
                  rpm: float | None = None) -> None:
