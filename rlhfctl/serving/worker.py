@@ -89,7 +89,8 @@ class ModelProcess:
         future = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
         try:
-            self._conn.send((request_id, queries, prompts, labels))
+            # Only a judge's template reads prompts and labels: a reward model's requests stay as small as before.
+            self._conn.send((request_id, queries, prompts, labels) if self.cfg.judge_model else (request_id, queries))
             return batch_of_values(await future)
         except OSError:
             self._died()
@@ -225,10 +226,10 @@ def _worker_main(conn: Any, cfg: Any) -> None:
             message = conn.recv()
             if message is None:
                 break
-            request_id, queries, prompts, labels = message
+            request_id, queries, *context = message  # (prompts, labels) for a judge
             done = functools.partial(outbox.reply, request_id)
             try:
-                texts = texts_to_encode(source, queries, prompts, labels)
+                texts = texts_to_encode(source, queries, *context) if context else queries
                 ids = source.encode(texts)
             except Exception as exc:
                 done(exc)
