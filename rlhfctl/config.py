@@ -567,8 +567,8 @@ class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, Function
         if is_judge != (self.judge is not None):
             raise ValueError("REWARD 'judge' checks the LLM judge of --judge-model or --judge-url, and those need "
                              "REWARD 'judge': give both or neither")
-        problems = self.reward_exec_misused(not is_judge and not self.reward.strip().startswith(("http://", "https://")),
-                                            "a reward server URL or judge", also_for_urls=("reward_timeout",))
+        is_file = not is_judge and not self.reward.strip().startswith(("http://", "https://"))
+        problems = self.reward_exec_misused(is_file, "a reward server URL or judge", also_for_urls=("reward_timeout",))
         problems += self.judge_problems()
         if problems:
             raise ValueError("\n".join(problems))
