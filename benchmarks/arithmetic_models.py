@@ -3,6 +3,8 @@
 - the policy's size and held-out exact match (greedy, all of test.jsonl: the demo's "before RL");
 - the reward model's held-out pairwise accuracy (right answer above a wrong one, and above the forgotten carry),
   computed as examples/arithmetic/train_models.py computes it;
+- the judge's held-out verdict accuracy (P("1") above P("0") exactly when the answer is right, half right and half
+  wrong answers), as train_models.py --judge computes it;
 - with --check-plateau STEPS: the policy's supervised training re-run from scratch (deterministic, --threads
   threads) and STEPS more steps on the same data, and how many points they add (several minutes: opt-in).
 
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         "reward_model_pairwise_accuracy": round(pairwise["any_wrong"], 4),
         "reward_model_beats_forgotten_carry": round(pairwise["forgot_carry"], 4),
     }
+    judge_dir = ARITH / "judge"
+    if judge_dir.is_dir():
+        judge = AutoModelForCausalLM.from_pretrained(judge_dir).eval()
+        result["judge_verdict_accuracy"] = round(train_models.judge_accuracy(
+            judge, AutoTokenizer.from_pretrained(judge_dir), test, train_models.SEED), 4)
     if args.check_plateau:
         torch.use_deterministic_algorithms(True)
         tokenizer = train_models.build_char_tokenizer(train_models.ALPHABET)

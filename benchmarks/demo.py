@@ -9,6 +9,7 @@ control (the JSON line says so).
     python benchmarks/demo.py                         # seeds 1,2,3 + the shuffled control, the demo's full length
     python benchmarks/demo.py --seeds 1 --steps 50    # quicker
     python benchmarks/demo.py --variant reward-model-server --seeds 1   # the reward model behind serve-rm
+    python benchmarks/demo.py --variant judge --seeds 1                 # the small LLM judge behind serve-rm
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": runs[0]["steps"], "seeds": seeds,
     }
     if not VARIANTS[args.variant].reward_func:
-        result["control"] = f"none: {args.variant} scores with the reward model, not a reward_func to shuffle"
+        result["control"] = f"none: {args.variant} scores with a model, not a reward_func to shuffle"
     elif not args.no_control:
         control = _run(args, root, seeds[0], ARITH / "shuffled_reward_func.py")
         result.update(control_accuracy_after=control["accuracy_after"], control_gain_points=control["gain_points"],

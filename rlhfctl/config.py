@@ -190,6 +190,97 @@ class RemoteRewardArgs(Group):
     rm_max_inflight: int = _opt(32, "Most reward requests in flight at once, over all servers.", ge=1)
 
 
+class JudgeArgs(Group):
+    """An LLM judge as the reward: a causal LM here (--judge-model) or an OpenAI-compatible server (--judge-url)."""
+
+    panel: ClassVar[str] = "LLM judge"
+    judge_model: Optional[str] = _opt(
+        None, "A causal LM that grades each response, a local folder or Hub ID (org/name); its forward passes are "
+        "batched across requests like a reward model's."
+    )
+    judge_url: Annotated[Optional[str], _not_blank("the judge server's URL")] = _opt(
+        None, "An OpenAI-compatible server to ask instead (what `vllm serve` exposes): http://HOST:PORT/v1, or the "
+        "full .../v1/chat/completions URL."
+    )
+    judge_api_model: Optional[str] = _opt(None, "The `model` to name in --judge-url's requests (required with it).")
+    judge_template: Optional[str] = _opt(
+        None, "Jinja file rendering the judge's prompt from {{ prompt }}, {{ response }} and {{ label }} (default: a "
+        "0-9 rating prompt shipped with rlhfctl)."
+    )
+    judge_chat_template: bool = _opt(
+        False, "Send the rendered prompt as one user message through --judge-model's chat template (for "
+        "instruction-tuned judges; --judge-url always uses the server's)."
+    )
+    judge_mode: Literal["logprobs", "generate"] = _opt(
+        "logprobs", "logprobs: the expected score under the judge's next-token probabilities of "
+        "--judge-score-tokens (renormalised over them; never unparseable); generate: parse a number from up to "
+        "--judge-max-new-tokens generated tokens."
+    )
+    judge_score_tokens: str = _opt(
+        "0,1,2,3,4,5,6,7,8,9", "Tokens the judge answers with in logprobs mode, each a number or TOKEN=VALUE "
+        "(No=0,Yes=1); each must be one token of the judge's vocabulary.", min_length=1
+    )
+    judge_score_regex: str = _opt(
+        r"-?\d+(?:\.\d+)?", "generate mode: the first match in the judge's text is the reward (its first group, "
+        "if it has one).", min_length=1
+    )
+    judge_max_new_tokens: int = _opt(16, "generate mode: most tokens the judge writes (greedy).", ge=1)
+    judge_fallback_reward: float = _opt(
+        0.0, "generate mode: the reward of an answer with no number in it (counted as judge_unparsed in the "
+        "reward's extra_logs and in serve-rm's /metrics)."
+    )
+    judge_max_len: int = _opt(
+        4096, "Longest judge prompt in tokens (--judge-model); longer ones are cut from the left.", ge=8
+    )
+    judge_concurrency: int = _opt(8, "--judge-url: most chat requests in flight at once.", ge=1)
+    judge_rpm: Optional[float] = _opt(
+        None, "--judge-url: most chat requests per minute, spaced evenly (default: no limit).", gt=0
+    )
+
+    @property
+    def judge(self) -> Optional[str]:
+        """The judge in use, as the user named it (None: no judge)."""
+        return self.judge_model or self.judge_url
+
+    def judge_problems(self) -> list[str]:
+        """Judge options that contradict each other, name a bad file or value, or are given without a judge."""
+        from rlhfctl.rewards.judge import JudgeSettings
+
+        fields = JudgeArgs.model_fields
+        changed = [n for n in fields if n not in ("judge_model", "judge_url")
+                   and getattr(self, n) != fields[n].default]
+        if self.judge is None:
+            return [f"{flag_name(n, fields[n])} applies to an LLM judge (--judge-model or --judge-url) only"
+                    for n in changed]
+        problems = []
+        if self.judge_model is not None and self.judge_url is not None:
+            problems.append("give one judge: --judge-model DIR or --judge-url URL, not both")
+        if self.judge_url is not None:
+            from rlhfctl.rewards.judge import chat_url
+
+            try:
+                chat_url(self.judge_url)
+            except UsageError as exc:
+                problems.append(str(exc))
+            if not self.judge_api_model:
+                problems.append("--judge-url needs --judge-api-model NAME: the model the server serves (its "
+                                "/v1/models lists them)")
+            local = [n for n in ("judge_chat_template", "judge_max_len") if n in changed]
+            problems += [f"{flag_name(n, fields[n])} applies to --judge-model only" for n in local]
+        else:
+            problems += [f"{flag_name(n, fields[n])} applies to --judge-url only"
+                         for n in ("judge_api_model", "judge_concurrency", "judge_rpm") if n in changed]
+        other_mode = {"logprobs": ("judge_score_regex", "judge_max_new_tokens", "judge_fallback_reward"),
+                      "generate": ("judge_score_tokens",)}[self.judge_mode]
+        problems += [f"{flag_name(n, fields[n])} has no effect with --judge-mode {self.judge_mode}"
+                     for n in other_mode if n in changed]
+        try:
+            JudgeSettings.from_config(self)
+        except UsageError as exc:
+            problems.append(str(exc))
+        return problems
+
+
 # ----------------------------------------------------------------------------------------------- data
 class DataArgs(Group):
     panel: ClassVar[str] = "Data"
@@ -418,8 +509,8 @@ class EvalArgs(Group):
 # ----------------------------------------------------------------------------------------------- check-reward
 class CheckArgs(Group):
     panel: ClassVar[str] = "Checks"
-    reward: Optional[str] = _opt(None, "A reward_func.py path or a reward server URL (or --agent-func-path).",
-                                 positional=True)
+    reward: Optional[str] = _opt(None, "A reward_func.py path, a reward server URL, or `judge` (the LLM judge of "
+                                 "--judge-model or --judge-url); none with --agent-func-path.", positional=True)
     responses: str = _opt(
         "oracle",
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
@@ -463,21 +554,25 @@ class BenchArgs(Group):
 
 # ----------------------------------------------------------------------------------------------- commands
 class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs, ListenArgs,
-                    ServerArgs, ServerBatchArgs, AuthArgs):
-    """Options of `rlhfctl serve-rm`."""
+                    ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs):
+    """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ServeRMConfig":
-        if (self.reward_pretrain is None) == (self.reward_func is None):
-            raise ValueError("give exactly one of --reward-pretrain DIR or --reward-func FILE.py")
+        given = [v for v in (self.reward_pretrain, self.reward_func, self.judge_model, self.judge_url) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of --reward-pretrain DIR, --reward-func FILE.py, --judge-model DIR or "
+                             "--judge-url URL")
         problems = self.reward_exec_misused(self.reward_func is not None, "a reward model (--reward-pretrain)")
+        problems += self.judge_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
 class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
-                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs, AgentArgs):
+                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs, AgentArgs,
+                        JudgeArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -494,8 +589,13 @@ class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, Function
         assert self.reward is not None
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
-        problems = self.reward_exec_misused(not self.reward.strip().startswith(("http://", "https://")),
-                                            "a reward server URL", also_for_urls=("reward_timeout",))
+        is_judge = self.reward.strip() == "judge"
+        if is_judge != (self.judge is not None):
+            raise ValueError("REWARD 'judge' checks the LLM judge of --judge-model or --judge-url, and those need "
+                             "REWARD 'judge': give both or neither")
+        is_file = not is_judge and not self.reward.strip().startswith(("http://", "https://"))
+        problems = self.reward_exec_misused(is_file, "a reward server URL or judge", also_for_urls=("reward_timeout",))
+        problems += self.judge_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -525,7 +625,7 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
 
 class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
                      RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
-                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs):
+                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
@@ -540,11 +640,17 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
             problems.append("--pretrain is required: the policy to train")
         if self.prompt_data is None:
             problems.append("--prompt-data is required: the prompts to train on")
+        rewards = [v for v in (self.remote_rm_url, self.reward_pretrain, self.judge) if v is not None]
         if self.agent_func_path is not None:
             problems += self._agent_problems()
-        elif self.remote_rm_url is None and self.reward_pretrain is None:
-            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR, "
-                            "or an environment: --agent-func-path agent_func.py")
+        elif not rewards:
+            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, --reward-pretrain DIR, "
+                            "a judge (--judge-model DIR, --judge-url URL), or an environment: --agent-func-path "
+                            "agent_func.py")
+        elif self.judge is not None and len(rewards) > 1:
+            problems.append("a judge (--judge-model, --judge-url) is the run's reward: drop --remote-rm-url and "
+                            "--reward-pretrain")
+        problems += self.judge_problems()
         if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
                 and self.n_samples_per_prompt < 2:
             problems.append(
@@ -573,7 +679,8 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         """With --agent-func-path the environment gives the reward; a second reward would be ignored (OpenRLHF
         ignores --remote_rm_url then), so it is refused instead. An environment can call a reward server itself."""
         given = [flag for flag, value in (("--remote-rm-url", self.remote_rm_url),
-                                          ("--reward-pretrain", self.reward_pretrain)) if value is not None]
+                                          ("--reward-pretrain", self.reward_pretrain),
+                                          ("--judge-model/--judge-url", self.judge)) if value is not None]
         if given:
             return [f"--agent-func-path: the environment gives the rewards, so {' and '.join(given)} would not be "
                     "used; give one or the other (an environment's step() may call a reward server itself)"]
@@ -743,6 +850,13 @@ def unused_options(cfg: BaseModel) -> list[str]:
     rules: list[tuple[set[str], str]] = []
     if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
         rules.append((model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"))
+    if isinstance(cfg, ServeRMConfig) and cfg.judge_model is not None:
+        rules.append((set(RewardModelArgs.model_fields) - {"reward_pretrain"},
+                      "acts on a reward model (--reward-pretrain) only; a --judge-model does not use it"))
+    if isinstance(cfg, ServeRMConfig) and cfg.judge_url is not None:
+        rules.append((model_only, "acts on a model loaded here; --judge-url's server runs its own"))
+    if isinstance(cfg, ServeRMConfig) and cfg.judge_url is None:
+        rules.append((set(RemoteRewardArgs.model_fields), "acts on a --judge-url client only"))
     if isinstance(cfg, TrainPPOConfig):
         if cfg.reward_pretrain is None or cfg.remote_rm_url is not None:
             unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}

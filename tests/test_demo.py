@@ -19,7 +19,8 @@ import demo  # noqa: E402
 from reward_func import reward_func  # noqa: E402
 
 SHIPPED_CONFIGS = sorted(ROOT.glob("examples/**/*.yaml"))
-PATH_KEYS = ("pretrain", "prompt_data", "eval_dataset", "reward_func", "reward_pretrain", "agent_func_path")
+PATH_KEYS = ("pretrain", "prompt_data", "eval_dataset", "reward_func", "reward_pretrain", "agent_func_path",
+             "judge_template")
 
 
 def command_of(config: Path) -> str:

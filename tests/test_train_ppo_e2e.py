@@ -410,3 +410,19 @@ def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_po
     assert time.time() - start < 60
     text = " ".join(result.stderr.split())
     assert "within 3s" in text and "critic 16" in text and "8 CPU" in text
+
+
+def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+    """--judge-model scores in the driver; generate mode's unparsed count reaches the metrics."""
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, "unused", ray_address)
+    del args[args.index("--remote-rm-url"):args.index("--remote-rm-url") + 2]
+    args += ["--judge-model", str(tiny_policy_dir), "--judge-mode", "generate", "--judge-max-new-tokens", "2",
+             "--judge-fallback-reward", "-1", "--max-samples", "2", "--engine", "torch", "--advantage-estimator",
+             "group_norm", "--init-kl-coef", "0"]
+    result = train(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert len(steps) == 1 and steps[0]["reward"] >= -1
+    unparsed = [v for k, v in steps[0].items() if k.endswith("judge_unparsed")]
+    assert unparsed and 0 <= unparsed[0] <= 1  # every answer scored: a number it wrote, or the fallback, counted

@@ -10,6 +10,7 @@ Each stage is the command a user would type, run as a subprocess:
     python examples/arithmetic/demo.py                               # reward_func.py served over HTTP (the main demo)
     python examples/arithmetic/demo.py --variant reward-model-server # the small reward model served over HTTP
     python examples/arithmetic/demo.py --variant reward-func-file    # --remote-rm-url reward_func.py, no server
+    python examples/arithmetic/demo.py --variant judge               # the small judge model: serve-rm --judge-model
     python examples/arithmetic/demo.py --steps 20 --seed 2 --json    # shorter; print the summary as JSON
 
 The options of each stage live in the variant's YAML files beside this script; the demo adds only what a run
@@ -54,6 +55,8 @@ VARIANTS = {
     "reward-model-server": Variant("serve_reward_model.yaml", "train_reward_model_server.yaml",
                                    "the small reward model served by rlhfctl serve-rm", reward_func=False),
     "reward-func-file": Variant(None, "train_reward_func_file.yaml", "reward_func.py called in-process"),
+    "judge": Variant("serve_judge.yaml", "train_judge_server.yaml",
+                     "the small judge model (an LLM judge) served by rlhfctl serve-rm --judge-model", reward_func=False),
 }
 URL_IN_LOG = re.compile(r"serving on (http://\S+/get_reward)")
 
@@ -317,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.reward_func is not None and not args.reward_func.is_file():
         parser.error(f"--reward-func {args.reward_func}: no such file")
     if args.reward_func is not None and not VARIANTS[args.variant].reward_func:
-        parser.error("--reward-func applies to the reward_func variants, not reward-model-server")
+        parser.error(f"--reward-func applies to the reward_func variants, not {args.variant}")
     try:
         import rlhfctl  # noqa: F401
     except ImportError:

@@ -8,6 +8,9 @@ policy/        a character-level Llama (hidden 128, 4 layers, 4 heads of 32: abo
                now and then. Its supervised training has converged (more steps on the same data do not move
                held-out accuracy, see --check-plateau), so whatever RL adds on top of it is RL's: the reward knows
                the right answer, the demonstrations did not.
+judge/         (--judge) a LlamaForCausalLM judge initialised from the policy and trained to answer "1" after
+               "12+35=47=" when the answer is right and "0" when it is wrong (judge_template.jinja renders that
+               text); served with `serve-rm --judge-model`, its reward is P("1") renormalised over "0" and "1".
 reward_model/  a LlamaForSequenceClassification (num_labels=1) initialised from the policy's backbone, as RLHF
                reward models are initialised from the SFT model, and trained with the pairwise (Bradley-Terry) loss
                on correct vs wrong answers to the train problems (the teacher's carry mistakes among the wrong ones).
@@ -46,6 +49,7 @@ MAX_LEN = 64  # positions the saved models accept: a prompt is 6 characters, an 
 NOISE = 0.8  # how often the teacher forgets a carry or a borrow
 POLICY = dict(hidden_size=128, num_layers=4, num_heads=4)  # head_dim 32: vLLM's CPU attention needs >= 32
 SFT = dict(steps=1200, batch_size=128, lr=1e-3, warmup=100, final_lr_fraction=0.05, eval_every=200)
+JUDGE = dict(steps=1000, batch_size=64, lr=3e-4, warmup=50, final_lr_fraction=0.05, eval_every=200)
 RM = dict(steps=1000, batch_size=64, lr=3e-4, warmup=50, final_lr_fraction=0.05, eval_every=200)
 
 
@@ -313,6 +317,79 @@ def set_normalisation(
     rm.config.value_head_prefix = "score"
 
 
+# ------------------------------------------------------------------------------------------------ judge
+def judge_texts(rows: list[dict], rng: random.Random) -> tuple[list[str], list[int]]:
+    """Half right, half wrong "prompt+answer=" texts (judge_template.jinja's rendering) and their verdicts (1/0)."""
+    texts, verdicts = [], []
+    for i, r in enumerate(rows):
+        right = i % 2 == 0
+        answer = r["answer"] if right else wrong_answer(r["input"], r["answer"], rng)
+        texts.append(r["input"] + answer + "=")
+        verdicts.append(int(right))
+    return texts, verdicts
+
+
+def judge_logits(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Tensor:
+    """Next-token logits after each text, [N, vocab], read at its last token (right padding)."""
+    rows = [tokenizer(t).input_ids for t in texts]  # as serve-rm --judge-model tokenises the rendered prompt
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    last = mask.sum(dim=1) - 1
+    return judge(input_ids=ids, attention_mask=mask).logits[torch.arange(len(texts)), last]
+
+
+def verdict_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """The ids of the verdict tokens "0" (wrong) and "1" (right)."""
+    return tokenizer.convert_tokens_to_ids(["0", "1"])
+
+
+@torch.no_grad()
+def judge_accuracy(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, rows: list[dict], seed: int) -> float:
+    """How often P("1") > P("0") exactly when the answer is right, over right and wrong answers to `rows`."""
+    was_training = judge.training
+    judge.eval()
+    texts, verdicts = judge_texts(rows + rows, random.Random(f"{seed}-judge-eval"))
+    verdict_logits = judge_logits(judge, tokenizer, texts)[:, verdict_ids(tokenizer)]
+    hits = (verdict_logits.argmax(dim=1) == torch.tensor(verdicts)).float().mean()
+    judge.train(was_training)
+    return float(hits)
+
+
+def train_judge(
+    tokenizer: PreTrainedTokenizerFast,
+    policy: LlamaForCausalLM,
+    train: list[dict],
+    test: list[dict],
+    *,
+    seed: int = SEED,
+    log: Callable[[str], None] = print,
+) -> tuple[LlamaForCausalLM, float]:
+    """Cross-entropy on the verdict token after "prompt+answer=", from the policy's weights; returns the judge and
+    its held-out verdict accuracy."""
+    judge = _copy(policy, LlamaForCausalLM)
+    opt = torch.optim.AdamW(judge.parameters(), lr=JUDGE["lr"], betas=(0.9, 0.98), weight_decay=0.0)
+    rng = random.Random(f"{seed}-judge-pairs")
+    judge.train()
+    for step, (_, idx) in enumerate(batches(len(train), JUDGE["batch_size"], seed, "judge")):
+        if step == JUDGE["steps"]:
+            break
+        texts, verdicts = judge_texts([train[i] for i in idx], rng)
+        # Over the whole vocabulary, so the judge also *writes* its verdict (serve-rm --judge-mode generate).
+        targets = torch.tensor([verdict_ids(tokenizer)[v] for v in verdicts])
+        loss = F.cross_entropy(judge_logits(judge, tokenizer, texts), targets)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, JUDGE["steps"], JUDGE["lr"], JUDGE["warmup"], JUDGE["final_lr_fraction"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if done % JUDGE["eval_every"] == 0 or done == JUDGE["steps"]:
+            log(f"  judge step {done:5d}  loss {loss.item():.3f}  held-out verdict accuracy "
+                f"{judge_accuracy(judge, tokenizer, test, seed):.1%}")
+    return judge, judge_accuracy(judge, tokenizer, test, seed)
+
+
 # ------------------------------------------------------------------------------------------------ saving
 def save(model: torch.nn.Module, out_dir: Path) -> Path:
     """save_pretrained (safetensors) with a freshly built tokenizer: one used for batches carries padding state
@@ -334,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check-plateau", type=int, default=0, metavar="STEPS",
                         help="after the shipped SFT steps, train this many more (not saved) and print the accuracy")
     parser.add_argument("--skip-reward-model", action="store_true", help="train and save the policy only")
+    parser.add_argument("--judge", action="store_true",
+                        help="only train the judge (judge/) from the shipped policy/ and save it")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -343,6 +422,15 @@ def main(argv: list[str] | None = None) -> None:
     test = read_jsonl(args.data_dir / "test.jsonl")
     print(f"threads {args.threads}, seed {args.seed}, {len(train)} train / {len(test)} held-out problems, "
           f"teacher forgets carries {NOISE:.0%} of the time")
+
+    if args.judge:
+        start = time.perf_counter()
+        policy = LlamaForCausalLM.from_pretrained(HERE / "policy")
+        judge, acc = train_judge(tokenizer, policy, train, test, seed=args.seed)
+        save(judge, args.out_dir / "judge")
+        print(f"judge: {time.perf_counter() - start:.0f}s, held-out verdict accuracy {acc:.1%} -> "
+              f"{args.out_dir / 'judge'}")
+        return
 
     start = time.perf_counter()
     policy, curve = train_policy(tokenizer, train, test, seed=args.seed, extra_steps=args.check_plateau)

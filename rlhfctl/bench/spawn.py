@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import rlhfctl
-from rlhfctl.config import ServeRMConfig, dump_config
+from rlhfctl.config import RemoteRewardArgs, ServeRMConfig, dump_config
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.net import free_port
 
 STARTUP_TIMEOUT_S = 600.0  # loading a large reward model on CPU takes minutes
 STOP_TIMEOUT_S = 20.0
 LOOPBACK = "127.0.0.1"
-# The server bench-rm starts listens on a free loopback port (bench-rm offers no --host/--port).
-_NOT_FORWARDED = {"host", "port"}
+# The server bench-rm starts listens on a free loopback port (bench-rm offers no --host/--port); bench-rm's
+# --rm-* options are its own client's (serve-rm's act on a --judge-url client, which bench-rm does not start).
+_NOT_FORWARDED = {"host", "port"} | set(RemoteRewardArgs.model_fields)
 
 
 def server_config(cfg: Any) -> ServeRMConfig:

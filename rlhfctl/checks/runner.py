@@ -6,7 +6,7 @@ from rlhfctl.checks import behaviour
 from rlhfctl.checks.report import Report
 from rlhfctl.checks.samples import Sample, build_samples, control_samples, load_examples
 from rlhfctl.checks.scoring import Progress, Run, score_run
-from rlhfctl.checks.source import open_function, open_server, url_list
+from rlhfctl.checks.source import open_function, open_judge_source, open_server, url_list
 from rlhfctl.config import CheckRewardConfig
 from rlhfctl.rewards.base import RewardSource
 
@@ -23,10 +23,13 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
     from rlhfctl.hub import resolve_fields
 
     report = Report(reward=cfg.reward, responses=cfg.responses)
-    cfg = resolve_fields(cfg, ["responses"] + (["pretrain"] if cfg.apply_chat_template else []))
-    urls = url_list(cfg.reward)
+    cfg = resolve_fields(cfg, ["responses", "judge_model"] + (["pretrain"] if cfg.apply_chat_template else []))
+    judge = cfg.reward.strip() == "judge"
+    urls = None if judge else url_list(cfg.reward)
     source: RewardSource | None = None
-    if urls is None:
+    if judge:
+        source = open_judge_source(cfg, report)
+    elif urls is None:
         source = open_function(cfg, report)
         if source is None:
             return report

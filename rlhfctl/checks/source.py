@@ -70,3 +70,13 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
     return open_reward(",".join(urls), cfg, timeout=cfg.reward_timeout)
+
+
+def open_judge_source(cfg: CheckRewardConfig, report: Report) -> RewardSource:
+    """The LLM judge of --judge-model (loaded here) or --judge-url (a chat client): loading errors are usage
+    errors (a bad template, a score token outside the vocabulary), so they exit 2 rather than fail a check."""
+    from rlhfctl.rewards.factory import open_judge
+
+    source = open_judge(cfg.model_copy(update={"rm_timeout": cfg.reward_timeout}))  # as for a reward server
+    report.add("load", "pass", f"{source.name} loaded")
+    return source

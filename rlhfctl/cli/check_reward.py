@@ -17,6 +17,7 @@ EXAMPLES = [
     "rlhfctl check-reward http://127.0.0.1:5000/get_reward --prompt-data data.jsonl --label-key answer --json",
     "rlhfctl check-reward --agent-func-path examples/agent/agent_func.py --prompt-data "
     "examples/arithmetic/test.jsonl --label-key answer --pretrain examples/arithmetic/policy",
+    "rlhfctl check-reward judge --judge-model ./judge --prompt-data data.jsonl --label-key answer",
 ]
 
 

@@ -6,7 +6,8 @@ from rlhfctl.config import TrainPPOConfig
 
 HELP = (
     "Train a policy with PPO (or group estimators: rloo, reinforce_baseline, group_norm) on Ray, with the reward "
-    "from reward servers (--remote-rm-url URL[,URL]), a reward_func.py, or a local reward model. Metrics go to "
+    "from reward servers (--remote-rm-url URL[,URL]), a reward_func.py, a local reward model, or an LLM judge "
+    "(--judge-model, --judge-url). Metrics go to "
     "--save-path/metrics.jsonl; the trained policy is saved there with save_pretrained."
 )
 EXAMPLES = [

@@ -15,6 +15,7 @@ from rlhfctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.rewards.base import RewardSource
 
 
 def total_updates(cfg: TrainPPOConfig, total_steps: int) -> int:
@@ -48,6 +49,8 @@ def model_fields_used(cfg: TrainPPOConfig, roles: list[str]) -> list[str]:
         fields.append("critic_pretrain" if cfg.critic_pretrain else "reward_pretrain" if cfg.reward_pretrain else "")
     if "reward" in roles:
         fields.append("reward_pretrain")
+    if cfg.judge_model:
+        fields.append("judge_model")
     return [f for f in dict.fromkeys(fields) if f]
 
 
@@ -58,6 +61,18 @@ def _record_placement(save_path: str, report: dict) -> None:
 
     Path(save_path).mkdir(parents=True, exist_ok=True)
     (Path(save_path) / "placement.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def open_judge_in_driver(cfg: TrainPPOConfig) -> RewardSource:
+    """The LLM judge scores in the driver, like a reward server's client: a --judge-url client, or a --judge-model
+    on one torch thread (the Ray workers own the other cores)."""
+    from rlhfctl.rewards.factory import open_judge
+
+    if cfg.judge_model:
+        from rlhfctl.serving.threads import configure_threads
+
+        configure_threads(1)
+    return open_judge(cfg)
 
 
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
@@ -118,7 +133,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
-    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
+    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else open_judge_in_driver(cfg) if cfg.judge \
+        else None
     plan = None
     tracker = None
     try:

@@ -9,7 +9,7 @@ from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardSource
 
 if TYPE_CHECKING:
-    from rlhfctl.config import RemoteRewardArgs, RewardExecArgs, RewardModelArgs
+    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelArgs
     from rlhfctl.rewards.pool import FunctionPool
 
 
@@ -42,6 +42,17 @@ def open_function(path: str, cfg: RewardExecArgs) -> FunctionPool:
 
     return FunctionPool(path, function=cfg.function, timeout=cfg.reward_timeout, workers=cfg.reward_workers,
                         batching=cfg.reward_func_batching, load_timeout=cfg.reward_load_timeout)
+
+
+def open_judge(cfg: JudgeArgs) -> RewardSource:
+    """The LLM judge of --judge-model (JudgeModel, in this process) or --judge-url (ChatJudge, a client)."""
+    if cfg.judge_url is not None:
+        from rlhfctl.rewards.judge_remote import ChatJudge
+
+        return ChatJudge.from_config(cfg)
+    from rlhfctl.models.judge import JudgeModel
+
+    return JudgeModel.from_config(cfg)
 
 
 def open_reward_model(cfg: RewardModelArgs) -> RewardSource:

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -109,9 +109,18 @@ class RemoteReward:
         """One shard to one server, with retries; the answer checked against the number of queries sent. `start`
         is the shard's place in the whole batch, where a failing sample's index is counted from."""
         n = len(payload["query"])
+        return self._answer(url, self.send(url, payload, start, n), n)
+
+    def send(self, url: str, payload: dict[str, Any], start: int = 0, n: int = 1,
+             pace: Callable[[], None] | None = None) -> httpx.Response:
+        """POST `payload` as JSON with this client's retries, backoff, timeout and in-flight cap; the 200 answer,
+        or RewardError naming the cause (also for other JSON APIs: the LLM judge's chat client). `pace()`, if
+        given, is called before each attempt (a requests-per-minute limit)."""
         cause = ""
         for attempt in range(self.max_retries + 1):
             retry_after = 0.0
+            if pace is not None:
+                pace()
             with self._slots:
                 try:
                     response = self._client.post(url, json=payload)
@@ -123,7 +132,7 @@ class RemoteReward:
                         cause += " (is the reward server running at this address?)"
                 else:
                     if response.status_code == 200:
-                        return self._answer(url, response, n)
+                        return response
                     cause = f"HTTP {response.status_code}: {_detail(response)}"
                     if (response.status_code != 429 and response.status_code < 500) or not _retryable(response):
                         raise _failure(url, response, cause, start, n)

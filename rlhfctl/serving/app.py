@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from rlhfctl import __version__
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.contract import RewardFault
+from rlhfctl.rewards.judge import UNPARSED
 from rlhfctl.serving.batcher import Scorer, make_scorer
 from rlhfctl.serving.metrics import ServerMetrics
 from rlhfctl.serving.protocol import (
@@ -110,7 +111,8 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
         admitted += n
         metrics.queue_depth.inc(n)
         try:
-            content = encode_answer(await scorer.score(queries, prompts, labels))
+            batch = await scorer.score(queries, prompts, labels)
+            content = encode_answer(batch)
         except RewardFault as exc:
             log.warning("reward function failed: %s", exc)
             return _not_retryable(metrics, 504 if exc.kind == "timeout" else 422,
@@ -133,6 +135,8 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
             metrics.queue_depth.dec(n)
         metrics.requests.labels("200").inc()
         metrics.samples.inc(n)
+        if UNPARSED in batch.extra_logs:
+            metrics.judge_unparsed.inc(sum(batch.extra_logs[UNPARSED]))
         metrics.latency.observe(time.perf_counter() - started)
         if cfg.log_texts:
             log.info("scored %d queries; first: %.500r", n, queries[0])

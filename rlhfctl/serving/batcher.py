@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.rewards.judge import batch_of_values
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ class DynamicBatcher:
     async def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.submit(queries, functools.partial(loop.call_soon_threadsafe, _settle, future))
-        return RewardBatch(rewards=await future)
+        texts = texts_to_encode(self.source, queries, prompts, labels)
+        self.submit(texts, functools.partial(loop.call_soon_threadsafe, _settle, future))
+        return batch_of_values(await future)
 
     def start(self) -> None:
         if self.cost is None:
@@ -313,6 +315,12 @@ class DynamicBatcher:
         self._answer([(r, exc) for r in list(self._live.values())])
 
 
+def texts_to_encode(source: BatchableSource, queries: list[str], prompts: list[str], labels: list[str]) -> list[str]:
+    """What a source tokenises: a judge's prompts rendered from (query, prompt, label), else the queries."""
+    render = getattr(source, "render", None)  # JudgeModel: the template needs prompts and labels
+    return render(queries, prompts, labels) if render is not None else queries
+
+
 def _split(rows: list[list[int]], requests: list[_Request]) -> list[list[list[int]]]:
     """Token rows of all requests' texts, back into one list per request."""
     out, start = [], 0
@@ -376,4 +384,5 @@ def make_scorer(source: RewardSource, metrics: BatchObserver, cfg: Any) -> Dynam
     thread; any other source is called once per request. Sync `start()`/`stop()` (or `aclose()` in an app)."""
     if isinstance(source, BatchableSource):
         return DynamicBatcher(source, metrics, max_wait_ms=cfg.max_wait_ms)
-    return ThreadedScorer(source, metrics, workers=cfg.reward_workers)
+    # A judge behind a chat URL takes --judge-concurrency requests at once; a reward_func.py --reward-workers.
+    return ThreadedScorer(source, metrics, workers=getattr(source, "concurrency", None) or cfg.reward_workers)

@@ -30,6 +30,8 @@ class ServerMetrics:
                                     buckets=_SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("rlhfctl_batch_tokens", "Padded tokens per forward pass.",
                                       buckets=_TOKEN_BUCKETS, registry=r)
+        self.judge_unparsed = Counter("rlhfctl_judge_unparsed", "Judge answers with no number in them, scored "
+                                      "--judge-fallback-reward (--judge-mode generate).", registry=r)
         self.forward_seconds = Histogram("rlhfctl_forward_seconds", "Time of one forward pass or reward_func call.",
                                          buckets=_LATENCY_BUCKETS, registry=r)
 

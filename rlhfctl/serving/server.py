@@ -21,19 +21,21 @@ log = logging.getLogger("rlhfctl.serve")
 
 
 def open_source(cfg: Any) -> Any:
-    """The reward source that --reward-pretrain (ModelReward, in this process) or --reward-func (FunctionPool: in
-    --reward-workers worker processes) names."""
-    from rlhfctl.rewards.factory import open_function, open_reward_model
+    """The reward source that --reward-pretrain (ModelReward, in this process), --reward-func (FunctionPool: in
+    --reward-workers worker processes) or --judge-model/--judge-url (JudgeModel, ChatJudge) names."""
+    from rlhfctl.rewards.factory import open_function, open_judge, open_reward_model
 
     if cfg.reward_func is not None:
         return open_function(cfg.reward_func, cfg)
+    if cfg.judge is not None:
+        return open_judge(cfg)
     return open_reward_model(cfg)
 
 
 def open_served_source(cfg: Any) -> Any:
-    """What serve-rm serves: a reward model in a worker process (ModelProcess; returns once it is loaded), or a
-    reward function in --reward-workers worker processes (FunctionPool)."""
-    if cfg.reward_func is None:
+    """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
+    loaded), a reward function in --reward-workers worker processes (FunctionPool), or a --judge-url client."""
+    if cfg.reward_func is None and cfg.judge_url is None:
         from rlhfctl.serving.worker import ModelProcess
 
         worker = ModelProcess(cfg)
@@ -90,7 +92,8 @@ def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) ->
     from rlhfctl.hub import resolve_fields
     from rlhfctl.serving.app import create_app
 
-    cfg = resolve_fields(cfg, ["reward_pretrain"])  # before the model process starts: it is given a folder
+    # Before the model process starts: it is given a folder.
+    cfg = resolve_fields(cfg, ["reward_pretrain", "judge_model"])
     started = time.perf_counter()
     source = open_served_source(cfg)
     try:

@@ -1,4 +1,5 @@
-"""A reward model in a worker process of its own: how serve-rm runs --reward-pretrain.
+"""A reward model (or an LLM judge) in a worker process of its own: how serve-rm runs --reward-pretrain and
+--judge-model.
 
 CPython runs one thread at a time per process. In the server's own process, a reward model takes turns with the
 event loop that parses requests, and for a small model (whose forward pass is mostly Python) that turn-taking,
@@ -24,6 +25,7 @@ from typing import Any
 
 from rlhfctl.errors import RlhfctlError, UsageError
 from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.judge import batch_of_values
 
 log = logging.getLogger("rlhfctl.serve")
 
@@ -35,7 +37,7 @@ class ModelProcess:
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.name = f"reward model {cfg.reward_pretrain}"
+        self.name = f"judge {cfg.judge_model}" if cfg.judge_model else f"reward model {cfg.reward_pretrain}"
         self.metrics: Any = None  # ServerMetrics, set by the app
         self.info: dict[str, Any] = {}
         self.failure: str | None = None
@@ -87,8 +89,9 @@ class ModelProcess:
         future = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
         try:
-            self._conn.send((request_id, queries))
-            return RewardBatch(rewards=await future)
+            # Only a judge's template reads prompts and labels: a reward model's requests stay as small as before.
+            self._conn.send((request_id, queries, prompts, labels) if self.cfg.judge_model else (request_id, queries))
+            return batch_of_values(await future)
         except OSError:
             self._died()
             raise RuntimeError(self.failure) from None
@@ -198,18 +201,19 @@ def _worker_main(conn: Any, cfg: Any) -> None:
     orphaned. Tokenising happens here, on the receiving thread, beside the forward passes of the batcher's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from rlhfctl.rewards.factory import open_reward_model
-    from rlhfctl.serving.batcher import DynamicBatcher
+    from rlhfctl.rewards.factory import open_judge, open_reward_model
+    from rlhfctl.serving.batcher import DynamicBatcher, texts_to_encode
     from rlhfctl.serving.threads import configure_threads
 
     threads = configure_threads(cfg.num_threads)
     try:
-        source = open_reward_model(cfg)
+        source = open_judge(cfg) if cfg.judge_model else open_reward_model(cfg)
     except RlhfctlError as exc:
         conn.send(("failed", str(exc), exc.exit_code))
         return
     except Exception as exc:  # a broken folder can fail deep inside transformers: report it, not a traceback
-        conn.send(("failed", f"--reward-pretrain {cfg.reward_pretrain}: {type(exc).__name__}: {exc}", 1))
+        where = f"--judge-model {cfg.judge_model}" if cfg.judge_model else f"--reward-pretrain {cfg.reward_pretrain}"
+        conn.send(("failed", f"{where}: {type(exc).__name__}: {exc}", 1))
         return
     outbox = _Outbox(conn)
     batcher = DynamicBatcher(source, outbox, max_wait_ms=cfg.max_wait_ms, after_step=outbox.flush)
@@ -222,9 +226,10 @@ def _worker_main(conn: Any, cfg: Any) -> None:
             message = conn.recv()
             if message is None:
                 break
-            request_id, texts = message
+            request_id, queries, *context = message  # (prompts, labels) for a judge
             done = functools.partial(outbox.reply, request_id)
             try:
+                texts = texts_to_encode(source, queries, *context) if context else queries
                 ids = source.encode(texts)
             except Exception as exc:
                 done(exc)

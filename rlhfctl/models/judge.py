@@ -1,0 +1,153 @@
+"""JudgeModel: a causal LM that grades responses (serve-rm --judge-model, train-ppo and check-reward too).
+
+It is a BatchableSource like ModelReward: serve-rm's DynamicBatcher tokenises the rendered judge prompts and runs
+them in shared, length-sorted forward passes. In logprobs mode a pass reads the judge's logits of the score tokens
+at each prompt's last token (right padding, so a prompt's reward does not depend on its company) and returns the
+expected score. Only the score tokens' rows of the output layer are computed: renormalised over those tokens, the
+rest of the vocabulary cancels out. In generate mode a pass generates greedily (left padding) and parses a number.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import torch
+
+from rlhfctl.errors import UsageError
+from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.judge import JudgeSettings, Value, batch_of_values, expected_score
+from rlhfctl.rewards.model import default_batch_tokens, plan_batches
+
+
+def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """The vocabulary id of each score token; a UsageError when one is several tokens or unknown to the judge."""
+    ids = []
+    for text in texts:
+        pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise UsageError(f"--judge-score-tokens: {text!r} is {len(pieces)} tokens of the judge's vocabulary "
+                             f"({shown}), not one: pick answers that are single tokens")
+        if tokenizer.unk_token_id is not None and pieces[0] == tokenizer.unk_token_id:
+            raise UsageError(f"--judge-score-tokens: {text!r} is not in the judge's vocabulary (it encodes as "
+                             f"{tokenizer.unk_token!r})")
+        ids.append(pieces[0])
+    return ids
+
+
+class JudgeModel:
+    """A causal LM judge scoring in-process (RewardSource and BatchableSource); passes serialised by a lock."""
+
+    cacheable = True  # greedy: a query scores the same every time (a reward cache may keep it)
+
+    def __init__(self, model: Any, tokenizer: Any, settings: JudgeSettings, *, max_len: int = 4096,
+                 batch_size: int = 16, max_batch_tokens: int | None = None, chat: bool = False,
+                 name: str = "judge") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model.device)
+        self.chat = chat
+        self.name = name
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.score_ids = score_token_ids(tokenizer, [t.text for t in settings.score_tokens])
+        self.values = torch.tensor([t.value for t in settings.score_tokens], dtype=torch.float64)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "JudgeModel":
+        """From --judge-model (a folder by now: commands resolve Hub IDs first), the JudgeArgs and model-loading
+        options, and serve-rm's batching options where the command has them."""
+        from transformers import AutoTokenizer
+
+        from rlhfctl.config import ServerArgs, ServerBatchArgs
+        from rlhfctl.models.actor import load_policy
+
+        settings = JudgeSettings.from_config(cfg)
+        try:
+            model = load_policy(cfg.judge_model, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
+                                load_in_4bit=cfg.load_in_4bit)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--pretrain", "--judge-model", 1)) from None
+        tokenizer = AutoTokenizer.from_pretrained(cfg.judge_model, use_fast=not cfg.disable_fast_tokenizer)
+        if cfg.judge_chat_template and not tokenizer.chat_template:
+            raise UsageError(f"--judge-chat-template: the tokenizer of {cfg.judge_model} has no chat template")
+        if torch.cuda.is_available() and not cfg.load_in_4bit:
+            model = model.cuda()
+        model.eval()
+        batching = cfg if isinstance(cfg, ServerBatchArgs) else ServerBatchArgs()
+        return cls(model, tokenizer, settings, max_len=cfg.judge_max_len, batch_size=batching.batch_size,
+                   max_batch_tokens=cfg.max_batch_tokens if isinstance(cfg, ServerArgs) else None,
+                   chat=cfg.judge_chat_template, name=f"judge {cfg.judge_model} ({cfg.judge_mode})")
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def render(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
+        """The judge prompt of each query: the template, then the chat template if asked."""
+        texts = self.settings.template.render_batch(queries, prompts, labels)
+        if not self.chat:
+            return texts
+        return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                                   add_generation_prompt=True) for t in texts]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of rendered judge prompts, cut from the left to --judge-max-len (the end asks for the score).
+        A chat-rendered text carries its own special tokens; a plain one gets the tokenizer's usual ones."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=not self.chat)["input_ids"]
+        return [row[-self.max_len:] or [self.pad_id] for row in ids]
+
+    def forward(self, batch: Sequence[Sequence[int]]) -> list[Value]:
+        """One value per row: a float (logprobs), or (reward, {"judge_unparsed": 0/1}) (generate)."""
+        with self._lock, torch.inference_mode():
+            if self.settings.mode == "generate":
+                return self._generate(batch)
+            return self._expected(batch)
+
+    def _expected(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        width = max(len(row) for row in batch)
+        device = self.model.device
+        input_ids = torch.tensor([[*row, *[self.pad_id] * (width - len(row))] for row in batch], device=device)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch], device=device)
+        hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        last = hidden[torch.arange(len(batch), device=device), mask.sum(dim=1) - 1]
+        head = self.model.get_output_embeddings()
+        logits = last.to(head.weight.dtype) @ head.weight[self.score_ids].T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[self.score_ids]
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        probabilities = torch.softmax(logits.double(), dim=-1).cpu()
+        return [expected_score(p.tolist(), self.values.tolist()) for p in probabilities]
+
+    def _generate(self, batch: Sequence[Sequence[int]]) -> list[tuple[float, dict[str, float]]]:
+        width = max(len(row) for row in batch)
+        device = self.model.device
+        input_ids = torch.tensor([[self.pad_id] * (width - len(row)) + [*row] for row in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in batch], device=device)
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
+                                  max_new_tokens=self.settings.max_new_tokens, pad_token_id=self.pad_id)
+        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [self.settings.parsed(text) for text in texts]
+
+    # ------------------------------------------------------------------------------------------------ protocol
+    def score(self, queries: list[str], prompts: list[str] | None = None,
+              labels: list[str] | None = None) -> RewardBatch:
+        prompts = [""] * len(queries) if prompts is None else list(prompts)
+        labels = [""] * len(queries) if labels is None else list(labels)
+        if (empty := check_batch(queries, prompts, labels)) is not None:
+            return empty
+        ids = self.encode(self.render(queries, prompts, labels))
+        values: list[Value] = [0.0] * len(ids)
+        for group in plan_batches([len(row) for row in ids], self.batch_size, self.max_batch_tokens):
+            for i, value in zip(group, self.forward([ids[i] for i in group])):
+                values[i] = value
+        return batch_of_values(values)
+
+    def close(self) -> None:
+        """Nothing to release: the model is freed with this object."""
+
