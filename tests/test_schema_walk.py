@@ -20,7 +20,7 @@ PACKAGE = Path(rlhfctl.__file__).parent
 SCHEMA_FILES = {"config.py", "config_aliases.py"}  # where fields are declared and aliased, not read
 
 # Fields read under another name: (file, the pattern that reads them).
-READ_BY_PATTERN = {f"{role}_{what}": ("distributed/placement.py", f'getattr(cfg, f"{{r}}_{what}")')
+READ_BY_PATTERN = {f"{role}_{what}": ("distributed/placement.py", f'getattr(cfg, f"{{role}}_{what}")')
                    for role in ("actor", "ref", "critic", "reward") for what in ("num_nodes", "num_gpus_per_node")}
 # The policy loss reads the clip range through TrainPPOConfig.clip_low_high (eps_clip, or clip-higher's pair).
 READ_BY_PATTERN.update({name: ("ppo/workers.py", "cfg.clip_low_high") for name in ("eps_clip", "eps_clip_low_high")})

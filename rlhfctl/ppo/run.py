@@ -8,6 +8,7 @@ exit path.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import TYPE_CHECKING
 
