@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
@@ -31,12 +32,12 @@ IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
 
 # Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
-# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
+# argument (True: in every command; a command's name: in that one), "repeat" makes a repeatable flag (a variadic argument), "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
 # of an option (OpenRLHF's, older rlhfctl names) live in one table, config_aliases.py.
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
-    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret") if k in kw}
+    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret", "repeat") if k in kw}
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 
@@ -48,6 +49,20 @@ def _not_blank(what: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _output_form(value: Optional[str]) -> Optional[str]:
+    """--reward-output: FIELD or FIELD:INDEX (an identifier, then a non-negative integer)."""
+    if value is not None and not re.fullmatch(r"[A-Za-z_]\w*(:\d+)?", value):
+        raise ValueError("must be a field of the model's output, optionally with a column: score, logits:0")
+    return value
+
+
+def _pair_template(value: str) -> str:
+    missing = [p for p in ("{prompt}", "{response_a}", "{response_b}") if p not in value]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}: the model must see the prompt and both responses")
+    return value
 
 
 class Group(BaseModel):
@@ -73,13 +88,10 @@ class ModelLoadArgs(Group):
     )
 
 
-class RewardModelArgs(Group):
+class RewardModelOptions(Group):
+    """How a reward model is read: the options of --reward-pretrain, and of every model named in --reward."""
+
     panel: ClassVar[str] = "Reward model"
-    reward_pretrain: Optional[str] = _opt(
-        None,
-        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, or "
-        "OpenRLHF's format (base model + linear value head).",
-    )
     value_head_prefix: Optional[str] = _opt(
         None, "Name of the value head in an OpenRLHF-format reward model (default: config.json, else detected)."
     )
@@ -91,6 +103,44 @@ class RewardModelArgs(Group):
         "Longest query the reward model reads, in tokens. Longer queries are cut from the LEFT, so the end of "
         "the response, where the reward is read, survives.",
         ge=8,
+    )
+    trust_remote_code: bool = _opt(
+        False, "Run the Python modelling code a reward model folder ships (config.json auto_map, as ArmoRM's): "
+        "off by default, since that code runs with your rights; when on, the folder is named once at start."
+    )
+    reward_output: Annotated[Optional[str], AfterValidator(_output_form)] = _opt(
+        None, "Read the reward from this field of the model's output: a name (score: ArmoRM's) or NAME:INDEX "
+        "(logits:0). Default: the value head at the last token; for custom code, `score`, else one-column `logits`."
+    )
+    pairwise: bool = _opt(
+        False, "The model compares two responses to one prompt (PairRM-style: its output on --pairwise-template is "
+        "the logit of P(A beats B)); each sample's reward comes from comparisons with the samples of its prompt."
+    )
+    pairwise_score: Literal["winrate", "bt"] = _opt(
+        "winrate", "With --pairwise: winrate (mean P(beats) against the others of its group; a lone sample gets "
+        "0.5) or bt (Bradley-Terry strengths fitted in the group, mean 0; a lone sample gets 0)."
+    )
+    pairwise_template: Annotated[str, AfterValidator(_pair_template)] = _opt(
+        "{prompt} [A] {response_a} [B] {response_b}", "With --pairwise: the text the model reads for one "
+        "comparison, with {prompt}, {response_a} and {response_b}."
+    )
+
+
+    @model_validator(mode="after")
+    def _pairwise_only(self) -> "RewardModelOptions":
+        fields = RewardModelOptions.model_fields
+        for name in ("pairwise_score", "pairwise_template"):
+            if not self.pairwise and getattr(self, name) != fields[name].default:
+                raise ValueError(f"--{name.replace('_', '-')} has no effect without --pairwise")
+        return self
+
+
+class RewardModelArgs(RewardModelOptions):
+    panel: ClassVar[str] = "Reward model"
+    reward_pretrain: Optional[str] = _opt(
+        None,
+        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, "
+        "OpenRLHF's format (base model + linear value head), or a model with its own code (--trust-remote-code).",
     )
 
 
@@ -176,6 +226,114 @@ class ServerBatchArgs(Group):
     panel: ClassVar[str] = "Reward server"
     batch_size: int = _opt(16, "Most texts in one forward pass of the reward model (serve-rm's, or the one "
                                "bench-rm starts).", ge=1)
+
+
+class RewardTerm(BaseModel):
+    """One named source of a combined reward: a URL (or comma-separated replicas), a reward_func.py, or a reward
+    model folder / Hub ID, and its weight in the sum."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Annotated[str, _not_blank("a URL, a reward_func.py or a model")]
+    weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _finite(self) -> "RewardTerm":
+        if not math.isfinite(self.weight):
+            raise ValueError(f"weight must be a finite number, not {self.weight}")
+        return self
+
+
+_TERM_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def split_term(text: str) -> tuple[str | None, str, float]:
+    """'NAME=SOURCE:WEIGHT' -> (NAME, SOURCE, WEIGHT); NAME= and :WEIGHT are optional (weight 1). A trailing
+    ':NUMBER' right after a bare http://HOST is that URL's port, not a weight."""
+    name, sep, rest = text.partition("=")
+    if not sep or not _TERM_NAME.fullmatch(name.strip()):
+        name, rest = None, text
+    source, colon, tail = rest.rpartition(":")
+    weight = 1.0
+    try:
+        value = float(tail)
+        if colon and source.strip() and not re.fullmatch(r"https?://[^/:]+", source.strip()):
+            rest, weight = source, value
+    except ValueError:
+        pass
+    return (name.strip() if name else None), rest.strip(), weight
+
+
+def _parse_terms(value: Any) -> Any:
+    """--reward given as NAME=SOURCE:WEIGHT strings (repeated flags, or a YAML list), or the YAML mapping
+    {name: {source, weight}} / {name: "SOURCE:WEIGHT"}, into {name: RewardTerm}. An unnamed lone source is called
+    'reward'."""
+    if value is None or isinstance(value, dict) and not value:
+        return None if value is None else value
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        out: dict[str, Any] = {}
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"each --reward is NAME=SOURCE:WEIGHT text, not {item!r}")
+            name, source, weight = split_term(item)
+            if name is None and len(value) > 1:
+                raise ValueError(f"{item!r}: name each of several rewards, as NAME=SOURCE:WEIGHT")
+            name = name or "reward"
+            if name in out:
+                raise ValueError(f"the name {name!r} is given twice")
+            out[name] = {"source": source, "weight": weight}
+        return out
+    if isinstance(value, dict):
+        out = {}
+        for name, spec in value.items():
+            if not _TERM_NAME.fullmatch(str(name)):
+                raise ValueError(f"{name!r} is not a reward name (letters, digits, _ . -)")
+            if isinstance(spec, str):
+                _, source, weight = split_term(spec)
+                spec = {"source": source, "weight": weight}
+            out[str(name)] = spec
+        return out
+    return value
+
+
+RewardTerms = Annotated[dict[str, RewardTerm], BeforeValidator(_parse_terms)]
+
+
+def source_kind(source: str) -> Literal["url", "function", "model"]:
+    """What a reward SOURCE names: reward server URL(s), a reward_func.py, or else a model folder or Hub ID."""
+    text = source.strip()
+    if text.startswith(("http://", "https://")):
+        return "url"
+    return "function" if text.endswith(".py") else "model"
+
+
+def has_function_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
+    return any(source_kind(t.source) == "function" for t in (terms or {}).values())
+
+
+def has_model_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
+    return any(source_kind(t.source) == "model" for t in (terms or {}).values())
+
+
+class CombinedRewardArgs(Group):
+    panel: ClassVar[str] = "Reward"
+    reward: Optional[RewardTerms] = _opt(
+        None, "The reward as named sources, repeatable: NAME=SOURCE:WEIGHT (a lone SOURCE needs no name; check-reward "
+        "takes them as REWARD arguments). SOURCE: reward server URL(s) (comma-separated: replicas), a "
+        "reward_func.py, or a reward model folder / Hub ID; the reward is the weighted sum, each logged as "
+        "reward/NAME. YAML: reward: {NAME: {source: ..., weight: ...}} or {NAME: SOURCE:WEIGHT}.",
+        repeat=True, positional="check-reward",
+    )
+
+
+class RewardCacheArgs(Group):
+    panel: ClassVar[str] = "Reward"
+    reward_cache_size: int = _opt(
+        0, "Remember the rewards of this many (query, prompt, label) triples across steps (LRU); 0: only identical "
+        "samples of one batch are scored once. Deterministic per-sample sources only; hit rate in "
+        "reward/cache_hit_rate.", ge=0,
+    )
 
 
 class RemoteRewardArgs(Group):
@@ -401,7 +559,6 @@ class EvalArgs(Group):
 # ----------------------------------------------------------------------------------------------- check-reward
 class CheckArgs(Group):
     panel: ClassVar[str] = "Checks"
-    reward: str = _opt(..., "A reward_func.py path or a reward server URL.", positional=True)
     responses: str = _opt(
         "oracle",
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
@@ -444,61 +601,70 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs, ListenArgs,
-                    ServerArgs, ServerBatchArgs, AuthArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
+                    RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs):
     """Options of `rlhfctl serve-rm`."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ServeRMConfig":
-        if (self.reward_pretrain is None) == (self.reward_func is None):
-            raise ValueError("give exactly one of --reward-pretrain DIR or --reward-func FILE.py")
-        problems = self.reward_exec_misused(self.reward_func is not None, "a reward model (--reward-pretrain)")
+        given = [v for v in (self.reward_pretrain, self.reward_func, self.reward) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of --reward-pretrain DIR, --reward-func FILE.py or --reward "
+                             "NAME=SOURCE:WEIGHT (repeatable)")
+        problems = self.reward_exec_misused(self.reward_func is not None or has_function_term(self.reward),
+                                            "a reward model (--reward-pretrain)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
-                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs):
+class CheckRewardConfig(CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
+                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RewardModelOptions, RunArgs, OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
     def _needs_data(self) -> "CheckRewardConfig":
+        if self.reward is None:
+            raise ValueError("give the reward to check: REWARD, a reward_func.py, reward server URL(s) or a reward "
+                             "model folder, or several as NAME=SOURCE:WEIGHT")
         if self.prompt_data is None:
             raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
-        problems = self.reward_exec_misused(not self.reward.strip().startswith(("http://", "https://")),
-                                            "a reward server URL", also_for_urls=("reward_timeout",))
+        problems = self.reward_exec_misused(has_function_term(self.reward), "a reward server URL or model",
+                                            also_for_urls=("reward_timeout",))
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs,
-                    ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
+                    RewardExecArgs, ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs,
+                    OutputArgs):
     """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
     port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
 
     @model_validator(mode="after")
     def _one_target(self) -> "BenchRMConfig":
         targets = [n for n, v in (("--url", self.url), ("--reward-pretrain", self.reward_pretrain),
-                                  ("--reward-func", self.reward_func)) if v is not None]
+                                  ("--reward-func", self.reward_func), ("--reward", self.reward)) if v is not None]
         if len(targets) != 1:
-            raise ValueError("give exactly one target: --url URL, --reward-pretrain DIR or --reward-func FILE.py"
+            raise ValueError("give exactly one target: --url URL, --reward-pretrain DIR, --reward-func FILE.py or "
+                             "--reward NAME=SOURCE:WEIGHT"
                              + (f" (got {', '.join(targets)})" if targets else ""))
         if self.in_process and self.url is not None:
             raise ValueError("--in-process scores without HTTP, so it needs --reward-pretrain or --reward-func, not --url")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"--min-tokens ({self.min_tokens}) is above --max-tokens ({self.max_tokens})")
-        problems = self.reward_exec_misused(self.reward_func is not None, "--url or --reward-pretrain")
+        problems = self.reward_exec_misused(self.reward_func is not None or has_function_term(self.reward),
+                                            "--url or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
-                     RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
+class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, CombinedRewardArgs, RewardCacheArgs,
+                     FunctionNameArgs, RewardExecArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
                      ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
@@ -514,8 +680,13 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
             problems.append("--pretrain is required: the policy to train")
         if self.prompt_data is None:
             problems.append("--prompt-data is required: the prompts to train on")
-        if self.remote_rm_url is None and self.reward_pretrain is None:
-            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, or --reward-pretrain DIR")
+        if self.remote_rm_url is None and self.reward_pretrain is None and self.reward is None:
+            problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, --reward-pretrain DIR, or "
+                            "--reward NAME=SOURCE:WEIGHT (repeatable)")
+        for other, flag in ((self.remote_rm_url, "--remote-rm-url"), (self.reward_pretrain, "--reward-pretrain")):
+            if self.reward is not None and other is not None:
+                problems.append(f"--reward and {flag} both name the run's reward: --reward names all of it, so put "
+                                f"this one in as --reward NAME={other}:WEIGHT")
         if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
                 and self.n_samples_per_prompt < 2:
             problems.append(
@@ -534,7 +705,8 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
-        is_function = self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")
+        is_function = (self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")) \
+            or has_function_term(self.reward)
         problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
@@ -601,6 +773,12 @@ def all_fields() -> dict[str, Any]:
 
 def field_extra(info: Any) -> dict[str, Any]:
     return dict(info.json_schema_extra or {})
+
+
+def is_positional(info: Any, command: str) -> bool:
+    """A field is an argument, not a flag, in every command ("positional": True) or in the one it names."""
+    where = field_extra(info).get("positional")
+    return where is True or where == command
 
 
 def flag_name(name: str, info: Any) -> str:
@@ -704,8 +882,13 @@ def unused_options(cfg: BaseModel) -> list[str]:
     rules: list[tuple[set[str], str]] = []
     if isinstance(cfg, ServeRMConfig) and cfg.reward_func is not None:
         rules.append((model_only, "acts on a reward model (--reward-pretrain) only; a --reward-func does not use it"))
+    if isinstance(cfg, (ServeRMConfig, BenchRMConfig)) and cfg.reward is not None and not has_model_term(cfg.reward):
+        rules.append((model_only, "acts on a reward model only, and no SOURCE of --reward is a model"))
+    if isinstance(cfg, CheckRewardConfig) and not has_model_term(cfg.reward):
+        rules.append((set(RewardModelOptions.model_fields), "acts on a reward model only, and the reward checked "
+                                                             "names none"))
     if isinstance(cfg, TrainPPOConfig):
-        if cfg.reward_pretrain is None or cfg.remote_rm_url is not None:
+        if (cfg.reward_pretrain is None and not has_model_term(cfg.reward)) or cfg.remote_rm_url is not None:
             unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
             if cfg.advantage_estimator == "gae":  # the critic finds its value head by this name
                 unused.discard("value_head_prefix")
@@ -755,8 +938,9 @@ def dump_config(cfg: BaseModel) -> str:
 
     data = {}
     omitted = []
+    plain = cfg.model_dump()  # nested models (--reward's terms) as mappings
     for name, info in type(cfg).model_fields.items():
-        value = getattr(cfg, name)
+        value = plain[name]
         if field_extra(info).get("secret"):
             if value is not None:
                 omitted.append(name)
