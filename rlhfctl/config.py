@@ -256,7 +256,8 @@ def split_term(text: str) -> tuple[str | None, str, float]:
     weight = 1.0
     try:
         value = float(tail)
-        if colon and source.strip() and not re.fullmatch(r"https?://[^/:]+", source.strip()):
+        last = source.split(",")[-1].strip()  # replicas: the port of the last URL is not a weight either
+        if colon and last and not re.fullmatch(r"https?://[^/:]+", last):
             rest, weight = source, value
     except ValueError:
         pass
@@ -926,6 +927,8 @@ def _explain(exc: ValidationError, cls: type[BaseModel], given: set[str], config
             where = f"'{name}' in {config_file}"
         if err["type"] == "missing":
             msg = "is required"
+        if len(loc) > 1:  # inside a nested value (--reward's terms): name the part, e.g. acc.weight
+            msg = f"{'.'.join(loc[1:])}: {msg}"
         shown = err.get("input")
         value = f" (got {shown!r})" if err["type"] != "missing" and not isinstance(shown, dict) else ""
         lines.append(f"{where}: {msg}{value}")

@@ -5,6 +5,7 @@ follow from the definitions."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import httpx
@@ -130,3 +131,22 @@ def test_two_servers_receive_whole_groups(pairwise_servers):
 def test_bad_pairwise_options_exit_2(args, message, capsys):
     code, _, err = run_main(["serve-rm", "--reward-pretrain", "rm", *args, "--print-config"], capsys)
     assert code == 2 and message in err, err
+
+
+def test_check_reward_says_a_pairwise_reward_needs_groups(pairwise_dir, capsys, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "add one:", "answer": " x"}\n{"input": "say hi:", "answer": " xx"}\n')
+    code, out, err = run_main(["check-reward", str(pairwise_dir), "--trust-remote-code", "--pairwise",
+                               "--prompt-data", str(data), "--label-key", "answer", "--json"], capsys)
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["load"]["status"] == "pass" and checks["pairwise"]["status"] == "warn", out + err
+    assert "--n-samples-per-prompt" in checks["pairwise"]["message"]
+
+
+def test_bench_rm_sends_groups_to_a_pairwise_model(pairwise_dir, capsys):
+    code, out, err = run_main(["bench-rm", "--reward-pretrain", str(pairwise_dir), "--trust-remote-code",
+                               "--pairwise", "--in-process", "--texts-per-request", "4", "--num-requests", "4",
+                               "--warmup", "0", "--concurrency", "2", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["levels"][0]["completed"] == 4 and "one prompt's group" in result["workload"]

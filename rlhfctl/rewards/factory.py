@@ -69,7 +69,7 @@ def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
 
         if isinstance(cfg, RemoteRewardArgs):
             return RemoteReward.from_config(cfg, source)
-        return RemoteReward.from_config(RemoteRewardArgs(), source)
+        return RemoteReward(source)
     if kind == "function":
         return open_function(source, cfg)  # type: ignore[arg-type]
     from rlhfctl.hub import resolve
