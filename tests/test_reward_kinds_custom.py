@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
@@ -87,11 +86,3 @@ def test_a_standard_model_can_be_read_through_reward_output(tiny_rm_seqcls_dir):
     whole = open_reward_model(serve_cfg(tiny_rm_seqcls_dir, reward_output="logits:0"))
     assert whole.score(TEXTS).rewards == pytest.approx(plain.score(TEXTS).rewards, abs=1e-5)
 
-
-def test_serve_rm_serves_custom_code_in_its_model_process(count_rm_dir, capsys):
-    """bench-rm starts the real serve-rm (its model in a worker process) with --trust-remote-code passed on."""
-    code, out, err = run_main(["bench-rm", "--reward-pretrain", str(count_rm_dir), "--trust-remote-code",
-                               "--num-requests", "4", "--warmup", "0", "--concurrency", "2", "--json"], capsys)
-    assert code == 0, err
-    level = json.loads(out)["levels"][0]
-    assert level["completed"] == 4 and not level["errors"], level
