@@ -47,6 +47,8 @@ class CachedReward:
         keys = list(zip(queries, prompts, labels))
         with self._lock:
             known = {k: self._lru[k] for k in dict.fromkeys(keys) if k in self._lru}
+            for key in known:  # used now: the last to go
+                self._lru.move_to_end(key)
         fresh = [k for k in dict.fromkeys(keys) if k not in known]
         if fresh:
             where = {k: i for i, k in reversed(list(enumerate(keys)))}  # first index of each key in the batch
@@ -67,10 +69,6 @@ class CachedReward:
                         self._lru[key] = known[key]
                     while len(self._lru) > self.size:
                         self._lru.popitem(last=False)
-        with self._lock:
-            for key in known:
-                if key in self._lru:
-                    self._lru.move_to_end(key)
         return self._assemble(keys, known, set(fresh))
 
     @staticmethod
