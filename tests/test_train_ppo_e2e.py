@@ -410,3 +410,23 @@ def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_po
     assert time.time() - start < 60
     text = " ".join(result.stderr.split())
     assert "within 3s" in text and "critic 16" in text and "8 CPU" in text
+
+
+def test_combined_cached_reward(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+    """--reward: a reward_func.py plus a custom-code reward model (issue 15): the total is their weighted sum, each
+    is logged as reward/NAME, the cache's hit rate as reward/cache_hit_rate, the model's code announced once."""
+    from rlhfctl.models.tiny_kinds import make_count_model
+
+    rm = make_count_model(tmp_path / "rm", count_char="e")
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
+    at = args.index("--remote-rm-url")
+    args[at:at + 2] = ["--reward", f"acc={reward_file}:1.0", "--reward", f"rm={rm}:0.5", "--trust-remote-code",
+                       "--reward-cache-size", "64"]
+    result = train(args + ["--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch",
+                           "--init-kl-coef", "0"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (m,) = metrics(out)  # one step: 2 prompts x 4 samples
+    assert m["reward"] == pytest.approx(m["reward/acc"] + 0.5 * m["reward/rm"], abs=1e-5)
+    assert m["reward/acc/label_seen"] == 1.0 and 0.0 <= m["reward/cache_hit_rate"] <= 1.0
+    assert result.stderr.count("--trust-remote-code: running the Python code in") == 1
