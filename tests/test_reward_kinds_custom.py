@@ -86,3 +86,13 @@ def test_a_standard_model_can_be_read_through_reward_output(tiny_rm_seqcls_dir):
     whole = open_reward_model(serve_cfg(tiny_rm_seqcls_dir, reward_output="logits:0"))
     assert whole.score(TEXTS).rewards == pytest.approx(plain.score(TEXTS).rewards, abs=1e-5)
 
+
+
+@pytest.mark.parametrize("command", ["serve-rm", "train-ppo"])
+def test_serve_rm_and_train_ppo_refuse_the_code_before_starting_anything(command, count_rm_dir, tiny_policy_dir,
+                                                                        prompt_file, capsys):
+    args = {"serve-rm": ["--port", "0"],
+            "train-ppo": ["--pretrain", str(tiny_policy_dir), "--prompt-data", str(prompt_file),
+                          "--rollout-batch-size", "2", "--placement-timeout", "5"]}[command]
+    code, _, err = run_main([command, "--reward-pretrain", str(count_rm_dir), *args], capsys)
+    assert code == 2 and "runs only with --trust-remote-code" in err, err
