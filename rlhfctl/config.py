@@ -32,7 +32,8 @@ IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
 
 # Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
-# argument (True: in every command; a command's name: in that one), "repeat" makes a repeatable flag (a variadic argument), "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
+# argument (True: in every command; a command's name: in that one), "repeat" makes a repeatable flag (a variadic
+# argument), "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
 # of an option (OpenRLHF's, older rlhfctl names) live in one table, config_aliases.py.
 
 
@@ -124,7 +125,6 @@ class RewardModelOptions(Group):
         "{prompt} [A] {response_a} [B] {response_b}", "With --pairwise: the text the model reads for one "
         "comparison, with {prompt}, {response_a} and {response_b}."
     )
-
 
     @model_validator(mode="after")
     def _pairwise_only(self) -> "RewardModelOptions":
@@ -619,8 +619,9 @@ class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewa
         return self
 
 
-class CheckRewardConfig(CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
-                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RewardModelOptions, RunArgs, OutputArgs):
+class CheckRewardConfig(CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs,
+                        RewardExecArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs, RewardModelOptions, RunArgs,
+                        OutputArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -665,8 +666,8 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, C
 
 
 class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, CombinedRewardArgs, RewardCacheArgs,
-                     FunctionNameArgs, RewardExecArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
-                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
+                     FunctionNameArgs, RewardExecArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs,
+                     RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
