@@ -1,0 +1,61 @@
+"""The reward cache on the arithmetic task: how often a GRPO run's samples repeat, and the reward time it saves.
+
+Runs train-ppo with examples/reward_kinds/train_combined.yaml (the arithmetic reward_func.py + the small reward
+model, scored in the driver) twice for --steps steps: with --reward-cache-size 0 (identical samples of one batch
+scored once) and with a cache across steps. Prints one JSON line: the mean reward/cache_hit_rate of each, their
+mean time/reward per step, and whether the two runs' rewards were equal step by step (they must be).
+
+    python benchmarks/reward_cache.py --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "reward_kinds" / "train_combined.yaml"
+
+
+def run(out: Path, steps: int, cache_size: int) -> list[dict]:
+    prompts = steps * 32  # --rollout-batch-size 32 in the config
+    subprocess.run([sys.executable, "-m", "rlhfctl", "train-ppo", "--config", str(CONFIG), "--max-samples",
+                    str(prompts), "--num-episodes", "1", "--eval-max-samples", "16", "--eval-steps", str(10 ** 6),
+                    "--reward-cache-size", str(cache_size), "--save-path", str(out), "--ckpt-path",
+                    str(out / "ckpt")], cwd=ROOT, check=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [m for m in map(json.loads, lines) if "reward/cache_hit_rate" in m]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cache-size", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        within = run(Path(tmp) / "within", args.steps, 0)
+        across = run(Path(tmp) / "across", args.steps, args.cache_size)
+
+    def mean(rows: list[dict], key: str) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 4)
+
+    print(json.dumps({
+        "benchmark": "reward_cache", "config": str(CONFIG.relative_to(ROOT)), "steps": len(across),
+        "samples_per_step": 256, "hit_rate_within_batch": mean(within, "reward/cache_hit_rate"),
+        "hit_rate_across_steps": mean(across, "reward/cache_hit_rate"),
+        "reward_seconds_per_step_within_batch": mean(within, "time/reward"),
+        "reward_seconds_per_step_across_steps": mean(across, "time/reward"),
+        "same_rewards": [r["reward"] for r in within] == [r["reward"] for r in across],
+        "cpu_cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
