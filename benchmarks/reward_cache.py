@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cache-size", type=int, default=100_000)
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.cache_size < 1:
+        parser.error("--steps and --cache-size must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         within = run(Path(tmp) / "within", args.steps, 0)
         across = run(Path(tmp) / "across", args.steps, args.cache_size)
