@@ -86,6 +86,8 @@ def load_reward_model(
         mean, std = _normalisation(folder, config, normalize_reward)
         dtype = torch.bfloat16 if bf16 else torch.float32
         kwargs: dict[str, Any] = {"dtype": dtype}
+        if flash_attn:  # else the model's own default: custom code may not take an attention choice
+            kwargs["attn_implementation"] = _attention(flash_attn)
         if load_in_4bit:
             kwargs.update(four_bit_kwargs(dtype))
         output_model = load_output_model(folder, model_auto_map(config), reward_output=reward_output,
