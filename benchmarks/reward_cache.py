@@ -1,11 +1,12 @@
 """The reward cache on the arithmetic task: how often a GRPO run's samples repeat, and the reward time it saves.
 
 Runs train-ppo with examples/reward_kinds/train_combined.yaml (the arithmetic reward_func.py + the small reward
-model, scored in the driver) twice for --steps steps: with --reward-cache-size 0 (identical samples of one batch
-scored once) and with a cache across steps. Prints one JSON line: the mean reward/cache_hit_rate of each, their
+model, scored in the driver) twice, --episodes passes over the first --prompts prompts (32 per step): with
+--reward-cache-size 0 (identical samples of one batch scored once) and with a cache across steps, which hits when
+a prompt comes back in a later episode with an answer given before. Prints one JSON line: the mean reward/cache_hit_rate of each, their
 mean time/reward per step, and whether the two runs' rewards were equal step by step (they must be).
 
-    python benchmarks/reward_cache.py --steps 20
+    python benchmarks/reward_cache.py --prompts 64 --episodes 5
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "reward_kinds" / "train_combined.yaml"
 
 
-def run(out: Path, steps: int, cache_size: int) -> list[dict]:
-    prompts = steps * 32  # --rollout-batch-size 32 in the config
+def run(out: Path, prompts: int, episodes: int, cache_size: int) -> list[dict]:
     subprocess.run([sys.executable, "-m", "rlhfctl", "train-ppo", "--config", str(CONFIG), "--max-samples",
-                    str(prompts), "--num-episodes", "1", "--eval-max-samples", "16", "--eval-steps", str(10 ** 6),
+                    str(prompts), "--num-episodes", str(episodes), "--eval-max-samples", "16", "--eval-steps",
+                    str(10 ** 6),
                     "--reward-cache-size", str(cache_size), "--save-path", str(out), "--ckpt-path",
                     str(out / "ckpt")], cwd=ROOT, check=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -35,20 +36,21 @@ def run(out: Path, steps: int, cache_size: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--prompts", type=int, default=64, help="prompts per episode (a multiple of 32)")
+    parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--cache-size", type=int, default=100_000)
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.cache_size < 1:
-        parser.error("--steps and --cache-size must be at least 1")
+    if args.prompts < 32 or args.prompts % 32 or args.episodes < 1 or args.cache_size < 1:
+        parser.error("--prompts must be a multiple of 32, --episodes and --cache-size at least 1")
     with tempfile.TemporaryDirectory() as tmp:
-        within = run(Path(tmp) / "within", args.steps, 0)
-        across = run(Path(tmp) / "across", args.steps, args.cache_size)
+        within = run(Path(tmp) / "within", args.prompts, args.episodes, 0)
+        across = run(Path(tmp) / "across", args.prompts, args.episodes, args.cache_size)
 
     def mean(rows: list[dict], key: str) -> float:
         return round(sum(r[key] for r in rows) / len(rows), 4)
 
     print(json.dumps({
-        "benchmark": "reward_cache", "config": str(CONFIG.relative_to(ROOT)), "steps": len(across),
+        "benchmark": "reward_cache", "config": str(CONFIG.relative_to(ROOT)), "steps": len(across), "prompts": args.prompts, "episodes": args.episodes,
         "samples_per_step": 256, "hit_rate_within_batch": mean(within, "reward/cache_hit_rate"),
         "hit_rate_across_steps": mean(across, "reward/cache_hit_rate"),
         "reward_seconds_per_step_within_batch": mean(within, "time/reward"),
