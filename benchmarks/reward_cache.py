@@ -4,7 +4,7 @@ Runs train-ppo with examples/reward_kinds/train_combined.yaml (the arithmetic re
 model, scored in the driver) twice, --episodes passes over the first --prompts prompts (32 per step): with
 --reward-cache-size 0 (identical samples of one batch scored once) and with a cache across steps, which hits when
 a prompt comes back in a later episode with an answer given before. Prints one JSON line: the mean reward/cache_hit_rate of each, their
-mean time/reward per step, and whether the two runs' rewards were equal step by step (they must be).
+mean time/reward per step, and how far apart the two runs' mean rewards are at each step.
 
     python benchmarks/reward_cache.py --prompts 64 --episodes 5
 """
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         "hit_rate_across_steps": mean(across, "reward/cache_hit_rate"),
         "reward_seconds_per_step_within_batch": mean(within, "time/reward"),
         "reward_seconds_per_step_across_steps": mean(across, "time/reward"),
-        "same_rewards": [r["reward"] for r in within] == [r["reward"] for r in across],
+        # Not bit-equal in general: the reward model scores fewer texts per pass with the cache, and a text's reward
+        # depends on its batch within fp32 rounding (1e-6); an update then differs by as much, and sampling may too.
+        "max_abs_reward_diff_per_step": [round(abs(a["reward"] - b["reward"]), 8) for a, b in zip(within, across)],
         "cpu_cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1),
     }))
     return 0

@@ -5,7 +5,8 @@ same, so the second costs nothing.
 Only a source whose reward of a sample depends on that sample alone and never changes is wrapped: it says so with
 `cacheable = True` (reward models; reward servers unless their /health says otherwise; a reward_func.py unless its
 file sets DETERMINISTIC = False). The key is (query, prompt, label); the rewards, scores and extra_logs returned are
-those the source gave, so cached and uncached runs are equal. `extra_logs["cache_hit_rate"]` holds 1 for a sample
+those the source gave, so cached and uncached runs are equal (a local reward model's within fp32 rounding: with
+fewer texts its passes are batched differently, which serve-rm's contract bounds by 1e-5). `extra_logs["cache_hit_rate"]` holds 1 for a sample
 served from the cache (or a duplicate of one scored in the batch), 0 otherwise: its mean is the batch's hit rate.
 """
 
