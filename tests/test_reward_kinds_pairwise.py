@@ -150,3 +150,32 @@ def test_bench_rm_sends_groups_to_a_pairwise_model(pairwise_dir, capsys):
     assert code == 0, err
     result = json.loads(out)
     assert result["levels"][0]["completed"] == 4 and "one prompt's group" in result["workload"]
+
+
+def test_train_ppo_reward_workers_get_whole_groups(winrate, monkeypatch):
+    """The reward-model role (--reward-pretrain --pairwise, two workers) splits a step's samples between groups;
+    Ray's transport is replaced by direct calls here, the split and the pairwise model are real."""
+    from types import SimpleNamespace
+
+    import rlhfctl.ppo.reward_role as reward_role
+
+    seen = []
+
+    def worker():
+        def remote(method, queries, prompts, labels):
+            seen.append(prompts)
+            return winrate.score(queries, prompts, labels)
+        return SimpleNamespace(call=SimpleNamespace(remote=remote))
+
+    class Workers(list):  # what RoleReward reads of a RoleGroup: its workers and their number
+        @property
+        def workers(self):
+            return self
+
+    monkeypatch.setattr(reward_role, "get", lambda batches: batches)
+    role = reward_role.RoleReward(Workers([worker(), worker()]), "rm", cacheable=False)
+    prompts = [f"p{i // 3}:" for i in range(9)]  # 3 groups of 3: split 1 + 2, never 4.5 + 4.5
+    queries = [p + " " + "x" * (i % 3) for i, p in enumerate(prompts)]
+    rewards = role.score(queries, prompts, [""] * 9).rewards
+    assert [len(set(s)) for s in seen] == [1, 2] and sum(map(len, seen)) == 9
+    assert rewards == pytest.approx(winrate.score(queries, prompts, [""] * 9).rewards)
