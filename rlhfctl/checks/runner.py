@@ -54,7 +54,10 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
 
 def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: CheckRewardConfig,
            progress: Progress | None) -> None:
-    size = cfg.micro_rollout_batch_size
+    # As train-ppo calls a reward: a micro-rollout batch of prompts with all their samples (whole groups, which a
+    # pairwise reward compares); responses from a dataset have one sample per prompt.
+    per_prompt = cfg.n_samples_per_prompt if cfg.responses.startswith("model:") else 1
+    size = cfg.micro_rollout_batch_size * per_prompt
     main = score_run(source, samples, size, "main", cfg.reward_timeout, progress)
     runs = [main]
     control: Run | None = None
