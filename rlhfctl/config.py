@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
@@ -31,12 +32,13 @@ IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(_split_commas)]
 
 # Field metadata keys (json_schema_extra) the CLI reads: "flag" overrides the flag name, "positional" makes an
-# argument, "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
+# argument (True: in every command; a command's name: in that one), "repeat" makes a repeatable flag (a variadic
+# argument), "envvar" names an environment variable, "secret" keeps the value out of --print-config. Other spellings
 # of an option (OpenRLHF's, older rlhfctl names) live in one table, config_aliases.py.
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
-    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret") if k in kw}
+    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret", "repeat") if k in kw}
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 
@@ -48,6 +50,20 @@ def _not_blank(what: str) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _output_form(value: Optional[str]) -> Optional[str]:
+    """--reward-output: FIELD or FIELD:INDEX (an identifier, then a non-negative integer)."""
+    if value is not None and not re.fullmatch(r"[A-Za-z_]\w*(:\d+)?", value):
+        raise ValueError("must be a field of the model's output, optionally with a column: score, logits:0")
+    return value
+
+
+def _pair_template(value: str) -> str:
+    missing = [p for p in ("{prompt}", "{response_a}", "{response_b}") if p not in value]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}: the model must see the prompt and both responses")
+    return value
 
 
 class Group(BaseModel):
@@ -73,13 +89,10 @@ class ModelLoadArgs(Group):
     )
 
 
-class RewardModelArgs(Group):
+class RewardModelOptions(Group):
+    """How a reward model is read: the options of --reward-pretrain, and of every model named in --reward."""
+
     panel: ClassVar[str] = "Reward model"
-    reward_pretrain: Optional[str] = _opt(
-        None,
-        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, or "
-        "OpenRLHF's format (base model + linear value head).",
-    )
     value_head_prefix: Optional[str] = _opt(
         None, "Name of the value head in an OpenRLHF-format reward model (default: config.json, else detected)."
     )
@@ -91,6 +104,43 @@ class RewardModelArgs(Group):
         "Longest query the reward model reads, in tokens. Longer queries are cut from the LEFT, so the end of "
         "the response, where the reward is read, survives.",
         ge=8,
+    )
+    trust_remote_code: bool = _opt(
+        False, "Run the Python modelling code a reward model folder ships (config.json auto_map, as ArmoRM's): "
+        "off by default, since that code runs with your rights; when on, the folder is named once at start."
+    )
+    reward_output: Annotated[Optional[str], AfterValidator(_output_form)] = _opt(
+        None, "Read the reward from this field of the model's output: a name (score: ArmoRM's) or NAME:INDEX "
+        "(logits:0). Default: the value head at the last token; for custom code, `score`, else one-column `logits`."
+    )
+    pairwise: bool = _opt(
+        False, "The model compares two responses to one prompt (PairRM-style: its output on --pairwise-template is "
+        "the logit of P(A beats B)); each sample's reward comes from comparisons with the samples of its prompt."
+    )
+    pairwise_score: Literal["winrate", "bt"] = _opt(
+        "winrate", "With --pairwise: winrate (mean P(beats) against the others of its group; a lone sample gets "
+        "0.5) or bt (Bradley-Terry strengths fitted in the group, mean 0; a lone sample gets 0)."
+    )
+    pairwise_template: Annotated[str, AfterValidator(_pair_template)] = _opt(
+        "{prompt} [A] {response_a} [B] {response_b}", "With --pairwise: the text the model reads for one "
+        "comparison, with {prompt}, {response_a} and {response_b}."
+    )
+
+    @model_validator(mode="after")
+    def _pairwise_only(self) -> "RewardModelOptions":
+        fields = RewardModelOptions.model_fields
+        for name in ("pairwise_score", "pairwise_template"):
+            if not self.pairwise and getattr(self, name) != fields[name].default:
+                raise ValueError(f"--{name.replace('_', '-')} has no effect without --pairwise")
+        return self
+
+
+class RewardModelArgs(RewardModelOptions):
+    panel: ClassVar[str] = "Reward model"
+    reward_pretrain: Optional[str] = _opt(
+        None,
+        "Reward model, a local folder or Hub ID (org/name): *ForSequenceClassification with one label, "
+        "OpenRLHF's format (base model + linear value head), or a model with its own code (--trust-remote-code).",
     )
 
 
@@ -176,6 +226,132 @@ class ServerBatchArgs(Group):
     panel: ClassVar[str] = "Reward server"
     batch_size: int = _opt(16, "Most texts in one forward pass of the reward model (serve-rm's, or the one "
                                "bench-rm starts).", ge=1)
+
+
+class RewardTerm(BaseModel):
+    """One named source of a combined reward: a URL (or comma-separated replicas), a reward_func.py, or a reward
+    model folder / Hub ID, and its weight in the sum."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Annotated[str, _not_blank("a URL, a reward_func.py or a model")]
+    weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _finite(self) -> "RewardTerm":
+        if not math.isfinite(self.weight):
+            raise ValueError(f"weight must be a finite number, not {self.weight}")
+        return self
+
+
+_TERM_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def split_term(text: str) -> tuple[str | None, str, float]:
+    """'NAME=SOURCE:WEIGHT' -> (NAME, SOURCE, WEIGHT); NAME= and :WEIGHT are optional (weight 1). A trailing
+    ':NUMBER' right after a bare http://HOST is that URL's port, not a weight."""
+    name, sep, rest = text.partition("=")
+    if not sep or not _TERM_NAME.fullmatch(name.strip()):
+        name, rest = None, text
+    source, colon, tail = rest.rpartition(":")
+    weight = 1.0
+    try:
+        value = float(tail)
+        last = source.split(",")[-1].strip()  # replicas: the port of the last URL is not a weight either
+        if colon and last and not re.fullmatch(r"https?://[^/:]+", last):
+            rest, weight = source, value
+    except ValueError:
+        pass
+    return (name.strip() if name else None), rest.strip(), weight
+
+
+def _parse_terms(value: Any) -> Any:
+    """--reward given as NAME=SOURCE:WEIGHT strings (repeated flags, or a YAML list), or the YAML mapping
+    {name: {source, weight}} / {name: "SOURCE:WEIGHT"}, into {name: RewardTerm}. An unnamed lone source is called
+    'reward'."""
+    if value is None or isinstance(value, dict) and not value:
+        return None if value is None else value
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        out: dict[str, Any] = {}
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"each --reward is NAME=SOURCE:WEIGHT text, not {item!r}")
+            name, source, weight = split_term(item)
+            if name is None and len(value) > 1:
+                raise ValueError(f"{item!r}: name each of several rewards, as NAME=SOURCE:WEIGHT")
+            name = name or "reward"
+            if name in out:
+                raise ValueError(f"the name {name!r} is given twice")
+            out[name] = {"source": source, "weight": weight}
+        return out
+    if isinstance(value, dict):
+        out = {}
+        for name, spec in value.items():
+            if not _TERM_NAME.fullmatch(str(name)):
+                raise ValueError(f"{name!r} is not a reward name (letters, digits, _ . -)")
+            if isinstance(spec, str):
+                _, source, weight = split_term(spec)
+                spec = {"source": source, "weight": weight}
+            out[str(name)] = spec
+        return out
+    return value
+
+
+RewardTerms = Annotated[dict[str, RewardTerm], BeforeValidator(_parse_terms)]
+
+
+def source_kind(source: str) -> Literal["url", "function", "model", "judge"]:
+    """What a reward SOURCE names: reward server URL(s), a reward_func.py, the word `judge` (the LLM judge of
+    --judge-model / --judge-url), or else a model folder or Hub ID."""
+    text = source.strip()
+    if text == "judge":
+        return "judge"
+    if text.startswith(("http://", "https://")):
+        return "url"
+    return "function" if text.endswith(".py") else "model"
+
+
+def has_function_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
+    return any(source_kind(t.source) == "function" for t in (terms or {}).values())
+
+
+def has_model_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
+    return any(source_kind(t.source) == "model" for t in (terms or {}).values())
+
+
+def has_judge_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
+    return any(source_kind(t.source) == "judge" for t in (terms or {}).values())
+
+
+def judge_term_problems(terms: Optional[dict[str, RewardTerm]], judge: Optional[str]) -> list[str]:
+    """A `judge` SOURCE needs --judge-model or --judge-url, and a judge given beside --reward must be one of its
+    terms (else it would be loaded and never asked)."""
+    if has_judge_term(terms) and judge is None:
+        return ["a reward SOURCE `judge` is the LLM judge of --judge-model DIR or --judge-url URL: give one"]
+    if terms is not None and judge is not None and not has_judge_term(terms):
+        return ["--judge-model/--judge-url given, but no reward SOURCE is `judge`: add it as NAME=judge:WEIGHT"]
+    return []
+
+
+class CombinedRewardArgs(Group):
+    panel: ClassVar[str] = "Reward"
+    reward: Optional[RewardTerms] = _opt(
+        None, "The reward as named sources, repeatable: NAME=SOURCE:WEIGHT (a lone SOURCE needs no name; check-reward "
+        "takes them as REWARD arguments). SOURCE: reward server URL(s) (comma-separated: replicas), a "
+        "reward_func.py, or a reward model folder / Hub ID; the reward is the weighted sum, each logged as "
+        "reward/NAME. YAML: reward: {NAME: {source: ..., weight: ...}} or {NAME: SOURCE:WEIGHT}.",
+        repeat=True, positional="check-reward",
+    )
+
+
+class RewardCacheArgs(Group):
+    panel: ClassVar[str] = "Reward"
+    reward_cache_size: int = _opt(
+        0, "Remember the rewards of this many (query, prompt, label) triples across steps (LRU); 0: only identical "
+        "samples of one batch are scored once. Deterministic per-sample sources only; hit rate in "
+        "reward/cache_hit_rate.", ge=0,
+    )
 
 
 class RemoteRewardArgs(Group):
@@ -509,8 +685,6 @@ class EvalArgs(Group):
 # ----------------------------------------------------------------------------------------------- check-reward
 class CheckArgs(Group):
     panel: ClassVar[str] = "Checks"
-    reward: Optional[str] = _opt(None, "A reward_func.py path, a reward server URL, or `judge` (the LLM judge of "
-                                 "--judge-model or --judge-url); none with --agent-func-path.", positional=True)
     responses: str = _opt(
         "oracle",
         "Responses to score: oracle (the label itself), shuffled (another row's label), column:NAME, model:DIR "
@@ -553,26 +727,28 @@ class BenchArgs(Group):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs, ListenArgs,
-                    ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs):
+class ServeRMConfig(ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
+                    RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs):
     """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "ServeRMConfig":
-        given = [v for v in (self.reward_pretrain, self.reward_func, self.judge_model, self.judge_url) if v is not None]
+        judge = None if has_judge_term(self.reward) else self.judge
+        given = [v for v in (self.reward_pretrain, self.reward_func, self.reward, judge) if v is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of --reward-pretrain DIR, --reward-func FILE.py, --judge-model DIR or "
-                             "--judge-url URL")
-        problems = self.reward_exec_misused(self.reward_func is not None, "a reward model (--reward-pretrain)")
-        problems += self.judge_problems()
+            raise ValueError("give exactly one of --reward-pretrain DIR, --reward-func FILE.py, --judge-model DIR, "
+                             "--judge-url URL or --reward NAME=SOURCE:WEIGHT (repeatable)")
+        problems = self.reward_exec_misused(self.reward_func is not None or has_function_term(self.reward),
+                                            "a reward model (--reward-pretrain)")
+        problems += self.judge_problems() + judge_term_problems(self.reward, self.judge)
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs, RewardExecArgs,
-                        RemoteRewardArgs, AuthArgs, ModelLoadArgs, RunArgs, OutputArgs, AgentArgs,
-                        JudgeArgs):
+class CheckRewardConfig(CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs, FunctionNameArgs,
+                        RewardExecArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs, RewardModelOptions, RunArgs,
+                        OutputArgs, AgentArgs, JudgeArgs):
     """Options of `rlhfctl check-reward`."""
 
     @model_validator(mode="after")
@@ -580,7 +756,8 @@ class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, Function
         if self.prompt_data is None:
             raise ValueError("--prompt-data is required: the labels to check the reward against come from it")
         if (self.reward is None) == (self.agent_func_path is None):
-            raise ValueError("give exactly one of REWARD (a reward_func.py or URL) or --agent-func-path agent_func.py")
+            raise ValueError("give exactly one of REWARD (a reward_func.py, reward server URL(s), a reward model "
+                             "folder, `judge`, or several as NAME=SOURCE:WEIGHT) or --agent-func-path agent_func.py")
         if self.agent_func_path is not None:
             if self.responses.startswith("column:"):
                 raise ValueError("--responses column:NAME cannot answer an environment turn by turn: with "
@@ -589,43 +766,43 @@ class CheckRewardConfig(CheckArgs, PretrainArgs, DataArgs, RolloutArgs, Function
         assert self.reward is not None
         if self.apply_chat_template and self.pretrain is None and not self.responses.startswith("model:"):
             raise ValueError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
-        is_judge = self.reward.strip() == "judge"
-        if is_judge != (self.judge is not None):
-            raise ValueError("REWARD 'judge' checks the LLM judge of --judge-model or --judge-url, and those need "
-                             "REWARD 'judge': give both or neither")
-        is_file = not is_judge and not self.reward.strip().startswith(("http://", "https://"))
-        problems = self.reward_exec_misused(is_file, "a reward server URL or judge", also_for_urls=("reward_timeout",))
-        problems += self.judge_problems()
+        problems = self.reward_exec_misused(has_function_term(self.reward), "a reward server URL, model or judge",
+                                            also_for_urls=("reward_timeout",))
+        problems += self.judge_problems() + judge_term_problems(self.reward, self.judge)
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, FunctionNameArgs, RewardExecArgs,
-                    ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs, OutputArgs):
+class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
+                    RewardExecArgs, ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs, DataArgs, RunArgs,
+                    OutputArgs):
     """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
     port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
 
     @model_validator(mode="after")
     def _one_target(self) -> "BenchRMConfig":
         targets = [n for n, v in (("--url", self.url), ("--reward-pretrain", self.reward_pretrain),
-                                  ("--reward-func", self.reward_func)) if v is not None]
+                                  ("--reward-func", self.reward_func), ("--reward", self.reward)) if v is not None]
         if len(targets) != 1:
-            raise ValueError("give exactly one target: --url URL, --reward-pretrain DIR or --reward-func FILE.py"
+            raise ValueError("give exactly one target: --url URL, --reward-pretrain DIR, --reward-func FILE.py or "
+                             "--reward NAME=SOURCE:WEIGHT"
                              + (f" (got {', '.join(targets)})" if targets else ""))
         if self.in_process and self.url is not None:
             raise ValueError("--in-process scores without HTTP, so it needs --reward-pretrain or --reward-func, not --url")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"--min-tokens ({self.min_tokens}) is above --max-tokens ({self.max_tokens})")
-        problems = self.reward_exec_misused(self.reward_func is not None, "--url or --reward-pretrain")
+        problems = self.reward_exec_misused(self.reward_func is not None or has_function_term(self.reward),
+                                            "--url or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
-                     RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
-                     ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs):
+class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, CombinedRewardArgs, RewardCacheArgs,
+                     FunctionNameArgs, RewardExecArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs,
+                     RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs,
+                     JudgeArgs):
     """Options of `rlhfctl train-ppo`."""
 
     @property
@@ -640,17 +817,21 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
             problems.append("--pretrain is required: the policy to train")
         if self.prompt_data is None:
             problems.append("--prompt-data is required: the prompts to train on")
-        rewards = [v for v in (self.remote_rm_url, self.reward_pretrain, self.judge) if v is not None]
+        judge = None if has_judge_term(self.reward) else self.judge
+        rewards = [v for v in (self.remote_rm_url, self.reward_pretrain, self.reward, judge) if v is not None]
         if self.agent_func_path is not None:
             problems += self._agent_problems()
         elif not rewards:
             problems.append("give a reward: --remote-rm-url URL[,URL...] or reward_func.py, --reward-pretrain DIR, "
-                            "a judge (--judge-model DIR, --judge-url URL), or an environment: --agent-func-path "
-                            "agent_func.py")
-        elif self.judge is not None and len(rewards) > 1:
+                            "a judge (--judge-model DIR, --judge-url URL), --reward NAME=SOURCE:WEIGHT (repeatable), "
+                            "or an environment: --agent-func-path agent_func.py")
+        elif self.reward is not None and len(rewards) > 1:
+            problems.append("--reward names all of the run's reward: put --remote-rm-url, --reward-pretrain or the "
+                            "judge in as --reward NAME=SOURCE:WEIGHT (a judge's SOURCE is the word judge)")
+        elif judge is not None and len(rewards) > 1:
             problems.append("a judge (--judge-model, --judge-url) is the run's reward: drop --remote-rm-url and "
-                            "--reward-pretrain")
-        problems += self.judge_problems()
+                            "--reward-pretrain, or combine them with --reward NAME=SOURCE:WEIGHT")
+        problems += self.judge_problems() + judge_term_problems(self.reward, self.judge)
         if self.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
                 and self.n_samples_per_prompt < 2:
             problems.append(
@@ -669,7 +850,8 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
-        is_function = self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")
+        is_function = (self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")) \
+            or has_function_term(self.reward)
         problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
         if problems:
             raise ValueError("\n".join(problems))
@@ -747,6 +929,12 @@ def all_fields() -> dict[str, Any]:
 
 def field_extra(info: Any) -> dict[str, Any]:
     return dict(info.json_schema_extra or {})
+
+
+def is_positional(info: Any, command: str) -> bool:
+    """A field is an argument, not a flag, in every command ("positional": True) or in the one it names."""
+    where = field_extra(info).get("positional")
+    return where is True or where == command
 
 
 def flag_name(name: str, info: Any) -> str:
@@ -857,8 +1045,13 @@ def unused_options(cfg: BaseModel) -> list[str]:
         rules.append((model_only, "acts on a model loaded here; --judge-url's server runs its own"))
     if isinstance(cfg, ServeRMConfig) and cfg.judge_url is None:
         rules.append((set(RemoteRewardArgs.model_fields), "acts on a --judge-url client only"))
+    if isinstance(cfg, (ServeRMConfig, BenchRMConfig)) and cfg.reward is not None and not has_model_term(cfg.reward):
+        rules.append((model_only, "acts on a reward model only, and no SOURCE of --reward is a model"))
+    if isinstance(cfg, CheckRewardConfig) and not has_model_term(cfg.reward):
+        rules.append((set(RewardModelOptions.model_fields), "acts on a reward model only, and the reward checked "
+                                                             "names none"))
     if isinstance(cfg, TrainPPOConfig):
-        if cfg.reward_pretrain is None or cfg.remote_rm_url is not None:
+        if (cfg.reward_pretrain is None and not has_model_term(cfg.reward)) or cfg.remote_rm_url is not None:
             unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
             if cfg.advantage_estimator == "gae":  # the critic finds its value head by this name
                 unused.discard("value_head_prefix")
@@ -896,6 +1089,8 @@ def _explain(exc: ValidationError, cls: type[BaseModel], given: set[str], config
             where = f"'{name}' in {config_file}"
         if err["type"] == "missing":
             msg = "is required"
+        if len(loc) > 1:  # inside a nested value (--reward's terms): name the part, e.g. acc.weight
+            msg = f"{'.'.join(loc[1:])}: {msg}"
         shown = err.get("input")
         value = f" (got {shown!r})" if err["type"] != "missing" and not isinstance(shown, dict) else ""
         lines.append(f"{where}: {msg}{value}")
@@ -908,8 +1103,9 @@ def dump_config(cfg: BaseModel) -> str:
 
     data = {}
     omitted = []
+    plain = cfg.model_dump()  # nested models (--reward's terms) as mappings
     for name, info in type(cfg).model_fields.items():
-        value = getattr(cfg, name)
+        value = plain[name]
         if field_extra(info).get("secret"):
             if value is not None:
                 omitted.append(name)

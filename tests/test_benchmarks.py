@@ -34,6 +34,7 @@ def test_every_benchmark_has_help(script):
     ("client_cpu.py", ["--requests", "0"]),
     ("arithmetic_models.py", ["--check-plateau", "-1"]),
     ("demo.py", ["--variant", "nope"]),
+    ("reward_cache.py", ["--prompts", "50"]),
 ])
 def test_bad_options_exit_2_with_a_message(script, args):
     done = _run(script, *args)

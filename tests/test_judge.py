@@ -174,3 +174,37 @@ def test_the_chat_template_wraps_the_rendered_prompt(tiny_policy_dir):
     assert text.startswith("<s><|user|>You are grading") and text.endswith("Score:</s><|assistant|>")
     assert judge.encode([text])[0][0] == judge.tokenizer.bos_token_id  # one BOS, from the template
     assert judge.encode([text])[0][1] != judge.tokenizer.bos_token_id
+
+
+def test_a_judge_combines_with_other_rewards_as_the_source_judge():
+    """--reward acc=reward_func.py:1 --reward j=judge:0.5 --judge-model DIR: the total is the weighted sum of the
+    reward function and the judge, each scored alone."""
+    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.rewards.factory import open_combined, open_function, open_judge
+
+    cfg = TrainPPOConfig(pretrain=str(ARITHMETIC / "policy"), prompt_data=str(ARITHMETIC / "test.jsonl"),
+                         reward={"acc": {"source": str(ARITHMETIC / "reward_func.py")}, "j": "judge:0.5"},
+                         **ARITHMETIC_JUDGE)
+    rows = [json.loads(line) for line in (ARITHMETIC / "test.jsonl").read_text().splitlines()[:6]]
+    prompts = [r["input"] for r in rows]
+    labels = [str(r["answer"]) for r in rows]
+    queries = [p + (a if i % 2 else "0") for i, (p, a) in enumerate(zip(prompts, labels))]
+    combined, func, judge = open_combined(cfg.reward, cfg), open_function(cfg.reward["acc"].source, cfg), open_judge(cfg)
+    try:
+        total = combined.score(queries, prompts, labels).rewards
+        expected = [f + 0.5 * j for f, j in zip(func.score(queries, prompts, labels).rewards,
+                                                judge.score(queries, prompts, labels).rewards)]
+    finally:
+        for source in (combined, func, judge):
+            source.close()
+    assert total == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--reward", "j=judge:1"], "a reward SOURCE `judge`"),
+    (["--reward", "acc=examples/reward_func.py:1", "--judge-model", "examples"], "no reward SOURCE is `judge`"),
+])
+def test_judge_source_and_judge_options_go_together(prompt_file, args, needle, capsys):
+    code, out, err = run_main(["train-ppo", "--pretrain", "examples", "--prompt-data", str(prompt_file), *args,
+                               "--print-config"], capsys)
+    assert code == 2 and needle in err, err

@@ -95,4 +95,4 @@ def test_train_ppo_judge_options_exit_2(tmp_path, prompt_file, args, needle, cap
 ])
 def test_check_reward_judge_needs_both_the_word_and_a_judge(prompt_file, reward, args, capsys):
     code, out, err = run_main(["check-reward", reward, *args, "--prompt-data", str(prompt_file)], capsys)
-    assert code == 2 and "REWARD 'judge'" in err, err
+    assert code == 2 and "`judge`" in err, err

@@ -136,7 +136,6 @@ def trainer_score(pool, queries=QUERIES, micro_rollout_batch_size=2):
     trainer = SimpleNamespace(roles=SimpleNamespace(reward=None), reward=pool, state=SimpleNamespace(step=0),
                               cfg=SimpleNamespace(micro_rollout_batch_size=micro_rollout_batch_size,
                                                   n_samples_per_prompt=1))
-    trainer._score_source = lambda *a: PPOTrainer._score_source(trainer, *a)
     return PPOTrainer.score(trainer, samples)
 
 

@@ -426,3 +426,21 @@ def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path,
     assert len(steps) == 1 and steps[0]["reward"] >= -1
     unparsed = [v for k, v in steps[0].items() if k.endswith("judge_unparsed")]
     assert unparsed and 0 <= unparsed[0] <= 1  # every answer scored: a number it wrote, or the fallback, counted
+def test_combined_cached_reward(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+    """--reward: a reward_func.py plus a custom-code reward model (issue 15): the total is their weighted sum, each
+    is logged as reward/NAME, the cache's hit rate as reward/cache_hit_rate, the model's code announced once."""
+    from rlhfctl.models.tiny_kinds import make_count_model
+
+    rm = make_count_model(tmp_path / "rm", count_char="e")
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
+    at = args.index("--remote-rm-url")
+    args[at:at + 2] = ["--reward", f"acc={reward_file}:1.0", "--reward", f"rm={rm}:0.5", "--trust-remote-code",
+                       "--reward-cache-size", "64"]
+    result = train(args + ["--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch",
+                           "--init-kl-coef", "0"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (m,) = metrics(out)  # one step: 2 prompts x 4 samples
+    assert m["reward"] == pytest.approx(m["reward/acc"] + 0.5 * m["reward/rm"], abs=1e-5)
+    assert m["reward/acc/label_seen"] == 1.0 and 0.0 <= m["reward/cache_hit_rate"] <= 1.0
+    assert result.stderr.count("--trust-remote-code: running the Python code in") == 1

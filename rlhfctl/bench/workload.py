@@ -102,6 +102,10 @@ def build_workload(cfg: Any, num_requests: int) -> Workload:
         pairs = synthetic_texts(count * batch, cfg.min_tokens, cfg.max_tokens, cfg.seed)
         texts = [(p, q, "") for p, q in pairs]
         what = f"synthetic texts of {cfg.min_tokens}-{cfg.max_tokens} words (--seed {cfg.seed})"
+    if getattr(cfg, "pairwise", False):  # a pairwise model compares one prompt's responses: a request is a group
+        texts = [(g[0], g[0] + q[len(p):], lbl) for i, (p, q, lbl) in enumerate(texts)
+                 for g in [texts[i - i % batch]]]
+        what += "; each request one prompt's group (--pairwise)"
     requests = []
     for start in range(0, count * batch, batch):
         part = texts[start: start + batch]

@@ -110,6 +110,25 @@ def determinism_check(report: Report, source: RewardSource, run: Run, batch_size
         report.add("determinism", "pass", f"samples {start}-{end - 1} scored twice gave the same rewards")
 
 
+def pairwise_check(report: Report, source: RewardSource, samples: list[Sample]) -> None:
+    """A pairwise reward needs several responses per prompt: with one, every reward is the neutral value."""
+    from rlhfctl.rewards.pairwise import PairwiseReward
+
+    parts = [s for _, _, s in getattr(source, "terms", [(None, 1.0, source)])]
+    if not any(isinstance(part, PairwiseReward) for part in parts):
+        return
+    sizes: dict[str, int] = {}
+    for sample in samples:
+        sizes[sample.prompt] = sizes.get(sample.prompt, 0) + 1
+    if max(sizes.values(), default=0) < 2:
+        report.add("pairwise", "warn", "a pairwise reward compares the responses to one prompt, and each prompt here "
+                   "has one, so every reward is the neutral value: give several, e.g. --responses model:DIR "
+                   "--n-samples-per-prompt 4")
+    else:
+        report.add("pairwise", "pass", f"{min(sizes.values())}-{max(sizes.values())} responses per prompt compared "
+                   "with each other")
+
+
 def value_checks(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None:
     """Constant and all-zero rewards, over every sample scored (main and control runs)."""
     values = [v for run in runs for v in run.values]

@@ -13,7 +13,7 @@ Status = Literal["pass", "warn", "fail", "skip"]
 # The order checks are shown in; a check that never ran is simply absent.
 ORDER = (
     "load", "signature", "data", "contract", "exceptions", "timeout",
-    "determinism", "constant", "zeros", "separation", "speed",
+    "determinism", "constant", "zeros", "separation", "pairwise", "speed",
 )
 
 

@@ -6,7 +6,7 @@ from rlhfctl.checks import behaviour
 from rlhfctl.checks.report import Report
 from rlhfctl.checks.samples import Sample, build_samples, control_samples, load_examples
 from rlhfctl.checks.scoring import Progress, Run, score_run
-from rlhfctl.checks.source import open_function, open_judge_source, open_server, url_list
+from rlhfctl.checks.source import describe, open_combined_checked, open_function, open_server, single_source, url_list
 from rlhfctl.config import CheckRewardConfig
 from rlhfctl.rewards.base import RewardSource
 
@@ -22,15 +22,17 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
     """
     from rlhfctl.hub import resolve_fields
 
-    report = Report(reward=cfg.reward, responses=cfg.responses)
+    spec = single_source(cfg)
+    report = Report(reward=spec or describe(cfg), responses=cfg.responses)
     cfg = resolve_fields(cfg, ["responses", "judge_model"] + (["pretrain"] if cfg.apply_chat_template else []))
-    judge = cfg.reward.strip() == "judge"
-    urls = None if judge else url_list(cfg.reward)
+    urls = url_list(spec) if spec else None
     source: RewardSource | None = None
-    if judge:
-        source = open_judge_source(cfg, report)
+    if spec is None:
+        source = open_combined_checked(cfg, report)
+        if source is None:
+            return report
     elif urls is None:
-        source = open_function(cfg, report)
+        source = open_function(cfg, spec, report)
         if source is None:
             return report
     try:
@@ -52,7 +54,10 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
 
 def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: CheckRewardConfig,
            progress: Progress | None) -> None:
-    size = cfg.micro_rollout_batch_size
+    # As train-ppo calls a reward: a micro-rollout batch of prompts with all their samples (whole groups, which a
+    # pairwise reward compares); responses from a dataset have one sample per prompt.
+    per_prompt = cfg.n_samples_per_prompt if cfg.responses.startswith("model:") else 1
+    size = cfg.micro_rollout_batch_size * per_prompt
     main = score_run(source, samples, size, "main", cfg.reward_timeout, progress)
     runs = [main]
     control: Run | None = None
@@ -78,4 +83,5 @@ def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: Che
         else:
             behaviour.separation_check(report, main, control, matched_is_main, cfg)
     behaviour.value_checks(report, runs, cfg)
+    behaviour.pairwise_check(report, source, samples)
     behaviour.speed_check(report, runs, cfg)

@@ -13,7 +13,8 @@ from rlhfctl.config import CheckRewardConfig
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
-from rlhfctl.rewards.factory import is_url, open_function as open_pool, open_reward
+from rlhfctl.config import source_kind
+from rlhfctl.rewards.factory import is_url, open_combined, open_function as open_pool, open_reward
 from rlhfctl.rewards.pool import FunctionPool
 from rlhfctl.rewards.remote import parse_urls
 
@@ -29,20 +30,50 @@ def url_list(spec: str) -> list[str] | None:
     return parse_urls(parts)
 
 
-def open_function(cfg: CheckRewardConfig, report: Report) -> FunctionPool | None:
+def single_source(cfg: CheckRewardConfig) -> str | None:
+    """The one reward_func.py or URL(s) under test, checked as such; None for a model, a judge or several sources,
+    which are opened as a combined reward (rewards/combined.py)."""
+    assert cfg.reward is not None
+    (term,) = cfg.reward.values() if len(cfg.reward) == 1 else (None,)
+    if term is None or term.weight != 1.0 or source_kind(term.source) in ("model", "judge"):
+        return None
+    return term.source
+
+
+def describe(cfg: CheckRewardConfig) -> str:
+    assert cfg.reward is not None
+    return " + ".join(f"{t.weight:g} x {name}={t.source}" for name, t in cfg.reward.items())
+
+
+def open_combined_checked(cfg: CheckRewardConfig, report: Report) -> RewardSource | None:
+    """A reward model or several named sources, opened as train-ppo opens --reward; a source that fails to load is
+    a failed load check naming it (a bad option, such as --reward-output, stays a usage error)."""
+    assert cfg.reward is not None
+    try:
+        source = open_combined(cfg.reward, cfg)
+    except UsageError:
+        raise
+    except RewardError as exc:
+        report.add("load", "fail", str(exc), [{"kind": getattr(exc, "kind", "error")}])
+        return None
+    report.add("load", "pass", f"opened {source.name}")
+    return source
+
+
+def open_function(cfg: CheckRewardConfig, spec: str, report: Report) -> FunctionPool | None:
     """The reward_func under test (in worker processes, as train-ppo runs it), after the load and signature
     checks; None if either failed."""
     try:
-        source = open_pool(cfg.reward, cfg)
+        source = open_pool(spec, cfg)
     except RewardFault as fault:
         name = "signature" if fault.kind == "signature" else "load"
         if name == "signature":
-            report.add("load", "pass", f"{cfg.reward} imports and defines {cfg.function!r}")
+            report.add("load", "pass", f"{spec} imports and defines {cfg.function!r}")
         report.add(name, "fail", str(fault), [{"kind": fault.kind, "traceback": fault.user_traceback}]
                    if fault.user_traceback else [{"kind": fault.kind}])
         return None
     flavour = "an async function" if source.is_async else "a function"
-    report.add("load", "pass", f"{cfg.reward} imports and defines {cfg.function!r} ({flavour})")
+    report.add("load", "pass", f"{spec} imports and defines {cfg.function!r} ({flavour})")
     if not source.positional:
         report.add("signature", finding(cfg.strict),
                    f"{cfg.function} takes its arguments by keyword only: rlhfctl calls it so, but OpenRLHF calls "
@@ -70,13 +101,3 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
     return open_reward(",".join(urls), cfg, timeout=cfg.reward_timeout)
-
-
-def open_judge_source(cfg: CheckRewardConfig, report: Report) -> RewardSource:
-    """The LLM judge of --judge-model (loaded here) or --judge-url (a chat client): loading errors are usage
-    errors (a bad template, a score token outside the vocabulary), so they exit 2 rather than fail a check."""
-    from rlhfctl.rewards.factory import open_judge
-
-    source = open_judge(cfg.model_copy(update={"rm_timeout": cfg.reward_timeout}))  # as for a reward server
-    report.add("load", "pass", f"{source.name} loaded")
-    return source

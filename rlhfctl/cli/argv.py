@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rlhfctl.config import field_extra, flag_name, key_of
+from rlhfctl.config import field_extra, flag_name, is_positional, key_of
 from rlhfctl.config_aliases import Translation, lookup
 from rlhfctl.errors import UsageError
 
@@ -79,7 +79,7 @@ def translate_argv(argv: list[str], commands: dict[str, type[BaseModel]]) -> tup
     if at is None or argv[at] not in commands:
         return list(argv), []
     command, cls = argv[at], commands[argv[at]]
-    flags = {name: info for name, info in cls.model_fields.items() if not field_extra(info).get("positional")}
+    flags = {name: info for name, info in cls.model_fields.items() if not is_positional(info, command)}
     kept, ours = list(argv[:at + 1]), {}
     translation = Translation()
     i = at + 1
@@ -100,6 +100,9 @@ def translate_argv(argv: list[str], commands: dict[str, type[BaseModel]]) -> tup
             field = name[3:] if negated else name
             nargs = 0 if negated else _nargs(flags[field].annotation)
             values, i = _take(argv, i, inline if eq else None, nargs, option)
+            if field_extra(flags[field]).get("repeat"):  # each occurrence counts (--reward a=... --reward b=...)
+                kept += [flag_name(field, flags[field]), values[0]]
+                continue
             ours[field] = (not negated) if nargs == 0 else ",".join(values)
         elif name in _COMMON:  # --print_config, --config=run.yaml: the options every command has, kebab-cased
             kept.append("--" + name.replace("_", "-") + eq + inline)

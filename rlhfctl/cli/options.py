@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Optional
 import typer
 from pydantic import BaseModel
 
-from rlhfctl.config import Group, dump_config, field_extra, flag_name, resolve
+from rlhfctl.config import Group, dump_config, field_extra, flag_name, is_positional, resolve
 from rlhfctl.config_aliases import aliases_of
 from rlhfctl.errors import RlhfctlError
 
@@ -73,6 +73,8 @@ def _default_text(value: Any) -> str:
 def _parameter(command: str, cls: type[BaseModel], name: str, info: Any) -> inspect.Parameter:
     extra = field_extra(info)
     typ, note = _cli_type(info.annotation)
+    if extra.get("repeat"):  # a repeatable flag (a variadic argument): the field parses the list of texts
+        typ, note = list[str], "repeatable"
     help_text = info.description or ""
     # Brackets are escaped: help is rendered as rich markup, where "[...]" would be a style tag.
     if note:
@@ -84,12 +86,13 @@ def _parameter(command: str, cls: type[BaseModel], name: str, info: Any) -> insp
     if default:
         help_text += f" \\[default: {default}]"
     panel = _panel(cls, name)
-    if extra.get("positional"):
+    if is_positional(info, command):
         meta = typer.Argument(help=help_text, show_default=False, metavar=name.upper())
-        if not info.is_required():  # an optional argument (check-reward's REWARD, absent with --agent-func-path)
-            return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                     annotation=typing.Annotated[Optional[typ], meta])
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typing.Annotated[typ, meta])
+        if info.is_required():
+            return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                     annotation=typing.Annotated[typ, meta])
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                 annotation=typing.Annotated[Optional[typ], meta])
     flag = flag_name(name, info)
     decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
     meta = typer.Option(
@@ -142,8 +145,8 @@ def debug_enabled() -> bool:
 def make_command(command: str, config_cls: type[BaseModel], run: Callable[[Any], int | None]) -> Callable[..., None]:
     """A Typer command function for `command`: parse flags, resolve with --config, then call `run(config)`."""
     fields = _ordered_fields(config_cls)
-    positional = [_parameter(command, config_cls, n, i) for n, i in fields if field_extra(i).get("positional")]
-    options = [_parameter(command, config_cls, n, i) for n, i in fields if not field_extra(i).get("positional")]
+    positional = [_parameter(command, config_cls, n, i) for n, i in fields if is_positional(i, command)]
+    options = [_parameter(command, config_cls, n, i) for n, i in fields if not is_positional(i, command)]
 
     def command_fn(**kwargs: Any) -> None:
         config_file = kwargs.pop("config", None)

@@ -18,10 +18,11 @@ uninitialised (the garbage users report from OpenRLHF's normalisation).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -67,15 +68,38 @@ def load_reward_model(
     flash_attn: bool = False,
     load_in_4bit: bool = False,
     disable_fast_tokenizer: bool = False,
-) -> tuple[RewardModel, Any]:
-    """The model (eval mode, on the GPU if there is one) and its tokenizer (right padding, left truncation)."""
+    trust_remote_code: bool = False,
+    reward_output: str | None = None,
+) -> tuple[nn.Module, Any]:
+    """The model (eval mode, on the GPU if there is one) and its tokenizer (right padding, left truncation).
+
+    A folder with its own code (config.json auto_map), or any model with --reward-output, is run whole and read
+    from that output field (models/output_reward.py); else the base model + value head below."""
+    from rlhfctl.models.remote_code import check_trust, model_auto_map
+
     folder = Path(path)
     config = _read_config(folder)
+    custom = check_trust(folder, trust_remote_code)
+    if custom or reward_output is not None:
+        from rlhfctl.models.output_reward import load_output_model
+
+        mean, std = _normalisation(folder, config, normalize_reward)
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if flash_attn:  # else the model's own default: custom code may not take an attention choice
+            kwargs["attn_implementation"] = _attention(flash_attn)
+        if load_in_4bit:
+            kwargs.update(four_bit_kwargs(dtype))
+        output_model = load_output_model(folder, model_auto_map(config), reward_output=reward_output,
+                                         trust_remote_code=trust_remote_code, kwargs=kwargs, mean=mean, std=std,
+                                         normalize=normalize_reward)
+        return output_model, load_tokenizer(folder, use_fast=not disable_fast_tokenizer,
+                                            trust_remote_code=trust_remote_code)
     tensors = checkpoint_tensors(folder)
     prefix = _head_prefix(folder, config, tensors, value_head_prefix)
     mean, std = _normalisation(folder, config, normalize_reward)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": _attention(flash_attn)}
+    kwargs = {"dtype": dtype, "attn_implementation": _attention(flash_attn)}
     if load_in_4bit:
         kwargs.update(four_bit_kwargs(dtype))
     base = _load_base(folder, kwargs)
@@ -91,12 +115,12 @@ def load_reward_model(
     return model, load_tokenizer(folder, use_fast=not disable_fast_tokenizer)
 
 
-def load_tokenizer(folder: Path, *, use_fast: bool = True) -> Any:
+def load_tokenizer(folder: Path, *, use_fast: bool = True, trust_remote_code: bool = False) -> Any:
     """Right padding (positions match scoring alone) and left truncation (the end, where rewards are read, stays)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=use_fast, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--reward-pretrain {folder}: cannot load its tokenizer: {exc}") from None
     tokenizer.padding_side = "right"
@@ -202,21 +226,31 @@ def read_tensors(folder: Path, where: dict[str, str], names: list[str]) -> dict[
     return out
 
 
-def _load_base(folder: Path, kwargs: dict[str, Any]) -> nn.Module:
-    from transformers import AutoModel
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off while loading: the head shows up as an "unexpected key" of the
+    base model, and a custom-code class as a type mismatch, both expected here."""
     from transformers.utils import logging as hf_logging
 
     previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the head shows up as an "unexpected key" of the base model: expected here
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return AutoModel.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"--reward-pretrain {folder}: cannot load the base model: {exc}") from None
+        yield
     finally:
         hf_logging.set_verbosity(previous)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _load_base(folder: Path, kwargs: dict[str, Any]) -> nn.Module:
+    from transformers import AutoModel
+
+    with quiet_transformers():
+        try:
+            return AutoModel.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"--reward-pretrain {folder}: cannot load the base model: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- options

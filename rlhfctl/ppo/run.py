@@ -87,7 +87,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.tracking import Tracker
     from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
-    from rlhfctl.rewards.factory import open_reward
+    from rlhfctl.models.remote_code import announce
+    from rlhfctl.ppo.reward_role import RoleReward
+    from rlhfctl.rewards.cache import with_cache
+    from rlhfctl.rewards.factory import open_combined, open_reward
 
     from rlhfctl.hub import resolve_fields
 
@@ -134,8 +137,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
-    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else open_judge_in_driver(cfg) if cfg.judge \
-        else None
+    if "reward" in roles_needed:
+        announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
+    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else \
+        open_combined(cfg.reward, cfg) if cfg.reward else open_judge_in_driver(cfg) if cfg.judge else None
     plan = None
     tracker = None
     try:
@@ -153,6 +158,12 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         for group in groups.values():
             group.wait_ready()
         _record_placement(cfg.save_path, placement_report(plan, groups))
+        if "reward" in groups:
+            reward = RoleReward(groups["reward"], f"reward model {cfg.reward_pretrain}", cacheable=not cfg.pairwise)
+        notes: list[str] = []
+        reward = with_cache(reward, cfg.reward_cache_size, notes)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
         roles = Roles(**groups)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None

@@ -26,6 +26,7 @@ from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.rewards.combined import score_in_chunks
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.shards import contiguous_shards
 
@@ -355,15 +356,11 @@ class PPOTrainer:
         if samples.environment is not None:  # --agent-func-path: the environment rewarded each episode
             return samples.environment
         try:
-            if self.roles.reward is not None:
-                shards = contiguous_shards(len(queries), len(self.roles.reward))
-                parts = get([w.call.remote("score", queries[s], samples.prompts[s], samples.labels[s])
-                             for w, s in zip(self.roles.reward.workers, shards)])
-                batch = RewardBatch.concat(parts)
-            else:
-                assert self.reward is not None
-                n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
-                batch = self._score_source(queries, samples.prompts, samples.labels, n_per_prompt)
+            assert self.reward is not None  # a server, a reward_func.py, the reward-model role (RoleReward), ...
+            n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
+            # a reward_func.py is called per micro-rollout batch of whole groups, as OpenRLHF calls it
+            batch = score_in_chunks(self.reward, queries, samples.prompts, samples.labels,
+                                    self.cfg.micro_rollout_batch_size * n_per_prompt)
         except RewardError as exc:
             if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
                 # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
@@ -380,18 +377,6 @@ class PPOTrainer:
         return RewardError(f"{what}: {failed}, so the run stops (a failure is never a reward of 0). Checkpoint of "
                            f"step {self.state.step} saved in {folder}; resume with --load-checkpoint."
                            f"\n{exc}{_fault_details(exc, samples)}")
-
-    def _score_source(self, queries: list[str], prompts: list[str], labels: list[str],
-                      n_per_prompt: int) -> RewardBatch:
-        """A reward_func.py is called per micro-rollout batch, as OpenRLHF calls it (--reward-workers of them at
-        once); a reward server gets the whole batch (its client spreads it over the servers)."""
-        from rlhfctl.rewards.pool import FunctionPool
-
-        assert self.reward is not None
-        if isinstance(self.reward, FunctionPool):
-            size = self.cfg.micro_rollout_batch_size * n_per_prompt
-            return self.reward.score_chunks(queries, prompts, labels, size)
-        return self.reward.score(queries, prompts, labels)
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:

@@ -9,7 +9,7 @@ from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardSource
 
 if TYPE_CHECKING:
-    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelArgs
+    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelOptions, RewardTerm
     from rlhfctl.rewards.pool import FunctionPool
 
 
@@ -55,8 +55,63 @@ def open_judge(cfg: JudgeArgs) -> RewardSource:
     return JudgeModel.from_config(cfg)
 
 
-def open_reward_model(cfg: RewardModelArgs) -> RewardSource:
-    """An in-process reward model from --reward-pretrain and the model-loading options."""
+def open_reward_model(cfg: RewardModelOptions, folder: str | None = None) -> RewardSource:
+    """An in-process reward model from --reward-pretrain (or `folder`) and the model options: a ModelReward, or a
+    PairwiseReward over one with --pairwise."""
     from rlhfctl.rewards.model import ModelReward
 
-    return ModelReward.from_config(cfg)
+    model = ModelReward.from_config(cfg, folder)
+    if not cfg.pairwise:
+        return model
+    from rlhfctl.rewards.pairwise import PairwiseReward
+
+    return PairwiseReward(model, template=cfg.pairwise_template, score=cfg.pairwise_score)
+
+
+def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
+    """One SOURCE of --reward: reward server URL(s) (client options from cfg where it has them, else their
+    defaults: serve-rm's own --api-key is not sent upstream), a reward_func.py, or a model folder / Hub ID (the
+    model options of cfg; --trust-remote-code is checked and announced here)."""
+    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, source_kind
+
+    kind = source_kind(source)
+    if kind == "url":
+        from rlhfctl.rewards.remote import RemoteReward
+
+        if isinstance(cfg, RemoteRewardArgs):
+            return RemoteReward.from_config(cfg, source)
+        return RemoteReward(source)
+    if kind == "function":
+        return open_function(source, cfg)  # type: ignore[arg-type]
+    if kind == "judge":
+        if not isinstance(cfg, JudgeArgs):
+            raise UsageError(f"--reward {name}=judge: this command has no LLM judge options")
+        return open_judge(cfg)
+    from rlhfctl.hub import resolve
+    from rlhfctl.models.remote_code import announce
+
+    folder = resolve(source, flag=f"--reward {name}=", revision=getattr(cfg, "revision", None))
+    announce(folder, cfg.trust_remote_code, flag=f"--reward {name}=")
+    return open_reward_model(cfg, folder)
+
+
+def open_combined(terms: dict[str, RewardTerm], cfg: RewardModelOptions) -> RewardSource:
+    """The weighted sum of --reward's named sources; a source that cannot be opened is named in the error, and the
+    ones opened before it are closed."""
+    from rlhfctl.errors import RlhfctlError
+    from rlhfctl.rewards.combined import CombinedReward
+
+    opened: list[tuple[str, float, RewardSource]] = []
+    try:
+        for name, term in terms.items():
+            try:
+                opened.append((name, term.weight, open_term(name, term.source, cfg)))
+            except RlhfctlError as exc:
+                message = str(exc) if str(exc).startswith("--reward ") else f"--reward {name}={term.source}: {exc}"
+                exc.args = (message,)
+                raise
+    except BaseException:
+        for _, _, source in opened:
+            source.close()
+        raise
+    return CombinedReward(opened)

@@ -63,6 +63,9 @@ class FunctionReward:
         self.fn = find_function(self.module, self.path, function)
         self.is_async = _is_async(self.fn)
         self.positional, self.accepts_kwargs = check_signature(self.fn, self.where)
+        # Per-sample and repeatable unless the file says `DETERMINISTIC = False` (check-reward tests the claim):
+        # only then may its rewards be cached (rewards/cache.py).
+        self.cacheable = bool(getattr(self.module, "DETERMINISTIC", True))
 
     # ------------------------------------------------------------------------------------------------ scoring
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:

@@ -16,7 +16,7 @@ import torch
 from rlhfctl.rewards.base import RewardBatch
 
 if TYPE_CHECKING:
-    from rlhfctl.config import RewardModelArgs
+    from rlhfctl.config import RewardModelOptions
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
@@ -48,6 +48,8 @@ class ModelReward:
     `score()` may be called from several threads; forward passes are serialised by a lock.
     """
 
+    cacheable = True  # a text's reward depends on that text alone (tests/test_serve_rm_batcher.py)
+
     def __init__(self, model: Any, tokenizer: Any, *, max_len: int = 2048, batch_size: int = 16,
                  max_batch_tokens: int | None = None, name: str = "reward model") -> None:
         self.model = model
@@ -64,23 +66,25 @@ class ModelReward:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: RewardModelArgs) -> "ModelReward":
+    def from_config(cls, cfg: RewardModelOptions, folder: str | None = None) -> "ModelReward":
         """From --reward-pretrain and the model-loading options of a command's config (serve-rm, bench-rm,
-        train-ppo: each has RewardModelArgs and ModelLoadArgs). train-ppo's reward role has no serve-rm batching
-        options, and scores with serve-rm's defaults."""
+        train-ppo: each has RewardModelArgs and ModelLoadArgs), or `folder` (a model named in --reward) with those
+        options. train-ppo's reward role has no serve-rm batching options, and scores with serve-rm's defaults."""
         from rlhfctl.config import ModelLoadArgs, ServerArgs, ServerBatchArgs
         from rlhfctl.models.reward import load_reward_model
 
         assert isinstance(cfg, ModelLoadArgs), type(cfg)
+        folder = folder or getattr(cfg, "reward_pretrain", None)
         model, tokenizer = load_reward_model(
-            cfg.reward_pretrain, value_head_prefix=cfg.value_head_prefix, normalize_reward=cfg.normalize_reward,
+            folder, value_head_prefix=cfg.value_head_prefix, normalize_reward=cfg.normalize_reward,
             bf16=cfg.bf16, flash_attn=cfg.flash_attn, load_in_4bit=cfg.load_in_4bit,
-            disable_fast_tokenizer=cfg.disable_fast_tokenizer,
+            disable_fast_tokenizer=cfg.disable_fast_tokenizer, trust_remote_code=cfg.trust_remote_code,
+            reward_output=cfg.reward_output,
         )
         batching = cfg if isinstance(cfg, ServerBatchArgs) else ServerBatchArgs()
         max_batch_tokens = cfg.max_batch_tokens if isinstance(cfg, ServerArgs) else None
         return cls(model, tokenizer, max_len=cfg.reward_max_len, batch_size=batching.batch_size,
-                   max_batch_tokens=max_batch_tokens, name=f"reward model {cfg.reward_pretrain}")
+                   max_batch_tokens=max_batch_tokens, name=f"reward model {folder}")
 
     # ------------------------------------------------------------------------------------------------ pieces
     def prepare(self, query: str) -> str:

@@ -59,7 +59,7 @@ def _worker_main(fd: int, path: str, function: str, batching: str) -> None:
                               "where": path}))
         return
     conn.send(("ready", {"is_async": reward.is_async, "positional": reward.positional,
-                         "accepts_kwargs": reward.accepts_kwargs}))
+                         "accepts_kwargs": reward.accepts_kwargs, "cacheable": reward.cacheable}))
     while True:
         try:
             message = conn.recv()
@@ -184,6 +184,7 @@ class FunctionPool:
         self.is_async: bool = info["is_async"]
         self.positional: bool = info["positional"]
         self.accepts_kwargs: bool = info["accepts_kwargs"]
+        self.cacheable: bool = info["cacheable"]
         self._idle.put(first)
         others = [self._spawn() for _ in range(workers - 1)]
         try:

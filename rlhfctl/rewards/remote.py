@@ -1,6 +1,7 @@
 """RemoteReward: the client of a reward server speaking OpenRLHF's /get_reward (serve-rm or any compatible one).
 
-A batch is split into contiguous shards, one request per server (never an empty one), sent in parallel over a
+A batch is split into contiguous shards, one request per server (never an empty one, never inside a prompt's
+group: a pairwise server compares the samples of one prompt), sent in parallel over a
 pooled connection per server. Failures that may pass (connection errors, timeouts, 429, 5xx) are retried with
 exponential backoff and jitter; others (a 4xx: our request is wrong) fail at once. A failure is never a reward
 of 0: it raises RewardError naming the server and the cause. `score()` is synchronous and thread-safe, so plain
@@ -25,7 +26,7 @@ from rlhfctl.config import AuthArgs, RemoteRewardArgs
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardBatch, check_batch
 from rlhfctl.rewards.contract import RewardFault, to_reward_batch
-from rlhfctl.shards import contiguous_shards
+from rlhfctl.rewards.groups import group_shards
 
 log = logging.getLogger(__name__)
 MAX_DELAY = 60.0  # seconds; a Retry-After or a long backoff never sleeps longer than this
@@ -60,6 +61,7 @@ class RemoteReward:
         self.retry_backoff = retry_backoff
         self.max_inflight = max_inflight
         self.name = "reward server " + ", ".join(self.urls)
+        self._cacheable: bool | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=timeout, headers=headers,
@@ -94,7 +96,7 @@ class RemoteReward:
         first = next(self._turn)
         jobs = [(self.urls[(first + i) % len(self.urls)], {"query": list(queries[a:b]), "prompts": prompts[a:b],
                                                            "labels": labels[a:b]}, a)
-                for i, (a, b) in enumerate((s.start, s.stop) for s in contiguous_shards(n, min(n, len(self.urls))))]
+                for i, (a, b) in enumerate((s.start, s.stop) for s in group_shards(prompts, len(self.urls)))]
         if len(jobs) == 1 or self._pool is None:
             return self._post(*jobs[0])
         futures = [self._pool.submit(self._post, *job) for job in jobs[1:]]
@@ -153,6 +155,19 @@ class RemoteReward:
             raise RewardError(f"{url}: the answer is not JSON: {response.text[:200]!r}") from None
         # Third-party servers may add keys of their own; the contract still checks one finite reward per query.
         return to_reward_batch(data, n, where=url, allow_extra_keys=True)
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the server's rewards may be cached: its /health says `"cacheable": false` for a pairwise reward
+        (serve-rm does); a server that does not say is taken to be a per-text reward model, as OpenRLHF's is."""
+        if self._cacheable is None:
+            self._cacheable = True
+            try:
+                answer = self._client.get(self.urls[0].rsplit("/", 1)[0] + "/health", timeout=min(self.timeout, 10))
+                self._cacheable = answer.json().get("cacheable", True) is not False
+            except (httpx.HTTPError, ValueError, AttributeError):
+                pass
+        return self._cacheable
 
     def close(self) -> None:
         self._client.close()

@@ -147,7 +147,8 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
         failure = getattr(scorer, "failure", None)
         if failure:
             return _error(503, failure)
-        answer = {"status": "ok", "source": source.name, "queue_depth": admitted, "max_queue": max_queue}
+        answer = {"status": "ok", "source": source.name, "queue_depth": admitted, "max_queue": max_queue,
+                  "cacheable": bool(getattr(source, "cacheable", True))}  # RemoteReward caches only when true
         if hasattr(source, "health"):  # a FunctionPool: "degraded" while calls time out or crash their workers
             answer.update(source.health())
         return JSONResponse(answer)

@@ -21,21 +21,32 @@ log = logging.getLogger("rlhfctl.serve")
 
 
 def open_source(cfg: Any) -> Any:
-    """The reward source that --reward-pretrain (ModelReward, in this process), --reward-func (FunctionPool: in
-    --reward-workers worker processes) or --judge-model/--judge-url (JudgeModel, ChatJudge) names."""
-    from rlhfctl.rewards.factory import open_function, open_judge, open_reward_model
+    """The reward source that --reward-pretrain (ModelReward or PairwiseReward, in this process), --reward-func
+    (FunctionPool: in --reward-workers worker processes), --reward (CombinedReward) or --judge-model/--judge-url
+    (JudgeModel, ChatJudge) names."""
+    from rlhfctl.models.remote_code import announce
+    from rlhfctl.rewards.factory import open_combined, open_function, open_judge, open_reward_model
 
     if cfg.reward_func is not None:
         return open_function(cfg.reward_func, cfg)
+    if cfg.reward is not None:
+        return open_combined(cfg.reward, cfg)
     if cfg.judge is not None:
         return open_judge(cfg)
+    announce(cfg.reward_pretrain, cfg.trust_remote_code)
     return open_reward_model(cfg)
 
 
 def open_served_source(cfg: Any) -> Any:
     """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
-    loaded), a reward function in --reward-workers worker processes (FunctionPool), or a --judge-url client."""
-    if cfg.reward_func is None and cfg.judge_url is None:
+    loaded), or in this process (called once per request, from a thread) a pairwise model, which compares the texts
+    of one request with each other, a combined reward, a --judge-url client, or a reward function in
+    --reward-workers worker processes."""
+    if cfg.reward_func is None and cfg.reward is None and not cfg.pairwise and cfg.judge_url is None:
+        from rlhfctl.models.remote_code import announce
+
+        if cfg.judge_model is None:
+            announce(cfg.reward_pretrain, cfg.trust_remote_code)
         from rlhfctl.serving.worker import ModelProcess
 
         worker = ModelProcess(cfg)
@@ -95,6 +106,10 @@ def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) ->
     # Before the model process starts: it is given a folder.
     cfg = resolve_fields(cfg, ["reward_pretrain", "judge_model"])
     started = time.perf_counter()
+    if cfg.reward_func is None and (cfg.reward is not None or cfg.pairwise):
+        from rlhfctl.serving.threads import configure_threads
+
+        configure_threads(cfg.num_threads)  # a model scored in this process: leave the event loop a core
     source = open_served_source(cfg)
     try:
         info = getattr(source, "info", {})
