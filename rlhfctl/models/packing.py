@@ -1,0 +1,81 @@
+"""Sequence packing (--packing-samples): a micro-batch's samples as ONE row without padding.
+
+A padded batch [B, P + A] (left-padded prompts, right-padded responses) spends compute on pad tokens; packed, the
+real tokens of every row are laid end to end in a [1, T] row with position ids restarting at 0 for each sample.
+Attention must stay within each sample: transformers (5.x) reads restarting position ids with no attention mask as
+packed sequences, and builds a block-diagonal causal mask for sdpa and eager (what runs on CPU) or calls
+flash-attention's varlen kernel, to which `forward_kwargs` also hands the cumulative lengths (`cu_seq_lens_*`).
+`unpack` maps per-token outputs back to the padded [B, A] layout the losses read, so nothing downstream changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlhfctl.errors import ConfigError
+
+
+@dataclass
+class PackedRows:
+    """A padded batch laid out as one row, with the index that maps outputs back to the action positions."""
+
+    input_ids: Tensor  # [1, T]: every row's real tokens, end to end
+    position_ids: Tensor  # [1, T]: 0, 1, ... restarting per sample (the padded path's positions of those tokens)
+    cu_seqlens: Tensor  # [B + 1] int32: where each sample starts in the row, then T (flash-attention varlen)
+    max_seqlen: int
+    action_index: Tensor  # [B, A]: the packed position whose output predicts action j of row b (0 where invalid)
+    action_valid: Tensor  # [B, A] bool: that action token is real (not response padding)
+
+
+def pack(sequences: Tensor, attention_mask: Tensor, num_actions: int) -> PackedRows:
+    """Pack the rows of `sequences` [B, P + A] by `attention_mask`; the output at a token predicts the next one, so
+    action j of row b (column P + j) is read from the packed place of column P + j - 1."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        raise ValueError("cannot pack a row with no real token (its attention mask is all 0)")
+    starts = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    positions = mask.long().cumsum(dim=1) - 1  # a token's place within its sample, as position_ids() gives it
+    packed_place = starts[:-1].unsqueeze(1) + positions  # [B, P + A], meaningful where mask is 1
+    width = sequences.shape[1]
+    before = packed_place[:, width - num_actions - 1:width - 1]
+    valid = mask[:, width - num_actions:] & mask[:, width - num_actions - 1:width - 1]
+    return PackedRows(
+        input_ids=sequences[mask].unsqueeze(0),
+        position_ids=positions[mask].unsqueeze(0),
+        cu_seqlens=starts.to(torch.int32),
+        max_seqlen=int(lengths.max()),
+        action_index=before.masked_fill(~valid, 0),
+        action_valid=valid,
+    )
+
+
+def forward_kwargs(model: Any, packed: PackedRows) -> dict[str, Any]:
+    """The keyword arguments of a packed forward of an HF model (or its base): ids, restarting positions, no mask.
+
+    With flash-attention 2 the cumulative lengths go to its varlen kernel as well; that kernel exists on CUDA only,
+    so asking for it on tensors elsewhere is an error that says so rather than a crash inside the kernel."""
+    kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
+                              "attention_mask": None, "use_cache": False}
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if impl == "flash_attention_2":
+        if packed.input_ids.device.type != "cuda":
+            raise ConfigError("--packing-samples with --flash-attn runs flash-attention's varlen kernel, which needs "
+                              f"a CUDA GPU; these tensors are on {packed.input_ids.device.type} (leave out "
+                              "--flash-attn: packing then uses a block-diagonal mask with sdpa)")
+        cu = packed.cu_seqlens.to(packed.input_ids.device)
+        kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=packed.max_seqlen,
+                      max_length_k=packed.max_seqlen)
+    return kwargs
+
+
+def unpack(outputs: Tensor, packed: PackedRows) -> Tensor:
+    """Per-token outputs of the packed row [1, T, ...] -> [B, A, ...] at the action positions, 0 on padding."""
+    picked = outputs[0][packed.action_index]
+    valid = packed.action_valid.reshape(*packed.action_valid.shape, *([1] * (picked.dim() - 2)))
+    return picked * valid.to(picked.dtype)
+
