@@ -37,9 +37,13 @@ def policy(tiny_policy_dir):
     return load_policy(str(tiny_policy_dir))
 
 
-def test_packed_log_probs_and_entropy_equal_the_padded_ones(policy):
-    from rlhfctl.models.actor import action_log_probs
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_log_probs_and_entropy_equal_the_padded_ones(attention, tiny_policy_dir):
+    """sdpa: attention per sample's slice (packing.sdpa_varlen); eager: transformers' block-diagonal mask."""
+    from rlhfctl.models.actor import action_log_probs, load_policy
 
+    policy = load_policy(str(tiny_policy_dir))
+    policy.set_attn_implementation(attention)
     seqs, attn = mixed_batch()
     real = attn[:, -ACTIONS:].bool()
     padded_lp, padded_ent = action_log_probs(policy, seqs, attn, ACTIONS, 0.7, return_entropy=True)
@@ -116,8 +120,8 @@ def test_flash_attention_packing_off_a_gpu_says_what_it_needs():
     model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
     with pytest.raises(ConfigError, match="varlen kernel, which needs a CUDA GPU"):
         packing.forward_kwargs(model, rows)
-    sdpa = packing.forward_kwargs(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa")), rows)
-    assert sdpa["attention_mask"] is None and "cu_seq_lens_q" not in sdpa
+    eager = packing.forward_kwargs(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager")), rows)
+    assert eager["attention_mask"] is None and "cu_seq_lens_q" not in eager  # transformers' block-diagonal mask
     assert rows.cu_seqlens.tolist() == [0, *attn.sum(1).cumsum(0).tolist()]
     assert rows.position_ids[0, :16].tolist() == list(range(16))  # row 0 unpadded, then row 1 restarts at 0
     assert rows.position_ids[0, 16] == 0

@@ -3,8 +3,11 @@
 A padded batch [B, P + A] (left-padded prompts, right-padded responses) spends compute on pad tokens; packed, the
 real tokens of every row are laid end to end in a [1, T] row with position ids restarting at 0 for each sample.
 Attention must stay within each sample: transformers (5.x) reads restarting position ids with no attention mask as
-packed sequences, and builds a block-diagonal causal mask for sdpa and eager (what runs on CPU) or calls
-flash-attention's varlen kernel, to which `forward_kwargs` also hands the cumulative lengths (`cu_seq_lens_*`).
+packed sequences, and builds a block-diagonal causal mask (eager uses it) or calls flash-attention's varlen kernel,
+to which `forward_kwargs` hands the cumulative lengths (`cu_seq_lens_*`). sdpa (what runs on CPU) gets them too: a
+dense block-diagonal mask over T tokens costs T^2 attention, more than the padded batch's B x longest^2, so
+`sdpa_varlen` runs causal sdpa on each sample's slice instead (sum of length^2, no mask), installed as transformers'
+"sdpa" attention; a call without `cu_seq_lens_q` (padded batches, generate) goes to transformers' own sdpa unchanged.
 `unpack` maps per-token outputs back to the padded [B, A] layout the losses read, so nothing downstream changes.
 """
 
@@ -62,7 +65,10 @@ def forward_kwargs(model: Any, packed: PackedRows) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
                               "attention_mask": None, "use_cache": False}
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if impl == "flash_attention_2":
+    if impl == "sdpa":
+        install_sdpa_varlen()
+        kwargs.update(cu_seq_lens_q=packed.cu_seqlens, max_length_q=packed.max_seqlen)
+    elif impl == "flash_attention_2":
         if packed.input_ids.device.type != "cuda":
             raise ConfigError("--packing-samples with --flash-attn runs flash-attention's varlen kernel, which needs "
                               f"a CUDA GPU; these tensors are on {packed.input_ids.device.type} (leave out "
@@ -79,3 +85,39 @@ def unpack(outputs: Tensor, packed: PackedRows) -> Tensor:
     valid = packed.action_valid.reshape(*packed.action_valid.shape, *([1] * (picked.dim() - 2)))
     return picked * valid.to(picked.dtype)
 
+
+
+_sdpa_varlen_installed = False
+
+
+def install_sdpa_varlen() -> None:
+    """Make transformers' "sdpa" attention run packed rows sample by sample (`sdpa_varlen`); idempotent."""
+    global _sdpa_varlen_installed
+    if _sdpa_varlen_installed:
+        return
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("sdpa", sdpa_varlen)
+    _sdpa_varlen_installed = True
+
+
+def sdpa_varlen(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
+                **kwargs: Any) -> tuple[Tensor, None]:
+    """transformers' sdpa attention; for one packed row with `cu_seq_lens_q`, causal sdpa over each sample's slice.
+
+    query/key/value are [1, heads, T, head_dim]; the result is [1, T, heads, head_dim], as sdpa_attention_forward
+    returns it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.pop("cu_seq_lens_q", None)
+    for name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
+        kwargs.pop(name, None)
+    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    bounds = cu.tolist()
+    parts = [sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None,
+                                    dropout=dropout, scaling=scaling, is_causal=True, **kwargs)[0]
+             for s, e in zip(bounds[:-1], bounds[1:])]
+    return torch.cat(parts, dim=1), None
