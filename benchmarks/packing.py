@@ -103,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="token budget of the dynamic modes (default: micro-batch size x mean length)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per mode, after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a busy 2-core machine 2 threads run far slower)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     parser.add_argument("--workdir", default=None, help="keep the policy here (default: a temp folder)")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for what, value, low in (("--rows", args.rows, 1), ("--min-len", args.min_len, 2), ("--repeats", args.repeats, 1),
-                             ("--threads", args.threads, 1), ("--micro-train-batch-size", args.micro_train_batch_size, 1)):
+                             ("--threads", args.threads, 1),
+                             ("--micro-train-batch-size", args.micro_train_batch_size, 1)):
         if value < low:
             parser.error(f"{what} must be >= {low}, got {value}")
     if args.max_len < args.min_len:

@@ -120,3 +120,14 @@ def test_rollout_log_probs_and_values_keep_row_order_under_a_budget(tiny_policy_
         for out in outs[1:]:
             assert out.shape == outs[0].shape
             assert torch.allclose(out[real], outs[0][real], atol=1e-5), (cls.__name__, out - outs[0])
+
+
+@pytest.mark.parametrize("args", [["--min-len", "64", "--max-len", "32"], ["--max-tokens", "0"], ["--modes", "fast"]])
+def test_the_packing_benchmark_refuses_bad_options(args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "packing.py"
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
