@@ -92,7 +92,8 @@ class Critic(nn.Module):
 
             rows = packing.pack(sequences, attention_mask, num_actions)
             hidden = self.backbone(**packing.forward_kwargs(self.backbone, rows)).last_hidden_state
-            return self.value_head(packing.unpack(hidden, rows)).squeeze(-1).float() * rows.action_valid
+            values = self.value_head(packing.gather_actions(hidden, rows)).squeeze(-1).float()
+            return packing.scatter_actions(values, rows)
         hidden = self.backbone(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                                use_cache=False).last_hidden_state
         values = self.value_head(hidden).squeeze(-1).float()

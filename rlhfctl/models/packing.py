@@ -8,7 +8,8 @@ to which `forward_kwargs` hands the cumulative lengths (`cu_seq_lens_*`). sdpa (
 dense block-diagonal mask over T tokens costs T^2 attention, more than the padded batch's B x longest^2, so
 `sdpa_varlen` runs causal sdpa on each sample's slice instead (sum of length^2, no mask), installed as transformers'
 "sdpa" attention; a call without `cu_seq_lens_q` (padded batches, generate) goes to transformers' own sdpa unchanged.
-`unpack` maps per-token outputs back to the padded [B, A] layout the losses read, so nothing downstream changes.
+`gather_actions`/`scatter_actions` map per-token outputs back to the padded [B, A] layout the losses read, so nothing
+downstream changes.
 """
 
 from __future__ import annotations
@@ -79,12 +80,17 @@ def forward_kwargs(model: Any, packed: PackedRows) -> dict[str, Any]:
     return kwargs
 
 
-def unpack(outputs: Tensor, packed: PackedRows) -> Tensor:
-    """Per-token outputs of the packed row [1, T, ...] -> [B, A, ...] at the action positions, 0 on padding."""
-    picked = outputs[0][packed.action_index]
-    valid = packed.action_valid.reshape(*packed.action_valid.shape, *([1] * (picked.dim() - 2)))
-    return picked * valid.to(picked.dtype)
+def gather_actions(outputs: Tensor, packed: PackedRows) -> Tensor:
+    """The packed row's outputs [1, T, ...] at the real action positions only, [N, ...] (row-major order), so the
+    vocabulary-wide work after the model (log-softmax, entropy) runs on real tokens, not on padding."""
+    return outputs[0][packed.action_index[packed.action_valid]]
 
+
+def scatter_actions(values: Tensor, packed: PackedRows) -> Tensor:
+    """[N, ...] per real action token (gather_actions' order) -> the padded [B, A, ...] layout, 0 on padding."""
+    out = values.new_zeros(*packed.action_valid.shape, *values.shape[1:])
+    out[packed.action_valid] = values
+    return out
 
 
 _sdpa_varlen_installed = False
