@@ -9,8 +9,9 @@ policy (hidden 256, 4 layers, 4 heads, vocab 2,000) trains one batch of `--rows`
 - dynamic:        token-budget micro-batches (--use-dynamic-batch, --train-max-tokens-per-gpu), padded;
 - dynamic_packed: token-budget micro-batches, packed.
 
-Each mode's `train_s` is the median over `--repeats` timed passes (after one warm-up) of `PolicyWorker.train`, and
-`log_probs_s` the same for the rollout forward of make_experience (`PolicyWorker.log_probs`, the budget there is
+Each mode's `train_s` is the median over `--repeats` timed passes (after one warm-up) of `PolicyWorker.train`
+(`train_s_min` the fastest, what other load on the machine inflates least), and `log_probs_s` the same for the
+rollout forward of make_experience (`PolicyWorker.log_probs`, the budget there is
 --rollout-max-tokens-per-gpu = the training one). `grad_norm` shows the update is the same one: the dynamic modes
 give the gradient of the whole batch at once, whatever the grouping; padded and packed share a grouping. Speed-ups
 are padded's time over each mode's.
@@ -63,14 +64,14 @@ def mixed_experience(rows: int, min_len: int, max_len: int, vocab: int, seed: in
                       advantages=torch.randn(rows, width_a, generator=gen) * act), totals
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+def timed(fn, repeats: int) -> tuple[list[float], object]:
     result = fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    return times, result
 
 
 def run_mode(name: str, args: argparse.Namespace, policy: Path, experience) -> dict:
@@ -90,7 +91,8 @@ def run_mode(name: str, args: argparse.Namespace, policy: Path, experience) -> d
     experience.log_probs = old.detach() * experience.action_mask
     step = iter(range(10**6))
     train_s, metrics = timed(lambda: worker.train(experience, step=next(step)), args.repeats)
-    return {"train_s": round(train_s, 3), "log_probs_s": round(log_probs_s, 3),
+    return {"train_s": round(statistics.median(train_s), 3), "train_s_min": round(min(train_s), 3),
+            "log_probs_s": round(statistics.median(log_probs_s), 3), "log_probs_s_min": round(min(log_probs_s), 3),
             "grad_norm": round(float(metrics.get("grad_norm", float("nan"))), 6)}
 
 
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_train_vs_padded": {m: round(results["padded"]["train_s"] / r["train_s"], 2)
                                     for m, r in results.items()} if "padded" in results else None,
         "speedup_log_probs_vs_padded": {m: round(results["padded"]["log_probs_s"] / r["log_probs_s"], 2)
+                                        for m, r in results.items()} if "padded" in results else None,
+        "speedup_train_min_vs_padded": {m: round(results["padded"]["train_s_min"] / r["train_s_min"], 2)
                                         for m, r in results.items()} if "padded" in results else None,
         "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
