@@ -244,9 +244,9 @@ def test_yaml_refusal_names_the_file_and_key(tmp_path, capsys):
 
 def test_yaml_switch_needs_true_or_false(tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\npacking_samples: 3\n")
+    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\nds.packing_samples: 3\n")
     code, _, err = run_main(["train-ppo", "--config", str(run_yaml)], capsys)
-    assert code == 2 and "'packing_samples' is a switch" in err
+    assert code == 2 and "'ds.packing_samples' is a switch" in err
 
 
 def test_one_yaml_with_openrlhf_keys_serves_both_commands(tmp_path, capsys):
