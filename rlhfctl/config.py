@@ -581,6 +581,22 @@ class TrainArgs(Group):
         False, "Skip a batch whose reward, log-probs, values, loss or gradient norm is NaN or infinite (counted as "
         "nonfinite_skipped in the metrics) instead of stopping the run with a checkpoint of the last good step."
     )
+    use_dynamic_batch: bool = _opt(
+        False, "Form micro-batches by a token budget (--train-max-tokens-per-gpu, --rollout-max-tokens-per-gpu) "
+        "instead of a count of samples; an update's loss is the same whatever the grouping."
+    )
+    train_max_tokens_per_gpu: int = _opt(
+        16192, "With --use-dynamic-batch: tokens per training micro-batch on one worker (rows x padded width, or "
+        "the real tokens with --packing-samples); a longer sample runs alone.", ge=1
+    )
+    rollout_max_tokens_per_gpu: Optional[int] = _opt(
+        None, "With --use-dynamic-batch: tokens per log-prob/value forward while making experience (default: "
+        "--train-max-tokens-per-gpu).", ge=1
+    )
+    packing_samples: bool = _opt(
+        False, "Pack a micro-batch's samples into one row without padding (positions restart per sample, attention "
+        "stays within it); flash-attention's varlen kernel with --flash-attn on a GPU."
+    )
 
 
 class PPOArgs(Group):
@@ -1058,6 +1074,9 @@ def unused_options(cfg: BaseModel) -> list[str]:
             rules.append((unused, "acts on a local reward model that scores the samples (--reward-pretrain without "
                                   "--remote-rm-url) only; a reward server or function applies its own (serve-rm "
                                   "takes the same option)"))
+        if not cfg.use_dynamic_batch:
+            rules.append(({"train_max_tokens_per_gpu", "rollout_max_tokens_per_gpu"},
+                          "a token budget acts with --use-dynamic-batch only; micro-batches are counts of samples"))
         if cfg.use_kl_loss and cfg.init_kl_coef == 0:
             rules.append(({"use_kl_loss"}, "the KL loss is weighted by --init-kl-coef, which is 0: no reference "
                                            "model is loaded and no KL term is added"))

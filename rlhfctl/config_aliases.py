@@ -200,15 +200,10 @@ TRAIN_PPO: dict[str, Entry] = {
         "no effect: prompts are read in the driver", harmless=("0",))),
     **_spell("deepspeed_enable_sleep", "ds.enable_sleep", entry=warn(DS_TUNING, 0)),
     **_spell("ds_tensor_parallel_size", "ds.tensor_parallel_size", entry=warn(DS_TUNING, harmless=("1",))),
-    **_spell("packing_samples", "ds.packing_samples", entry=warn(
-        "no effect: samples are trained in padded batches (packing saves memory and time, not a different update)",
-        0)),
-    **_spell("use_dynamic_batch", "train.dynamic_batch_enable", entry=warn(
-        "no effect: micro-batches are --micro-train-batch-size samples, not a token budget", 0)),
-    **_spell("rollout_max_tokens_per_gpu", "rollout.max_tokens_per_gpu", entry=warn(
-        "no effect: micro-batches are --micro-rollout-batch-size prompts, not a token budget")),
-    **_spell("train_max_tokens_per_gpu", "train.max_tokens_per_gpu", entry=warn(
-        "no effect: micro-batches are --micro-train-batch-size samples, not a token budget", harmless=("16192",))),
+    **_spell("ds.packing_samples", entry=switch("packing_samples")),
+    **_spell("train.dynamic_batch_enable", entry=switch("use_dynamic_batch")),
+    **_spell("rollout.max_tokens_per_gpu", entry=alias("rollout_max_tokens_per_gpu")),
+    **_spell("train.max_tokens_per_gpu", entry=alias("train_max_tokens_per_gpu")),
     **_spell("ds.load_in_4bit", entry=switch("load_in_4bit")),
     **_spell("lora_rank", "ds.lora.rank", entry=refuse(f"LoRA training {NOT_BUILT}", harmless=("0",))),
     **_spell("lora_alpha", "ds.lora.alpha", entry=refuse(f"LoRA training {NOT_BUILT}", harmless=("16",))),
@@ -326,8 +321,7 @@ TRAIN_PPO: dict[str, Entry] = {
 # serve_rm's options: the same meanings as train_ppo_ray's, except --max_len, which is the reward model's truncation.
 _SERVE_SHARED = ("reward.model_name_or_path", "reward.normalize_enable", "ds.value_head_prefix", "ds.load_in_4bit",
                  "param_dtype", "ds.param_dtype", "attn_implementation", "ds.attn_implementation",
-                 "ds.experts_implementation", "data.disable_fast_tokenizer", "packing_samples", "ds.packing_samples",
-                 "use_ms")
+                 "ds.experts_implementation", "data.disable_fast_tokenizer", "use_ms")
 SERVE_RM: dict[str, Entry] = {
     **{name: TRAIN_PPO[name] for name in _SERVE_SHARED},
     **_spell("max_len", "data.max_len", entry=alias("reward_max_len")),

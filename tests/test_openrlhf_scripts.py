@@ -129,11 +129,12 @@ def test_max_len_alone_is_split_with_a_warning(capsys):
 
 def test_options_without_effect_here_warn_once_each_and_run(capsys):
     cfg, err = printed([*TRAIN, "--vllm_gpu_memory_utilization", "0.5", "--vllm.sync_backend", "nccl",
-                        "--enforce_eager", "--packing_samples", "--save_hf_ckpt", "--vllm_tensor_parallel_size", "2"],
+                        "--enforce_eager", "--deepspeed_enable_sleep", "--save_hf_ckpt", "--vllm_tensor_parallel_size",
+                        "2"],
                        capsys)
     warnings = [line for line in err.splitlines() if line.startswith("Warning")]
     for option in ("--vllm_gpu_memory_utilization 0.5", "--vllm.sync_backend nccl", "--enforce_eager",
-                   "--packing_samples", "--save_hf_ckpt", "--vllm_tensor_parallel_size 2"):
+                   "--deepspeed_enable_sleep", "--save_hf_ckpt", "--vllm_tensor_parallel_size 2"):
         assert sum(line.startswith(f"Warning: {option}:") for line in warnings) == 1, (option, warnings)
     assert cfg["pretrain"] == "OpenRLHF/Llama-3-8b-sft-mixture"
     # OpenRLHF's "off" value of an option asks for nothing: no warning
@@ -215,7 +216,8 @@ def test_yaml_takes_dotted_keys_lists_and_the_same_transforms(tmp_path, capsys):
         "actor.adam.betas: [0.9, 0.98]\n"
         "max_len: 3072\n"
         "max_new_tokens: 1024\n"
-        "packing_samples: true\n"
+        "deepspeed_enable_sleep: true\n"
+        "ds.packing_samples: true\n"
         "use_kl_loss: false\n"
         "ds.zero-stage: 3\n"
     )
@@ -223,7 +225,8 @@ def test_yaml_takes_dotted_keys_lists_and_the_same_transforms(tmp_path, capsys):
     assert (cfg["pretrain"], cfg["bf16"], cfg["reward_clip_range"], cfg["adam_betas"]) == (
         "OpenRLHF/Llama-3-8b-sft-mixture", True, [-5.0, 5.0], [0.9, 0.98])
     assert (cfg["prompt_max_len"], cfg["generate_max_len"], cfg["zero_stage"]) == (2048, 1024, 3)
-    assert "Warning: packing_samples" in err  # the same warning as on the command line
+    assert "Warning: deepspeed_enable_sleep" in err  # the same warning as on the command line
+    assert cfg["packing_samples"] is True
     # a flag still beats the file
     cfg, _ = printed(["train-ppo", "--config", str(run_yaml), "--no-bf16"], capsys)
     assert cfg["bf16"] is False
@@ -241,9 +244,9 @@ def test_yaml_refusal_names_the_file_and_key(tmp_path, capsys):
 
 def test_yaml_switch_needs_true_or_false(tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\npacking_samples: 3\n")
+    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\nds.packing_samples: 3\n")
     code, _, err = run_main(["train-ppo", "--config", str(run_yaml)], capsys)
-    assert code == 2 and "'packing_samples' is a switch" in err
+    assert code == 2 and "'ds.packing_samples' is a switch" in err
 
 
 def test_one_yaml_with_openrlhf_keys_serves_both_commands(tmp_path, capsys):

@@ -120,6 +120,11 @@ class DeepSpeedTrainingEngine(TrainingEngine):
             "wall_clock_breakdown": False,
         }
 
+    def set_accumulation_boundary(self, boundary: bool | None) -> None:
+        super().set_accumulation_boundary(boundary)
+        if boundary is not None:  # DeepSpeed's override; set before the forward (ZeRO-3 acts on it there)
+            self._ds.set_gradient_accumulation_boundary(boundary)
+
     def _backward(self, loss: torch.Tensor) -> None:
         self._ds.backward(loss)
 

@@ -191,6 +191,15 @@ class TrainingEngine:
         self.micro_step = 0
         return {"stepped": True, "grad_norm": grad_norm, "lr": lr}
 
+    def set_accumulation_boundary(self, boundary: bool | None) -> None:
+        """Whether the next micro-batch ends an accumulation: token-budget micro-batches (--use-dynamic-batch) vary
+        in number per update. None (the default): every `gradient_accumulation_steps` micro-batches."""
+        self._boundary = boundary
+
+    def _at_boundary(self) -> bool:
+        boundary = getattr(self, "_boundary", None)
+        return self.micro_step + 1 >= self.gradient_accumulation_steps if boundary is None else boundary
+
     def _backward(self, loss: torch.Tensor) -> None:
         raise NotImplementedError
 

@@ -52,7 +52,7 @@ class TorchTrainingEngine(TrainingEngine):
         (loss / self.gradient_accumulation_steps).backward()
 
     def _update(self) -> float | Literal[False]:
-        if self.micro_step + 1 < self.gradient_accumulation_steps:
+        if not self._at_boundary():
             return False
         grads = self._fp32_grads()
         if self.world_size > 1:

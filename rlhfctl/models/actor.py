@@ -188,21 +188,32 @@ def position_ids(attention_mask: Tensor) -> Tensor:
 
 
 def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
-                     temperature: float = 1.0, return_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                     temperature: float = 1.0, return_entropy: bool = False,
+                     packed: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """log pi(a_t | s_t) of the last `num_actions` tokens of each sequence, [B, num_actions].
 
     The logits are divided by the sampling temperature, as OpenRLHF does, so the ratio compares the
     distribution the samples were drawn from. `return_entropy` also returns the entropy of that distribution at
-    each of those positions, [B, num_actions] (for --entropy-loss-coef)."""
-    logits = model(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                   use_cache=False).logits
-    logits = logits[:, -num_actions - 1:-1].float()
+    each of those positions, [B, num_actions] (for --entropy-loss-coef). `packed` runs the rows as one packed row
+    without padding (--packing-samples, models/packing.py): the same values, 0 on response padding."""
+    targets = sequences[:, -num_actions:]
+    restore = (lambda t: t)  # noqa: E731
+    if packed:  # logits of the real action tokens only, [N, V]; back to [B, A] at the end
+        from rlhfctl.models import packing
+
+        rows = packing.pack(sequences, attention_mask, num_actions)
+        logits = packing.gather_actions(model(**packing.forward_kwargs(model, rows)).logits, rows).float()
+        targets = targets[rows.action_valid]
+        restore = (lambda t: packing.scatter_actions(t, rows))  # noqa: E731
+    else:
+        logits = model(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                       use_cache=False).logits
+        logits = logits[:, -num_actions - 1:-1].float()
     if temperature != 1.0:
         logits = logits / temperature
-    targets = sequences[:, -num_actions:]
-    log_probs = torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
+    log_probs = restore(torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1))
     if not return_entropy:
         return log_probs
     from rlhfctl.ppo.functional import entropy_from_logits
 
-    return log_probs, entropy_from_logits(logits)
+    return log_probs, restore(entropy_from_logits(logits))

@@ -84,7 +84,16 @@ class Critic(nn.Module):
                 nn.init.normal_(head.weight, std=1.0 / (hidden + 1))
         return cls(backbone, head)
 
-    def forward(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
+    def forward(self, sequences: Tensor, attention_mask: Tensor, num_actions: int, packed: bool = False) -> Tensor:
+        """`packed`: the rows run as one packed row without padding (--packing-samples); the same values, 0 on
+        response padding."""
+        if packed:
+            from rlhfctl.models import packing
+
+            rows = packing.pack(sequences, attention_mask, num_actions)
+            hidden = self.backbone(**packing.forward_kwargs(self.backbone, rows)).last_hidden_state
+            values = self.value_head(packing.gather_actions(hidden, rows)).squeeze(-1).float()
+            return packing.scatter_actions(values, rows)
         hidden = self.backbone(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                                use_cache=False).last_hidden_state
         values = self.value_head(hidden).squeeze(-1).float()

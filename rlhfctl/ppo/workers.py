@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.ppo.micro_batching import LossWeights, MicroBatch
 from rlhfctl.shards import chunks
 
 if TYPE_CHECKING:
@@ -40,6 +41,18 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _rollout_forward(cfg: TrainPPOConfig, forward: Any, sequences: Tensor, attention_mask: Tensor,
+                     num_actions: int) -> Tensor:
+    """A log-prob or value forward over a rollout batch: --micro-rollout-batch-size x --n-samples-per-prompt rows
+    at a time, or within --rollout-max-tokens-per-gpu tokens with --use-dynamic-batch."""
+    from rlhfctl.ppo.micro_batching import forward_in_groups, rollout_groups
+
+    budget = (cfg.rollout_max_tokens_per_gpu or cfg.train_max_tokens_per_gpu) if cfg.use_dynamic_batch else None
+    groups = rollout_groups(attention_mask, num_actions, cfg.micro_rollout_batch_size * cfg.n_samples_per_prompt,
+                            budget, cfg.packing_samples)
+    return forward_in_groups(forward, sequences, attention_mask, num_actions, groups, trim=budget is not None)
+
+
 def _build_engine(model: torch.nn.Module, cfg: TrainPPOConfig, learning_rate: float, total_updates: int) -> Any:
     from rlhfctl.distributed.engine_factory import build_engine
 
@@ -62,8 +75,22 @@ class _TrainedWorker:
     role: str = "model"
     loss_name: str = "loss"
 
-    def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
+    def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
+        """The micro-batch's loss to backpropagate, its terms multiplied by `weights`, and its statistics."""
         raise NotImplementedError
+
+    def _micro_batches(self, experience: Experience, generator: torch.Generator) -> list[MicroBatch]:
+        """One epoch's micro-batches: --micro-train-batch-size rows each, or within --train-max-tokens-per-gpu
+        tokens (--use-dynamic-batch), weighted so an update's loss does not depend on the grouping."""
+        from rlhfctl.ppo.micro_batching import dynamic_micro_batches
+
+        cfg = self.cfg
+        if not cfg.use_dynamic_batch:
+            return [MicroBatch(mb, LossWeights(), None)
+                    for mb in experience.micro_batches(cfg.micro_train_batch_size, generator)]
+        return dynamic_micro_batches(
+            experience, cfg.train_batch_size // self.engine.world_size, cfg.train_max_tokens_per_gpu,
+            cfg.packing_samples, self.engine.gradient_accumulation_steps, generator, self.engine.device)
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
         """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes.
@@ -80,8 +107,9 @@ class _TrainedWorker:
         applied = skipped = 0
         try:
             for epoch in range(self.cfg.max_epochs):
-                for mb in experience.micro_batches(self.cfg.micro_train_batch_size, generator):
-                    loss, stats = self._loss(mb)
+                for micro in self._micro_batches(experience, generator):
+                    self.engine.set_accumulation_boundary(micro.boundary)
+                    loss, stats = self._loss(micro.experience, micro.weights)
                     self.engine.backward(loss)
                     update = self.engine.step()
                     pending.append(stats)
@@ -167,21 +195,23 @@ class PolicyWorker(_TrainedWorker):
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         from rlhfctl.models.actor import action_log_probs
 
-        size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
-        out = [action_log_probs(self.engine.module, sequences[s], attention_mask[s], num_actions,
-                                self.cfg.temperature) for s in chunks(len(sequences), size)]
-        return torch.cat(out) if out else torch.zeros(0, num_actions)
+        def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
+            return action_log_probs(self.engine.module, seqs, mask, width, self.cfg.temperature,
+                                    packed=self.cfg.packing_samples)
 
-    def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
+        return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
+
+    def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         """The policy loss (--policy-loss-type, clip bounds, dual clip, --loss-agg-mode, IS correction), plus the KL
-        loss (--use-kl-loss) and minus the entropy bonus (--entropy-loss-coef), as OpenRLHF's PPO actor adds them."""
+        loss (--use-kl-loss) and minus the entropy bonus (--entropy-loss-coef), as OpenRLHF's PPO actor adds them.
+        The policy loss is weighted by the share its aggregation averages over, the token means by the token share."""
         from rlhfctl.models.actor import action_log_probs
         from rlhfctl.ppo import functional as F
 
         cfg = self.cfg
         with_entropy = cfg.entropy_loss_coef is not None
         out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions, cfg.temperature,
-                               return_entropy=with_entropy)
+                               return_entropy=with_entropy, packed=cfg.packing_samples)
         log_probs, entropy = out if with_entropy else (out, None)
         old_log_probs, is_weights, stats = mb.log_probs, None, {}
         if cfg.enable_vllm_is_correction and mb.rollout_log_probs is not None:
@@ -192,22 +222,23 @@ class PolicyWorker(_TrainedWorker):
                 is_weights = F.is_correction_weights(mb.log_probs, mb.rollout_log_probs, mb.action_mask,
                                                      cfg.vllm_is_correction_type, *cfg.vllm_is_truncated_threshold)
         low, high = cfg.clip_low_high
+        loss_agg = cfg.loss_agg_mode or ("seq-mean-token-mean" if cfg.policy_loss_type == "gspo" else "token-mean")
         loss, clip_ratio = F.policy_loss(log_probs, old_log_probs, mb.advantages, mb.action_mask, low, high,
                                          dual_clip=cfg.dual_clip, loss_type=cfg.policy_loss_type,
-                                         loss_agg=cfg.loss_agg_mode, max_len=cfg.generate_max_len,
+                                         loss_agg=loss_agg, max_len=cfg.generate_max_len,
                                          is_weights=is_weights)
         stats.update(policy_loss=float(loss.detach()), clip_ratio=float(clip_ratio),
                      ppo_kl=float(F.masked_mean(mb.log_probs - log_probs.detach(), mb.action_mask)))
-        total = loss
+        total = weights.for_mode(loss_agg) * loss
         if cfg.use_kl_loss and mb.ref_log_probs is not None:
             kl = F.kl_loss(log_probs, mb.ref_log_probs, mb.action_mask, cfg.kl_estimator)
-            total = total + mb.kl_loss_coef * kl
+            total = total + weights.token * mb.kl_loss_coef * kl
             stats["kl_loss"] = float(kl.detach())
         if entropy is not None:
             mean_entropy = F.masked_mean(entropy, mb.action_mask)
             stats["entropy"] = float(mean_entropy.detach())
             if cfg.entropy_loss_coef:
-                total = total - cfg.entropy_loss_coef * mean_entropy
+                total = total - weights.token * cfg.entropy_loss_coef * mean_entropy
         return total, stats
 
     def save_pretrained(self, out_dir: str) -> None:
@@ -238,13 +269,14 @@ class ReferenceWorker:
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         from rlhfctl.models.actor import action_log_probs
 
-        size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
         with self.offloader.onloaded():
             device = next(self.model.parameters()).device
-            out = [action_log_probs(self.model, sequences[s].to(device), attention_mask[s].to(device), num_actions,
-                                    self.cfg.temperature).cpu()
-                   for s in chunks(len(sequences), size)]
-        return torch.cat(out) if out else torch.zeros(0, num_actions)
+
+            def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
+                return action_log_probs(self.model, seqs.to(device), mask.to(device), width, self.cfg.temperature,
+                                        packed=self.cfg.packing_samples).cpu()
+
+            return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
 
     def offload_onloads(self) -> int:
         """How many times the weights were moved to the device for a call (--ref-reward-offload)."""
@@ -272,17 +304,17 @@ class CriticWorker(_TrainedWorker):
 
     @torch.no_grad()
     def values(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
-        size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
-        out = [self.engine.module(sequences[s], attention_mask[s], num_actions)
-               for s in chunks(len(sequences), size)]
-        return torch.cat(out) if out else torch.zeros(0, num_actions)
+        def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
+            return self.engine.module(seqs, mask, width, packed=self.cfg.packing_samples)
 
-    def _loss(self, mb: Experience) -> tuple[Tensor, dict[str, float]]:
+        return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
+
+    def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         from rlhfctl.ppo.functional import value_loss
 
-        values = self.engine.module(mb.sequences, mb.attention_mask, mb.num_actions)
+        values = self.engine.module(mb.sequences, mb.attention_mask, mb.num_actions, packed=self.cfg.packing_samples)
         loss = value_loss(values, mb.values, mb.returns, mb.action_mask, self.cfg.value_clip)
-        return loss, {"value_loss": float(loss.detach())}
+        return weights.token * loss, {"value_loss": float(loss.detach())}
 
     def save_pretrained(self, out_dir: str) -> None:
         state = self.engine.state_dict_for_save()

@@ -1,0 +1,29 @@
+"""train-ppo with --packing-samples and --use-dynamic-batch end to end: real Ray and DeepSpeed, two data-parallel actor
+workers (they agree on the number of micro-batches of each update), and the reward still rises."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_train_ppo_e2e import REWARD_WITH_LABELS, base_args, metrics, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_packed_token_budget_training_learns(tiny_policy_dir, prompt_file, tmp_path):
+    reward = tmp_path / "reward_func.py"
+    reward.write_text(REWARD_WITH_LABELS)
+    out = tmp_path / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address=None)
+    args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm",
+             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7",
+             "--zero-stage", "2", "--actor-num-gpus-per-node", "2",
+             "--packing-samples", "--use-dynamic-batch", "--train-max-tokens-per-gpu", "48",
+             "--rollout-max-tokens-per-gpu", "64", "--init-kl-coef", "0"]
+    result = train(args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == list(range(1, 22))
+    first = sum(m["reward"] for m in steps[:5]) / 5
+    last = sum(m["reward"] for m in steps[-5:]) / 5
+    assert last > first + 0.02, (first, last)
