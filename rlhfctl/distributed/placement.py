@@ -74,12 +74,21 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
         roles.append("critic")
     if cfg.reward_pretrain is not None and cfg.remote_rm_url is None:
         roles.append("reward")
+    if cfg.vllm_num_engines:
+        roles.append("vllm")
     return roles
+
+
+def _workers(cfg: TrainPPOConfig, role: str) -> int:
+    """Workers of a role: one per requested GPU; one per vLLM engine (its tensor-parallel GPUs are its own)."""
+    if role == "vllm":
+        return cfg.vllm_num_engines or 0
+    return getattr(cfg, f"{role}_num_nodes") * getattr(cfg, f"{role}_num_gpus_per_node")
 
 
 def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> PlacementPlan:
     """Workers per role and which roles share bundles, checked against the colocation flags."""
-    counts = {r: getattr(cfg, f"{r}_num_nodes") * getattr(cfg, f"{r}_num_gpus_per_node") for r in roles}
+    counts = {r: _workers(cfg, r) for r in roles}
     group_of = {r: r for r in roles}
     if cfg.colocate_all_models:
         group_of = {r: "actor" for r in roles}

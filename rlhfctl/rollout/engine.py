@@ -52,6 +52,8 @@ class VLLMEngine:
 
     def __init__(self, cfg: TrainPPOConfig) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines, per engine and sync, bury the log
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the actor's CPUs are Ray's to assign
         import torch
         from vllm import LLM
 
