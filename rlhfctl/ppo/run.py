@@ -64,7 +64,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
     from rlhfctl.rewards.factory import open_reward
-    from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm
+    from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
     from rlhfctl.hub import resolve_fields
 
@@ -103,6 +103,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     joining = bool(cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
+    if cfg.vllm_num_engines:
+        check_vllm(cfg)
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else None
     plan = None
     tracker = None
@@ -112,10 +114,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         if joining:
             check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
         note_offload(cfg, roles_needed, has_gpus=plan.use_gpus)
-        sync_backend = check_vllm(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
+        backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
-            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, sync_backend)
+            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, backend)
         if "ref" in roles_needed:
             groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)
         if "critic" in roles_needed:

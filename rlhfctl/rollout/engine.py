@@ -52,7 +52,7 @@ class VLLMEngine:
 
     def __init__(self, cfg: TrainPPOConfig) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines, per engine and sync, bury the log
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO lines, per engine and sync, bury the log
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the actor's CPUs are Ray's to assign
         import torch
         from vllm import LLM
@@ -77,6 +77,7 @@ class VLLMEngine:
         eos = self.llm.llm_engine.model_config.hf_config.eos_token_id
         gen_eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
         self.eos_token_id = self._generation_eos() or eos or gen_eos
+        self.prompts_generated = 0  # prompts this engine has generated for (generate_samples)
         self._group: Any = None
         self._stream: Optional[tuple[queue.Queue, threading.Thread, list[BaseException]]] = None
 
@@ -109,15 +110,18 @@ class VLLMEngine:
         temperature = cfg.eval_temperature if evaluation else cfg.temperature
         salt = (3 if evaluation else 1) + 10 * round
         ids, mask = tokenize_prompts(self.tokenizer, prompts, cfg.prompt_max_len)
+        self.prompts_generated += len(prompts)
         size = cfg.vllm_generate_batch_size or max(1, len(prompts))
         parts = []
         for chunk in chunks(len(prompts), size):
+            # vLLM samples a prompt's n responses in one request; greedy decoding takes n = 1, so n requests
+            per_request, copies = (n, 1) if temperature > 0 else (1, n)
             requests = [TokensPrompt(prompt_token_ids=ids[i][mask[i] == 1].tolist())
-                        for i in range(chunk.start, chunk.stop)]
-            params = [SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.generate_max_len,
-                                     logprobs=None if evaluation else 0,
+                        for i in range(chunk.start, chunk.stop) for _ in range(copies)]
+            params = [SamplingParams(n=per_request, temperature=temperature, top_p=cfg.top_p,
+                                     max_tokens=cfg.generate_max_len, logprobs=None if evaluation else 0,
                                      seed=step_seed(cfg.seed, step, first_index + i, salt))
-                      for i in range(chunk.start, chunk.stop)]
+                      for i in range(chunk.start, chunk.stop) for _ in range(copies)]
             outs = self.llm.generate(requests, params, use_tqdm=False)
             tokens = [list(c.token_ids) for o in outs for c in o.outputs]
             log_probs = None if evaluation else [_sampled_log_probs(c) for o in outs for c in o.outputs]
@@ -216,6 +220,9 @@ class VLLMEngine:
         count = self.llm.collective_rpc("rlhfctl_reload_weights", args=(weights,))[0]
         self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
         return int(count)
+
+    def prompt_count(self) -> int:
+        return self.prompts_generated
 
     def sleep_supported(self) -> bool:
         """Whether this vLLM build frees memory in LLM.sleep (vllm-cpu does not: it logs and does nothing)."""

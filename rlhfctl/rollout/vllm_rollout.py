@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
 
 
-def check_vllm(cfg: TrainPPOConfig, use_gpus: bool) -> str:
-    """Refuse at start what the engines cannot do, and warn where a GPU setting runs differently on CPU; returns
-    the sync backend to use. A broken vLLM install stops here with its import error."""
+def check_vllm(cfg: TrainPPOConfig) -> None:
+    """Refuse at start, before Ray starts, what the engines cannot do. A broken vLLM install stops here with its
+    import error (never a silent fall-back to HF generate)."""
     try:
         import vllm  # noqa: F401
     except Exception as exc:
@@ -32,6 +32,11 @@ def check_vllm(cfg: TrainPPOConfig, use_gpus: bool) -> str:
     if heads is not None and heads % tp:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: the policy has {heads} attention heads, which {tp} GPUs "
                           "cannot split evenly; use a divisor of the head count")
+
+
+def sync_backend(cfg: TrainPPOConfig, use_gpus: bool) -> str:
+    """The weight-sync backend for this cluster; refuses or warns where a GPU setting cannot run as asked."""
+    tp = cfg.vllm_tensor_parallel_size
     if tp > 1 and use_gpus:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: tensor-parallel vLLM engines on GPUs are not built yet; "
                           "use --vllm-num-engines N with --vllm-tensor-parallel-size 1")
