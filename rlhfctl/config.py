@@ -236,7 +236,8 @@ class PlacementArgs(Group):
     critic_num_gpus_per_node: int = _opt(1, "GPUs per node for the critic.", ge=1)
     reward_num_nodes: int = _opt(1, "Nodes for a local reward model (--reward-pretrain).", ge=1)
     reward_num_gpus_per_node: int = _opt(1, "GPUs per node for a local reward model.", ge=1)
-    vllm_num_engines: Optional[int] = _opt(None, "vLLM rollout engines (default: generate with the actor).", ge=1)
+    vllm_num_engines: Optional[int] = _opt(
+        None, "vLLM rollout engines, one Ray actor each (unset or 0: Hugging Face generate on the actor workers).", ge=0)
     colocate_actor_ref: bool = _opt(False, "Put actor and reference model on the same GPUs.")
     colocate_critic_reward: bool = _opt(False, "Put critic and reward model on the same GPUs.")
     colocate_all_models: bool = _opt(False, "Put every model on the same GPUs.")
@@ -598,7 +599,7 @@ class TrainPPOConfig(PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSo
     def _vllm_problems(self) -> list[str]:
         """vLLM options need engines, and only what the engines can honour."""
         problems = []
-        if self.vllm_num_engines is None:
+        if not self.vllm_num_engines:
             problems += [f"--{name.replace('_', '-')} has no effect without --vllm-num-engines (rollouts use Hugging "
                          "Face generate on the actor workers)" for name in VLLMArgs.model_fields
                          if getattr(self, name) != VLLMArgs.model_fields[name].default]

@@ -79,11 +79,11 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     return roles
 
 
-def _workers(cfg: TrainPPOConfig, role: str) -> int:
+def _workers(cfg: TrainPPOConfig, r: str) -> int:
     """Workers of a role: one per requested GPU; one per vLLM engine (its tensor-parallel GPUs are its own)."""
-    if role == "vllm":
+    if r == "vllm":
         return cfg.vllm_num_engines or 0
-    return getattr(cfg, f"{role}_num_nodes") * getattr(cfg, f"{role}_num_gpus_per_node")
+    return getattr(cfg, f"{r}_num_nodes") * getattr(cfg, f"{r}_num_gpus_per_node")
 
 
 def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> PlacementPlan:
@@ -97,11 +97,14 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool) -> Placeme
             group_of["ref"] = "actor"
         if cfg.colocate_critic_reward and "critic" in roles and "reward" in roles:
             group_of["reward"] = "critic"
+    gpus = {**counts, **({"vllm": counts["vllm"] * cfg.vllm_tensor_parallel_size} if "vllm" in counts else {})}
     problems = []
     for role, group in group_of.items():
-        if group != role and counts[role] != counts[group]:
-            problems.append(f"{role} asks for {counts[role]} GPUs but is colocated with {group}, which asks for "
-                            f"{counts[group]}; colocated roles need the same --*-num-nodes x --*-num-gpus-per-node")
+        if group != role and gpus[role] != gpus[group]:
+            what = ("--vllm-num-engines x --vllm-tensor-parallel-size" if "vllm" in (role, group)
+                    else "--*-num-nodes x --*-num-gpus-per-node")
+            problems.append(f"{role} asks for {gpus[role]} GPUs but is colocated with {group}, which asks for "
+                            f"{gpus[group]}; colocated roles need the same {what}")
     if problems:
         raise ConfigError("\n".join(problems))
     sharing = {g: sum(1 for r in roles if group_of[r] == g) for g in set(group_of.values())}
