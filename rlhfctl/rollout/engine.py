@@ -247,14 +247,15 @@ def _token_ids(req: Any, index: int) -> list[int]:
 
 def _number(req: dict, index: int, key: str, kind: type, default: Any, low: float,
             high: Optional[float] = None) -> Any:
-    value = req.get(key, default)
+    """req[key] (or `default` when absent or None) as `kind`, within [low, high]; else UsageError naming it."""
+    value = req.get(key)
     if value is None:
-        value = default
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"request {index}: {key} must be a number (got {value!r:.40})") from None
-    if value < low or (high is not None and value > high) or (kind is int and value != req.get(key, value)):
+        return default
+    whole = kind is int and isinstance(value, int)
+    if isinstance(value, bool) or not (whole or (kind is float and isinstance(value, (int, float)))):
+        raise UsageError(f"request {index}: {key} must be {'an integer' if kind is int else 'a number'} "
+                         f"(got {value!r:.40})")
+    if value < low or (high is not None and value > high):
         bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise UsageError(f"request {index}: {key} must be {bound} (got {req.get(key)!r})")
-    return value
+        raise UsageError(f"request {index}: {key} must be {bound} (got {value!r})")
+    return kind(value)
