@@ -120,6 +120,7 @@ class VLLMEngine:
                         for i in range(chunk.start, chunk.stop) for _ in range(copies)]
             params = [SamplingParams(n=per_request, temperature=temperature, top_p=cfg.top_p,
                                      max_tokens=cfg.generate_max_len, logprobs=None if evaluation else 0,
+                                     detokenize=False,  # build_samples decodes the whole batch at once
                                      seed=step_seed(cfg.seed, step, first_index + i, salt))
                       for i in range(chunk.start, chunk.stop) for _ in range(copies)]
             outs = self.llm.generate(requests, params, use_tqdm=False)
