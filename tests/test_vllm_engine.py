@@ -119,7 +119,7 @@ def test_two_engines_each_get_whole_prompts(setup):
     from rlhfctl.data import PromptExample
     from rlhfctl.distributed.roles import get
 
-    cfg, rollout, _ = setup
+    _, rollout, _ = setup
     before = get([e.call.remote("prompt_count") for e in rollout.engines.workers])
     batch = [PromptExample(p, f"label{i}", i) for i, p in enumerate(PROMPTS)]
     samples = rollout.generate(batch, n=3, step=0, evaluation=False, round=0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Iterator, Optional, TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
 from rlhfctl.errors import UsageError
 

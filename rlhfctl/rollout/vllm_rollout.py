@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 from rlhfctl.data import PromptExample
 from rlhfctl.distributed.placement import PlacementPlan

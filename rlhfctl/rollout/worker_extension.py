@@ -7,7 +7,8 @@ vLLM's own weight-transfer API)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class WeightReloader:
