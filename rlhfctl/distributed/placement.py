@@ -118,11 +118,16 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
         roles.append("critic")
     if cfg.reward_pretrain is not None and cfg.remote_rm_url is None:
         roles.append("reward")
+    if cfg.vllm_num_engines:
+        roles.append("vllm")
     return roles
 
 
 def role_shape(cfg: TrainPPOConfig, role: str) -> tuple[int, int]:
-    """(nodes, workers per node) a role asks for: one worker per requested GPU."""
+    """(nodes, workers per node) a role asks for: one worker per requested GPU; the vLLM engines count as one node
+    of --vllm-num-engines workers (each engine's bundle is its own, see plan_roles)."""
+    if role == "vllm":
+        return 1, cfg.vllm_num_engines or 0
     return getattr(cfg, f"{role}_num_nodes"), getattr(cfg, f"{role}_num_gpus_per_node")
 
 
@@ -139,19 +144,21 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: 
             group_of["ref"] = "actor"
         if cfg.colocate_critic_reward and "critic" in roles and "reward" in roles:
             group_of["reward"] = "critic"
-    count = {r: n * g for r, (n, g) in shape.items()}
+    count = {r: n * g * (cfg.vllm_tensor_parallel_size if r == "vllm" else 1) for r, (n, g) in shape.items()}
     problems = []
     for role, group in group_of.items():
         if group != role and count[role] != count[group]:
+            what = ("--vllm-num-engines x --vllm-tensor-parallel-size" if "vllm" in (role, group)
+                    else "--*-num-nodes x --*-num-gpus-per-node")
             problems.append(f"{role} asks for {count[role]} GPUs but is colocated with {group}, which asks for "
-                            f"{count[group]}; colocated roles need the same --*-num-nodes x --*-num-gpus-per-node")
+                            f"{count[group]}; colocated roles need the same {what}")
     if problems:
         raise ConfigError("\n".join(problems))
     sharing = {g: sum(1 for r in roles if group_of[r] == g) for g in dict.fromkeys(group_of.values())}
     group_plans: dict[str, GroupPlan] = {}
     for g, members in sharing.items():
         nodes, per_node = shape[g]
-        if members > 1:  # colocated: one bundle per GPU, so each GPU's fractions stay on that GPU
+        if members > 1 or g == "vllm":  # colocated, or engines: one bundle per GPU (per engine), packed
             group_plans[g] = GroupPlan(nodes * per_node, 1, "PACK")
         else:
             group_plans[g] = GroupPlan(nodes, per_node, "STRICT_SPREAD" if nodes > 1 and not one_node else "PACK")

@@ -91,6 +91,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.reward_role import RoleReward
     from rlhfctl.rewards.cache import with_cache
     from rlhfctl.rewards.factory import open_combined, open_reward
+    from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
     from rlhfctl.hub import resolve_fields
 
@@ -99,13 +100,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     datasets.disable_progress_bars()
     # Hub IDs become local folders here, once: the workers are given folders and never call the Hub.
     cfg = resolve_fields(cfg, model_fields_used(cfg, needed_roles(cfg)))
-    if cfg.vllm_num_engines:
-        warnings.warn(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM rollout engines are not built yet; "
-                      "generating with Hugging Face generate on the actor workers instead", stacklevel=2)
-    if cfg.enable_vllm_is_correction:
+    if cfg.enable_vllm_is_correction and not cfg.vllm_num_engines:
         warnings.warn("--enable-vllm-is-correction: the rollouts come from the actor itself (Hugging Face generate), "
                       "so the rollout log-probs are the actor's own and every IS weight is 1 (vllm_kl 0); the "
-                      "correction acts once vLLM engines generate", stacklevel=2)
+                      "correction acts when vLLM engines generate (--vllm-num-engines)", stacklevel=2)
     tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
                            cfg.max_samples, split=cfg.prompt_split)
@@ -137,18 +135,24 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
+    if cfg.vllm_num_engines:
+        check_vllm(cfg)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else \
         open_combined(cfg.reward, cfg) if cfg.reward else open_judge_in_driver(cfg) if cfg.judge else None
     plan = None
     tracker = None
+    rollout = None
     try:
         plan = place(cfg, roles_needed)
         if joining:
             check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
         note_offload(cfg, roles_needed, has_gpus=plan.use_gpus)
+        backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
+        if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
+            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, backend)
         if "ref" in roles_needed:
             groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)
         if "critic" in roles_needed:
@@ -164,6 +168,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         reward = with_cache(reward, cfg.reward_cache_size, notes)
         for note in notes:
             warnings.warn(note, stacklevel=2)
+        if rollout is not None:
+            rollout.wait_ready()
         roles = Roles(**groups)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
@@ -171,7 +177,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                           use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
         trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
-                             eval_prompts=eval_prompts)
+                             eval_prompts=eval_prompts, rollout=rollout)
         tracker.note(f"placement: {describe_places(groups)}")
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
@@ -187,5 +193,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             tracker.close()
         if reward is not None:
             reward.close()
+        if rollout is not None:
+            rollout.close()
         if plan is not None:
             release(plan)

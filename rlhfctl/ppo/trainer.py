@@ -28,6 +28,8 @@ from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
 from rlhfctl.rewards.combined import score_in_chunks
 from rlhfctl.rewards.contract import RewardFault
+from rlhfctl.rollout.base import Rollout, logprob_diff
+from rlhfctl.rollout.hf import HFRollout
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
@@ -115,8 +117,10 @@ def _extra_log_means(rewards: RewardBatch, prefix: str) -> dict[str, float]:
 class PPOTrainer:
     def __init__(self, cfg: TrainPPOConfig, prompts: list[PromptExample], roles: Roles, reward: Optional[RewardSource],
                  tracker: Any, checkpoints: CheckpointManager, pad_token_id: int,
-                 state: Optional[TrainerState] = None, eval_prompts: Optional[list[PromptExample]] = None) -> None:
+                 state: Optional[TrainerState] = None, eval_prompts: Optional[list[PromptExample]] = None,
+                 rollout: Optional[Rollout] = None) -> None:
         self.cfg = cfg
+        self.rollout: Rollout = rollout or HFRollout(roles.actor, pad_token_id)
         self.prompts = prompts
         self.eval_prompts = eval_prompts or []
         self.roles = roles
@@ -238,6 +242,10 @@ class PPOTrainer:
         t0 = time.perf_counter()
         train_metrics = self.train(experience)
         timings["time/train"] = time.perf_counter() - t0
+        if "actor_frozen" not in train_metrics:  # the engines generate the next step with the updated policy
+            sync_seconds = self.rollout.sync_weights()
+            if sync_seconds is not None:
+                timings["time/weight_sync"] = sync_seconds
         self._phase = "idle"
 
         self.kl_ctl.update(info["kl"], len(samples))
@@ -316,18 +324,12 @@ class PPOTrainer:
     # ------------------------------------------------------------------------------------------------ phases
     def generate(self, batch: list[PromptExample], n: Optional[int] = None, evaluation: bool = False,
                  round: int = 0) -> Samples:
-        """n samples per prompt; whole prompts go to one actor worker so a group stays contiguous.
+        """n samples per prompt from the rollout backend (HF generate on the actor workers, or vLLM engines).
 
         `round` > 0: a dynamic-filtering resample within the step, drawn from a seed of its own."""
         n = n or self.cfg.n_samples_per_prompt
-        shards = contiguous_shards(len(batch), len(self.roles.actor))
-        futures = []
-        for worker, s in zip(self.roles.actor.workers, shards):
-            prompts = [p.prompt for p in batch[s] for _ in range(n)]
-            labels = [p.label for p in batch[s] for _ in range(n)]
-            futures.append(worker.call.remote("generate", prompts, labels, self.state.step, evaluation, round))
         try:
-            return Samples.concat(get(futures), self.pad_token_id)
+            return self.rollout.generate(batch, n, self.state.step, evaluation, round)
         except RewardError as exc:  # an agent's episode failed (--agent-func-path): its environment is the reward
             what = f"the evaluation after step {self.state.step}" if evaluation else f"step {self.state.step + 1}"
             raise self._reward_failed(what, exc, None, failed="an agent episode failed") from None
@@ -390,6 +392,8 @@ class PPOTrainer:
         experience, info = build_experience(self.cfg, samples, raw, log_probs, ref_log_probs, values,
                                             self.kl_ctl.value)
         info.update(_extra_log_means(rewards, "reward/"))
+        if samples.rollout_log_probs is not None:
+            info.update(logprob_diff(samples.rollout_log_probs, log_probs, samples.action_mask))
         return experience, info
 
     def train(self, experience: Experience) -> dict[str, float]:
@@ -448,6 +452,7 @@ class PPOTrainer:
         get(futures)
         self.state = TrainerState.from_file(Path(folder) / "trainer_state.json")
         self.kl_ctl.value = self.state.kl_coef
+        self.rollout.sync_weights()  # the engines still hold the initial weights
 
     def save_pretrained(self, save_path: str) -> None:
         from pathlib import Path

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.micro_batching import LossWeights, MicroBatch
+from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import chunks
 
 if TYPE_CHECKING:
@@ -145,8 +146,9 @@ class _TrainedWorker:
         self.engine.load_checkpoint(folder)
 
 
-class PolicyWorker(_TrainedWorker):
-    """The actor: generate, log-probs of sampled tokens, PPO policy updates, save_pretrained."""
+class PolicyWorker(WeightSender, _TrainedWorker):
+    """The actor: generate, log-probs of sampled tokens, PPO policy updates, save_pretrained, and its weights to
+    the vLLM engines (rollout/weight_sync.py)."""
 
     role = "actor"
     loss_name = "policy_loss"

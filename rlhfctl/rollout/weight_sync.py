@@ -1,0 +1,114 @@
+"""The actor's side of weight sync: its parameters, whole, one at a time (ZeRO-3 gathers each alone and frees it
+before the next, so the full model is never held twice), sent to every engine over the sync group or through
+Ray's object store. Mixed into PolicyWorker; every actor rank takes part (ZeRO-3 gathers are collective), rank 0
+sends."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+RAY_BUCKET_BYTES = 64 << 20  # tensors per object-store transfer: few round trips, little held at once
+
+
+def _gathered(engine: Any, param: torch.nn.Parameter) -> Any:
+    """The whole of one parameter on every rank, inside the block (ZeRO-3); a no-op otherwise."""
+    if getattr(engine, "kind", "") == "deepspeed" and engine.zero_stage == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters([param], modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def _output_embedding_name(model: Any) -> str | None:
+    """The name of a head tied to the input embeddings: named_parameters() lists a tied weight once, under the
+    embedding, but vLLM keeps a head of its own that must be sent explicitly."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return None
+    head = model.get_output_embeddings()
+    return next((f"{name}.weight" for name, module in model.named_modules() if module is head), None)
+
+
+def _full_shape(param: torch.nn.Parameter) -> list[int]:
+    return list(getattr(param, "ds_shape", param.shape))
+
+
+class WeightSender:
+    """PolicyWorker's weight-sync methods (self.engine, self.rank set by the worker)."""
+
+    engine: Any
+    rank: int
+    _sync_group: Any = None
+
+    def weight_meta(self) -> list[tuple[str, str, list[int]]]:
+        """(name, dtype, shape) of every tensor sent, in sending order (what the engines allocate to receive)."""
+        model = self.engine.unwrapped
+        meta = [(n, str(p.dtype).removeprefix("torch."), _full_shape(p)) for n, p in model.named_parameters()]
+        head = _output_embedding_name(model)
+        if head is not None:
+            embed = model.get_input_embeddings().weight
+            meta.append((head, str(embed.dtype).removeprefix("torch."), _full_shape(embed)))
+        return meta
+
+    def named_full_params(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, whole tensor), one parameter gathered at a time; every rank must iterate to the end."""
+        model = self.engine.unwrapped
+        for name, param in model.named_parameters():
+            with _gathered(self.engine, param):
+                yield name, param.data
+        head = _output_embedding_name(model)
+        if head is not None:
+            embed = model.get_input_embeddings().weight
+            with _gathered(self.engine, embed):
+                yield head, embed.data
+
+    def init_weight_sync(self, addr: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0 joins the sync group as its rank 0 (the engines join at the same time)."""
+        if self.rank == 0:
+            from rlhfctl.rollout.sync_group import open_group
+
+            self._sync_group = open_group(addr, port, 0, world_size, backend)
+
+    def broadcast_weights(self) -> None:
+        """Send every parameter to the engines over the sync group (they run receive_weights meanwhile)."""
+        from rlhfctl.rollout.sync_group import broadcast
+
+        for _, tensor in self.named_full_params():
+            if self.rank == 0:
+                broadcast(self._sync_group, tensor.detach().contiguous())
+
+    def send_weights_ray(self, engines: list[Any]) -> None:
+        """Send every parameter through Ray's object store, in buckets of about RAY_BUCKET_BYTES; each bucket is
+        put once and read by every engine, and the next is put only when all have taken it."""
+        import ray
+
+        from rlhfctl.distributed.roles import get
+
+        if self.rank == 0:
+            get([e.call.remote("begin_weight_stream") for e in engines])
+        bucket: list[tuple[str, torch.Tensor]] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal bucket, size
+            if bucket:
+                ref = ray.put(bucket)
+                get([e.call.remote("push_weights", ref) for e in engines])
+            bucket, size = [], 0
+
+        try:
+            for name, tensor in self.named_full_params():
+                if self.rank != 0:
+                    continue
+                bucket.append((name, tensor.detach().clone()))
+                size += tensor.numel() * tensor.element_size()
+                if size >= RAY_BUCKET_BYTES:
+                    flush()
+            if self.rank == 0:
+                flush()
+        finally:
+            if self.rank == 0:
+                get([e.call.remote("end_weight_stream") for e in engines])
