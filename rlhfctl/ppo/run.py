@@ -8,6 +8,7 @@ exit path.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     datasets.disable_progress_bars()
     # Hub IDs become local folders here, once: the workers are given folders and never call the Hub.
     cfg = resolve_fields(cfg, model_fields_used(cfg, needed_roles(cfg)))
+    # One absolute folder for every role: a worker resolves a relative path against its own working directory (in a
+    # Ray job, the working_dir unpacked on its node), not the driver's.
+    cfg = cfg.model_copy(update={"save_path": os.path.abspath(cfg.save_path),
+                                 "ckpt_path": os.path.abspath(cfg.ckpt_path)})
     if cfg.vllm_num_engines:
         warnings.warn(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM rollout engines are not built yet; "
                       "generating with Hugging Face generate on the actor workers instead", stacklevel=2)
