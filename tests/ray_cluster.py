@@ -105,7 +105,7 @@ class LocalCluster:
         checks = {"dashboard": f"{self.dashboard_url}/api/version",
                   "head's dashboard agent": f"http://127.0.0.1:{self.nodes[0].agent_port}/api/healthz"}
         agent_log = self.temp_dir / "session_latest" / "logs" / "dashboard_agent.log"
-        start, last = time.monotonic(), ""
+        start, errors = time.monotonic(), {}
         while checks:
             for what, url in list(checks.items()):
                 try:
@@ -113,12 +113,12 @@ class LocalCluster:
                         if reply.status == 200:
                             del checks[what]
                 except (urllib.error.URLError, OSError) as exc:
-                    last = f"{what} at {url}: {exc}"
+                    errors[what] = f"{what} at {url}: {exc}"
             log = agent_log.read_text(errors="replace") if agent_log.exists() else ""
             if checks and ("Failed to start HTTP server" in log or time.monotonic() - start > timeout_s):
+                pending = "; ".join(errors.get(what, what) for what in checks)
                 raise RuntimeError(f"the job server at {self.dashboard_url} cannot take jobs after "
-                                   f"{time.monotonic() - start:.0f} s; not ready: {last}\n"
-                                   f"{agent_log}:\n{log[-3000:]}")
+                                   f"{time.monotonic() - start:.0f} s; not ready: {pending}\n{agent_log}:\n{log[-3000:]}")
             if checks:
                 time.sleep(0.5)
 
