@@ -8,14 +8,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import socket
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -49,6 +50,7 @@ def cluster_env() -> dict[str, str]:
 class Node:
     name: str  # its custom resource, e.g. "node_a"
     node_manager_port: int
+    agent_port: int  # its dashboard agent's HTTP port (Ray's default, 52365, is one per machine)
     node_id: str = ""
 
 
@@ -58,7 +60,7 @@ class LocalCluster:
     gcs_port: int
     dashboard_port: int
     with_dashboard: bool = False
-    ports: list[int] = field(default_factory=list)  # spare free ports: node managers, the client server
+    ports: list[int] = field(default_factory=list)  # spare free ports: node managers, agents, the client server
     nodes: list[Node] = field(default_factory=list)
 
     @property
@@ -70,17 +72,23 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, cpus: int, head: bool) -> subprocess.Popen:
-        port = self.ports.pop()
+        port, agent_port = self.ports.pop(), self.ports.pop()
+        # Each node's dashboard agent on a port of its own: with Ray's fixed default every agent on this machine
+        # but the first fails to bind and stays up without HTTP, and `ray job submit` then answers "No available
+        # agent to submit job" (the job server hands each job to the head's agent).
         args = [RAY, "start", "--num-cpus", str(cpus), "--num-gpus", "0", "--resources", json.dumps({name: 1}),
-                "--node-manager-port", str(port), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+                "--node-manager-port", str(port), "--dashboard-agent-listen-port", str(agent_port),
+                "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
         if head:
             args += ["--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir)]
             # Ports of our own, so this head never collides with another Ray on the machine.
             args += ["--include-dashboard", str(self.with_dashboard).lower(), "--dashboard-host", "127.0.0.1",
                      "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(self.ports.pop())]
         else:
-            args += ["--address", self.address]
-        self.nodes.append(Node(name, port))
+            # A temp dir of its own, as a machine of its own has: sharing the head's, a worker's runtime-env agent
+            # unpacks a job's working_dir over the very folder the job's driver runs in on the head.
+            args += ["--address", self.address, "--temp-dir", str(self.temp_dir / name)]
+        self.nodes.append(Node(name, port, agent_port))
         return subprocess.Popen(args, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     @staticmethod
@@ -88,6 +96,31 @@ class LocalCluster:
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"ray start ({name}) failed:\n{out[-3000:]}")
+
+    def wait_job_server(self, timeout_s: float = 180.0) -> None:
+        """Return once the job server can take a job: the dashboard answers and the head's dashboard agent, to
+        which it hands each job, serves HTTP. Ray's own wait for that agent is 10 s per submission, less than its
+        start takes on a loaded machine; past `timeout_s`, or once the agent logged that its HTTP server failed,
+        raise with what was not ready and the agent's log."""
+        checks = {"dashboard": f"{self.dashboard_url}/api/version",
+                  "head's dashboard agent": f"http://127.0.0.1:{self.nodes[0].agent_port}/api/healthz"}
+        agent_log = self.temp_dir / "session_latest" / "logs" / "dashboard_agent.log"
+        start, errors = time.monotonic(), {}
+        while checks:
+            for what, url in list(checks.items()):
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as reply:
+                        if reply.status == 200:
+                            del checks[what]
+                except (urllib.error.URLError, OSError) as exc:
+                    errors[what] = f"{what} at {url}: {exc}"
+            log = agent_log.read_text(errors="replace") if agent_log.exists() else ""
+            if checks and ("Failed to start HTTP server" in log or time.monotonic() - start > timeout_s):
+                pending = "; ".join(errors.get(what, what) for what in checks)
+                raise RuntimeError(f"the job server at {self.dashboard_url} cannot take jobs after "
+                                   f"{time.monotonic() - start:.0f} s; not ready: {pending}\n{agent_log}:\n{log[-3000:]}")
+            if checks:
+                time.sleep(0.5)
 
     def node_ids(self) -> dict[str, str]:
         """Custom resource name -> node id of the nodes alive now (asked in a subprocess: no Ray in this one)."""
@@ -141,9 +174,10 @@ class LocalCluster:
 
 
 def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> LocalCluster:
-    """A head (the first of `nodes`: name, CPUs) and one worker per other entry; stopped again if a start fails."""
+    """A head (the first of `nodes`: name, CPUs) and one worker per other entry, with `dashboard` its job server
+    ready for jobs; stopped again if a start fails."""
     # Ray's socket paths must stay under 107 characters: a short temp dir.
-    gcs, dash, *spare = free_ports(3 + len(nodes))
+    gcs, dash, *spare = free_ports(3 + 2 * len(nodes))
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), gcs, dash, dashboard, spare)
     try:
         cluster._started(nodes[0][0], cluster._start(*nodes[0], head=True))
@@ -153,6 +187,8 @@ def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> Loca
         ids = cluster.node_ids()
         for node in cluster.nodes:
             node.node_id = ids[node.name]
+        if dashboard:
+            cluster.wait_job_server()
     except BaseException:
         cluster.stop()
         raise

@@ -100,6 +100,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     datasets.disable_progress_bars()
     # Hub IDs become local folders here, once: the workers are given folders and never call the Hub.
     cfg = resolve_fields(cfg, model_fields_used(cfg, needed_roles(cfg)))
+    # One absolute folder for every role: a worker resolves a relative path against its own working directory (in a
+    # Ray job, the working_dir unpacked on its node), not the driver's.
+    cfg = cfg.model_copy(update={"save_path": os.path.abspath(cfg.save_path),
+                                 "ckpt_path": os.path.abspath(cfg.ckpt_path)})
     if cfg.enable_vllm_is_correction and not cfg.vllm_num_engines:
         warnings.warn("--enable-vllm-is-correction: the rollouts come from the actor itself (Hugging Face generate), "
                       "so the rollout log-probs are the actor's own and every IS weight is 1 (vllm_kl 0); the "
