@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_ppo_e2e import ENV, metrics
+from tests.test_train_ppo_e2e import ENV, metrics, ray_address  # noqa: F401 (the module's Ray cluster)
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def reward_func(queries, prompts, labels, **kwargs):
 '''
 
 
-def args(out: Path, reward: Path) -> list[str]:
+def args(out: Path, reward: Path, address: str) -> list[str]:
     return ["train-ppo", "--pretrain", str(POLICY), "--prompt-data", str(PROMPTS), "--input-key", "input",
             "--label-key", "answer", "--remote-rm-url", str(reward), "--save-path", str(out), "--ckpt-path",
             str(out / "ckpt"), "--max-samples", "8", "--num-episodes", "50", "--rollout-batch-size", "2",
@@ -45,15 +45,16 @@ def args(out: Path, reward: Path) -> list[str]:
             "--micro-train-batch-size", "4", "--generate-max-len", "6", "--prompt-max-len", "16",
             "--advantage-estimator", "group_norm", "--engine", "torch", "--actor-learning-rate", "1e-3",
             "--lr-scheduler", "constant", "--init-kl-coef", "0", "--vllm-num-engines", "1", "--async-train",
-            "--enable-vllm-is-correction", "--placement-timeout", "120"]
+            "--enable-vllm-is-correction", "--placement-timeout", "120", "--ray-address", address]
 
 
-def test_async_run_overlaps_logs_its_lag_survives_ctrl_c_resumes_and_stops_on_a_reward_failure(tmp_path):
+def test_async_run_overlaps_logs_its_lag_survives_ctrl_c_resumes_and_stops_on_a_reward_failure(
+        tmp_path, ray_address):  # noqa: F811 (the fixture imported above)
     armed = tmp_path / "armed"
     reward = tmp_path / "reward_func.py"
     reward.write_text(REWARD.format(armed=str(armed)))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", *args(out, reward)], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", *args(out, reward, ray_address)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while len(metrics(out)) < 3 and time.time() < deadline and proc.poll() is None:
@@ -70,8 +71,8 @@ def test_async_run_overlaps_logs_its_lag_survives_ctrl_c_resumes_and_stops_on_a_
     assert saved >= len(first)
 
     armed.write_text("")
-    resumed = subprocess.run([sys.executable, "-m", "rlhfctl", *args(out, reward), "--load-checkpoint"], env=ENV,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([sys.executable, "-m", "rlhfctl", *args(out, reward, ray_address),
+                              "--load-checkpoint"], env=ENV, capture_output=True, text=True, timeout=300)
     err = " ".join(resumed.stderr.split())
     assert resumed.returncode == 1, resumed.stderr[-3000:]
     after = [m for m in metrics(out) if m["step"] > saved]
