@@ -58,7 +58,10 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = steps[1:]  # the first step pays for lazy initialisation (and, async, for the first rollout alone)
     total = sum(s["time/step"] for s in timed)
-    mean = lambda key: round(statistics.fmean(s.get(key, 0.0) for s in timed), 4)
+
+    def mean(key: str) -> float:
+        return round(statistics.fmean(s.get(key, 0.0) for s in timed), 4)
+
     window = min(args.reward_window, len(steps) // 2)
     return {
         "mode": mode, "queue_size": args.queue_size if mode == "async" else None,

@@ -237,6 +237,8 @@ class PPOTrainer:
         except _NonFiniteBatch as bad:
             self._phase = "idle"
             skipped = self._nonfinite_batch(bad.finding, samples)
+            if self.producer is not None:  # nothing trained, the weights stand: the producer may go on
+                timings.update(self.producer.updated(self.state.step, t_ready, None))
             elapsed = time.perf_counter() - t_start
             return {**timings, **skipped, "time/step": elapsed, "samples": float(len(samples or ())),
                     "kl_coef": self.kl_ctl.value}
