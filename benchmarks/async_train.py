@@ -10,7 +10,7 @@ first (warm-up): all timed samples over all timed seconds, where an asynchronous
 its rollout. `reward_start`/`reward_end`: the mean reward of the first and last --reward-window steps, to show the
 policy still learns with samples one update old.
 
-    python benchmarks/async_train.py                       # 25 steps each, queue size 1
+    python benchmarks/async_train.py                       # 30 steps each, queue size 1
     python benchmarks/async_train.py --steps 40 --queue-size 2
 """
 
@@ -44,7 +44,7 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
         "ckpt_path": str(out / "ckpt"), "max_samples": args.prompts_per_step * (args.steps + 1),
         "advantage_estimator": "group_norm", "n_samples_per_prompt": 8, "init_kl_coef": 0.0, "max_epochs": 1,
         "rollout_batch_size": args.prompts_per_step, "micro_rollout_batch_size": args.prompts_per_step,
-        "train_batch_size": samples, "micro_train_batch_size": min(samples, 64), "prompt_max_len": 8,
+        "train_batch_size": samples, "micro_train_batch_size": samples, "prompt_max_len": 8,
         "generate_max_len": args.generate_max_len, "engine": "torch", "actor_learning_rate": args.learning_rate,
         "lr_scheduler": "constant", "seed": 1, "vllm_num_engines": 1, "enable_vllm_is_correction": True,
     }
@@ -84,11 +84,11 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=25, help="steps per run (the first is warm-up)")
+    parser.add_argument("--steps", type=int, default=30, help="steps per run (the first is warm-up)")
     parser.add_argument("--queue-size", type=int, default=1, help="--async-queue-size of the async run")
-    parser.add_argument("--prompts-per-step", type=int, default=16, help="prompts per step (8 samples each)")
+    parser.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step (8 samples each)")
     parser.add_argument("--generate-max-len", type=int, default=6)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--reward-window", type=int, default=5, help="steps averaged for reward_start/_end")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
