@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generate-max-len", type=int, default=6)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--reward-window", type=int, default=5, help="steps averaged for reward_start/_end")
+    parser.add_argument("--first", choices=["sync", "async"], default="sync",
+                        help="which run goes first (swap it to see how much the machine's load moved the figures)")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     for name in ("steps", "queue_size", "prompts_per_step", "generate_max_len", "reward_window"):
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-async-"))
     root.mkdir(parents=True, exist_ok=True)
     results = {}
-    for mode in ("sync", "async"):
+    for mode in (("sync", "async") if args.first == "sync" else ("async", "sync")):
         results[mode] = run(mode, args, root)
         print(json.dumps(results[mode]), flush=True)
     print(json.dumps({"speedup_async_over_sync": round(results["async"]["completions_per_s"]
