@@ -48,6 +48,8 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
         "generate_max_len": args.generate_max_len, "engine": "torch", "actor_learning_rate": args.learning_rate,
         "lr_scheduler": "constant", "seed": 1, "vllm_num_engines": 1, "enable_vllm_is_correction": True,
     }
+    if args.enforce_eager:
+        options["enforce_eager"] = True
     if mode == "async":
         options.update(async_train=True, async_queue_size=args.queue_size)
     cfg = resolve("train-ppo", options)
@@ -64,7 +66,7 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
 
     window = min(args.reward_window, len(steps) // 2)
     return {
-        "mode": mode, "queue_size": args.queue_size if mode == "async" else None,
+        "mode": mode, "queue_size": args.queue_size if mode == "async" else None, "enforce_eager": args.enforce_eager,
         "prompts_per_step": args.prompts_per_step, "samples_per_prompt": 8, "generate_max_len": args.generate_max_len,
         "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
         "completions_per_s_median_step": round(statistics.median(s["samples"] / s["time/step"] for s in timed), 2),
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generate-max-len", type=int, default=6)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--reward-window", type=int, default=5, help="steps averaged for reward_start/_end")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="vLLM without torch.compile (OpenRLHF scripts' --enforce_eager): slower generation")
     parser.add_argument("--first", choices=["sync", "async"], default="sync",
                         help="which run goes first (swap it to see how much the machine's load moved the figures)")
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temp folder)")
