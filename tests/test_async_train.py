@@ -199,3 +199,30 @@ def test_a_reward_failure_in_the_producer_is_raised_by_the_driver_at_its_step():
     assert len(results) == 2
     producer._thread.join(5)
     assert not producer._thread.is_alive() and 3 not in trainer.started  # nothing generated past the failure
+
+
+def test_dynamic_filtering_rounds_run_in_the_producer_and_their_counts_reach_the_step():
+    """--dynamic-filtering with --async-train: the producer runs the whole filtered rollout (generation and scoring
+    rounds) for the step ahead, with the reward's failures carried like any other."""
+    trainer = FakeTrainer(fail_reward_at=1)
+    trainer.cfg.dynamic_filtering = True
+    calls = []
+
+    def filtered_rollout(batch, step, score):
+        samples = trainer.generate(batch, step=step)
+        calls.append(step)
+        rewards = score(samples)
+        return samples, rewards, {"dynamic_filtering/extra_rounds": 1.0}, 0.01
+
+    trainer.filtered_rollout = filtered_rollout
+    producer = AsyncRollouts(trainer, 0, 3, 1)
+    try:
+        first = producer.next(0)
+        assert first.result(trainer).rewards == [1.0]
+        assert first.metrics["dynamic_filtering/extra_rounds"] == 1.0 and first.timings["time/reward"] == 0.01
+        producer.updated(0, time.perf_counter(), sync=None)
+        with pytest.raises(RewardError, match="step 2: the reward failed"):
+            producer.next(1).result(trainer)
+    finally:
+        producer.stop()
+    assert calls == [0, 1]
