@@ -616,6 +616,15 @@ class TrainArgs(Group):
         False, "Pack a micro-batch's samples into one row without padding (positions restart per sample, attention "
         "stays within it); flash-attention's varlen kernel with --flash-attn on a GPU."
     )
+    async_train: bool = _opt(
+        False, "Generate and score the next steps' rollouts on the vLLM engines while this step trains (needs "
+        "--vllm-num-engines >= 1); a sample's policy then lags by up to --async-queue-size updates "
+        "(rollout/policy_version_lag), which --enable-vllm-is-correction corrects for."
+    )
+    async_queue_size: int = _opt(
+        1, "Rollout batches generated ahead of training with --async-train: the most updates a sample's policy "
+        "may lag behind the one it trains.", ge=1
+    )
 
 
 class PPOArgs(Group):
@@ -886,6 +895,7 @@ class TrainPPOConfig(PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSo
             problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
         problems += self._algorithm_problems()
         problems += self._vllm_problems()
+        problems += self._async_problems()
         is_function = (self.remote_rm_url is not None and self.remote_rm_url.strip().endswith(".py")) \
             or has_function_term(self.reward)
         problems += self.reward_exec_misused(is_function, "a reward server URL or --reward-pretrain")
@@ -948,6 +958,16 @@ class TrainPPOConfig(PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSo
                          "Face generate on the actor workers)" for name in VLLMArgs.model_fields
                          if getattr(self, name) != VLLMArgs.model_fields[name].default]
         return problems
+
+    def _async_problems(self) -> list[str]:
+        """--async-train overlaps the vLLM engines' generation with the actor's training; without engines the
+        actor workers would do both, one after the other."""
+        if not self.async_train:
+            return [] if self.async_queue_size == 1 else ["--async-queue-size has no effect without --async-train"]
+        if not self.vllm_num_engines:
+            return ["--async-train needs --vllm-num-engines >= 1: with Hugging Face generate the actor workers "
+                    "both generate and train, so generation cannot overlap training"]
+        return []
 
     @property
     def clip_low_high(self) -> tuple[float, float]:

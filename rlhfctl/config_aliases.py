@@ -129,6 +129,9 @@ NO_SLEEP = ("no effect: the hybrid engine (vLLM engines sleeping while training 
             "their memory")
 DS_TUNING = "no effect: a DeepSpeed/GPU performance setting rlhfctl does not expose; training is unchanged"
 NOT_BUILT = "is not built yet"
+PARTIAL_ROLLOUT = ("partial rollouts (a weight sync that pauses the engines mid-generation and resumes the same "
+                   "requests) are not built: the engines run vllm.LLM's blocking generate in a one-call-at-a-time Ray "
+                   "actor, so weights change only between batches; --async-train overlaps whole batches instead")
 
 
 def _placement() -> dict[str, Entry]:
@@ -156,11 +159,9 @@ TRAIN_PPO: dict[str, Entry] = {
              entry=switch("enable_vllm_is_correction")),
     **_spell("algo.advantage.is_correction_threshold", entry=alias("vllm_is_truncated_threshold", "+")),
     **_spell("algo.advantage.is_correction_type", entry=alias("vllm_is_correction_type")),
-    # Asynchronous training learns from rollouts one policy version old: a different algorithm, so refused.
-    **_spell("async_train", "train.async_enable", entry=refuse(f"asynchronous (off-policy) training {NOT_BUILT}", 0)),
-    **_spell("async_queue_size", "train.async_queue_size",
-             entry=refuse(f"asynchronous (off-policy) training {NOT_BUILT}", harmless=("1",))),
-    **_spell("partial_rollout", "train.partial_rollout_enable", entry=refuse(f"partial rollouts {NOT_BUILT}", 0)),
+    **_spell("train.async_enable", entry=switch("async_train")),
+    **_spell("train.async_queue_size", entry=alias("async_queue_size")),
+    **_spell("partial_rollout", "train.partial_rollout_enable", entry=refuse(PARTIAL_ROLLOUT, 0)),
     **_spell("eval.steps", entry=alias("eval_steps")),
     **_spell("ckpt.save_steps", entry=alias("save_steps")),
     **_spell("logger.logging_steps", entry=alias("logging_steps")),

@@ -99,7 +99,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '0.0 --init_kl_coef 1e-5 --use_kl_loss --kl_estimator k2 --enable_vllm_is_correction '
      '--vllm_is_correction_type icepop --use_tensorboard ${SAVE_PATH}/runs --logging_steps 1 --eval_steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.10.1.post2',
-     ('--async_train', '--partial_rollout', '--ring_attn_size',
+     ('--partial_rollout', '--ring_attn_size',
      '--ring_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
@@ -233,8 +233,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_type icepop --logger.tensorboard_dir ${SAVE_PATH}/runs --logger.logging_steps '
      '1 --eval.steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.11.0',
-     ('--train.async_enable',
-     '--train.partial_rollout_enable', '--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
+     ('--train.partial_rollout_enable', '--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '
@@ -436,7 +435,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--apply_chat_template --normalize_reward --packing_samples --adam_offload --flash_attn '
      '--gradient_checkpointing --use_wandb {wandb_token}'),
     ('train_reinforce_baseline_llama_ray_agent_async.sh@v0.8.9.post1',
-     ('--async_train',),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 6 --actor_num_nodes 1 '
      '--actor_num_gpus_per_node 6 --vllm_num_engines 2 --vllm_tensor_parallel_size 1 --colocate_all_models '
@@ -449,7 +448,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--apply_chat_template --normalize_reward --gradient_checkpointing --packing_samples --save_steps -1 '
      '--async_train --ckpt_path /openrlhf/examples/test_scripts/ckpt/llama3-8b-rlhf'),
     ('train_reinforce_baseline_llama_ray_async.sh@v0.8.9.post1',
-     ('--async_train',),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 1 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 1 --actor_num_nodes 1 --actor_num_gpus_per_node 4 --vllm_num_engines 2 '

@@ -143,7 +143,7 @@ def test_options_without_effect_here_warn_once_each_and_run(capsys):
     (["--image_key", "images"], "--image_key images: vision-language prompts are not supported"),
     (["--lora_rank", "16"], "LoRA training is not built yet"),
     (["--ring_attn_size", "2"], "ring attention"),
-    (["--async_train"], "asynchronous"),
+    (["--partial_rollout"], "partial rollouts"),
     (["--param_dtype", "fp16"], "fp16 training is not supported"),
     (["--actor.min_lr_ratio", "0.2"], "the cosine schedule ends at 0.1"),
     (["--lr_scheduler", "polynomial"], "--lr-scheduler"),
@@ -166,9 +166,9 @@ def test_unsupported_or_contradictory_options_exit_2_naming_them(args, needle, c
 
 
 def test_every_refusal_is_named_in_one_message(capsys):
-    code, _, err = run_main([*TRAIN, "--async_train", "--lora_rank", "8", "--image_key", "img"], capsys)
+    code, _, err = run_main([*TRAIN, "--partial_rollout", "--lora_rank", "8", "--image_key", "img"], capsys)
     assert code == 2
-    assert all(option in err for option in ("--async_train", "--lora_rank 8", "--image_key img"))
+    assert all(option in err for option in ("--partial_rollout", "--lora_rank 8", "--image_key img"))
 
 
 @pytest.mark.parametrize("args, field, value", [
@@ -231,12 +231,12 @@ def test_yaml_takes_dotted_keys_lists_and_the_same_transforms(tmp_path, capsys):
 
 def test_yaml_refusal_names_the_file_and_key(tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\nasync_train: true\n"
+    run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\npartial_rollout: true\n"
                         "lora_rank: 16\n")
     code, _, err = run_main(["train-ppo", "--config", str(run_yaml)], capsys)
     assert code == 2
     text = " ".join(err.split())
-    assert str(run_yaml) in text and "async_train" in text and "lora_rank 16" in text
+    assert str(run_yaml) in text and "partial_rollout" in text and "lora_rank 16" in text
 
 
 def test_yaml_switch_needs_true_or_false(tmp_path, capsys):

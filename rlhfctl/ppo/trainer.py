@@ -12,7 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, TYPE_CHECKING
+from typing import Any, NoReturn, Optional, TYPE_CHECKING
 
 import torch
 
@@ -137,6 +137,7 @@ class PPOTrainer:
         self.total_steps = self.per_episode * cfg.num_episodes
         self._phase = "idle"
         self._train_futures: list[Any] = []
+        self.producer: Any = None  # --async-train: ppo/async_loop.AsyncRollouts while fit() runs
 
     # ------------------------------------------------------------------------------------------------ data
     def _batch(self, episode: int, index: int) -> list[PromptExample]:
@@ -151,17 +152,22 @@ class PPOTrainer:
         try:
             if self.eval_prompts and self.state.step == 0:
                 self.tracker.log(0, self.evaluate())
+            if self.cfg.async_train:  # rollouts generated ahead by a producer thread (ppo/async_loop.py)
+                from rlhfctl.ppo.async_loop import AsyncRollouts
+
+                self.producer = AsyncRollouts(self, self.state.step, self.total_steps, self.cfg.async_queue_size)
             while self.state.step < self.total_steps:
                 episode, index = divmod(self.state.step, self.per_episode)
                 batch = self._batch(episode, index)
-                last = self.train_step(batch)
+                last = self.train_step(batch, self.producer.next(self.state.step) if self.producer else None)
                 self.state.step += 1
                 self.state.episode, self.state.batch_in_episode = divmod(self.state.step, self.per_episode)
                 self.state.samples_seen += int(last["samples"])
                 self.state.kl_coef = self.kl_ctl.value
                 if self._eval_due(self.state.step):
                     try:
-                        last.update(self.evaluate())
+                        with self._engines_alone():
+                            last.update(self.evaluate())
                     finally:  # the step's own metrics are kept even when its evaluation fails
                         self.tracker.log(self.state.step, last)
                 elif self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps:
@@ -172,7 +178,9 @@ class PPOTrainer:
                 self.tracker.note(f"{self.state.nonfinite_skipped} batch(es) with a NaN or inf were skipped "
                                   "(nonfinite_skipped in metrics.jsonl)")
         except KeyboardInterrupt:
-            if self._phase == "train" and self._train_futures:
+            if self.producer is not None:  # a rollout still being generated is dropped; resume generates it again
+                self.producer.stop()
+            if (self._phase == "train" and self._train_futures) or self._phase == "sync":
                 get(self._train_futures)  # the update is under way: let it finish so the checkpoint is a step end
                 self.state.step += 1
                 self.state.episode, self.state.batch_in_episode = divmod(self.state.step, self.per_episode)
@@ -181,6 +189,9 @@ class PPOTrainer:
                               "(resume with --load-checkpoint)") from None
         except WorkerLost as lost:
             raise self._worker_lost(lost) from None
+        finally:
+            if self.producer is not None:
+                self.producer.stop()
         return last
 
     def _worker_lost(self, lost: WorkerLost) -> WorkerLost:
@@ -202,38 +213,55 @@ class PPOTrainer:
                           f"state went with it, so nothing of this step is saved; {self._newest_good()} "
                           f"(--save-steps sets how often one is saved); {resume}.", lost.place, lost.node_died)
 
-    def train_step(self, batch: list[PromptExample]) -> dict[str, float]:
+    def _engines_alone(self) -> Any:
+        """With --async-train, evaluation waits for the producer's rollout in flight and holds it off meanwhile."""
+        import contextlib
+
+        return self.producer.exclusive() if self.producer is not None else contextlib.nullcontext()
+
+    def train_step(self, batch: list[PromptExample], ready: Any = None) -> dict[str, float]:
+        """One PPO step on `batch`; with --async-train `ready` is its rollout, generated and scored ahead
+        (ppo/async_loop.Ready)."""
         timings: dict[str, float] = {}
-        t_start = time.perf_counter()
+        t_start = t_ready = time.perf_counter()
         self._phase = "generate"
         filtered: dict[str, float] = {}
         samples: Optional[Samples] = None
         try:
-            if self.cfg.dynamic_filtering:  # scores decide which groups stay, so scoring comes before the forwards
+            if ready is not None:
+                t_start -= ready.timings["time/rollout_wait"]  # the step's time includes waiting for its rollout
+                samples = ready.samples
+                rewards = ready.result(self)  # the producer's reward failure stops the run here, as synchronous
+                filtered, timings = dict(ready.metrics), dict(ready.timings)
+            elif self.cfg.dynamic_filtering:  # scores decide which groups stay, so scoring comes before the forwards
                 samples, rewards, filtered, timings["time/reward"] = self.filtered_rollout(batch)
             else:
                 samples = self.generate(batch)
-            timings["time/generate"] = time.perf_counter() - t_start - timings.get("time/reward", 0.0)
+            if ready is None:
+                timings["time/generate"] = time.perf_counter() - t_start - timings.get("time/reward", 0.0)
 
             self._phase = "make_experience"
             t0 = time.perf_counter()
             log_probs_f = _forward(self.roles.actor, "log_probs", samples)
             ref_f = _forward(self.roles.ref, "log_probs", samples) if self.roles.ref else []
             values_f = _forward(self.roles.critic, "values", samples) if self.roles.critic else []
-            if not self.cfg.dynamic_filtering:  # scored while the models run their forwards
+            scored_here = ready is None and not self.cfg.dynamic_filtering
+            if scored_here:  # scored while the models run their forwards
                 t1 = time.perf_counter()
                 rewards = self.score(samples)
                 timings["time/reward"] = time.perf_counter() - t1
             experience, info = self.make_experience(samples, rewards, log_probs_f, ref_f, values_f)
             info.update(filtered)
-            timings["time/make_experience"] = time.perf_counter() - t0 - (
-                0.0 if self.cfg.dynamic_filtering else timings["time/reward"])
+            timings["time/make_experience"] = time.perf_counter() - t0 - (timings["time/reward"] if scored_here
+                                                                          else 0.0)
             finding = check_experience(experience)
             if finding is not None:
                 raise _NonFiniteBatch(finding)
         except _NonFiniteBatch as bad:
             self._phase = "idle"
             skipped = self._nonfinite_batch(bad.finding, samples)
+            if self.producer is not None:  # nothing trained, the weights stand: the producer may go on
+                timings.update(self.producer.updated(self.state.step, t_ready, None))
             elapsed = time.perf_counter() - t_start
             return {**timings, **skipped, "time/step": elapsed, "samples": float(len(samples or ())),
                     "kl_coef": self.kl_ctl.value}
@@ -242,8 +270,12 @@ class PPOTrainer:
         t0 = time.perf_counter()
         train_metrics = self.train(experience)
         timings["time/train"] = time.perf_counter() - t0
-        if "actor_frozen" not in train_metrics:  # the engines generate the next step with the updated policy
-            sync_seconds = self.rollout.sync_weights()
+        self._phase = "sync"  # the update is applied: an interrupt from here on saves this step's end
+        sync = None if "actor_frozen" in train_metrics else self.rollout.sync_weights
+        if self.producer is not None:  # after the rollout in flight; samples generated later carry this version
+            timings.update(self.producer.updated(self.state.step, t_ready, sync))
+        elif sync is not None:  # the engines generate the next step with the updated policy
+            sync_seconds = sync()
             if sync_seconds is not None:
                 timings["time/weight_sync"] = sync_seconds
         self._phase = "idle"
@@ -323,27 +355,33 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------------------------------------ phases
     def generate(self, batch: list[PromptExample], n: Optional[int] = None, evaluation: bool = False,
-                 round: int = 0) -> Samples:
+                 round: int = 0, step: Optional[int] = None) -> Samples:
         """n samples per prompt from the rollout backend (HF generate on the actor workers, or vLLM engines).
 
-        `round` > 0: a dynamic-filtering resample within the step, drawn from a seed of its own."""
+        `round` > 0: a dynamic-filtering resample within the step, drawn from a seed of its own; `step`: the step
+        the samples are for (default: the one under way; --async-train generates ahead)."""
         n = n or self.cfg.n_samples_per_prompt
+        step = self.state.step if step is None else step
         try:
-            return self.rollout.generate(batch, n, self.state.step, evaluation, round)
+            return self.rollout.generate(batch, n, step, evaluation, round)
         except RewardError as exc:  # an agent's episode failed (--agent-func-path): its environment is the reward
-            what = f"the evaluation after step {self.state.step}" if evaluation else f"step {self.state.step + 1}"
+            what = f"the evaluation after step {step}" if evaluation else f"step {step + 1}"
             raise self._reward_failed(what, exc, None, failed="an agent episode failed") from None
 
-    def filtered_rollout(self, batch: list[PromptExample]) -> tuple[Samples, RewardBatch, dict[str, float], float]:
-        """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time."""
+    def filtered_rollout(self, batch: list[PromptExample], step: Optional[int] = None,
+                         score: Optional[Any] = None) -> tuple[Samples, RewardBatch, dict[str, float], float]:
+        """--dynamic-filtering (ppo/dynamic_sampling.py): the step's samples and rewards, its counts, scoring time.
+
+        `step` and `score` as --async-train's producer needs them: a step ahead, a scorer that only raises."""
         cfg = self.cfg
+        step = self.state.step if step is None else step
         out = dynamic_sampling.filtered_rollout(
-            batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r), self.score,
+            batch, self.prompts, lambda prompts, r: self.generate(prompts, round=r, step=step), score or self.score,
             n_samples_per_prompt=cfg.n_samples_per_prompt, reward_range=tuple(cfg.dynamic_filtering_reward_range),
             max_rounds=cfg.dynamic_filtering_max_rounds, world_size=len(self.roles.actor),
-            rng=random.Random(cfg.seed * 7919 + self.state.step), pad_token_id=self.pad_token_id)
+            rng=random.Random(cfg.seed * 7919 + step), pad_token_id=self.pad_token_id)
         if out.metrics["dynamic_filtering/padded_groups"]:
-            self.tracker.note(f"step {self.state.step + 1}: --dynamic-filtering kept {out.kept_groups} of "
+            self.tracker.note(f"step {step + 1}: --dynamic-filtering kept {out.kept_groups} of "
                               f"{len(batch)} groups after {out.metrics['dynamic_filtering/extra_rounds']:.0f} extra "
                               "rounds; dropped groups fill the rest of the batch")
         return out.samples, out.rewards, out.metrics, out.score_seconds
@@ -352,33 +390,45 @@ class PPOTrainer:
         """Rewards for prompt + response; a failure stops the run after a checkpoint, never a reward of 0.
 
         `during` names what was being scored in the message (default: the step under way)."""
+        try:
+            batch = self.reward_call(samples, during)
+        except RewardError as exc:
+            self.reward_failed(exc, samples, during)
+        return self.reward_count_checked(batch, samples)
+
+    def reward_call(self, samples: Samples, during: Optional[str] = None) -> RewardBatch:
+        """The reward source's answer for prompt + response; a RewardError as it was raised (score() handles it)."""
         queries = samples.queries  # prompt + response decoded as one sequence by the worker that generated them
         if len(queries) != len(samples):
             raise RlhfctlError(f"internal: {len(queries)} reward queries for {len(samples)} samples")
         if samples.environment is not None:  # --agent-func-path: the environment rewarded each episode
             return samples.environment
-        try:
-            assert self.reward is not None  # a server, a reward_func.py, the reward-model role (RoleReward), ...
-            n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
-            # a reward_func.py is called per micro-rollout batch of whole groups, as OpenRLHF calls it
-            batch = score_in_chunks(self.reward, queries, samples.prompts, samples.labels,
-                                    self.cfg.micro_rollout_batch_size * n_per_prompt)
-        except RewardError as exc:
-            if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
-                # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
-                raise _NonFiniteBatch(Finding("reward", exc.index, float("nan"))) from None
-            raise self._reward_failed(during or f"step {self.state.step + 1}", exc, samples) from None
-        if len(batch.rewards) != len(queries):
-            raise RewardError(f"step {self.state.step + 1}: {len(batch.rewards)} rewards for {len(queries)} queries")
+        assert self.reward is not None  # a server, a reward_func.py, the reward-model role (RoleReward), ...
+        n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
+        # a reward_func.py is called per micro-rollout batch of whole groups, as OpenRLHF calls it
+        return score_in_chunks(self.reward, queries, samples.prompts, samples.labels,
+                               self.cfg.micro_rollout_batch_size * n_per_prompt)
+
+    def reward_count_checked(self, batch: RewardBatch, samples: Samples) -> RewardBatch:
+        if len(batch.rewards) != len(samples):
+            raise RewardError(f"step {self.state.step + 1}: {len(batch.rewards)} rewards for {len(samples)} queries")
         return batch
+
+    def reward_failed(self, exc: RewardError, samples: Optional[Samples], during: Optional[str] = None) -> NoReturn:
+        """A NaN reward goes to _nonfinite_batch; any other failure stops the run after a checkpoint."""
+        if isinstance(exc, RewardFault) and exc.kind == "nan" and exc.index is not None and during is None:
+            # a NaN/inf from a reward_func or a server, as one from a local model: stop or skip (_nonfinite_batch)
+            raise _NonFiniteBatch(Finding("reward", exc.index, float("nan"))) from None
+        raise self._reward_failed(during or f"step {self.state.step + 1}", exc, samples) from None
 
     def _reward_failed(self, what: str, exc: RewardError, samples: Optional[Samples],
                        failed: str = "the reward failed") -> RewardError:
         """The error that stops the run after a checkpoint of the last complete step (never a reward of 0)."""
         folder = self.save_checkpoint()
+        details = _fault_details(exc, samples) if samples is not None else ""
         return RewardError(f"{what}: {failed}, so the run stops (a failure is never a reward of 0). Checkpoint of "
                            f"step {self.state.step} saved in {folder}; resume with --load-checkpoint."
-                           f"\n{exc}{_fault_details(exc, samples)}")
+                           f"\n{exc}{details}")
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:
