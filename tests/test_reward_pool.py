@@ -136,6 +136,8 @@ def trainer_score(pool, queries=QUERIES, micro_rollout_batch_size=2):
     trainer = SimpleNamespace(roles=SimpleNamespace(reward=None), reward=pool, state=SimpleNamespace(step=0),
                               cfg=SimpleNamespace(micro_rollout_batch_size=micro_rollout_batch_size,
                                                   n_samples_per_prompt=1))
+    for method in ("reward_call", "reward_count_checked", "reward_failed"):
+        setattr(trainer, method, getattr(PPOTrainer, method).__get__(trainer))
     return PPOTrainer.score(trainer, samples)
 
 
