@@ -425,10 +425,9 @@ class PPOTrainer:
                        failed: str = "the reward failed") -> RewardError:
         """The error that stops the run after a checkpoint of the last complete step (never a reward of 0)."""
         folder = self.save_checkpoint()
-        details = _fault_details(exc, samples) if samples is not None else ""
         return RewardError(f"{what}: {failed}, so the run stops (a failure is never a reward of 0). Checkpoint of "
                            f"step {self.state.step} saved in {folder}; resume with --load-checkpoint."
-                           f"\n{exc}{details}")
+                           f"\n{exc}{_fault_details(exc, samples)}")
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, log_probs_f: list[Any], ref_f: list[Any],
                         values_f: list[Any]) -> tuple[Experience, dict[str, float]]:
