@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import torch
 
 from rlhfctl.errors import UsageError
-from rlhfctl.rewards.base import RewardBatch, check_batch
-from rlhfctl.rewards.judge import JudgeSettings, Value, batch_of_values, expected_score
+from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.judge import JudgeSettings, Value, batch_of_values, expected_score, judge_inputs
 from rlhfctl.rewards.model import default_batch_tokens, plan_batches
 
 
@@ -137,9 +137,8 @@ class JudgeModel:
     # ------------------------------------------------------------------------------------------------ protocol
     def score(self, queries: list[str], prompts: list[str] | None = None,
               labels: list[str] | None = None) -> RewardBatch:
-        prompts = [""] * len(queries) if prompts is None else list(prompts)
-        labels = [""] * len(queries) if labels is None else list(labels)
-        if (empty := check_batch(queries, prompts, labels)) is not None:
+        prompts, labels, empty = judge_inputs(queries, prompts, labels)
+        if empty is not None:
             return empty
         ids = self.encode(self.render(queries, prompts, labels))
         values: list[Value] = [0.0] * len(ids)

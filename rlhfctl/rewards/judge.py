@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rlhfctl.errors import UsageError
-from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.base import RewardBatch, check_batch
 
 TEMPLATE_VARIABLES = ("prompt", "response", "label")
 Value = float | tuple[float, dict[str, float]]  # what a judge pass gives per text: a reward, or one with extras
@@ -194,3 +194,12 @@ def batch_of_values(values: Sequence[Value]) -> RewardBatch:
     keys = sorted({k for v in values if isinstance(v, tuple) for k in v[1]})
     extra = {k: [v[1].get(k, 0.0) if isinstance(v, tuple) else 0.0 for v in values] for k in keys}
     return RewardBatch(rewards=rewards, extra_logs=extra)
+
+
+def judge_inputs(queries: list[str], prompts: list[str] | None,
+                 labels: list[str] | None) -> tuple[list[str], list[str], RewardBatch | None]:
+    """A judge's prompts and labels for `queries` (empty where the caller sent none), and the answer to give
+    at once when the batch is empty or malformed (check_batch), else None."""
+    prompts = [""] * len(queries) if prompts is None else list(prompts)
+    labels = [""] * len(queries) if labels is None else list(labels)
+    return prompts, labels, check_batch(queries, prompts, labels)

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rlhfctl.errors import RewardError, UsageError
-from rlhfctl.rewards.base import RewardBatch, check_batch
-from rlhfctl.rewards.judge import UNPARSED, JudgeSettings, Value, batch_of_values, chat_url, expected_score
+from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.judge import (UNPARSED, JudgeSettings, Value, batch_of_values, chat_url, expected_score,
+                                   judge_inputs)
 from rlhfctl.rewards.remote import RemoteReward
 
 TOP_LOGPROBS = 20  # OpenAI's API allows at most 20
@@ -73,9 +74,8 @@ class ChatJudge:
 
     def score(self, queries: list[str], prompts: list[str] | None = None,
               labels: list[str] | None = None) -> RewardBatch:
-        prompts = [""] * len(queries) if prompts is None else list(prompts)
-        labels = [""] * len(queries) if labels is None else list(labels)
-        if (empty := check_batch(queries, prompts, labels)) is not None:
+        prompts, labels, empty = judge_inputs(queries, prompts, labels)
+        if empty is not None:
             return empty
         texts = self.settings.template.render_batch(queries, prompts, labels)
         return batch_of_values(list(self._pool.map(self._ask, texts)))
