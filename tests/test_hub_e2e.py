@@ -95,7 +95,7 @@ def test_seed_serve_rm_verbatim_reaches_the_4bit_message(seed_cache):
 
 def test_seed_train_ppo_runs_on_hub_ids(seed_cache, seed_server, tmp_path):
     """The seed train-ppo line with its Hub IDs as written (policy, critic from the reward model, prompt dataset),
-    against the seed serve-rm; small sizes and one worker per role appended. The driver resolves each ID once."""
+    against the seed serve-rm; small sizes, one worker per role and one vLLM engine appended. The driver resolves each ID once."""
     url, _ = seed_server
     out = tmp_path / "out"
     args = argv(TRAIN_PPO, remote_rm_url=url.replace("127.0.0.1", "localhost"), save_path=str(out),
@@ -104,7 +104,8 @@ def test_seed_train_ppo_runs_on_hub_ids(seed_cache, seed_server, tmp_path):
     args += ["--actor_num_gpus_per_node", "1", "--ref_num_gpus_per_node", "1", "--critic_num_gpus_per_node", "1",
              "--zero_stage", "2", "--micro_train_batch_size", "2", "--train_batch_size", "4",
              "--micro_rollout_batch_size", "2", "--rollout_batch_size", "4", "--max_samples", "4",
-             "--prompt_max_len", "64", "--generate_max_len", "8", "--ckpt_path", str(out / "ckpt")]
+             "--prompt_max_len", "64", "--generate_max_len", "8", "--ckpt_path", str(out / "ckpt"),
+             "--vllm_num_engines", "1", "--vllm_tensor_parallel_size", "1"]  # one engine: it loads the resolved ID too
     result = subprocess.run([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=env_for(seed_cache),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
