@@ -140,6 +140,17 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def assert_reward_rises(out: Path, steps_expected: int, by: float = 0.02) -> list[dict]:
+    """The run logged steps 1..steps_expected and its mean reward over the last 5 beat the first 5 by `by`; returns
+    the steps' metrics."""
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == list(range(1, steps_expected + 1))
+    first = sum(m["reward"] for m in steps[:5]) / 5
+    last = sum(m["reward"] for m in steps[-5:]) / 5
+    assert last > first + by, (first, last)
+    return steps
+
+
 def assert_loads_as_causal_lm(folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -156,11 +167,7 @@ def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, rew
              "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7"]
     result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = metrics(out)
-    assert [m["step"] for m in steps] == list(range(1, 22))
-    first = sum(m["reward"] for m in steps[:5]) / 5
-    last = sum(m["reward"] for m in steps[-5:]) / 5
-    assert last > first + 0.02, (first, last)
+    steps = assert_reward_rises(out, 21)
     assert all(m["reward/label_seen"] == 1.0 for m in steps)  # the labels reached the reward_func
     for key in ("kl", "policy_loss", "time/generate", "time/reward", "time/make_experience", "time/train",
                 "samples_per_s", "actor_grad_norm"):

@@ -121,6 +121,27 @@ def lr_at(step: int, total: int, peak: float, warmup: int, final_fraction: float
     return peak * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def fit(model: torch.nn.Module, schedule: dict, n_train: int, seed: int, name: str,
+        loss_of: Callable[[list[int]], torch.Tensor], evaluate: Callable[[int, float], None]) -> None:
+    """AdamW with lr_at's schedule over `schedule["steps"]` batches of training rows (indices into the train set);
+    `evaluate(step, loss)` every `schedule["eval_every"]` steps and at the end."""
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule["lr"], betas=(0.9, 0.98), weight_decay=0.0)
+    model.train()
+    for step, (_, idx) in enumerate(batches(n_train, schedule["batch_size"], seed, name)):
+        if step == schedule["steps"]:
+            break
+        loss = loss_of(idx)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, schedule["steps"], schedule["lr"], schedule["warmup"],
+                                schedule["final_lr_fraction"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if done % schedule["eval_every"] == 0 or done == schedule["steps"]:
+            evaluate(done, loss.item())
+
+
 def llama_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     h = POLICY["hidden_size"]
     return LlamaConfig(
@@ -278,26 +299,19 @@ def train_reward_model(
     """Pairwise loss -log sigmoid(r(correct) - r(wrong)) on fresh wrong answers each step; returns the model and
     its held-out pairwise accuracy."""
     rm = reward_model_from(policy, seed)
-    opt = torch.optim.AdamW(rm.parameters(), lr=RM["lr"], betas=(0.9, 0.98), weight_decay=0.0)
     rng = random.Random(f"{seed}-rm-pairs")
-    rm.train()
-    for step, (_, idx) in enumerate(batches(len(train), RM["batch_size"], seed, "rm")):
-        if step == RM["steps"]:
-            break
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
         chosen, rejected = rm_pairs([train[i] for i in idx], rng)
         scores = rm_scores(rm, tokenizer, chosen + rejected)
-        margin = scores[: len(idx)] - scores[len(idx) :]
-        loss = -F.logsigmoid(margin).mean()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, RM["steps"], RM["lr"], RM["warmup"], RM["final_lr_fraction"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        done = step + 1
-        if done % RM["eval_every"] == 0 or done == RM["steps"]:
-            acc = pairwise_accuracy(rm, tokenizer, test, seed)
-            log(f"  rm step {done:5d}  loss {loss.item():.3f}  held-out pairwise accuracy {acc['any_wrong']:.1%} "
-                f"(forgotten carry: {acc['forgot_carry']:.1%})")
+        return -F.logsigmoid(scores[: len(idx)] - scores[len(idx) :]).mean()
+
+    def evaluate(done: int, loss: float) -> None:
+        acc = pairwise_accuracy(rm, tokenizer, test, seed)
+        log(f"  rm step {done:5d}  loss {loss:.3f}  held-out pairwise accuracy {acc['any_wrong']:.1%} "
+            f"(forgotten carry: {acc['forgot_carry']:.1%})")
+
+    fit(rm, RM, len(train), seed, "rm", loss_of, evaluate)
     set_normalisation(rm, tokenizer, test, seed)
     return rm, pairwise_accuracy(rm, tokenizer, test, seed)
 
@@ -368,25 +382,19 @@ def train_judge(
     """Cross-entropy on the verdict token after "prompt+answer=", from the policy's weights; returns the judge and
     its held-out verdict accuracy."""
     judge = _copy(policy, LlamaForCausalLM)
-    opt = torch.optim.AdamW(judge.parameters(), lr=JUDGE["lr"], betas=(0.9, 0.98), weight_decay=0.0)
     rng = random.Random(f"{seed}-judge-pairs")
-    judge.train()
-    for step, (_, idx) in enumerate(batches(len(train), JUDGE["batch_size"], seed, "judge")):
-        if step == JUDGE["steps"]:
-            break
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
         texts, verdicts = judge_texts([train[i] for i in idx], rng)
         # Over the whole vocabulary, so the judge also *writes* its verdict (serve-rm --judge-mode generate).
         targets = torch.tensor([verdict_ids(tokenizer)[v] for v in verdicts])
-        loss = F.cross_entropy(judge_logits(judge, tokenizer, texts), targets)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, JUDGE["steps"], JUDGE["lr"], JUDGE["warmup"], JUDGE["final_lr_fraction"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        done = step + 1
-        if done % JUDGE["eval_every"] == 0 or done == JUDGE["steps"]:
-            log(f"  judge step {done:5d}  loss {loss.item():.3f}  held-out verdict accuracy "
-                f"{judge_accuracy(judge, tokenizer, test, seed):.1%}")
+        return F.cross_entropy(judge_logits(judge, tokenizer, texts), targets)
+
+    def evaluate(done: int, loss: float) -> None:
+        log(f"  judge step {done:5d}  loss {loss:.3f}  held-out verdict accuracy "
+            f"{judge_accuracy(judge, tokenizer, test, seed):.1%}")
+
+    fit(judge, JUDGE, len(train), seed, "judge", loss_of, evaluate)
     return judge, judge_accuracy(judge, tokenizer, test, seed)
 
 
