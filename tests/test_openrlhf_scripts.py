@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rlhfctl.config import COMMANDS
-from rlhfctl.config_aliases import TABLES, spelling_key
+from rlhfctl.config.aliases import TABLES, spelling_key
 from tests.cli_runner import run_main
 from tests.openrlhf_scripts import OPTIONS, SCRIPTS
 

@@ -14,7 +14,7 @@ import pytest
 
 import rlhfctl
 from rlhfctl.config import COMMANDS
-from rlhfctl.config_aliases import TABLES
+from rlhfctl.config.aliases import TABLES
 
 PACKAGE = Path(rlhfctl.__file__).parent
 SCHEMA_FILES = {"config.py", "config_aliases.py"}  # where fields are declared and aliased, not read

@@ -13,7 +13,7 @@ from rlhfctl.config import CheckRewardConfig
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
-from rlhfctl.config import source_kind
+from rlhfctl.rewards.terms import source_kind
 from rlhfctl.rewards.factory import is_url, open_combined, open_function as open_pool, open_reward
 from rlhfctl.rewards.pool import FunctionPool
 from rlhfctl.rewards.remote import parse_urls

@@ -12,7 +12,7 @@ from rlhfctl.cli import bench_rm, check_reward, serve_rm, train_ppo
 from rlhfctl.cli.argv import translate_argv
 from rlhfctl.cli.options import make_command, report_error, report_warning
 from rlhfctl.config import COMMANDS
-from rlhfctl.config_aliases import TABLES
+from rlhfctl.config.aliases import TABLES
 from rlhfctl.errors import UsageError
 
 SUBCOMMANDS = {"serve-rm": serve_rm, "train-ppo": train_ppo, "check-reward": check_reward, "bench-rm": bench_rm}

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rlhfctl.config import field_extra, flag_name, is_positional, key_of
-from rlhfctl.config_aliases import Translation, lookup
+from rlhfctl.config.aliases import Translation, lookup
 from rlhfctl.errors import UsageError
 
 

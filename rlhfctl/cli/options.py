@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel
 
 from rlhfctl.config import Group, dump_config, field_extra, flag_name, is_positional, resolve
-from rlhfctl.config_aliases import aliases_of
+from rlhfctl.config.aliases import aliases_of
 from rlhfctl.errors import RlhfctlError
 
 CONFIG_PANEL = "Config"

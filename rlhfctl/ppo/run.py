@@ -12,7 +12,6 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
-from rlhfctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
@@ -23,24 +22,6 @@ def total_updates(cfg: TrainPPOConfig, total_steps: int) -> int:
     """Optimizer updates over the run, for the learning-rate schedule."""
     rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
     return max(1, total_steps * rows // cfg.train_batch_size)
-
-
-def _check_sizes(cfg: TrainPPOConfig, num_prompts: int) -> None:
-    if num_prompts < cfg.rollout_batch_size:
-        raise ConfigError(f"--rollout-batch-size ({cfg.rollout_batch_size}) is more than the {num_prompts} prompts "
-                          f"in {cfg.prompt_data}: lower it, or add prompts")
-    if cfg.rollout_batch_size % cfg.actor_world_size:
-        raise ConfigError(f"--rollout-batch-size ({cfg.rollout_batch_size}) must be a multiple of the actor's "
-                          f"data-parallel size ({cfg.actor_world_size}), so every worker gets whole prompts")
-
-
-def _check_eval(cfg: TrainPPOConfig, num_prompts: int) -> None:
-    if num_prompts < cfg.actor_world_size:
-        raise ConfigError(f"--eval-dataset has {num_prompts} prompt(s), fewer than the {cfg.actor_world_size} actor "
-                          "workers that sample them: give at least one per worker (--eval-max-samples)")
-    if cfg.eval_temperature == 0 and cfg.eval_n_samples_per_prompt > 1:
-        warnings.warn(f"--eval-temperature 0 is greedy: the {cfg.eval_n_samples_per_prompt} samples per prompt "
-                      "(--eval-n-samples-per-prompt) will be identical", stacklevel=3)
 
 
 def model_fields_used(cfg: TrainPPOConfig, roles: list[str]) -> list[str]:
@@ -78,6 +59,7 @@ def open_judge_in_driver(cfg: TrainPPOConfig) -> RewardSource:
 
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
+    from rlhfctl.config.rules import check_eval, check_sizes
     from rlhfctl.data import load_prompts
     from rlhfctl.distributed.placement import cluster_address, local_gpus, needed_roles, place, release
     from rlhfctl.distributed.roles import RoleGroup, describe_places, placement_report
@@ -111,7 +93,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
     prompts = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
                            cfg.max_samples, split=cfg.prompt_split)
-    _check_sizes(cfg, len(prompts))
+    check_sizes(cfg, len(prompts))
     if cfg.agent_func_path:  # checked here, before Ray starts; the actor workers import it by absolute path
         from rlhfctl.agents.loader import load_agent
 
@@ -121,12 +103,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     if cfg.eval_dataset is not None:
         eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template,
                                     tokenizer, cfg.eval_max_samples, split=cfg.eval_split)
-        _check_eval(cfg, len(eval_prompts))
-    rows = cfg.rollout_batch_size * cfg.n_samples_per_prompt * cfg.max_epochs
-    if rows % cfg.train_batch_size:
-        warnings.warn(f"each step trains on {rows} samples (--rollout-batch-size x --n-samples-per-prompt x "
-                      f"--max-epochs), not a multiple of --train-batch-size {cfg.train_batch_size}: optimizer "
-                      "updates will straddle steps", stacklevel=2)
+        check_eval(cfg, len(eval_prompts))
     total_steps = steps_per_episode(len(prompts), cfg.rollout_batch_size) * cfg.num_episodes
     updates = total_updates(cfg, total_steps)
     checkpoints = CheckpointManager(cfg.ckpt_path, cfg.max_ckpt_num)

@@ -9,7 +9,8 @@ from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardSource
 
 if TYPE_CHECKING:
-    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelOptions, RewardTerm
+    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelOptions
+    from rlhfctl.rewards.terms import RewardTerm
     from rlhfctl.rewards.pool import FunctionPool
 
 
@@ -72,7 +73,8 @@ def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
     """One SOURCE of --reward: reward server URL(s) (client options from cfg where it has them, else their
     defaults: serve-rm's own --api-key is not sent upstream), a reward_func.py, or a model folder / Hub ID (the
     model options of cfg; --trust-remote-code is checked and announced here)."""
-    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, source_kind
+    from rlhfctl.config import JudgeArgs, RemoteRewardArgs
+    from rlhfctl.rewards.terms import source_kind
 
     kind = source_kind(source)
     if kind == "url":

@@ -1,0 +1,111 @@
+"""The four command configs: each is the groups it uses, composed (flat flags, one name per option), plus its rules.
+
+A command config is what the CLI builds and --print-config writes. Code below the CLI does not take it whole: it
+takes the typed groups it uses, `cfg.slice(TrainArgs)`, so a reader knows from a signature what a function depends on.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+from pydantic import BaseModel, model_validator
+
+from rlhfctl.config import rules
+from rlhfctl.config.fields import Group
+from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewardArgs, DataArgs, FunctionNameArgs,
+                                   JudgeArgs, ListenArgs, ModelLoadArgs, OutputArgs, RemoteRewardArgs,
+                                   RewardCacheArgs, RewardExecArgs, RewardFuncArgs, RewardModelArgs,
+                                   RewardModelOptions, RolloutArgs, RunArgs, ServerArgs, ServerBatchArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs, PPOArgs,
+                                         PretrainArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
+
+G = TypeVar("G", bound=Group)
+
+
+class Command(BaseModel):
+    """What every command config shares: its name, its rules, and typed slices of its groups."""
+
+    name: ClassVar[str]
+
+    def slice(self, group: type[G]) -> G:
+        """This config's values of one of its groups, as that group: `fit(train=cfg.slice(TrainArgs))`."""
+        if not isinstance(self, group):
+            raise TypeError(f"{type(self).__name__} has no {group.__name__}")
+        return group.model_construct(_fields_set=self.model_fields_set & set(group.model_fields),
+                                     **{name: getattr(self, name) for name in group.model_fields})
+
+    def problems(self) -> list[str]:
+        """Every cross-field mistake of this config (rules.py)."""
+        return []
+
+    def unused(self) -> rules.Unused:
+        """Options the chosen mode cannot use, with why (rules.py)."""
+        return []
+
+    @model_validator(mode="after")
+    def _rules(self) -> "Command":
+        problems = self.problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
+                    RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs):
+    """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only."""
+
+    name: ClassVar[str] = "serve-rm"
+
+    def problems(self) -> list[str]:
+        return rules.serve_rm_problems(self)
+
+    def unused(self) -> rules.Unused:
+        return rules.serve_rm_unused(self)
+
+
+class CheckRewardConfig(Command, CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs,
+                        FunctionNameArgs, RewardExecArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
+                        RewardModelOptions, RunArgs, OutputArgs, AgentArgs, JudgeArgs):
+    """Options of `rlhfctl check-reward`."""
+
+    name: ClassVar[str] = "check-reward"
+
+    def problems(self) -> list[str]:
+        return rules.check_reward_problems(self)
+
+    def unused(self) -> rules.Unused:
+        return rules.check_reward_unused(self)
+
+
+class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs,
+                    FunctionNameArgs, RewardExecArgs, ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs,
+                    DataArgs, RunArgs, OutputArgs):
+    """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
+    port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
+
+    name: ClassVar[str] = "bench-rm"
+
+    def problems(self) -> list[str]:
+        return rules.bench_rm_problems(self)
+
+    def unused(self) -> rules.Unused:
+        return rules.bench_rm_unused(self)
+
+
+class TrainPPOConfig(Command, PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs,
+                     CombinedRewardArgs, RewardCacheArgs, FunctionNameArgs, RewardExecArgs, RewardModelArgs,
+                     RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs,
+                     LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs):
+    """Options of `rlhfctl train-ppo`."""
+
+    name: ClassVar[str] = "train-ppo"
+
+    def problems(self) -> list[str]:
+        return rules.train_ppo_problems(self)
+
+    def unused(self) -> rules.Unused:
+        return rules.train_ppo_unused(self)
+
+
+COMMANDS: dict[str, type[Command]] = {cls.name: cls for cls in (ServeRMConfig, TrainPPOConfig, CheckRewardConfig,
+                                                                BenchRMConfig)}
