@@ -14,7 +14,7 @@ import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Iterator, Literal
 
 from rlhfctl.errors import RlhfctlError, UsageError
 
@@ -72,38 +72,6 @@ def resolve(name: str, *, flag: str | None = None, revision: str | None = None,
     shown = f" at revision {revision}" if revision else ""
     print(f"rlhfctl: {what}{shown}: Hub snapshot {Path(folder).name[:12]} in {folder}", file=sys.stderr)
     return folder
-
-
-def resolve_fields(cfg: Any, names: Iterable[str]) -> Any:
-    """`cfg` with each named model field (a folder or Hub ID; `responses` as model:NAME) replaced by a local folder.
-
-    `--revision` applies to every field named by Hub ID; given where every model is a local folder, it is an
-    error rather than an option silently ignored."""
-    from rlhfctl.config import flag_name
-
-    names = list(names)
-    revision = getattr(cfg, "revision", None)
-    updates: dict[str, Any] = {}
-    from_hub = False
-    for name in names:
-        value = getattr(cfg, name, None)
-        flag, prefix = flag_name(name, type(cfg).model_fields[name]), ""
-        if name == "responses" and value is not None:
-            kind, _, value = value.partition(":")
-            if kind != "model":
-                continue
-            flag, prefix = "--responses model:", "model:"
-        if value is None:
-            continue
-        from_hub = from_hub or not Path(value).expanduser().exists()
-        updates[name] = prefix + resolve(value, flag=flag, revision=revision)
-    if revision is not None and not from_hub:
-        given = ", ".join(f"{n}={getattr(cfg, n)}" for n in names if getattr(cfg, n, None) is not None)
-        raise UsageError(f"--revision {revision}: no model of this run is named by a Hub ID ({given or 'none'}); "
-                         "a local folder has no revisions, so drop --revision")
-    if "revision" in type(cfg).model_fields:
-        updates["revision"] = None  # applied: what is passed on (workers, a spawned serve-rm) names local folders
-    return cfg.model_copy(update=updates)
 
 
 def missing_folder(path: str | Path) -> str:

@@ -52,7 +52,7 @@ def _policy_dir(cfg: CheckRewardConfig) -> Optional[str]:
 def check_agent(cfg: CheckRewardConfig) -> int:
     from rlhfctl.checks.samples import load_examples
     from rlhfctl.checks.report import Report
-    from rlhfctl.hub import resolve_fields
+    from rlhfctl.config.hub_ids import resolve_fields
     from rlhfctl.models.actor import load_policy, load_tokenizer
 
     assert cfg.agent_func_path is not None

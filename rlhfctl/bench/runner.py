@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol
 
 from rlhfctl.bench.loadgen import LevelRun, run_async, run_level
 from rlhfctl.bench.stats import LevelStats, client_bound_warning, summarize
 from rlhfctl.bench.targets import HttpTarget, InProcessTarget, Target
 from rlhfctl.bench.workload import MAX_TEXTS, build_workload
+
+if TYPE_CHECKING:
+    from rlhfctl.config import BenchRMConfig
 
 
 class Observer(Protocol):
@@ -54,7 +57,7 @@ def _event_loop() -> str:
 
 
 @contextmanager
-def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
+def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]]]:
     """(target, mode, torch threads of the scorer where known), closed or stopped on the way out."""
     if cfg.url is not None:
         target = HttpTarget(cfg.url, api_key=cfg.api_key, timeout=cfg.rm_timeout)
@@ -70,6 +73,7 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
         with SpawnedServer(serve_cfg) as url:
             yield HttpTarget(url, api_key=cfg.api_key, timeout=cfg.rm_timeout), "serve-rm", threads
         return
+    from rlhfctl.config import RewardExecArgs, ServerArgs
     from rlhfctl.serving.batcher import make_scorer
     from rlhfctl.serving.metrics import ServerMetrics
     from rlhfctl.serving.server import open_source
@@ -78,7 +82,7 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
     if serve_cfg.reward_pretrain:
         threads = configure_threads(serve_cfg.num_threads)
     source = open_source(serve_cfg)
-    scorer = make_scorer(source, ServerMetrics(), serve_cfg)
+    scorer = make_scorer(source, ServerMetrics(), serve_cfg.slice(ServerArgs), serve_cfg.slice(RewardExecArgs))
     scorer.start()
     try:
         yield InProcessTarget(scorer, source.name), "in-process", threads
@@ -87,9 +91,9 @@ def open_target(cfg: Any) -> Iterator[tuple[Target, str, Optional[int]]]:
         source.close()
 
 
-def benchmark(cfg: Any, observer: Optional[Observer] = None) -> BenchResult:
+def benchmark(cfg: BenchRMConfig, observer: Optional[Observer] = None) -> BenchResult:
     """Run every --concurrency level against the target of `cfg` (a BenchRMConfig)."""
-    from rlhfctl.hub import resolve_fields
+    from rlhfctl.config.hub_ids import resolve_fields
 
     # Once, here: the workload's tokenizer, an in-process scorer and a spawned serve-rm all get the local folder.
     cfg = resolve_fields(cfg, ["reward_pretrain"])
@@ -110,7 +114,7 @@ def benchmark(cfg: Any, observer: Optional[Observer] = None) -> BenchResult:
     return result
 
 
-async def _sweep(cfg: Any, target: Target, workload: Any, observer: Optional[Observer]) -> list[LevelStats]:
+async def _sweep(cfg: BenchRMConfig, target: Target, workload: Any, observer: Optional[Observer]) -> list[LevelStats]:
     levels = []
     for concurrency in cfg.concurrency:
         if observer is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import rlhfctl
-from rlhfctl.config import RemoteRewardArgs, ServeRMConfig, dump_config
+from rlhfctl.config import BenchRMConfig, RemoteRewardArgs, ServeRMConfig, dump_config
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.net import free_port
 
@@ -31,7 +31,7 @@ LOOPBACK = "127.0.0.1"
 _NOT_FORWARDED = {"host", "port"} | set(RemoteRewardArgs.model_fields)
 
 
-def server_config(cfg: Any) -> ServeRMConfig:
+def server_config(cfg: BenchRMConfig) -> ServeRMConfig:
     """The serve-rm options inside a bench-rm config: every field the two commands share, except those above."""
     shared = {name: getattr(cfg, name) for name in ServeRMConfig.model_fields
               if name in type(cfg).model_fields and name not in _NOT_FORWARDED}

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rlhfctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rlhfctl.config import BenchRMConfig
 
 MAX_TEXTS = 4096  # distinct texts prepared at most (~0.2 s); longer runs cycle through them
 
@@ -74,7 +77,7 @@ def synthetic_texts(count: int, min_words: int, max_words: int, seed: int) -> li
     return pairs
 
 
-def _data_texts(cfg: Any) -> list[tuple[str, str, str]]:
+def _data_texts(cfg: BenchRMConfig) -> list[tuple[str, str, str]]:
     """(prompt, query, label) from --prompt-data; a row's prompt is scored as it is (no response is generated)."""
     from rlhfctl.data import load_prompts
 
@@ -90,7 +93,7 @@ def _data_texts(cfg: Any) -> list[tuple[str, str, str]]:
     return [(e.prompt, e.prompt, e.label) for e in examples]
 
 
-def build_workload(cfg: Any, num_requests: int) -> Workload:
+def build_workload(cfg: BenchRMConfig, num_requests: int) -> Workload:
     """Up to `num_requests` distinct requests of cfg.texts_per_request texts (fewer for huge runs; they cycle)."""
     batch = cfg.texts_per_request
     count = max(1, min(num_requests, MAX_TEXTS // batch))
@@ -102,7 +105,7 @@ def build_workload(cfg: Any, num_requests: int) -> Workload:
         pairs = synthetic_texts(count * batch, cfg.min_tokens, cfg.max_tokens, cfg.seed)
         texts = [(p, q, "") for p, q in pairs]
         what = f"synthetic texts of {cfg.min_tokens}-{cfg.max_tokens} words (--seed {cfg.seed})"
-    if getattr(cfg, "pairwise", False):  # a pairwise model compares one prompt's responses: a request is a group
+    if cfg.pairwise:  # a pairwise model compares one prompt's responses: a request is a group
         texts = [(g[0], g[0] + q[len(p):], lbl) for i, (p, q, lbl) in enumerate(texts)
                  for g in [texts[i - i % batch]]]
         what += "; each request one prompt's group (--pairwise)"

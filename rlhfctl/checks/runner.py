@@ -20,7 +20,7 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
     Usage errors (unreadable data, a missing column) raise UsageError; everything the reward does wrong is a
     failed check in the report, never an exception. `progress(run, done, total)` is called before each call.
     """
-    from rlhfctl.hub import resolve_fields
+    from rlhfctl.config.hub_ids import resolve_fields
 
     spec = single_source(cfg)
     report = Report(reward=spec or describe(cfg), responses=cfg.responses)

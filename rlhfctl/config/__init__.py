@@ -5,6 +5,7 @@
 - commands.py: the four command configs, each composed of its groups, with typed slices (`cfg.slice(TrainArgs)`);
 - rules.py: every cross-field check and every "this option does nothing here" warning;
 - files.py: YAML in and out, precedence (flag > file > default) and error messages;
+- hub_ids.py: model options named by Hub ID -> local folders, once, at start;
 - aliases.py: OpenRLHF's spellings of three vintages, one table.
 """
 

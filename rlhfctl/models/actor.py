@@ -214,6 +214,15 @@ def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_
     log_probs = restore(torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1))
     if not return_entropy:
         return log_probs
-    from rlhfctl.ppo.functional import entropy_from_logits
-
     return log_probs, restore(entropy_from_logits(logits))
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the softmax over the last dim, ``-sum_v p_v log p_v = logsumexp(l) - sum_v p_v l_v``.
+
+    Per position of ``logits`` ``[..., V]``; for ``--entropy-loss-coef`` (OpenRLHF subtracts coef * the token-mean
+    entropy from the actor loss, so a positive coefficient rewards exploration).
+    """
+    logits = logits.float()
+    p = logits.softmax(-1)
+    return torch.logsumexp(logits, -1) - (p * logits).sum(-1)

@@ -26,6 +26,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from rlhfctl.models.actor import entropy_from_logits  # computed beside the log-probs; part of the loss here
+
 __all__ = [
     "AdvantageEstimator",
     "KLEstimator",
@@ -507,17 +509,6 @@ def kl_loss(log_probs: Tensor, ref_log_probs: Tensor, action_mask: Tensor, estim
     k2 have gradients that pull towards the reference; k1's expectation of the gradient is 0 on-policy.
     """
     return masked_mean(approx_kl(log_probs, ref_log_probs, action_mask, estimator), action_mask)
-
-
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the softmax over the last dim, ``-sum_v p_v log p_v = logsumexp(l) - sum_v p_v l_v``.
-
-    Per position of ``logits`` ``[..., V]``; for ``--entropy-loss-coef`` (OpenRLHF subtracts coef * the token-mean
-    entropy from the actor loss, so a positive coefficient rewards exploration).
-    """
-    logits = logits.float()
-    p = logits.softmax(-1)
-    return torch.logsumexp(logits, -1) - (p * logits).sum(-1)
 
 
 # ------------------------------------------------------------------------------------------ reward shaping

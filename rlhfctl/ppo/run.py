@@ -75,7 +75,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.rewards.factory import open_combined, open_reward
     from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
-    from rlhfctl.hub import resolve_fields
+    from rlhfctl.config.hub_ids import resolve_fields
 
     import datasets
 

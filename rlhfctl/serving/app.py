@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from rlhfctl import __version__
+from rlhfctl.config import RewardExecArgs, ServeRMConfig, ServerArgs
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.judge import UNPARSED
@@ -51,7 +52,7 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -> FastAPI:
+def create_app(source: Any, cfg: ServeRMConfig, *, metrics: ServerMetrics | None = None) -> FastAPI:
     """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process) or a
     ModelProcess (the model in a worker process, what `serve-rm` runs). `cfg` supplies the ServerArgs/AuthArgs
     fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
@@ -160,14 +161,14 @@ def create_app(source: Any, cfg: Any, *, metrics: ServerMetrics | None = None) -
     return app
 
 
-def _scorer_for(source: Any, metrics: ServerMetrics, cfg: Any) -> Scorer:
+def _scorer_for(source: Any, metrics: ServerMetrics, cfg: ServeRMConfig) -> Scorer:
     """A ModelProcess is its own scorer; an in-process source gets one from make_scorer."""
     from rlhfctl.serving.worker import ModelProcess
 
     if isinstance(source, ModelProcess):
         source.metrics = metrics
         return source
-    return make_scorer(source, metrics, cfg)
+    return make_scorer(source, metrics, cfg.slice(ServerArgs), cfg.slice(RewardExecArgs))
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -20,10 +20,13 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from rlhfctl.rewards.base import RewardBatch, RewardSource
 from rlhfctl.rewards.judge import batch_of_values
+
+if TYPE_CHECKING:
+    from rlhfctl.config import RewardExecArgs, ServerArgs
 
 log = logging.getLogger(__name__)
 
@@ -379,10 +382,11 @@ class ThreadedScorer:
         await asyncio.to_thread(self.stop)
 
 
-def make_scorer(source: RewardSource, metrics: BatchObserver, cfg: Any) -> DynamicBatcher | ThreadedScorer:
+def make_scorer(source: RewardSource, metrics: BatchObserver, server: ServerArgs,
+                exec_args: RewardExecArgs) -> DynamicBatcher | ThreadedScorer:
     """The scorer of an in-process source: a reward model (ModelReward) is batched across requests on a worker
     thread; any other source is called once per request. Sync `start()`/`stop()` (or `aclose()` in an app)."""
     if isinstance(source, BatchableSource):
-        return DynamicBatcher(source, metrics, max_wait_ms=cfg.max_wait_ms)
+        return DynamicBatcher(source, metrics, max_wait_ms=server.max_wait_ms)
     # A judge behind a chat URL takes --judge-concurrency requests at once; a reward_func.py --reward-workers.
-    return ThreadedScorer(source, metrics, workers=getattr(source, "concurrency", None) or cfg.reward_workers)
+    return ThreadedScorer(source, metrics, workers=getattr(source, "concurrency", None) or exec_args.reward_workers)

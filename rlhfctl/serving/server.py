@@ -13,14 +13,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rlhfctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from rlhfctl.config import ServeRMConfig
 
 log = logging.getLogger("rlhfctl.serve")
 
 
-def open_source(cfg: Any) -> Any:
+def open_source(cfg: ServeRMConfig) -> Any:
     """The reward source that --reward-pretrain (ModelReward or PairwiseReward, in this process), --reward-func
     (FunctionPool: in --reward-workers worker processes), --reward (CombinedReward) or --judge-model/--judge-url
     (JudgeModel, ChatJudge) names."""
@@ -37,7 +40,7 @@ def open_source(cfg: Any) -> Any:
     return open_reward_model(cfg)
 
 
-def open_served_source(cfg: Any) -> Any:
+def open_served_source(cfg: ServeRMConfig) -> Any:
     """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
     loaded), or in this process (called once per request, from a thread) a pairwise model, which compares the texts
     of one request with each other, a combined reward, a --judge-url client, or a reward function in
@@ -94,13 +97,13 @@ class _Stop(Exception):
     """Raised by our SIGTERM/SIGINT handler once uvicorn has drained, so the CLI exits 0."""
 
 
-def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) -> None:
+def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None = None) -> None:
     """Load the reward source of `cfg` (a ServeRMConfig), serve it until SIGTERM/SIGINT, then drain and return.
 
     `ready_callback(url)` is called with the /get_reward URL once the server accepts connections. On SIGTERM,
     uvicorn stops accepting, answers the requests in flight, and the batcher scores what is queued.
     """
-    from rlhfctl.hub import resolve_fields
+    from rlhfctl.config.hub_ids import resolve_fields
     from rlhfctl.serving.app import create_app
 
     # Before the model process starts: it is given a folder.
@@ -140,7 +143,7 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop()
 
 
-def _announce(server: Any, url: str, ready_callback: Callable[[str], None] | None, cfg: Any) -> None:
+def _announce(server: Any, url: str, ready_callback: Callable[[str], None] | None, cfg: ServeRMConfig) -> None:
     while not server.started and not server.should_exit:
         time.sleep(0.01)
     if not server.started:

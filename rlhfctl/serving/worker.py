@@ -21,11 +21,14 @@ import multiprocessing
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhfctl.errors import RlhfctlError, UsageError
 from rlhfctl.rewards.base import RewardBatch
 from rlhfctl.rewards.judge import batch_of_values
+
+if TYPE_CHECKING:
+    from rlhfctl.config import ServeRMConfig
 
 log = logging.getLogger("rlhfctl.serve")
 
@@ -35,7 +38,7 @@ class ModelProcess:
     worker process. `launch()` loads it (blocking; errors come back as the worker raised them); the app's
     lifespan then `start()`s it on the event loop."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: ServeRMConfig) -> None:
         self.cfg = cfg
         self.name = f"judge {cfg.judge_model}" if cfg.judge_model else f"reward model {cfg.reward_pretrain}"
         self.metrics: Any = None  # ServerMetrics, set by the app
@@ -196,7 +199,7 @@ class _Outbox:
             self.conn.send(message)
 
 
-def _worker_main(conn: Any, cfg: Any) -> None:
+def _worker_main(conn: Any, cfg: ServeRMConfig) -> None:
     """Load the model, then tokenise and queue every (request id, texts) received until told to stop (None) or
     orphaned. Tokenising happens here, on the receiving thread, beside the forward passes of the batcher's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
