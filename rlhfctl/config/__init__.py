@@ -6,7 +6,7 @@
 - rules.py: every cross-field check and every "this option does nothing here" warning;
 - files.py: YAML in and out, precedence (flag > file > default) and error messages;
 - hub_ids.py: model options named by Hub ID -> local folders, once, at start;
-- aliases.py: OpenRLHF's spellings of three vintages, one table.
+- aliases.py: OpenRLHF's spellings of three vintages, one table; translation.py: how the table is applied.
 """
 
 from rlhfctl.config.commands import (COMMANDS, BenchRMConfig, CheckRewardConfig, Command, ServeRMConfig,
