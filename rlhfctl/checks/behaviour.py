@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from rlhfctl.checks.report import Report, finding
 from rlhfctl.checks.samples import Sample
 from rlhfctl.checks.scoring import Fault, Run, call, sample_of
-from rlhfctl.config import CheckRewardConfig
+from rlhfctl.config import CheckArgs, RewardExecArgs, RolloutArgs
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.base import RewardSource
 
@@ -83,8 +83,7 @@ def _summary(faults: list[tuple[Run, Fault]], calls: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ behaviour
-def determinism_check(report: Report, source: RewardSource, run: Run, batch_size: int,
-                      cfg: CheckRewardConfig) -> None:
+def determinism_check(report: Report, source: RewardSource, run: Run, batch_size: int, check: CheckArgs) -> None:
     """Score the first batch that succeeded again: the same queries must get the same rewards."""
     span = run.first_good_batch(batch_size)
     if span is None:
@@ -102,7 +101,7 @@ def determinism_check(report: Report, source: RewardSource, run: Run, batch_size
              if a is not None and not math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)]
     if diffs:
         i, a, b = diffs[0]
-        report.add("determinism", finding(cfg.strict),
+        report.add("determinism", finding(check.strict),
                    f"the same batch scored twice gave different rewards for {len(diffs)} of {end - start} samples "
                    f"(sample {i}: {a:.6g} then {b:.6g}); a reward that changes by itself is noise to PPO "
                    "(seed any sampling, or score at temperature 0)")
@@ -129,7 +128,7 @@ def pairwise_check(report: Report, source: RewardSource, samples: list[Sample]) 
                    "with each other")
 
 
-def value_checks(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None:
+def value_checks(report: Report, runs: list[Run], check: CheckArgs) -> None:
     """Constant and all-zero rewards, over every sample scored (main and control runs)."""
     values = [v for run in runs for v in run.values]
     if len(values) < 2:
@@ -138,7 +137,7 @@ def value_checks(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> Non
         return
     lo, hi = min(values), max(values)
     if lo == hi == 0:
-        report.add("zeros", finding(cfg.strict),
+        report.add("zeros", finding(check.strict),
                    f"every reward is 0 ({len(values)} samples, right and wrong answers alike): a reward that "
                    "never rises teaches nothing; is a parse failing, or an exception swallowed into 0?")
         report.add("constant", "skip", "every reward is 0 (see zeros)")
@@ -146,15 +145,14 @@ def value_checks(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> Non
     nonzero = sum(1 for v in values if v != 0)
     report.add("zeros", "pass", f"{nonzero} of {len(values)} rewards are non-zero")
     if math.isclose(lo, hi, rel_tol=1e-9, abs_tol=1e-12):
-        report.add("constant", finding(cfg.strict),
+        report.add("constant", finding(check.strict),
                    f"every reward is {lo:.6g} ({len(values)} samples, right and wrong answers alike): a constant "
                    "reward gives PPO no signal")
     else:
         report.add("constant", "pass", f"rewards range from {lo:.4g} to {hi:.4g}")
 
 
-def separation_check(report: Report, main: Run, control: Run | None, matched_is_main: bool,
-                     cfg: CheckRewardConfig) -> None:
+def separation_check(report: Report, main: Run, control: Run | None, matched_is_main: bool, check: CheckArgs) -> None:
     """Answers scored against their own label must beat the same kind of answers scored against another row's."""
     if control is None:
         report.add("separation", "skip", "needs at least 2 rows with different labels")
@@ -175,14 +173,15 @@ def separation_check(report: Report, main: Run, control: Run | None, matched_is_
     if diff > 1e-9 and diff > 2 * se:
         report.add("separation", "pass", f"{figures}: the reward reads the labels")
     elif diff < -1e-9 and -diff > 2 * se:
-        report.add("separation", finding(cfg.strict),
+        report.add("separation", finding(check.strict),
                    f"{figures}: wrong answers score HIGHER than right ones; is the comparison inverted?")
     else:
-        report.add("separation", finding(cfg.strict),
+        report.add("separation", finding(check.strict),
                    f"no separation: {figures}; does your reward look at the labels?")
 
 
-def speed_check(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None:
+def speed_check(report: Report, runs: list[Run], check: CheckArgs, rollout: RolloutArgs,
+                exec_args: RewardExecArgs) -> None:
     """Per-sample time, the slowest call, and what that means for one rollout batch of training."""
     calls = [(n, s) for run in runs for n, s in run.call_seconds]
     if not calls:
@@ -191,22 +190,23 @@ def speed_check(report: Report, runs: list[Run], cfg: CheckRewardConfig) -> None
     total_n = sum(n for n, _ in calls)
     per_sample = sum(s for _, s in calls) / total_n
     slowest = max(s for _, s in calls)
-    rollout = cfg.rollout_batch_size * cfg.n_samples_per_prompt
-    projected = per_sample * rollout
+    rollout_samples = rollout.rollout_batch_size * rollout.n_samples_per_prompt
+    projected = per_sample * rollout_samples
+    timeout = exec_args.reward_timeout
     report.timing.update(calls=len(calls), per_sample_s=per_sample, slowest_call_s=slowest,
-                         rollout_samples=rollout, projected_rollout_batch_s=projected, timeout_s=cfg.reward_timeout)
+                         rollout_samples=rollout_samples, projected_rollout_batch_s=projected, timeout_s=timeout)
     figures = (f"{_secs(per_sample)} per sample, slowest call {_secs(slowest)}; about {_secs(projected)} of reward "
-               f"time per rollout batch of {rollout} samples, called one batch at a time")
-    if slowest > cfg.reward_timeout / 2:
-        report.add("speed", finding(cfg.strict),
-                   f"slow: the slowest call took {_secs(slowest)}, over half the --reward-timeout of {cfg.reward_timeout:g}s; "
+               f"time per rollout batch of {rollout_samples} samples, called one batch at a time")
+    if slowest > timeout / 2:
+        report.add("speed", finding(check.strict),
+                   f"slow: the slowest call took {_secs(slowest)}, over half the --reward-timeout of {timeout:g}s; "
                    f"{figures}")
     else:
         report.add("speed", "pass", figures)
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def statistics_of(report: Report, run: Run, cfg: CheckRewardConfig, bins: int = 10, worst: int = 5) -> None:
+def statistics_of(report: Report, run: Run, check: CheckArgs, bins: int = 10, worst: int = 5) -> None:
     """Reward statistics, a histogram and the samples most worth a look (lowest rewards; highest when the
     responses are deliberately wrong, --responses shuffled)."""
     values = run.values
@@ -227,7 +227,7 @@ def statistics_of(report: Report, run: Run, cfg: CheckRewardConfig, bins: int = 
     report.histogram = histogram(values, bins)
     if min(values) == max(values):
         return  # no sample stands out
-    highest_first = cfg.responses == "shuffled"
+    highest_first = check.responses == "shuffled"
     ranked = sorted(run.scored, key=lambda pair: pair[1], reverse=highest_first)[:worst]
     report.worst = [_sample_row(s, r, run) for s, r in ranked]
 

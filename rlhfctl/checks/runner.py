@@ -7,7 +7,7 @@ from rlhfctl.checks.report import Report
 from rlhfctl.checks.samples import Sample, build_samples, control_samples, load_examples
 from rlhfctl.checks.scoring import Progress, Run, score_run
 from rlhfctl.checks.source import describe, open_combined_checked, open_function, open_server, single_source, url_list
-from rlhfctl.config import CheckRewardConfig
+from rlhfctl.config import CheckArgs, CheckRewardConfig, RewardExecArgs, RolloutArgs
 from rlhfctl.rewards.base import RewardSource
 
 
@@ -70,18 +70,18 @@ def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: Che
     behaviour.failure_checks(report, runs, size, cfg.reward_timeout,
                              ignored_keys=sorted(getattr(source, "ignored_keys", ())),
                              per_sample=bool(getattr(source, "per_sample", False)), strict=cfg.strict)
-    behaviour.statistics_of(report, main, cfg)
+    behaviour.statistics_of(report, main, cfg.slice(CheckArgs))
     if not main.values:
         return
     if any(run.timed_out for run in runs):
         report.add("determinism", "skip", "not run: a call reached the timeout")
         report.add("separation", "skip", "not run: a call reached the timeout")
     else:
-        behaviour.determinism_check(report, source, main, size, cfg)
+        behaviour.determinism_check(report, source, main, size, cfg.slice(CheckArgs))
         if cfg.label_key is None:
             report.add("separation", "skip", "no --label-key: nothing to separate by")
         else:
-            behaviour.separation_check(report, main, control, matched_is_main, cfg)
-    behaviour.value_checks(report, runs, cfg)
+            behaviour.separation_check(report, main, control, matched_is_main, cfg.slice(CheckArgs))
+    behaviour.value_checks(report, runs, cfg.slice(CheckArgs))
     behaviour.pairwise_check(report, source, samples)
-    behaviour.speed_check(report, runs, cfg)
+    behaviour.speed_check(report, runs, cfg.slice(CheckArgs), cfg.slice(RolloutArgs), cfg.slice(RewardExecArgs))
