@@ -91,8 +91,12 @@ def run_stage(name: str, cmd: list[str], log: Path, *, echo: bool, bar: Optional
             if bar is None:
                 code = _wait(proc)
             else:
-                with bar:
-                    code = _wait(proc, tick=bar.refresh)
+                try:
+                    with bar:
+                        code = _wait(proc, tick=bar.refresh)
+                except KeyboardInterrupt:  # what the stage said as it stopped (train-ppo: its checkpoint) is in the log
+                    print(f"{name} interrupted; the end of its output ({log}):\n{_tail(log, 5)}", file=sys.stderr)
+                    raise
         where = f"in {log}:\n{_tail(log)}"
     if code != 0:
         raise DemoError(f"{name} failed (exit {code}); its output is {where}")
