@@ -1,7 +1,8 @@
 """The demo's live view of train-ppo on a terminal: one bar (step/total, reward, held-out accuracy, ETA).
 
-train-ppo draws its own bar only when its stderr is a terminal; the demo sends train-ppo's output to
-OUT/train-ppo.log instead (where it prints one line per step) and follows the metrics.jsonl it appends to.
+Given the terminal, train-ppo's own bar would share it with its Ray workers' and vLLM's log lines, and it does not
+know that the demo's reward logs exact match. So the demo sends train-ppo's output to OUT/train-ppo.log (one line
+per step there) and draws this bar from the metrics.jsonl that train-ppo appends to.
 """
 
 from __future__ import annotations
