@@ -95,7 +95,8 @@ def test_ray_job_submit_runs_train_ppo_and_reports_its_metrics(job_cluster, tiny
                                 "reward_func.py", "--save-path", str(out), "--rollout-batch-size", "2",
                                 "--n-samples-per-prompt", "2", "--micro-rollout-batch-size", "1",
                                 "--train-batch-size", "4", "--micro-train-batch-size", "2", "--generate-max-len", "4",
-                                "--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch"],
+                                "--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch",
+                                "--save-steps", "1"],
                   work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     submitted = job_id(done.stdout + done.stderr)

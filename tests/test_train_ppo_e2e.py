@@ -175,6 +175,8 @@ def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, rew
     assert steps[-1]["actor_torch_threads"] == 1.0  # read back from the worker: one thread per CPU it owns
     assert "no GPUs in the Ray cluster" in result.stderr
     assert_loads_as_causal_lm(out)
+    # --save-steps -1 (the default): the policy is saved, but no resumable checkpoint unless asked for
+    assert not (out / "ckpt").exists() and "checkpoint of step" not in result.stderr
 
 
 @pytest.mark.parametrize("zero_stage", [2])  # ZeRO-3 with two actor workers: the seed command test

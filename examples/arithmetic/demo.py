@@ -30,12 +30,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+from train_progress import TrainBar  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -75,26 +77,41 @@ def _env() -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
-def run_stage(name: str, cmd: list[str], log: Path, *, echo: bool) -> float:
-    """Run one stage to completion; seconds taken. With `echo` it owns the terminal (live progress bars),
-    otherwise its output goes to `log`."""
+def run_stage(name: str, cmd: list[str], log: Path, *, echo: bool, bar: Optional[TrainBar] = None) -> float:
+    """Run one stage to completion; seconds taken. With `echo` it owns the terminal (its own progress bars, or
+    its step lines where the demo's output is not a terminal); otherwise its output goes to `log`, and `bar`,
+    if given, shows its progress meanwhile."""
     started = time.perf_counter()
     if echo:
         code = _wait(subprocess.Popen(cmd, cwd=ROOT, env=_env()))
         where = "above"
     else:
         with log.open("w", encoding="utf-8") as out:
-            code = _wait(subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT))
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+            if bar is None:
+                code = _wait(proc)
+            else:
+                try:
+                    with bar:
+                        code = _wait(proc, tick=bar.refresh)
+                except KeyboardInterrupt:  # what the stage said as it stopped (train-ppo: its checkpoint) is in the log
+                    print(f"{name} interrupted; the end of its output ({log}):\n{_tail(log, 5)}", file=sys.stderr)
+                    raise
         where = f"in {log}:\n{_tail(log)}"
     if code != 0:
         raise DemoError(f"{name} failed (exit {code}); its output is {where}")
     return time.perf_counter() - started
 
 
-def _wait(proc: subprocess.Popen, grace: float = 120.0) -> int:
-    """The stage's exit code. If the demo is interrupted, the stage stops the way it stops for a user: Ctrl-C
-    reached it too (train-ppo saves a checkpoint); on SIGTERM it is sent SIGINT. Killed only after `grace` s."""
+def _wait(proc: subprocess.Popen, grace: float = 120.0, tick: Optional[Callable[[], None]] = None,
+          every: float = 0.5) -> int:
+    """The stage's exit code; `tick()` every `every` s meanwhile. If the demo is interrupted, the stage stops the way
+    it stops for a user: Ctrl-C reached it too (train-ppo saves a checkpoint); on SIGTERM it is sent SIGINT. Killed
+    only after `grace` s."""
     try:
+        while tick is not None and proc.poll() is None:
+            tick()
+            time.sleep(every)
         return proc.wait()
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt) and proc.poll() is None:
@@ -202,6 +219,14 @@ def plot(curve: dict[str, list], before: float, after: float, title: str, out: P
     return out
 
 
+def planned_steps(variant: str, steps: Optional[int]) -> int:
+    """The PPO steps train-ppo will run: `steps`, or the config's episodes over all of its training prompts."""
+    from rlhfctl.config import read_config_file
+
+    episodes = int(read_config_file(HERE / VARIANTS[variant].train_config).get("num_episodes", 1))
+    return steps if steps is not None else episodes * max_steps(variant)
+
+
 def max_steps(variant: str) -> int:
     """Steps in one pass over the variant's training prompts: the most that --steps can ask for."""
     from rlhfctl.config import read_config_file
@@ -224,9 +249,12 @@ VLLM_ARGS = ["--vllm-num-engines", "1", "--vllm-gpu-memory-utilization", "0.01",
 
 
 def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, steps: Optional[int] = None,
-             reward_func: Optional[Path] = None, echo: bool = True, rollout: str = "auto") -> dict[str, Any]:
-    """Every stage of the demo; returns the summary (also written to OUT/summary.json). `rollout`: "vllm", "hf"
-    (Hugging Face generate on the actor), or "auto" (vLLM where it is installed)."""
+             reward_func: Optional[Path] = None, echo: bool = True, live: bool = False,
+             rollout: str = "auto") -> dict[str, Any]:
+    """Every stage of the demo; returns the summary (also written to OUT/summary.json). `echo`: the stages print
+    on the demo's output, else into OUT/STAGE.log. `live` (a terminal): train-ppo's output goes to
+    OUT/train-ppo.log and the demo shows one progress bar instead. `rollout`: "vllm", "hf" (Hugging Face generate
+    on the actor), or "auto" (vLLM where it is installed)."""
     from evaluate import accuracy
     from transformers.utils import logging as hf_logging
 
@@ -241,6 +269,8 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     out = out.resolve()  # the stages run from the repository root
     for previous in ("policy", "ckpt"):  # the demo's own outputs of an earlier run in this folder
         shutil.rmtree(out / previous, ignore_errors=True)
+    for log in out.glob("*.log"):
+        log.unlink()
     out.mkdir(parents=True, exist_ok=True)
     train_config = HERE / spec.train_config
     options = read_config_file(train_config)
@@ -264,9 +294,10 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
             out / "check-reward.log", echo=echo)
 
     def train(reward: str) -> None:
+        bar = TrainBar(out / "policy" / "metrics.jsonl", planned_steps(variant, steps)) if live else None
         summary["train_ppo_s"] = run_stage(
             "train-ppo", rlhfctl("train-ppo", "--config", str(train_config), "--remote-rm-url", reward, *run_args),
-            out / "train-ppo.log", echo=echo)
+            out / "train-ppo.log", echo=echo and not live, bar=bar)
 
     if spec.serve_config is None:
         check(reward_file)
@@ -296,6 +327,7 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     png = plot(curve, summary["accuracy_before"], summary["accuracy_after"],
                f"arithmetic demo: {spec.what}, seed {seed}", out / "demo.png")
     summary["plot"] = str(png) if png else None
+    summary["logs"] = sorted(log.name for log in out.glob("*.log"))
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -316,8 +348,8 @@ def print_table(summary: dict[str, Any]) -> None:
                               f"rollouts on {'vLLM' if summary['rollout'] == 'vllm' else 'HF generate'}")
     if summary.get("server_url"):
         table.add_row("reward server", f"{summary['server_url']}, stopped (exit {summary['server_exit_code']})")
-    table.add_row("outputs", f"{summary['out']}/: policy/ (metrics.jsonl), "
-                             f"{'demo.png, ' if summary['plot'] else ''}summary.json")
+    outputs = ["policy/ (metrics.jsonl)", *(["demo.png"] if summary["plot"] else []), "summary.json", *summary["logs"]]
+    table.add_row("outputs", f"{summary['out']}/: {', '.join(outputs)}")
     console = Console()
     console.print(table)
     if not summary["plot"]:
@@ -350,10 +382,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--steps must be from 1 to {max_steps(args.variant)} (one pass over the training prompts)")
     out = args.out or ROOT / "runs" / "demo" / args.variant
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the stages: they stop too
+    # On a terminal, one live bar for train-ppo; in a log or CI, train-ppo's own line per step.
+    live = not args.json and sys.stdout.isatty()
     try:
         summary = run_demo(args.variant, out=out, seed=args.seed, steps=args.steps,
                            reward_func=args.reward_func.resolve() if args.reward_func else None, echo=not args.json,
-                           rollout=args.rollout)
+                           live=live, rollout=args.rollout)
     except DemoError as exc:
         print(f"demo stopped: {exc}", file=sys.stderr)
         return 1

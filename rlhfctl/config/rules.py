@@ -186,6 +186,8 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     if cfg.train_batch_size % step:
         problems.append(f"--train-batch-size ({cfg.train_batch_size}) must be a multiple of --micro-train-batch-size "
                         f"({cfg.micro_train_batch_size}) x data-parallel size ({cfg.actor_world_size}) = {step}")
+    if cfg.save_steps == 0 or cfg.save_steps < -1:
+        problems.append(f"--save-steps must be a positive number of steps, or -1 (got {cfg.save_steps})")
     if cfg.eval_steps == 0 or cfg.eval_steps < -1:
         problems.append(f"--eval-steps must be a positive number of steps, or -1 (got {cfg.eval_steps})")
     lo, hi = cfg.reward_clip_range

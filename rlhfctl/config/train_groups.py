@@ -226,7 +226,9 @@ class PPOArgs(Group):
 
 class LoggingArgs(Group):
     panel: ClassVar[str] = "Logging and checkpoints"
-    save_steps: int = opt(-1, "Save a checkpoint every N steps (-1: only at the end and on Ctrl-C).")
+    save_steps: int = opt(
+        -1, "Save a resumable checkpoint (optimizer state included) in --ckpt-path every N steps and at the end (-1: "
+        "none, except on Ctrl-C or a failure).")
     ckpt_path: str = opt("./ckpt/checkpoints_ppo_ray", "Folder of resumable checkpoints.")
     max_ckpt_num: int = opt(3, "Checkpoints kept; older ones are deleted.", ge=1)
     load_checkpoint: bool = opt(False, "Resume from the newest checkpoint in --ckpt-path.")

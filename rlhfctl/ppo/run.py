@@ -164,7 +164,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             trainer.load_checkpoint(str(resume_from))
             tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")
         last = trainer.fit()
-        if not (cfg.save_steps > 0 and trainer.state.step % cfg.save_steps == 0):  # else just saved by fit()
+        # As in OpenRLHF, a resumable checkpoint (optimizer state: ~100 GB for an 8B model) only when asked for.
+        if cfg.save_steps > 0 and trainer.state.step % cfg.save_steps:  # on a multiple, fit() just saved it
             trainer.save_checkpoint()
         trainer.save_pretrained(cfg.save_path)
         tracker.note(f"saved the policy in {cfg.save_path}")
