@@ -187,6 +187,7 @@ def test_one_file_serves_every_command(tmp_path, capsys):
         ([*BASE, "--actor-num-gpus-per-node", "2", "--train-batch-size", "8"], "data-parallel size (2)"),
         ([*BASE, "--reward-clip-range", "5,-5"], "--reward-clip-range"),
         ([*BASE, "--eval-steps", "0"], "--eval-steps must be a positive number"),
+        ([*BASE, "--save-steps", "0"], "--save-steps must be a positive number"),
         ([*BASE, "--eval-temperature", "-1"], "--eval-temperature"),
         ([*BASE, "--remote-rm-url", " "], "--remote-rm-url: is empty"),
         (["train-ppo", "--pretrain", "p"], "--prompt-data is required"),
