@@ -5,7 +5,8 @@ One chain of real runs on one Ray cluster: each run is interrupted at one moment
 the run is observably there), and the next run resumes from its checkpoint. The run holds at the moment until the
 signal arrives, so the test does not depend on how fast the machine is: a hook of the trainer (RLHFCTL_PHASE_FILE,
 RLHFCTL_PHASE_HOLD; rlhfctl/ppo/moments.py) for generation, training, the weight sync and saving, and the
-reward_func itself for scoring and evaluation.
+reward_func itself for scoring and evaluation. The first run is started with SIGINT ignored, as a script's
+background job is.
 """
 
 from __future__ import annotations
@@ -55,13 +56,22 @@ def _wait_for(proc: subprocess.Popen, event: Callable[[], bool], what: str) -> N
         time.sleep(0.05)
 
 
-def _interrupt(args: list[str], marks: Path, hold: dict[str, str], reached: Callable[[], bool], what: str) -> str:
-    """Run train-ppo, send SIGINT once `reached()`, release a waiting reward_func; returns its stderr (exit 130)."""
+def _interrupt(args: list[str], marks: Path, hold: dict[str, str], reached: Callable[[], bool], what: str,
+               background: bool) -> str:
+    """Run train-ppo, send SIGINT once `reached()`, release a waiting reward_func; returns its stderr (exit 130).
+
+    `background`: start it as a script's `... &` does, with SIGINT ignored (the CI failure: the run trained to the
+    end and exited 0)."""
     env = {**ENV, **hold, "RLHFCTL_PHASE_FILE": str(marks / "phases"), "CTRL_C_MARKS": str(marks)}
     (marks / "release").unlink(missing_ok=True)
     (marks / "scoring").unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    ours = signal.signal(signal.SIGINT, signal.SIG_IGN) if background else None  # a child inherits SIG_IGN
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        if ours is not None:
+            signal.signal(signal.SIGINT, ours)
     try:
         _wait_for(proc, reached, what)
         proc.send_signal(signal.SIGINT)
@@ -112,7 +122,8 @@ def test_ctrl_c_at_each_moment_saves_a_checkpoint_that_resumes(tiny_policy_dir, 
              (at("6 save"), 6)]  # the roles are writing step 6's checkpoint
     resumed_at = None
     for (hold, reached, what), expected in chain:
-        err = _interrupt(args + (["--load-checkpoint"] if resumed_at is not None else []), marks, hold, reached, what)
+        err = _interrupt(args + (["--load-checkpoint"] if resumed_at is not None else []), marks, hold, reached, what,
+                         background=resumed_at is None)
         if resumed_at is not None:
             assert f"global_step{resumed_at} at step {resumed_at}" in " ".join(err.split()), err[-3000:]
         assert _saved_step(err) == expected, f"{what}: {err[-3000:]}"
