@@ -67,9 +67,26 @@ for _name, _module in SUBCOMMANDS.items():
     )(make_command(_name, COMMANDS[_name], _module.run))
 
 
+def _take_ctrl_c() -> None:
+    """Make SIGINT raise KeyboardInterrupt even when the launcher ignored or blocked it.
+
+    A command started with `&` by a non-interactive shell (a CI script, `nohup ... &`) inherits SIGINT ignored, and
+    Python then installs no handler: train-ppo would never see Ctrl-C or `kill -INT`, train to the end and exit 0
+    instead of saving a checkpoint and exiting 130. serve-rm installs its own handler for the same reason."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # main() called from a thread (tests): signals are the main thread's business
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point. OpenRLHF launch-script spellings (snake_case, v0.11's dotted names, separate values of
     a pair) are translated to rlhfctl's flags first; an option for a feature rlhfctl lacks exits 2 here."""
+    _take_ctrl_c()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         args, notes = translate_argv(args, COMMANDS)

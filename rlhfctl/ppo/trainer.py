@@ -21,7 +21,7 @@ from rlhfctl.distributed.roles import RoleGroup, WorkerLost, get
 from rlhfctl.errors import NonFiniteError, RewardError, RlhfctlError
 from rlhfctl.ppo import functional as F
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
-from rlhfctl.ppo import dynamic_sampling
+from rlhfctl.ppo import dynamic_sampling, moments
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
@@ -225,6 +225,7 @@ class PPOTrainer:
         timings: dict[str, float] = {}
         t_start = t_ready = time.perf_counter()
         self._phase = "generate"
+        moments.reached(self.state.step + 1, "generate")
         filtered: dict[str, float] = {}
         samples: Optional[Samples] = None
         try:
@@ -271,6 +272,7 @@ class PPOTrainer:
         train_metrics = self.train(experience)
         timings["time/train"] = time.perf_counter() - t0
         self._phase = "sync"  # the update is applied: an interrupt from here on saves this step's end
+        moments.reached(self.state.step + 1, "sync")
         sync = None if "actor_frozen" in train_metrics else self.rollout.sync_weights
         if self.producer is not None:  # after the rollout in flight; samples generated later carry this version
             timings.update(self.producer.updated(self.state.step, t_ready, sync))
@@ -461,6 +463,7 @@ class PPOTrainer:
         # Every role's update of this step: Ctrl-C waits for all of them, so a checkpoint is a whole step's end
         # (with a frozen actor the critic alone trains, and its update must not land in the previous step's save).
         self._train_futures = actor_futures + critic_futures
+        moments.reached(step + 1, "train")  # the update is under way
         actor_stats = _collect(actor_futures)
         critic_stats = _collect(critic_futures)
         self._train_futures = []
@@ -486,6 +489,7 @@ class PPOTrainer:
         futures = self.roles.actor.call_all("save_checkpoint", str(folder / "actor"))
         if self.roles.critic is not None:
             futures += self.roles.critic.call_all("save_checkpoint", str(folder / "critic"))
+        moments.reached(self.state.step, "save")  # the roles are writing
         get(futures)
         self.state.kl_coef = self.kl_ctl.value
         final = self.checkpoints.finish(folder, self.state)
