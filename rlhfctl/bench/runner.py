@@ -94,7 +94,7 @@ def benchmark(cfg: Any, observer: Optional[Observer] = None) -> BenchResult:
     # Once, here: the workload's tokenizer, an in-process scorer and a spawned serve-rm all get the local folder.
     cfg = resolve_fields(cfg, ["reward_pretrain"])
     needed = cfg.warmup + cfg.num_requests if cfg.duration is None else MAX_TEXTS
-    workload = build_workload(cfg, needed)  # before any server starts: bad data fails fast
+    workload = build_workload(cfg, cfg, cfg, cfg, needed)  # before any server starts: bad data fails fast
     settings = {"texts_per_request": cfg.texts_per_request, "concurrency": list(cfg.concurrency),
                 "num_requests": None if cfg.duration is not None else cfg.num_requests, "duration": cfg.duration,
                 "request_rate": cfg.request_rate, "warmup": cfg.warmup, "seed": cfg.seed, "timeout": cfg.rm_timeout}

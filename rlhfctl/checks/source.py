@@ -14,9 +14,14 @@ from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.config import source_kind
-from rlhfctl.rewards.factory import is_url, open_combined, open_function as open_pool, open_reward
+from rlhfctl.rewards.factory import SourceGroups, is_url, open_combined, open_function as open_pool, open_reward
 from rlhfctl.rewards.pool import FunctionPool
 from rlhfctl.rewards.remote import parse_urls
+
+
+def source_groups(cfg: CheckRewardConfig) -> SourceGroups:
+    """The option groups check-reward opens a reward with (no serve-rm batching options)."""
+    return SourceGroups(cfg, cfg, cfg, cfg, remote=cfg, auth=cfg, judge=cfg)
 
 
 def url_list(spec: str) -> list[str] | None:
@@ -50,7 +55,7 @@ def open_combined_checked(cfg: CheckRewardConfig, report: Report) -> RewardSourc
     a failed load check naming it (a bad option, such as --reward-output, stays a usage error)."""
     assert cfg.reward is not None
     try:
-        source = open_combined(cfg.reward, cfg)
+        source = open_combined(cfg.reward, source_groups(cfg))
     except UsageError:
         raise
     except RewardError as exc:
@@ -64,7 +69,7 @@ def open_function(cfg: CheckRewardConfig, spec: str, report: Report) -> Function
     """The reward_func under test (in worker processes, as train-ppo runs it), after the load and signature
     checks; None if either failed."""
     try:
-        source = open_pool(spec, cfg)
+        source = open_pool(spec, cfg, cfg)
     except RewardFault as fault:
         name = "signature" if fault.kind == "signature" else "load"
         if name == "signature":
@@ -100,4 +105,4 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
             client.close()
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
-    return open_reward(",".join(urls), cfg, timeout=cfg.reward_timeout)
+    return open_reward(",".join(urls), source_groups(cfg), timeout=cfg.reward_timeout)

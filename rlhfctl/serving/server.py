@@ -13,31 +13,53 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rlhfctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from rlhfctl.config import ServeRMConfig
+    from rlhfctl.rewards.base import RewardSource
+    from rlhfctl.rewards.factory import SourceGroups
+    from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
 
 
-def open_source(cfg: Any) -> Any:
-    """The reward source that --reward-pretrain (ModelReward or PairwiseReward, in this process), --reward-func
-    (FunctionPool: in --reward-workers worker processes), --reward (CombinedReward) or --judge-model/--judge-url
-    (JudgeModel, ChatJudge) names."""
+def source_groups(cfg: ServeRMConfig) -> SourceGroups:
+    """The option groups serve-rm opens its reward with: it has them all."""
+    from rlhfctl.rewards.factory import SourceGroups
+
+    return SourceGroups(cfg, cfg, cfg, cfg, remote=cfg, auth=cfg, judge=cfg, batching=cfg, server=cfg)
+
+
+def open_model(cfg: ServeRMConfig) -> RewardSource:
+    """The model of --judge-model/--judge-url (JudgeModel, ChatJudge) or --reward-pretrain (ModelReward or
+    PairwiseReward), in this process."""
+    from rlhfctl.rewards.factory import open_judge, open_reward_model
+
+    if cfg.judge is not None:
+        return open_judge(source_groups(cfg))
+    assert cfg.reward_pretrain is not None
+    return open_reward_model(cfg.reward_pretrain, cfg, cfg, batching=cfg, server=cfg)
+
+
+def open_source(cfg: ServeRMConfig) -> RewardSource:
+    """The reward source that --reward-func (FunctionPool: in --reward-workers worker processes), --reward
+    (CombinedReward), a judge or --reward-pretrain names, in this process."""
     from rlhfctl.models.remote_code import announce
-    from rlhfctl.rewards.factory import open_combined, open_function, open_judge, open_reward_model
+    from rlhfctl.rewards.factory import open_combined, open_function
 
     if cfg.reward_func is not None:
-        return open_function(cfg.reward_func, cfg)
+        return open_function(cfg.reward_func, cfg, cfg)
     if cfg.reward is not None:
-        return open_combined(cfg.reward, cfg)
-    if cfg.judge is not None:
-        return open_judge(cfg)
-    announce(cfg.reward_pretrain, cfg.trust_remote_code)
-    return open_reward_model(cfg)
+        return open_combined(cfg.reward, source_groups(cfg))
+    if cfg.judge is None:
+        announce(cfg.reward_pretrain, cfg.trust_remote_code)
+    return open_model(cfg)
 
 
-def open_served_source(cfg: Any) -> Any:
+def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess:
     """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
     loaded), or in this process (called once per request, from a thread) a pairwise model, which compares the texts
     of one request with each other, a combined reward, a --judge-url client, or a reward function in
@@ -94,7 +116,7 @@ class _Stop(Exception):
     """Raised by our SIGTERM/SIGINT handler once uvicorn has drained, so the CLI exits 0."""
 
 
-def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) -> None:
+def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None = None) -> None:
     """Load the reward source of `cfg` (a ServeRMConfig), serve it until SIGTERM/SIGINT, then drain and return.
 
     `ready_callback(url)` is called with the /get_reward URL once the server accepts connections. On SIGTERM,
@@ -112,7 +134,9 @@ def run_server(cfg: Any, ready_callback: Callable[[str], None] | None = None) ->
         configure_threads(cfg.num_threads)  # a model scored in this process: leave the event loop a core
     source = open_served_source(cfg)
     try:
-        info = getattr(source, "info", {})
+        from rlhfctl.serving.worker import ModelProcess
+
+        info = source.info if isinstance(source, ModelProcess) else {}
         details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if k != "name")
         log.info("loaded %s in %.1fs%s", source.name, time.perf_counter() - started, f" ({details})" if details else "")
         sock = bind_socket(cfg.host, cfg.port)
