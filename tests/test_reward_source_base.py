@@ -30,12 +30,13 @@ KNOWN_SOURCES = {"RemoteReward", "FunctionReward", "FunctionPool", "ModelReward"
 
 
 def _scoring_classes() -> dict[str, type]:
-    """Every class defined in rlhfctl.rewards that has a score() method of its own."""
+    """Every concrete class defined in rlhfctl.rewards that has a score() method."""
     found = {}
     for info in pkgutil.iter_modules(rlhfctl.rewards.__path__):
         module = importlib.import_module(f"rlhfctl.rewards.{info.name}")
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and "score" in cls.__dict__:
+            if cls.__module__ == module.__name__ and callable(getattr(cls, "score", None)) \
+                    and not inspect.isabstract(cls):
                 found[name] = cls
     return found
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from abc import ABC, abstractmethod
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 

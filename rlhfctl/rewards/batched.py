@@ -6,15 +6,15 @@ No torch here: serve-rm's server process imports it and never imports torch.
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from rlhfctl.rewards.base import RewardSource
+from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.rewards.judge import Value, batch_of_values, judge_inputs
 
 if TYPE_CHECKING:
     import torch
-
-    from rlhfctl.rewards.judge import Value
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
@@ -45,10 +45,31 @@ class BatchedSource(RewardSource):
     Right padding and one reward read per row, so a text's reward does not depend on its company."""
 
     cacheable = True  # a text's reward depends on that text alone (tests/test_serve_rm_batcher.py)
-    batch_size: int
-    """Most texts in one forward pass."""
-    max_batch_tokens: int
-    """Most padded tokens (longest text x texts) in one forward pass."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, max_len: int, batch_size: int,
+                 max_batch_tokens: int | None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_len = max_len
+        self.batch_size = batch_size  # most texts in one forward pass
+        # most padded tokens (longest text x texts) in one forward pass
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model.device)
+        self._lock = threading.Lock()  # score() may be called from several threads; passes take turns
+
+    def score(self, queries: list[str], prompts: list[str] | None = None,
+              labels: list[str] | None = None) -> RewardBatch:
+        """Rewards in the order of `queries`, from length-sorted passes under the batch limits (prompts and labels
+        matter only to a source that renders its own texts)."""
+        prompts, labels, empty = judge_inputs(queries, prompts, labels)
+        if empty is not None:
+            return empty
+        ids = self.encode(self.render(queries, prompts, labels))
+        values: list[Value] = [0.0] * len(ids)
+        for group in plan_batches([len(row) for row in ids], self.batch_size, self.max_batch_tokens):
+            for i, value in zip(group, self.forward([ids[i] for i in group])):
+                values[i] = value
+        return batch_of_values(values)
 
     def render(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
         """The text the model reads for each query: the query itself, unless the source builds its own from the

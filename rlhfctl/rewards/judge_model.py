@@ -9,15 +9,13 @@ rest of the vocabulary cancels out. In generate mode a pass generates greedily (
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from rlhfctl.errors import UsageError
-from rlhfctl.rewards.base import RewardBatch
-from rlhfctl.rewards.batched import BatchedSource, default_batch_tokens, plan_batches
-from rlhfctl.rewards.judge import JudgeSettings, Value, batch_of_values, expected_score, judge_inputs
+from rlhfctl.rewards.batched import BatchedSource
+from rlhfctl.rewards.judge import JudgeSettings, Value, expected_score
 
 if TYPE_CHECKING:
     from rlhfctl.config import JudgeArgs, ModelLoadArgs, ServerArgs, ServerBatchArgs
@@ -46,18 +44,13 @@ class JudgeModel(BatchedSource):
     def __init__(self, model: Any, tokenizer: Any, settings: JudgeSettings, *, max_len: int = 4096,
                  batch_size: int = 16, max_batch_tokens: int | None = None, chat: bool = False,
                  name: str = "judge") -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, name=name, max_len=max_len, batch_size=batch_size,
+                         max_batch_tokens=max_batch_tokens)
         self.settings = settings
-        self.max_len = max_len
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model.device)
         self.chat = chat
-        self.name = name
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.score_ids = score_token_ids(tokenizer, [t.text for t in settings.score_tokens])
         self.values = torch.tensor([t.value for t in settings.score_tokens], dtype=torch.float64)
-        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, judge: JudgeArgs, loading: ModelLoadArgs, *, batching: ServerBatchArgs | None = None,
@@ -136,18 +129,3 @@ class JudgeModel(BatchedSource):
                                   max_new_tokens=self.settings.max_new_tokens, pad_token_id=self.pad_id)
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return [self.settings.parsed(text) for text in texts]
-
-    # ------------------------------------------------------------------------------------------------ protocol
-    def score(self, queries: list[str], prompts: list[str] | None = None,
-              labels: list[str] | None = None) -> RewardBatch:
-        prompts, labels, empty = judge_inputs(queries, prompts, labels)
-        if empty is not None:
-            return empty
-        ids = self.encode(self.render(queries, prompts, labels))
-        values: list[Value] = [0.0] * len(ids)
-        for group in plan_batches([len(row) for row in ids], self.batch_size, self.max_batch_tokens):
-            for i, value in zip(group, self.forward([ids[i] for i in group])):
-                values[i] = value
-        return batch_of_values(values)
-
-

@@ -8,13 +8,11 @@ under a token budget, so little compute goes to padding.
 from __future__ import annotations
 
 import re
-import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from rlhfctl.rewards.base import RewardBatch
-from rlhfctl.rewards.batched import BatchedSource, default_batch_tokens, plan_batches
+from rlhfctl.rewards.batched import BatchedSource
 
 if TYPE_CHECKING:
     from rlhfctl.config import ModelLoadArgs, RewardModelOptions, ServerArgs, ServerBatchArgs
@@ -28,18 +26,13 @@ class ModelReward(BatchedSource):
 
     def __init__(self, model: Any, tokenizer: Any, *, max_len: int = 2048, batch_size: int = 16,
                  max_batch_tokens: int | None = None, name: str = "reward model") -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.max_len = max_len
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model.device)
-        self.name = name
+        super().__init__(model, tokenizer, name=name, max_len=max_len, batch_size=batch_size,
+                         max_batch_tokens=max_batch_tokens)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos = tokenizer.eos_token or ""
         edges = "|".join(re.escape(t) for t in {tokenizer.pad_token, tokenizer.eos_token} if t)
         self._lead = re.compile(f"^(?:{edges})+") if edges else None
         self._trail = re.compile(f"(?:{edges})+$") if edges else None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, folder: str, loading: ModelLoadArgs, options: RewardModelOptions, *,
@@ -84,15 +77,3 @@ class ModelReward(BatchedSource):
         with self._lock, torch.inference_mode():
             rewards = self.model(input_ids.to(device), attention_mask.to(device))
         return rewards.tolist()
-
-    # ------------------------------------------------------------------------------------------------ protocol
-    def score(self, queries: list[str], prompts: list[str] | None = None,
-              labels: list[str] | None = None) -> RewardBatch:
-        """Rewards in the order of `queries` (prompts and labels are not read by a reward model)."""
-        ids = self.encode(queries)
-        rewards = [0.0] * len(ids)
-        for group in plan_batches([len(row) for row in ids], self.batch_size, self.max_batch_tokens):
-            for i, value in zip(group, self.forward([ids[i] for i in group])):
-                rewards[i] = value
-        return RewardBatch(rewards=rewards)
-
