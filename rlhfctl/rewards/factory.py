@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SourceGroups:
     """The option groups opening a reward source reads. A command passes the groups it has and None for the others:
-    without `remote`/`auth` a server is asked with the client defaults and no key (serve-rm's own --api-key is not
-    sent upstream), without `judge` a judge is refused, without `batching`/`server` a model scores with serve-rm's
-    default batching."""
+    without `remote`/`auth` a server is asked with the client defaults and no key, without `judge` a judge is
+    refused, without `batching`/`server` a model scores with serve-rm's default batching."""
 
     loading: ModelLoadArgs
     model: RewardModelOptions
