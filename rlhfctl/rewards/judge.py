@@ -202,8 +202,8 @@ def batch_of_values(values: Sequence[Value]) -> RewardBatch:
 
 def judge_inputs(queries: list[str], prompts: list[str] | None,
                  labels: list[str] | None) -> tuple[list[str], list[str], RewardBatch | None]:
-    """The prompts and labels for `queries` of a judge or a batched model (empty where the caller sent none), and the answer to give
-    at once when the batch is empty or malformed (check_batch), else None."""
+    """The prompts and labels for `queries` of a judge or a batched model (empty where the caller sent none), and
+    the answer to give at once when the batch is empty or malformed (check_batch), else None."""
     prompts = [""] * len(queries) if prompts is None else list(prompts)
     labels = [""] * len(queries) if labels is None else list(labels)
     return prompts, labels, check_batch(queries, prompts, labels)
