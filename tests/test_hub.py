@@ -99,7 +99,7 @@ def test_progress_bars_show_during_a_download_after_transformers_hid_them(monkey
     from huggingface_hub.utils import are_progress_bars_disabled
 
     from rlhfctl.hub import _progress_bars
-    from rlhfctl.models.actor import quiet_transformers
+    from rlhfctl.models.quiet import quiet_transformers
 
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
     quiet_transformers()

@@ -76,7 +76,7 @@ def test_seed_serve_rm_serves_the_hub_model(seed_cache, seed_server):
     assert answer.status_code == 200, answer.text
     local = ServeRMConfig(reward_pretrain=str(snapshot(seed_cache, RM_ID)), normalize_reward=True, bf16=True,
                           value_head_prefix="score", reward_max_len=8192)
-    expected = ModelReward.from_config(local).score(TEXTS).rewards
+    expected = ModelReward.from_config(local.reward_pretrain, local, local).score(TEXTS).rewards
     assert answer.json()["rewards"] == pytest.approx(expected, abs=1e-2)  # bf16 both ways; batching may differ
     log = "".join(lines)
     assert f"--reward-pretrain {RM_ID}: Hub snapshot {commit_of(RM_ID)[:12]}" in log

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cli_runner import run_main
 from rlhfctl.config import ServeRMConfig
 from rlhfctl.errors import UsageError
-from rlhfctl.models.judge import JudgeModel
+from rlhfctl.rewards.judge_model import JudgeModel
 from rlhfctl.rewards.judge import JudgeTemplate, parse_number, parse_score_tokens, compile_regex
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
@@ -26,6 +26,10 @@ ARITHMETIC_JUDGE = dict(judge_model=str(ARITHMETIC / "judge"), judge_template=st
 QUERIES = ["What is 2 + 3? 5", "What is 10 - 4? The answer is 6, since ten minus four is six.", "hi"]
 PROMPTS = ["What is 2 + 3?", "What is 10 - 4?", ""]
 LABELS = ["5", "6", ""]
+
+
+def judge_of(cfg: ServeRMConfig) -> JudgeModel:
+    return JudgeModel.from_config(cfg, cfg, batching=cfg, server=cfg)
 
 
 def test_template_splits_the_response_off_the_prompt_and_shows_the_label():
@@ -49,7 +53,7 @@ def test_score_tokens_and_number_parsing():
 
 
 def test_logprobs_reward_is_the_expected_score_under_the_full_softmax(tiny_policy_dir):
-    judge = JudgeModel.from_config(ServeRMConfig(judge_model=str(tiny_policy_dir)))
+    judge = judge_of(ServeRMConfig(judge_model=str(tiny_policy_dir)))
     got = judge.score(QUERIES, PROMPTS, LABELS).rewards
     model = AutoModelForCausalLM.from_pretrained(tiny_policy_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy_dir)
@@ -62,7 +66,7 @@ def test_logprobs_reward_is_the_expected_score_under_the_full_softmax(tiny_polic
 
 
 def test_a_texts_reward_does_not_depend_on_its_batch(tiny_policy_dir):
-    judge = JudgeModel.from_config(ServeRMConfig(judge_model=str(tiny_policy_dir)))
+    judge = judge_of(ServeRMConfig(judge_model=str(tiny_policy_dir)))
     together = judge.score(QUERIES, PROMPTS, LABELS).rewards
     alone = [judge.score([q], [p], [lab]).rewards[0] for q, p, lab in zip(QUERIES, PROMPTS, LABELS)]
     assert together == pytest.approx(alone, abs=1e-5)
@@ -71,11 +75,11 @@ def test_a_texts_reward_does_not_depend_on_its_batch(tiny_policy_dir):
 
 def test_generate_mode_parses_and_counts_fallbacks(tiny_policy_dir):
     writer = {k: v for k, v in ARITHMETIC_JUDGE.items() if k != "judge_score_tokens"}  # it writes "0" or "1"
-    arithmetic = JudgeModel.from_config(ServeRMConfig(**writer, judge_mode="generate", judge_max_new_tokens=1))
+    arithmetic = judge_of(ServeRMConfig(**writer, judge_mode="generate", judge_max_new_tokens=1))
     batch = arithmetic.score(["12+35=47", "12+35=48"], ["12+35=", "12+35="], ["", ""])
     assert set(batch.rewards) <= {0.0, 1.0} and batch.extra_logs == {"judge_unparsed": [0.0, 0.0]}
     # A random model writes no six-digit number: every answer gets the fallback, and is counted.
-    noisy = JudgeModel.from_config(ServeRMConfig(judge_model=str(tiny_policy_dir), judge_mode="generate",
+    noisy = judge_of(ServeRMConfig(judge_model=str(tiny_policy_dir), judge_mode="generate",
                                                  judge_score_regex=r"\d{6}", judge_fallback_reward=-1.5,
                                                  judge_max_new_tokens=3))
     batch = noisy.score(QUERIES, PROMPTS, LABELS)
@@ -86,7 +90,7 @@ def test_the_arithmetic_judge_prefers_right_answers_to_the_policys_mistake(monke
     monkeypatch.syspath_prepend(str(ARITHMETIC))
     from train_models import forgot_carry, needs_carry
 
-    judge = JudgeModel.from_config(ServeRMConfig(**ARITHMETIC_JUDGE))
+    judge = judge_of(ServeRMConfig(**ARITHMETIC_JUDGE))
     rows = [json.loads(line) for line in (ARITHMETIC / "test.jsonl").read_text().splitlines()[:120]]
     prompts = [r["input"] for r in rows if needs_carry(r["input"])]
     answers = {r["input"]: r["answer"] for r in rows}
@@ -99,7 +103,7 @@ def test_the_arithmetic_judge_prefers_right_answers_to_the_policys_mistake(monke
 def test_served_judge_batches_requests_and_counts_unparsed_answers(tiny_policy_dir):
     cfg = ServeRMConfig(judge_model=str(tiny_policy_dir), judge_mode="generate", judge_score_regex=r"\d{6}",
                         judge_max_new_tokens=2, judge_fallback_reward=-1.0)
-    judge = JudgeModel.from_config(cfg)
+    judge = judge_of(cfg)
     with serve_in_thread(create_app(judge, cfg)) as server, httpx.Client(timeout=60) as client:
         answer = client.post(server.url, json={"query": QUERIES, "prompts": PROMPTS, "labels": LABELS})
         assert answer.status_code == 200, answer.text
@@ -140,7 +144,7 @@ def test_serve_rm_runs_the_judge_in_its_model_process():
 
     cfg = ServeRMConfig(**ARITHMETIC_JUDGE, num_threads=1)
     queries, prompts = ["12+35=47", "12+35=48", "17+25=42"], ["12+35=", "12+35=", "17+25="]
-    expected = JudgeModel.from_config(cfg).score(queries, prompts, [""] * 3).rewards
+    expected = judge_of(cfg).score(queries, prompts, [""] * 3).rewards
     worker = ModelProcess(cfg)
     assert worker.launch()["batch_size"] == 16
     try:
@@ -169,7 +173,7 @@ def test_a_judge_named_by_hub_id_resolves_through_the_cache(tmp_path, monkeypatc
 
 
 def test_the_chat_template_wraps_the_rendered_prompt(tiny_policy_dir):
-    judge = JudgeModel.from_config(ServeRMConfig(judge_model=str(tiny_policy_dir), judge_chat_template=True))
+    judge = judge_of(ServeRMConfig(judge_model=str(tiny_policy_dir), judge_chat_template=True))
     text = judge.render(QUERIES[:1], PROMPTS[:1], LABELS[:1])[0]
     assert text.startswith("<s><|user|>You are grading") and text.endswith("Score:</s><|assistant|>")
     assert judge.encode([text])[0][0] == judge.tokenizer.bos_token_id  # one BOS, from the template
@@ -180,6 +184,7 @@ def test_a_judge_combines_with_other_rewards_as_the_source_judge():
     """--reward acc=reward_func.py:1 --reward j=judge:0.5 --judge-model DIR: the total is the weighted sum of the
     reward function and the judge, each scored alone."""
     from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config.reward_groups import SourceGroups
     from rlhfctl.rewards.factory import open_combined, open_function, open_judge
 
     cfg = TrainPPOConfig(pretrain=str(ARITHMETIC / "policy"), prompt_data=str(ARITHMETIC / "test.jsonl"),
@@ -189,7 +194,9 @@ def test_a_judge_combines_with_other_rewards_as_the_source_judge():
     prompts = [r["input"] for r in rows]
     labels = [str(r["answer"]) for r in rows]
     queries = [p + (a if i % 2 else "0") for i, (p, a) in enumerate(zip(prompts, labels))]
-    combined, func, judge = open_combined(cfg.reward, cfg), open_function(cfg.reward["acc"].source, cfg), open_judge(cfg)
+    groups = SourceGroups.of(cfg)
+    combined, func, judge = (open_combined(cfg.reward, groups), open_function(cfg.reward["acc"].source, cfg, cfg),
+                             open_judge(groups))
     try:
         total = combined.score(queries, prompts, labels).rewards
         expected = [f + 0.5 * j for f, j in zip(func.score(queries, prompts, labels).rewards,

@@ -14,7 +14,7 @@ from cli_runner import run_main
 from judge_chat_server import create_chat_app
 from rlhfctl.config import ServeRMConfig, TrainPPOConfig
 from rlhfctl.errors import RewardError
-from rlhfctl.models.judge import JudgeModel
+from rlhfctl.rewards.judge_model import JudgeModel
 from rlhfctl.ppo.run import open_judge_in_driver
 from rlhfctl.rewards.judge_remote import ChatJudge
 from rlhfctl.serving.app import create_app
@@ -40,6 +40,10 @@ def _cfg(server, **kw) -> ServeRMConfig:
                          judge_template=ARITHMETIC_JUDGE["judge_template"], rm_retry_backoff=0.01, **tokens, **kw)
 
 
+def chat_judge(cfg: ServeRMConfig) -> ChatJudge:
+    return ChatJudge.from_config(cfg, cfg, cfg)
+
+
 @pytest.mark.parametrize("mode", ["logprobs", "generate"])
 def test_chat_judge_gives_the_rewards_of_the_same_judge_run_here(chat_server, mode):
     extra = {"judge_mode": mode, "judge_max_new_tokens": 1} if mode == "generate" else {}
@@ -47,8 +51,8 @@ def test_chat_judge_gives_the_rewards_of_the_same_judge_run_here(chat_server, mo
     judge_options = remote_cfg.model_dump(include={"judge_template", "judge_score_tokens", "judge_mode",
                                                    "judge_max_new_tokens"})
     local_cfg = ServeRMConfig(judge_model=ARITHMETIC_JUDGE["judge_model"], **judge_options)
-    local = JudgeModel.from_config(local_cfg).score(QUERIES, PROBLEMS, [""] * 4)
-    remote = ChatJudge.from_config(remote_cfg)
+    local = JudgeModel.from_config(local_cfg, local_cfg).score(QUERIES, PROBLEMS, [""] * 4)
+    remote = ChatJudge.from_config(remote_cfg, remote_cfg, remote_cfg)
     try:
         batch = remote.score(QUERIES, PROBLEMS, [""] * 4)
     finally:
@@ -58,7 +62,7 @@ def test_chat_judge_gives_the_rewards_of_the_same_judge_run_here(chat_server, mo
 
 
 def test_retries_then_fails_naming_the_server(chat_server):
-    judge = ChatJudge.from_config(_cfg(chat_server, rm_max_retries=2))
+    judge = chat_judge(_cfg(chat_server, rm_max_retries=2))
     try:
         chat_server.app.state.fail_next = 2
         assert len(judge.score(QUERIES[:1], PROBLEMS[:1], [""]).rewards) == 1
@@ -71,7 +75,7 @@ def test_retries_then_fails_naming_the_server(chat_server):
 
 
 def test_requests_per_minute_are_spaced(chat_server):
-    judge = ChatJudge.from_config(_cfg(chat_server, judge_rpm=300, judge_concurrency=4))  # one per 0.2 s
+    judge = chat_judge(_cfg(chat_server, judge_rpm=300, judge_concurrency=4))  # one per 0.2 s
     try:
         chat_server.app.state.arrivals.clear()
         judge.score(QUERIES, PROBLEMS, [""] * 4)
@@ -83,7 +87,7 @@ def test_requests_per_minute_are_spaced(chat_server):
 
 
 def test_a_server_without_logprobs_says_to_use_generate_mode(chat_server):
-    judge = ChatJudge.from_config(_cfg(chat_server))
+    judge = chat_judge(_cfg(chat_server))
     chat_server.app.state.offer_logprobs = False
     try:
         with pytest.raises(RewardError, match="does not offer logprobs.*--judge-mode generate"):
@@ -94,7 +98,7 @@ def test_a_server_without_logprobs_says_to_use_generate_mode(chat_server):
 
 
 def test_a_wrong_model_name_fails_at_once_with_the_servers_message(chat_server):
-    judge = ChatJudge(chat_server.base, "nope", ChatJudge.from_config(_cfg(chat_server)).settings, max_retries=3)
+    judge = ChatJudge(chat_server.base, "nope", chat_judge(_cfg(chat_server)).settings, max_retries=3)
     try:
         with pytest.raises(RewardError, match="HTTP 404"):
             judge.score(QUERIES[:1], PROBLEMS[:1], [""])

@@ -205,10 +205,12 @@ def test_from_config_and_pickling(source):
 
     with start(source, api_key="k") as server:
         cfg = Cfg(remote_rm_url=server.url, api_key="k", rm_timeout=5, rm_max_retries=1, rm_max_inflight=4)
-        client = RemoteReward.from_config(cfg, cfg.remote_rm_url)
+        client = RemoteReward.from_config(cfg, cfg, cfg.remote_rm_url)
         assert (client.timeout, client.max_retries, client.max_inflight) == (5, 1, 4)
+        assert client.cacheable is False and client.probe() is True  # serve-rm's /health says a function caches
         copy = pickle.loads(pickle.dumps(client))  # as a Ray actor receives it
         assert copy.score(["a"]).rewards == pytest.approx(client.score(["a"]).rewards)
+        assert copy.cacheable is True  # what the probe learned travels with it
 
 
 @pytest.mark.parametrize("urls", ["", "localhost:5000", "ftp://x/get_reward", "http://a/get_reward,file.py"])

@@ -31,7 +31,7 @@ def counted(tmp_path):
     log = tmp_path / "scored.txt"
     log.write_text("")
     cfg = resolve("serve-rm", {"reward_func": "x.py"})
-    source = open_function(str(write(tmp_path / "count.py", COUNTING.format(log=str(log), extra=""))), cfg)
+    source = open_function(str(write(tmp_path / "count.py", COUNTING.format(log=str(log), extra=""))), cfg, cfg)
     yield source, lambda: log.read_text().splitlines()
     source.close()
 
@@ -73,7 +73,8 @@ def test_a_failing_sample_keeps_its_place_in_the_batch(counted):
 def test_a_function_that_says_it_is_not_deterministic_is_not_cached(tmp_path):
     log = tmp_path / "scored.txt"
     path = write(tmp_path / "sampling.py", COUNTING.format(log=str(log), extra="DETERMINISTIC = False"))
-    source = open_function(str(path), resolve("serve-rm", {"reward_func": "x.py"}))
+    cfg = resolve("serve-rm", {"reward_func": "x.py"})
+    source = open_function(str(path), cfg, cfg)
     try:
         notes: list[str] = []
         assert with_cache(source, 100, notes) is source

@@ -13,6 +13,7 @@ import yaml
 from rlhfctl.config import resolve
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.factory import open_combined, open_function, open_reward_model
+from rlhfctl.config.reward_groups import SourceGroups
 from rlhfctl.rewards.remote import RemoteReward
 from tests.cli_runner import run_main
 from tests.reward_kinds_fixtures import count_rm_dir, write  # noqa: F401 (fixture)
@@ -63,8 +64,8 @@ def serve_cfg(*terms: str, **options):
 
 def test_the_reward_is_the_weighted_sum_of_each_source_alone(files, count_rm_dir, length_server):
     cfg = serve_cfg(f"acc={files['acc']}:1.0", f"rm={count_rm_dir}:0.5", f"len={length_server}:-0.25")
-    combined = open_combined(cfg.reward, cfg)
-    alone = [open_function(str(files["acc"]), cfg), open_reward_model(cfg, str(count_rm_dir)),
+    combined = open_combined(cfg.reward, SourceGroups.of(cfg))
+    alone = [open_function(str(files["acc"]), cfg, cfg), open_reward_model(str(count_rm_dir), cfg, cfg),
              RemoteReward(length_server)]
     try:
         batch = combined.score(QUERIES, PROMPTS, LABELS)
@@ -81,7 +82,7 @@ def test_the_reward_is_the_weighted_sum_of_each_source_alone(files, count_rm_dir
 
 def test_a_failure_names_its_source(files, count_rm_dir):
     cfg = serve_cfg(f"rm={count_rm_dir}:1", f"bad={files['bad']}:1")
-    combined = open_combined(cfg.reward, cfg)
+    combined = open_combined(cfg.reward, SourceGroups.of(cfg))
     try:
         with pytest.raises(RewardError, match=r"reward 'bad' \(.*bad\.py:reward_func\).*KeyError"):
             combined.score(QUERIES, PROMPTS, LABELS)

@@ -23,15 +23,19 @@ def serve_cfg(folder, **options):
     return resolve("serve-rm", {"reward_pretrain": str(folder), **options})
 
 
+def open_model(cfg):
+    return open_reward_model(cfg.reward_pretrain, cfg, cfg)
+
+
 def test_custom_code_reward_is_read_from_its_score_field(count_rm_dir):
-    source = open_reward_model(serve_cfg(count_rm_dir, trust_remote_code=True))
+    source = open_model(serve_cfg(count_rm_dir, trust_remote_code=True))
     assert source.score(TEXTS).rewards == counts(TEXTS)  # ArmoRM-style: the reward is the output's `score`
 
 
 def test_reward_output_picks_a_field_and_column(count_rm_dir):
-    negated = open_reward_model(serve_cfg(count_rm_dir, trust_remote_code=True, reward_output="rewards:1"))
+    negated = open_model(serve_cfg(count_rm_dir, trust_remote_code=True, reward_output="rewards:1"))
     assert negated.score(TEXTS).rewards == [-c for c in counts(TEXTS)]
-    logits = open_reward_model(serve_cfg(count_rm_dir, trust_remote_code=True, reward_output="logits"))
+    logits = open_model(serve_cfg(count_rm_dir, trust_remote_code=True, reward_output="logits"))
     assert logits.score(TEXTS).rewards == counts(TEXTS)  # one column: read as is
 
 
@@ -82,8 +86,8 @@ def test_reward_output_form_is_checked(args, message, capsys):
 
 def test_a_standard_model_can_be_read_through_reward_output(tiny_rm_seqcls_dir):
     """--reward-output on a *ForSequenceClassification model runs it whole: logits:0 is its own reward."""
-    plain = open_reward_model(serve_cfg(tiny_rm_seqcls_dir))
-    whole = open_reward_model(serve_cfg(tiny_rm_seqcls_dir, reward_output="logits:0"))
+    plain = open_model(serve_cfg(tiny_rm_seqcls_dir))
+    whole = open_model(serve_cfg(tiny_rm_seqcls_dir, reward_output="logits:0"))
     assert whole.score(TEXTS).rewards == pytest.approx(plain.score(TEXTS).rewards, abs=1e-5)
 
 

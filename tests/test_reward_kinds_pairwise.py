@@ -38,8 +38,8 @@ def expected_winrates(prompts: list[str], responses: list[str]) -> list[float]:
 
 
 def pairwise(folder, **options):
-    return open_reward_model(resolve("serve-rm", {"reward_pretrain": str(folder), "trust_remote_code": True,
-                                                  "pairwise": True, **options}))
+    cfg = resolve("serve-rm", {"reward_pretrain": str(folder), "trust_remote_code": True, "pairwise": True, **options})
+    return open_reward_model(cfg.reward_pretrain, cfg, cfg)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,7 @@ def test_two_servers_receive_whole_groups(pairwise_servers):
     two = RemoteReward(pairwise_servers)
     try:
         assert two.score(queries, prompts, labels).rewards == pytest.approx(one.score(queries, prompts, labels).rewards)
+        assert one.cacheable is False and one.probe() is False  # only the server's /health says so
         assert one.cacheable is False
     finally:
         one.close()
@@ -173,7 +174,7 @@ def test_train_ppo_reward_workers_get_whole_groups(winrate, monkeypatch):
             return self
 
     monkeypatch.setattr(reward_role, "get", lambda batches: batches)
-    role = reward_role.RoleReward(Workers([worker(), worker()]), "rm", cacheable=False)
+    role = reward_role.RoleReward(Workers([worker(), worker()]), "rm", pairwise=True)
     prompts = [f"p{i // 3}:" for i in range(9)]  # 3 groups of 3: split 1 + 2, never 4.5 + 4.5
     queries = [p + " " + "x" * (i % 3) for i, p in enumerate(prompts)]
     rewards = role.score(queries, prompts, [""] * 9).rewards

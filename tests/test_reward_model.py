@@ -11,7 +11,8 @@ import torch
 
 from rlhfctl.errors import UsageError
 from rlhfctl.models.reward import load_reward_model
-from rlhfctl.rewards.model import ModelReward, plan_batches
+from rlhfctl.rewards.batched import plan_batches
+from rlhfctl.rewards.model import ModelReward
 
 TEXTS = [
     "What is 2 + 3? The answer is 5.",

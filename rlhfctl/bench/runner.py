@@ -76,7 +76,7 @@ def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]
     from rlhfctl.config import RewardExecArgs, ServerArgs
     from rlhfctl.serving.batcher import make_scorer
     from rlhfctl.serving.metrics import ServerMetrics
-    from rlhfctl.serving.server import open_source
+    from rlhfctl.serving.sources import open_source
     from rlhfctl.serving.threads import configure_threads
 
     if serve_cfg.reward_pretrain:
@@ -93,12 +93,14 @@ def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]
 
 def benchmark(cfg: BenchRMConfig, observer: Optional[Observer] = None) -> BenchResult:
     """Run every --concurrency level against the target of `cfg` (a BenchRMConfig)."""
+    from rlhfctl.config import BenchArgs, DataArgs, RewardModelArgs, RunArgs
     from rlhfctl.config.hub_ids import resolve_fields
 
     # Once, here: the workload's tokenizer, an in-process scorer and a spawned serve-rm all get the local folder.
     cfg = resolve_fields(cfg, ["reward_pretrain"])
     needed = cfg.warmup + cfg.num_requests if cfg.duration is None else MAX_TEXTS
-    workload = build_workload(cfg, needed)  # before any server starts: bad data fails fast
+    workload = build_workload(cfg.slice(BenchArgs), cfg.slice(DataArgs), cfg.slice(RunArgs), cfg.slice(RewardModelArgs),
+                              needed)  # before any server starts: bad data fails fast
     settings = {"texts_per_request": cfg.texts_per_request, "concurrency": list(cfg.concurrency),
                 "num_requests": None if cfg.duration is not None else cfg.num_requests, "duration": cfg.duration,
                 "request_rate": cfg.request_rate, "warmup": cfg.warmup, "seed": cfg.seed, "timeout": cfg.rm_timeout}

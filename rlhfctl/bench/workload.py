@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rlhfctl.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import BenchRMConfig
+    from rlhfctl.config import BenchArgs, DataArgs, RewardModelArgs, RunArgs
 
 MAX_TEXTS = 4096  # distinct texts prepared at most (~0.2 s); longer runs cycle through them
 
@@ -77,35 +77,37 @@ def synthetic_texts(count: int, min_words: int, max_words: int, seed: int) -> li
     return pairs
 
 
-def _data_texts(cfg: BenchRMConfig) -> list[tuple[str, str, str]]:
+def _data_texts(data: DataArgs, model: RewardModelArgs) -> list[tuple[str, str, str]]:
     """(prompt, query, label) from --prompt-data; a row's prompt is scored as it is (no response is generated)."""
     from rlhfctl.data import load_prompts
 
+    assert data.prompt_data is not None
     tokenizer = None
-    if cfg.apply_chat_template:
-        if not cfg.reward_pretrain:
+    if data.apply_chat_template:
+        if not model.reward_pretrain:
             raise ConfigError("--apply-chat-template needs --reward-pretrain DIR: its tokenizer formats the prompts")
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(cfg.reward_pretrain)
-    examples = load_prompts(cfg.prompt_data, cfg.input_key, cfg.label_key, cfg.apply_chat_template, tokenizer,
-                            cfg.max_samples, split=cfg.prompt_split)
+        tokenizer = AutoTokenizer.from_pretrained(model.reward_pretrain)
+    examples = load_prompts(data.prompt_data, data.input_key, data.label_key, data.apply_chat_template, tokenizer,
+                            data.max_samples, split=data.prompt_split)
     return [(e.prompt, e.prompt, e.label) for e in examples]
 
 
-def build_workload(cfg: BenchRMConfig, num_requests: int) -> Workload:
-    """Up to `num_requests` distinct requests of cfg.texts_per_request texts (fewer for huge runs; they cycle)."""
-    batch = cfg.texts_per_request
+def build_workload(bench: BenchArgs, data: DataArgs, run: RunArgs, model: RewardModelArgs,
+                   num_requests: int) -> Workload:
+    """Up to `num_requests` distinct requests of --texts-per-request texts (fewer for huge runs; they cycle)."""
+    batch = bench.texts_per_request
     count = max(1, min(num_requests, MAX_TEXTS // batch))
-    if cfg.prompt_data:
-        rows = _data_texts(cfg)
+    if data.prompt_data:
+        rows = _data_texts(data, model)
         texts = [rows[i % len(rows)] for i in range(count * batch)]
-        what = f"{len(rows)} texts from {cfg.prompt_data} (--input-key {cfg.input_key})"
+        what = f"{len(rows)} texts from {data.prompt_data} (--input-key {data.input_key})"
     else:
-        pairs = synthetic_texts(count * batch, cfg.min_tokens, cfg.max_tokens, cfg.seed)
+        pairs = synthetic_texts(count * batch, bench.min_tokens, bench.max_tokens, run.seed)
         texts = [(p, q, "") for p, q in pairs]
-        what = f"synthetic texts of {cfg.min_tokens}-{cfg.max_tokens} words (--seed {cfg.seed})"
-    if cfg.pairwise:  # a pairwise model compares one prompt's responses: a request is a group
+        what = f"synthetic texts of {bench.min_tokens}-{bench.max_tokens} words (--seed {run.seed})"
+    if model.pairwise:  # a pairwise model compares one prompt's responses: a request is a group
         texts = [(g[0], g[0] + q[len(p):], lbl) for i, (p, q, lbl) in enumerate(texts)
                  for g in [texts[i - i % batch]]]
         what += "; each request one prompt's group (--pairwise)"

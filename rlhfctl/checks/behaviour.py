@@ -111,10 +111,7 @@ def determinism_check(report: Report, source: RewardSource, run: Run, batch_size
 
 def pairwise_check(report: Report, source: RewardSource, samples: list[Sample]) -> None:
     """A pairwise reward needs several responses per prompt: with one, every reward is the neutral value."""
-    from rlhfctl.rewards.pairwise import PairwiseReward
-
-    parts = [s for _, _, s in getattr(source, "terms", [(None, 1.0, source)])]
-    if not any(isinstance(part, PairwiseReward) for part in parts):
+    if not source.pairwise:
         return
     sizes: dict[str, int] = {}
     for sample in samples:

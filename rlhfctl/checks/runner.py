@@ -68,8 +68,8 @@ def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: Che
         control = score_run(source, control_list, size, "control", cfg.reward_timeout, progress)
         runs.append(control)
     behaviour.failure_checks(report, runs, size, cfg.reward_timeout,
-                             ignored_keys=sorted(getattr(source, "ignored_keys", ())),
-                             per_sample=bool(getattr(source, "per_sample", False)), strict=cfg.strict)
+                             ignored_keys=sorted(source.ignored_keys), per_sample=bool(source.per_sample),
+                             strict=cfg.strict)
     behaviour.statistics_of(report, main, cfg.slice(CheckArgs))
     if not main.values:
         return

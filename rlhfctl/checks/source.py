@@ -9,12 +9,13 @@ from __future__ import annotations
 from rlhfctl.checks.probe import HttpProbe
 from rlhfctl.checks.report import Report, finding
 from rlhfctl.checks.samples import Sample
-from rlhfctl.config import CheckRewardConfig
+from rlhfctl.config import CheckRewardConfig, FunctionNameArgs, RewardExecArgs
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
-from rlhfctl.rewards.terms import source_kind
+from rlhfctl.config.reward_groups import SourceGroups
 from rlhfctl.rewards.factory import is_url, open_combined, open_function as open_pool, open_reward
+from rlhfctl.rewards.terms import source_kind
 from rlhfctl.rewards.pool import FunctionPool
 from rlhfctl.rewards.remote import parse_urls
 
@@ -50,7 +51,7 @@ def open_combined_checked(cfg: CheckRewardConfig, report: Report) -> RewardSourc
     a failed load check naming it (a bad option, such as --reward-output, stays a usage error)."""
     assert cfg.reward is not None
     try:
-        source = open_combined(cfg.reward, cfg)
+        source = open_combined(cfg.reward, SourceGroups.of(cfg))
     except UsageError:
         raise
     except RewardError as exc:
@@ -64,7 +65,7 @@ def open_function(cfg: CheckRewardConfig, spec: str, report: Report) -> Function
     """The reward_func under test (in worker processes, as train-ppo runs it), after the load and signature
     checks; None if either failed."""
     try:
-        source = open_pool(spec, cfg)
+        source = open_pool(spec, cfg.slice(RewardExecArgs), cfg.slice(FunctionNameArgs))
     except RewardFault as fault:
         name = "signature" if fault.kind == "signature" else "load"
         if name == "signature":
@@ -100,4 +101,4 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
             client.close()
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
-    return open_reward(",".join(urls), cfg, timeout=cfg.reward_timeout)
+    return open_reward(",".join(urls), SourceGroups.of(cfg), timeout=cfg.reward_timeout)

@@ -16,16 +16,9 @@ import torch
 from torch import Tensor
 
 from rlhfctl.errors import ConfigError
+from rlhfctl.models.quiet import quiet_transformers
 
 _flash_warned = False
-
-
-def quiet_transformers() -> None:
-    """Loading-weights progress bars and the 'newly initialised weights' notes are noise in a training log."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def attn_implementation(flash_attn: bool) -> str:

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from rlhfctl.errors import ConfigError
 
-from rlhfctl.models.actor import attn_implementation, position_ids, quiet_transformers
+from rlhfctl.models.actor import attn_implementation, position_ids
+from rlhfctl.models.quiet import quiet_transformers
 
 
 def critic_source(critic_pretrain: str | None, reward_pretrain: str | None, pretrain: str | None) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rlhfctl.errors import UsageError
+from rlhfctl.models.quiet import quiet_transformers
 
 
 def parse_output(spec: str | None) -> tuple[str | None, int | None]:
@@ -88,7 +89,6 @@ def load_output_model(folder: Path, auto_map: dict[str, str], *, reward_output: 
 
     name = next((k for k in ("AutoModelForSequenceClassification", "AutoModel") if k in auto_map),
                 next((k for k in auto_map if k.startswith("AutoModel")), "AutoModelForSequenceClassification"))
-    from rlhfctl.models.reward import quiet_transformers
 
     auto = getattr(transformers, name)
     with quiet_transformers():

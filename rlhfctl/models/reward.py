@@ -18,16 +18,16 @@ uninitialised (the garbage users report from OpenRLHF's normalisation).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from rlhfctl.errors import UsageError
+from rlhfctl.models.quiet import quiet_transformers
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -224,23 +224,6 @@ def read_tensors(folder: Path, where: dict[str, str], names: list[str]) -> dict[
         else:
             out[name] = torch.load(file, map_location="cpu", weights_only=True, mmap=True)[name]
     return out
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' warnings and progress bars off while loading: the head shows up as an "unexpected key" of the
-    base model, and a custom-code class as a type mismatch, both expected here."""
-    from transformers.utils import logging as hf_logging
-
-    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _load_base(folder: Path, kwargs: dict[str, Any]) -> nn.Module:

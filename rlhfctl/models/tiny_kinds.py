@@ -16,6 +16,8 @@ import string
 import sys
 from pathlib import Path
 
+from rlhfctl.models.quiet import quiet_transformers
+
 MODELING = '''"""A reward model that counts one token (rlhfctl.models.tiny_kinds): custom code loaded by auto_map."""
 from dataclasses import dataclass
 from typing import Optional
@@ -79,7 +81,6 @@ def _module(folder: Path):  # noqa: ANN202 (a module written at run time)
 
 def make_count_model(out_dir: str | Path, *, count_char: str = "x", pairwise: bool = False) -> Path:
     """Save the counting model with its code and a character tokenizer into `out_dir`; return the path."""
-    from rlhfctl.models.reward import quiet_transformers
     from rlhfctl.models.tiny import build_char_tokenizer
 
     if count_char not in ALPHABET or count_char in "AB":

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from rlhfctl.distributed.roles import RoleGroup, get
-from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.groups import group_shards
 
 
-class RoleReward:
+class RoleReward(RewardSource):
     """Scores on the reward-model workers, the batch split between prompt groups (a pairwise model compares the
     samples of one prompt, so a group must reach one worker whole)."""
 
-    def __init__(self, group: RoleGroup, name: str, *, cacheable: bool) -> None:
+    def __init__(self, group: RoleGroup, name: str, *, pairwise: bool) -> None:
         self.group = group
         self.name = name
-        self.cacheable = cacheable
+        self.pairwise = pairwise
+        self.cacheable = not pairwise
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         if (empty := check_batch(queries, prompts, labels)) is not None:
@@ -24,4 +25,4 @@ class RoleReward:
                                        for w, s in zip(self.group.workers, shards)]))
 
     def close(self) -> None:
-        """The workers belong to the run's placement, released with it."""
+        """Nothing: the workers belong to the run's placement, released with it."""

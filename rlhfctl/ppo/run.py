@@ -13,6 +13,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 
+from rlhfctl.config.reward_groups import SourceGroups
+
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
     from rlhfctl.rewards.base import RewardSource
@@ -54,7 +56,7 @@ def open_judge_in_driver(cfg: TrainPPOConfig) -> RewardSource:
         from rlhfctl.serving.threads import configure_threads
 
         configure_threads(1)
-    return open_judge(cfg)
+    return open_judge(SourceGroups.of(cfg))
 
 
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
@@ -120,8 +122,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         check_vllm(cfg)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
-    reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else \
-        open_combined(cfg.reward, cfg) if cfg.reward else open_judge_in_driver(cfg) if cfg.judge else None
+    reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
+        open_combined(cfg.reward, SourceGroups.of(cfg)) if cfg.reward else open_judge_in_driver(cfg) if cfg.judge else None
     plan = None
     tracker = None
     rollout = None
@@ -144,7 +146,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             group.wait_ready()
         _record_placement(cfg.save_path, placement_report(plan, groups))
         if "reward" in groups:
-            reward = RoleReward(groups["reward"], f"reward model {cfg.reward_pretrain}", cacheable=not cfg.pairwise)
+            reward = RoleReward(groups["reward"], f"reward model {cfg.reward_pretrain}", pairwise=cfg.pairwise)
         notes: list[str] = []
         reward = with_cache(reward, cfg.reward_cache_size, notes)
         for note in notes:

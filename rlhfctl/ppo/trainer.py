@@ -26,7 +26,6 @@ from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate, check_experience, check_rewards
 from rlhfctl.ppo.shaping import build_experience
 from rlhfctl.rewards.base import RewardBatch, RewardSource
-from rlhfctl.rewards.combined import score_in_chunks
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rollout.base import Rollout, logprob_diff
 from rlhfctl.rollout.hf import HFRollout
@@ -408,8 +407,8 @@ class PPOTrainer:
         assert self.reward is not None  # a server, a reward_func.py, the reward-model role (RoleReward), ...
         n_per_prompt = self.cfg.eval_n_samples_per_prompt if during else self.cfg.n_samples_per_prompt
         # a reward_func.py is called per micro-rollout batch of whole groups, as OpenRLHF calls it
-        return score_in_chunks(self.reward, queries, samples.prompts, samples.labels,
-                               self.cfg.micro_rollout_batch_size * n_per_prompt)
+        return self.reward.score_chunks(queries, samples.prompts, samples.labels,
+                                        self.cfg.micro_rollout_batch_size * n_per_prompt)
 
     def reward_count_checked(self, batch: RewardBatch, samples: Samples) -> RewardBatch:
         if len(batch.rewards) != len(samples):

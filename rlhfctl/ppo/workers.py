@@ -332,7 +332,7 @@ class RewardModelWorker:
         from rlhfctl.models.offload import Offloader
         from rlhfctl.rewards.factory import open_reward_model
 
-        self.source = open_reward_model(cfg)
+        self.source = open_reward_model(cfg.reward_pretrain, cfg, cfg)
         model = self.source.model
         self.offloader = Offloader(model, model.device, cfg.ref_reward_offload)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 
 @dataclass
@@ -47,16 +49,46 @@ def check_batch(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     return RewardBatch(rewards=[]) if not queries else None
 
 
-@runtime_checkable
-class RewardSource(Protocol):
+class RewardSource(ABC):
     """A reward model, a reward_func.py or a reward server: anything that turns queries into rewards.
 
     `queries` are full texts (prompt + response), `prompts` the prompts alone, `labels` the dataset labels
     (empty strings where the dataset has none). A failure raises RewardError; it is never a reward of 0.
+
+    Every capability a caller may ask a source about is declared here with its default, so callers read it
+    directly; a source that differs overrides it.
     """
 
     name: str
+    """How messages and logs name the source (a path, a URL, a model folder)."""
 
-    def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch: ...
+    cacheable: bool = False
+    """A sample's reward depends on (query, prompt, label) alone and never changes, so CachedReward may keep it."""
 
-    def close(self) -> None: ...
+    pairwise: bool = False
+    """A sample's reward compares it with the other responses to its prompt: batches are cut between groups."""
+
+    concurrency: int | None = None
+    """How many score() calls a server should run at once (a judge's --judge-concurrency); None: its default."""
+
+    per_sample: bool | None = False
+    """A reward_func.py called once per sample, as OpenRLHF v0.11 calls it (None: not known before the first call)."""
+
+    ignored_keys: AbstractSet[str] = frozenset()
+    """Dict keys a reward_func.py returned that OpenRLHF ignores too (check-reward warns about them)."""
+
+    @abstractmethod
+    def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
+        """One reward per query, in order."""
+
+    def score_chunks(self, queries: list[str], prompts: list[str], labels: list[str], size: int) -> RewardBatch:
+        """Score as train-ppo does, per `size` samples (OpenRLHF calls a reward_func.py per micro-rollout batch); a
+        source that is not called in chunks scores the whole batch at once."""
+        return self.score(queries, prompts, labels)
+
+    def health(self) -> dict[str, Any]:
+        """What serve-rm's /health adds about this source ("status": "degraded" and why); nothing by default."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the source holds (worker processes, connections); nothing by default."""

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Optional
 
 from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
-from rlhfctl.rewards.combined import score_in_chunks
 from rlhfctl.rewards.contract import RewardFault
 
 Key = tuple[str, str, str]
 Entry = tuple[float, Optional[float], dict[str, float]]
 
 
-class CachedReward:
+class CachedReward(RewardSource):
     """A RewardSource in front of a cacheable one."""
 
     cacheable = True
@@ -55,7 +54,7 @@ class CachedReward:
             where = {k: i for i, k in reversed(list(enumerate(keys)))}  # first index of each key in the batch
             q, p, l = (list(x) for x in zip(*fresh))
             try:
-                batch = score_in_chunks(self.source, q, p, l, chunk) if chunk else self.source.score(q, p, l)
+                batch = self.source.score_chunks(q, p, l, chunk) if chunk else self.source.score(q, p, l)
             except RewardFault as fault:
                 if fault.index is not None and fault.index < len(fresh):  # back to the caller's numbering
                     fault.index = where[fresh[fault.index]]
@@ -92,10 +91,10 @@ class CachedReward:
         self.source.close()
 
 
-def with_cache(source: RewardSource, size: int, notes: list[str] | None = None) -> Any:
+def with_cache(source: RewardSource, size: int, notes: list[str] | None = None) -> RewardSource:
     """`source` behind a CachedReward when it is cacheable; else `source` itself, and a note when a cache size
     was asked for (an option that cannot act says why)."""
-    if getattr(source, "cacheable", False):
+    if source.cacheable:
         return CachedReward(source, size)
     if size and notes is not None:
         notes.append(f"--reward-cache-size {size}: {source.name} is not deterministic per sample (a pairwise "

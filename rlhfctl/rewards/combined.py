@@ -15,28 +15,21 @@ from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import RewardFault
 
 
-def score_in_chunks(source: RewardSource, queries: list[str], prompts: list[str], labels: list[str],
-                    size: int) -> RewardBatch:
-    """A reward_func.py (and a source holding one) is called per `size` samples, as OpenRLHF calls it per
-    micro-rollout batch; anything else gets the whole batch."""
-    chunked = getattr(source, "score_chunks", None)
-    return chunked(queries, prompts, labels, size) if chunked is not None else source.score(queries, prompts, labels)
-
-
-class CombinedReward:
-    """The weighted sum of named RewardSources (RewardSource protocol)."""
+class CombinedReward(RewardSource):
+    """The weighted sum of named RewardSources."""
 
     def __init__(self, terms: list[tuple[str, float, RewardSource]]) -> None:
         self.terms = terms
         self.name = "combined reward " + " + ".join(f"{w:g} x {name}" for name, w, _ in terms)
-        self.cacheable = all(getattr(source, "cacheable", False) for _, _, source in terms)
+        self.cacheable = all(source.cacheable for _, _, source in terms)
+        self.pairwise = any(source.pairwise for _, _, source in terms)
         self._pool = ThreadPoolExecutor(len(terms), thread_name_prefix="reward-term") if len(terms) > 1 else None
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         return self._combine(queries, prompts, labels, lambda s: s.score(queries, prompts, labels))
 
     def score_chunks(self, queries: list[str], prompts: list[str], labels: list[str], size: int) -> RewardBatch:
-        return self._combine(queries, prompts, labels, lambda s: score_in_chunks(s, queries, prompts, labels, size))
+        return self._combine(queries, prompts, labels, lambda s: s.score_chunks(queries, prompts, labels, size))
 
     def _combine(self, queries: list[str], prompts: list[str], labels: list[str],
                  call: Callable[[RewardSource], RewardBatch]) -> RewardBatch:

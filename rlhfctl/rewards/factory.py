@@ -1,4 +1,5 @@
-"""Open a reward source from what a user typed: reward server URL(s), a reward_func.py, or a reward model folder."""
+"""Open a reward source from what a user typed: reward server URL(s), a reward_func.py, a reward model folder, or
+an LLM judge, with the option groups of the command that opens it."""
 
 from __future__ import annotations
 
@@ -9,26 +10,39 @@ from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardSource
 
 if TYPE_CHECKING:
-    from rlhfctl.config import JudgeArgs, RemoteRewardArgs, RewardExecArgs, RewardModelOptions
-    from rlhfctl.rewards.terms import RewardTerm
+    from rlhfctl.config import (FunctionNameArgs, ModelLoadArgs, RewardExecArgs, RewardModelOptions, ServerArgs,
+                                ServerBatchArgs)
+    from rlhfctl.config.reward_groups import SourceGroups
     from rlhfctl.rewards.pool import FunctionPool
+    from rlhfctl.rewards.terms import RewardTerm
 
 
 def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
 
 
-def open_reward(spec: str, cfg: RemoteRewardArgs, *, timeout: float | None = None) -> RewardSource:
+def open_remote(urls: str | list[str], groups: SourceGroups, *, timeout: float | None = None) -> RewardSource:
+    """A client of reward server URL(s) with the command's client options, after asking the server once whether
+    its rewards may be cached (RemoteReward.probe)."""
+    from rlhfctl.rewards.remote import RemoteReward
+
+    if groups.remote is None:
+        client = RemoteReward(urls)
+    else:
+        assert groups.auth is not None, "a command with reward client options has --api-key too"
+        client = RemoteReward.from_config(groups.remote, groups.auth, urls, timeout=timeout)
+    client.probe()
+    return client
+
+
+def open_reward(spec: str, groups: SourceGroups, *, timeout: float | None = None) -> RewardSource:
     """`spec` is 'http://a/get_reward[,http://b/get_reward]' or 'path/to/reward_func.py' (OpenRLHF's
-    --remote_rm_url accepts both). Client options come from cfg's RemoteRewardArgs/AuthArgs fields, a function's
-    from its RewardExecArgs/FunctionNameArgs (train-ppo's and check-reward's configs have all four groups)."""
+    --remote_rm_url accepts both); `timeout` overrides --rm-timeout."""
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if parts and all(is_url(p) for p in parts):
-        from rlhfctl.rewards.remote import RemoteReward
-
-        return RemoteReward.from_config(cfg, parts, timeout=timeout)
+        return open_remote(parts, groups, timeout=timeout)
     if len(parts) == 1 and parts[0].endswith(".py"):
-        return open_function(parts[0], cfg)
+        return open_function(parts[0], groups.execution, groups.function)
     if any(is_url(p) for p in parts):
         raise UsageError(f"{spec!r}: mix of URLs and other text; give URLs only, comma-separated, or one .py file")
     if len(parts) == 1 and Path(parts[0]).is_dir():
@@ -36,68 +50,67 @@ def open_reward(spec: str, cfg: RemoteRewardArgs, *, timeout: float | None = Non
     raise UsageError(f"{spec!r} is neither a reward server URL (http://...) nor a reward_func .py file")
 
 
-def open_function(path: str, cfg: RewardExecArgs) -> FunctionPool:
-    """A reward_func.py in worker processes (FunctionPool) with the RewardExecArgs of `cfg`: --reward-timeout,
-    --reward-workers, --reward-load-timeout, --reward-func-batching, and --function."""
+def open_function(path: str, execution: RewardExecArgs, function: FunctionNameArgs) -> FunctionPool:
+    """A reward_func.py in worker processes (FunctionPool): --reward-timeout, --reward-workers,
+    --reward-load-timeout, --reward-func-batching, and --function."""
     from rlhfctl.rewards.pool import FunctionPool
 
-    return FunctionPool(path, function=cfg.function, timeout=cfg.reward_timeout, workers=cfg.reward_workers,
-                        batching=cfg.reward_func_batching, load_timeout=cfg.reward_load_timeout)
+    return FunctionPool(path, function=function.function, timeout=execution.reward_timeout,
+                        workers=execution.reward_workers, batching=execution.reward_func_batching,
+                        load_timeout=execution.reward_load_timeout)
 
 
-def open_judge(cfg: JudgeArgs) -> RewardSource:
+def open_judge(groups: SourceGroups) -> RewardSource:
     """The LLM judge of --judge-model (JudgeModel, in this process) or --judge-url (ChatJudge, a client)."""
-    if cfg.judge_url is not None:
+    judge = groups.judge
+    assert judge is not None, "only a command with judge options opens a judge"
+    if judge.judge_url is not None:
         from rlhfctl.rewards.judge_remote import ChatJudge
 
-        return ChatJudge.from_config(cfg)
-    from rlhfctl.models.judge import JudgeModel
+        assert groups.remote is not None and groups.auth is not None, "--judge-url needs the reward client options"
+        return ChatJudge.from_config(judge, groups.remote, groups.auth)
+    from rlhfctl.rewards.judge_model import JudgeModel
 
-    return JudgeModel.from_config(cfg)
+    return JudgeModel.from_config(judge, groups.loading, batching=groups.batching, server=groups.server)
 
 
-def open_reward_model(cfg: RewardModelOptions, folder: str | None = None) -> RewardSource:
-    """An in-process reward model from --reward-pretrain (or `folder`) and the model options: a ModelReward, or a
-    PairwiseReward over one with --pairwise."""
+def open_reward_model(folder: str, loading: ModelLoadArgs, options: RewardModelOptions, *,
+                      batching: ServerBatchArgs | None = None, server: ServerArgs | None = None) -> RewardSource:
+    """An in-process reward model from `folder` (--reward-pretrain, or a model named in --reward) and the model
+    options: a ModelReward, or a PairwiseReward over one with --pairwise."""
     from rlhfctl.rewards.model import ModelReward
 
-    model = ModelReward.from_config(cfg, folder)
-    if not cfg.pairwise:
+    model = ModelReward.from_config(folder, loading, options, batching=batching, server=server)
+    if not options.pairwise:
         return model
     from rlhfctl.rewards.pairwise import PairwiseReward
 
-    return PairwiseReward(model, template=cfg.pairwise_template, score=cfg.pairwise_score)
+    return PairwiseReward(model, template=options.pairwise_template, score=options.pairwise_score)
 
 
-def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
-    """One SOURCE of --reward: reward server URL(s) (client options from cfg where it has them, else their
-    defaults: serve-rm's own --api-key is not sent upstream), a reward_func.py, or a model folder / Hub ID (the
-    model options of cfg; --trust-remote-code is checked and announced here)."""
-    from rlhfctl.config import JudgeArgs, RemoteRewardArgs
+def open_term(name: str, source: str, groups: SourceGroups) -> RewardSource:
+    """One SOURCE of --reward: reward server URL(s), a reward_func.py, `judge`, or a model folder / Hub ID
+    (--trust-remote-code is checked and announced here)."""
     from rlhfctl.rewards.terms import source_kind
 
     kind = source_kind(source)
     if kind == "url":
-        from rlhfctl.rewards.remote import RemoteReward
-
-        if isinstance(cfg, RemoteRewardArgs):
-            return RemoteReward.from_config(cfg, source)
-        return RemoteReward(source)
+        return open_remote(source, groups)
     if kind == "function":
-        return open_function(source, cfg)  # type: ignore[arg-type]
+        return open_function(source, groups.execution, groups.function)
     if kind == "judge":
-        if not isinstance(cfg, JudgeArgs):
+        if groups.judge is None:
             raise UsageError(f"--reward {name}=judge: this command has no LLM judge options")
-        return open_judge(cfg)
+        return open_judge(groups)
     from rlhfctl.hub import resolve
     from rlhfctl.models.remote_code import announce
 
-    folder = resolve(source, flag=f"--reward {name}=", revision=getattr(cfg, "revision", None))
-    announce(folder, cfg.trust_remote_code, flag=f"--reward {name}=")
-    return open_reward_model(cfg, folder)
+    folder = resolve(source, flag=f"--reward {name}=", revision=groups.loading.revision)
+    announce(folder, groups.model.trust_remote_code, flag=f"--reward {name}=")
+    return open_reward_model(folder, groups.loading, groups.model, batching=groups.batching, server=groups.server)
 
 
-def open_combined(terms: dict[str, RewardTerm], cfg: RewardModelOptions) -> RewardSource:
+def open_combined(terms: dict[str, RewardTerm], groups: SourceGroups) -> RewardSource:
     """The weighted sum of --reward's named sources; a source that cannot be opened is named in the error, and the
     ones opened before it are closed."""
     from rlhfctl.errors import RlhfctlError
@@ -107,7 +120,7 @@ def open_combined(terms: dict[str, RewardTerm], cfg: RewardModelOptions) -> Rewa
     try:
         for name, term in terms.items():
             try:
-                opened.append((name, term.weight, open_term(name, term.source, cfg)))
+                opened.append((name, term.weight, open_term(name, term.source, groups)))
             except RlhfctlError as exc:
                 message = str(exc) if str(exc).startswith("--reward ") else f"--reward {name}={term.source}: {exc}"
                 exc.args = (message,)

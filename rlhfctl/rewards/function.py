@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import DICT_KEYS, RewardFault, to_reward_batch
 
 ARGS = ("queries", "prompts", "labels")
@@ -35,8 +35,8 @@ BATCHING = ("auto", "batch", "per-sample")
 log = logging.getLogger(__name__)
 
 
-class FunctionReward:
-    """A reward source backed by a Python function in a file (RewardSource protocol).
+class FunctionReward(RewardSource):
+    """A reward source backed by a Python function in a file.
 
     `timeout` bounds one call in seconds (None: no bound). An async function runs on this object's own event loop
     in a background thread, so score() works the same from the main thread, a worker thread or code that is

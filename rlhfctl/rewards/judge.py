@@ -1,4 +1,4 @@
-"""What every LLM judge shares, local (models/judge.py) or behind a chat URL (rewards/judge_remote.py): the prompt
+"""What every LLM judge shares, local (rewards/judge_model.py) or behind a chat URL (rewards/judge_remote.py): the prompt
 template, the score tokens, the number parser, and the prompt/response split of a query.
 
 No torch here: serve-rm's server process and config validation import it.
@@ -17,10 +17,13 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardBatch, check_batch
+
+if TYPE_CHECKING:
+    from rlhfctl.config import JudgeArgs
 
 TEMPLATE_VARIABLES = ("prompt", "response", "label")
 Value = float | tuple[float, dict[str, float]]  # what a judge pass gives per text: a reward, or one with extras
@@ -177,10 +180,11 @@ class JudgeSettings:
     fallback_reward: float
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "JudgeSettings":
-        return cls(template=JudgeTemplate.load(cfg.judge_template), mode=cfg.judge_mode,
-                   score_tokens=parse_score_tokens(cfg.judge_score_tokens), regex=compile_regex(cfg.judge_score_regex),
-                   max_new_tokens=cfg.judge_max_new_tokens, fallback_reward=cfg.judge_fallback_reward)
+    def from_config(cls, judge: JudgeArgs) -> "JudgeSettings":
+        return cls(template=JudgeTemplate.load(judge.judge_template), mode=judge.judge_mode,
+                   score_tokens=parse_score_tokens(judge.judge_score_tokens),
+                   regex=compile_regex(judge.judge_score_regex), max_new_tokens=judge.judge_max_new_tokens,
+                   fallback_reward=judge.judge_fallback_reward)
 
     def parsed(self, text: str) -> tuple[float, dict[str, float]]:
         """A generate-mode answer: (reward, extra) with the fallback and `judge_unparsed` 1 when no number."""
@@ -198,8 +202,8 @@ def batch_of_values(values: Sequence[Value]) -> RewardBatch:
 
 def judge_inputs(queries: list[str], prompts: list[str] | None,
                  labels: list[str] | None) -> tuple[list[str], list[str], RewardBatch | None]:
-    """A judge's prompts and labels for `queries` (empty where the caller sent none), and the answer to give
-    at once when the batch is empty or malformed (check_batch), else None."""
+    """The prompts and labels for `queries` of a judge or a batched model (empty where the caller sent none), and
+    the answer to give at once when the batch is empty or malformed (check_batch), else None."""
     prompts = [""] * len(queries) if prompts is None else list(prompts)
     labels = [""] * len(queries) if labels is None else list(labels)
     return prompts, labels, check_batch(queries, prompts, labels)

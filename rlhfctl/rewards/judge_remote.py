@@ -16,13 +16,16 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhfctl.errors import RewardError, UsageError
-from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.rewards.base import RewardBatch, RewardSource
 from rlhfctl.rewards.judge import (UNPARSED, JudgeSettings, Value, batch_of_values, chat_url, expected_score,
                                    judge_inputs)
 from rlhfctl.rewards.remote import RemoteReward
+
+if TYPE_CHECKING:
+    from rlhfctl.config import AuthArgs, JudgeArgs, RemoteRewardArgs
 
 TOP_LOGPROBS = 20  # OpenAI's API allows at most 20
 
@@ -44,8 +47,8 @@ class RateLimiter:
             time.sleep(start - now)
 
 
-class ChatJudge:
-    """Rewards from an OpenAI-compatible chat server acting as a judge (RewardSource protocol)."""
+class ChatJudge(RewardSource):
+    """Rewards from an OpenAI-compatible chat server acting as a judge."""
 
     cacheable = True  # temperature 0: a query scores the same every time (a reward cache may keep it)
 
@@ -66,11 +69,12 @@ class ChatJudge:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="judge")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "ChatJudge":
-        """From --judge-url and the JudgeArgs, RemoteRewardArgs (timeout, retries) and AuthArgs of `cfg`."""
-        return cls(cfg.judge_url, cfg.judge_api_model, JudgeSettings.from_config(cfg), api_key=cfg.api_key,
-                   timeout=cfg.rm_timeout, max_retries=cfg.rm_max_retries, retry_backoff=cfg.rm_retry_backoff,
-                   concurrency=cfg.judge_concurrency, rpm=cfg.judge_rpm)
+    def from_config(cls, judge: JudgeArgs, remote: RemoteRewardArgs, auth: AuthArgs) -> "ChatJudge":
+        """From --judge-url and the judge options, the reward client's timeout and retries, and --api-key."""
+        assert judge.judge_url is not None and judge.judge_api_model is not None
+        return cls(judge.judge_url, judge.judge_api_model, JudgeSettings.from_config(judge), api_key=auth.api_key,
+                   timeout=remote.rm_timeout, max_retries=remote.rm_max_retries,
+                   retry_backoff=remote.rm_retry_backoff, concurrency=judge.judge_concurrency, rpm=judge.judge_rpm)
 
     def score(self, queries: list[str], prompts: list[str] | None = None,
               labels: list[str] | None = None) -> RewardBatch:

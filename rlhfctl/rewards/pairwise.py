@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Literal
 
-from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.groups import groups_by_prompt
 
@@ -55,10 +55,10 @@ def bradley_terry(wins: list[list[float]], l2: float = 1e-6, steps: int = 100) -
     return (s - s.mean()).tolist()
 
 
-class PairwiseReward:
+class PairwiseReward(RewardSource):
     """A RewardSource over a comparison model (a ModelReward scoring filled templates)."""
 
-    cacheable = False  # a sample's reward depends on the rest of its group, not on the sample alone
+    pairwise = True  # a sample's reward depends on the rest of its group, so it is not cacheable either
 
     def __init__(self, comparator: Any, *, template: str, score: Literal["winrate", "bt"] = "winrate",
                  name: str | None = None) -> None:

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.shards import chunks
 
@@ -151,8 +151,8 @@ def _pythonpath() -> str:
     return os.pathsep.join(parts)
 
 
-class FunctionPool:
-    """A reward_func.py in `workers` worker processes (RewardSource protocol): `score()` is thread-safe and runs at
+class FunctionPool(RewardSource):
+    """A reward_func.py in `workers` worker processes: `score()` is thread-safe and runs at
     most `workers` calls at once; a call that takes longer than `timeout` seconds (None: no limit) is killed."""
 
     def __init__(self, path: str | Path, function: str = "reward_func", *, timeout: float | None = None,
@@ -163,6 +163,7 @@ class FunctionPool:
         self.function = function
         self.timeout = timeout
         self.workers = workers
+        self.concurrency = workers  # a server calls it from as many threads as it has processes
         self.batching = batching
         self.load_timeout = load_timeout
         self.where = f"{self.path}:{function}"

@@ -17,16 +17,18 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 
-from rlhfctl.config import AuthArgs, RemoteRewardArgs
 from rlhfctl.errors import RewardError, UsageError
-from rlhfctl.rewards.base import RewardBatch, check_batch
+from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import RewardFault, to_reward_batch
 from rlhfctl.rewards.groups import group_shards
+
+if TYPE_CHECKING:
+    from rlhfctl.config import AuthArgs, RemoteRewardArgs
 
 log = logging.getLogger(__name__)
 MAX_DELAY = 60.0  # seconds; a Retry-After or a long backoff never sleeps longer than this
@@ -49,8 +51,8 @@ def parse_urls(urls: str | Sequence[str]) -> list[str]:
     return out
 
 
-class RemoteReward:
-    """Rewards from one or more reward servers (RewardSource protocol)."""
+class RemoteReward(RewardSource):
+    """Rewards from one or more reward servers. Not cacheable until `probe()` has asked the server."""
 
     def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int = 5, retry_backoff: float = 0.5, max_inflight: int = 32) -> None:
@@ -61,7 +63,6 @@ class RemoteReward:
         self.retry_backoff = retry_backoff
         self.max_inflight = max_inflight
         self.name = "reward server " + ", ".join(self.urls)
-        self._cacheable: bool | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=timeout, headers=headers,
@@ -78,13 +79,12 @@ class RemoteReward:
             else None
 
     @classmethod
-    def from_config(cls, cfg: RemoteRewardArgs, urls: str | Sequence[str], *,
+    def from_config(cls, remote: RemoteRewardArgs, auth: AuthArgs, urls: str | Sequence[str], *,
                     timeout: float | None = None) -> "RemoteReward":
-        """A client for `urls` with the options of `cfg` (RemoteRewardArgs and AuthArgs: every command that talks
-        to a reward server has both); `timeout` overrides --rm-timeout."""
-        assert isinstance(cfg, AuthArgs), type(cfg)
-        return cls(urls, api_key=cfg.api_key, timeout=timeout or cfg.rm_timeout, max_retries=cfg.rm_max_retries,
-                   retry_backoff=cfg.rm_retry_backoff, max_inflight=cfg.rm_max_inflight)
+        """A client for `urls` with the reward client options and --api-key; `timeout` overrides --rm-timeout."""
+        return cls(urls, api_key=auth.api_key, timeout=timeout or remote.rm_timeout,
+                   max_retries=remote.rm_max_retries, retry_backoff=remote.rm_retry_backoff,
+                   max_inflight=remote.rm_max_inflight)
 
     def score(self, queries: list[str], prompts: list[str] | None = None,
               labels: list[str] | None = None) -> RewardBatch:
@@ -156,18 +156,17 @@ class RemoteReward:
         # Third-party servers may add keys of their own; the contract still checks one finite reward per query.
         return to_reward_batch(data, n, where=url, allow_extra_keys=True)
 
-    @property
-    def cacheable(self) -> bool:
-        """Whether the server's rewards may be cached: its /health says `"cacheable": false` for a pairwise reward
-        (serve-rm does); a server that does not say is taken to be a per-text reward model, as OpenRLHF's is."""
-        if self._cacheable is None:
-            self._cacheable = True
-            try:
-                answer = self._client.get(self.urls[0].rsplit("/", 1)[0] + "/health", timeout=min(self.timeout, 10))
-                self._cacheable = answer.json().get("cacheable", True) is not False
-            except (httpx.HTTPError, ValueError, AttributeError):
-                pass
-        return self._cacheable
+    def probe(self) -> bool:
+        """Ask the first server's /health whether its rewards may be cached, and set `cacheable`: serve-rm says
+        `"cacheable": false` for a pairwise reward; a server that does not say (or does not answer) is taken to
+        be a per-text reward model, as OpenRLHF's is. Called once, by whoever opens the client for a run."""
+        self.cacheable = True
+        try:
+            answer = self._client.get(self.urls[0].rsplit("/", 1)[0] + "/health", timeout=min(self.timeout, 10))
+            self.cacheable = answer.json().get("cacheable", True) is not False
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        return self.cacheable
 
     def close(self) -> None:
         self._client.close()
@@ -177,10 +176,12 @@ class RemoteReward:
     def __getstate__(self) -> dict[str, Any]:
         """Ship the settings, not the connections (Ray actors rebuild the client)."""
         return {"urls": self.urls, "api_key": self.api_key, "timeout": self.timeout, "max_retries": self.max_retries,
-                "retry_backoff": self.retry_backoff, "max_inflight": self.max_inflight}
+                "retry_backoff": self.retry_backoff, "max_inflight": self.max_inflight, "cacheable": self.cacheable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        cacheable = state.pop("cacheable")
         self.__init__(**state)  # type: ignore[misc]
+        self.cacheable = cacheable
 
     def __repr__(self) -> str:
         return f"RemoteReward({self.urls!r})"

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from rlhfctl import __version__
 from rlhfctl.config import RewardExecArgs, ServeRMConfig, ServerArgs
 from rlhfctl.errors import RewardError
+from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.judge import UNPARSED
 from rlhfctl.serving.batcher import Scorer, make_scorer
@@ -38,6 +39,7 @@ from rlhfctl.serving.protocol import (
     encode_answer,
     parse_reward_request,
 )
+from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
 _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in (
@@ -52,7 +54,8 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: Any, cfg: ServeRMConfig, *, metrics: ServerMetrics | None = None) -> FastAPI:
+def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
+               metrics: ServerMetrics | None = None) -> FastAPI:
     """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process) or a
     ModelProcess (the model in a worker process, what `serve-rm` runs). `cfg` supplies the ServerArgs/AuthArgs
     fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
@@ -129,7 +132,7 @@ def create_app(source: Any, cfg: ServeRMConfig, *, metrics: ServerMetrics | None
                                                 "not retried: the same input gives it again): a server-side problem "
                                                 "(bf16 overflow? a broken model?)", "nan", exc.index)
         except Exception as exc:
-            log.error("scoring failed: %s: %s", type(exc).__name__, exc, exc_info=not getattr(scorer, "failure", None))
+            log.error("scoring failed: %s: %s", type(exc).__name__, exc, exc_info=not scorer.failure)
             return _server_error(metrics, f"scoring failed on the server: {type(exc).__name__}: {exc}")
         finally:
             admitted -= n
@@ -145,13 +148,11 @@ def create_app(source: Any, cfg: ServeRMConfig, *, metrics: ServerMetrics | None
 
     @app.get("/health", summary="Liveness and queue depth", responses={503: {"model": ErrorResponse}})
     async def health() -> Response:
-        failure = getattr(scorer, "failure", None)
-        if failure:
-            return _error(503, failure)
+        if scorer.failure:
+            return _error(503, scorer.failure)
         answer = {"status": "ok", "source": source.name, "queue_depth": admitted, "max_queue": max_queue,
-                  "cacheable": bool(getattr(source, "cacheable", True))}  # RemoteReward caches only when true
-        if hasattr(source, "health"):  # a FunctionPool: "degraded" while calls time out or crash their workers
-            answer.update(source.health())
+                  "cacheable": source.cacheable}  # RemoteReward.probe() reads it
+        answer.update(source.health())  # a FunctionPool: "degraded" while calls time out or crash their workers
         return JSONResponse(answer)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -161,10 +162,8 @@ def create_app(source: Any, cfg: ServeRMConfig, *, metrics: ServerMetrics | None
     return app
 
 
-def _scorer_for(source: Any, metrics: ServerMetrics, cfg: ServeRMConfig) -> Scorer:
+def _scorer_for(source: RewardSource | ModelProcess, metrics: ServerMetrics, cfg: ServeRMConfig) -> Scorer:
     """A ModelProcess is its own scorer; an in-process source gets one from make_scorer."""
-    from rlhfctl.serving.worker import ModelProcess
-
     if isinstance(source, ModelProcess):
         source.metrics = metrics
         return source

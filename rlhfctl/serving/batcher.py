@@ -20,9 +20,10 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from rlhfctl.rewards.base import RewardBatch, RewardSource
+from rlhfctl.rewards.batched import BatchedSource
 from rlhfctl.rewards.judge import batch_of_values
 
 if TYPE_CHECKING:
@@ -38,25 +39,16 @@ class BatchObserver(Protocol):
 
 
 class Scorer(Protocol):
-    """What the HTTP layer awaits; `start()` (called on the event loop) and `aclose()` bracket the app's life."""
+    """What the HTTP layer awaits; `start()` (called on the event loop) and `aclose()` bracket the app's life.
+    `failure` says why it can score no more (a dead model process), else None."""
+
+    failure: str | None
 
     async def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch: ...
 
     def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
-
-
-@runtime_checkable
-class BatchableSource(Protocol):
-    """A reward source that can be batched across requests (ModelReward): tokenise, then score padded rows."""
-
-    batch_size: int
-    max_batch_tokens: int
-
-    def encode(self, queries: Sequence[str]) -> list[list[int]]: ...
-
-    def forward(self, batch: Sequence[Sequence[int]]) -> list[float]: ...
 
 
 class _Request:
@@ -97,7 +89,7 @@ class CostModel:
         self.per_token_s = per_token_s
 
     @classmethod
-    def calibrate(cls, source: BatchableSource) -> "CostModel":
+    def calibrate(cls, source: BatchedSource) -> "CostModel":
         eos = source.encode([""])[0]
         probe = (eos * 64)[:64]
         timings = {}
@@ -131,10 +123,11 @@ class DynamicBatcher:
     text: nothing starves, and requests finish roughly in arrival order.
     """
 
+    failure = None  # a pass that raises fails the requests in it; the next pass goes on
     PAD_SHARE = 0.5
     LONG = 4  # texts longer than LONG x the overhead (in tokens) are not padded
 
-    def __init__(self, source: BatchableSource, metrics: "BatchObserver", *, max_wait_ms: float,
+    def __init__(self, source: BatchedSource, metrics: "BatchObserver", *, max_wait_ms: float,
                  after_step: Callable[[], None] | None = None) -> None:
         self.source = source
         self.after_step = after_step  # called after each round of work (a model worker flushes its answers)
@@ -164,7 +157,7 @@ class DynamicBatcher:
     async def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        texts = texts_to_encode(self.source, queries, prompts, labels)
+        texts = self.source.render(queries, prompts, labels)
         self.submit(texts, functools.partial(loop.call_soon_threadsafe, _settle, future))
         return batch_of_values(await future)
 
@@ -318,12 +311,6 @@ class DynamicBatcher:
         self._answer([(r, exc) for r in list(self._live.values())])
 
 
-def texts_to_encode(source: BatchableSource, queries: list[str], prompts: list[str], labels: list[str]) -> list[str]:
-    """What a source tokenises: a judge's prompts rendered from (query, prompt, label), else the queries."""
-    render = getattr(source, "render", None)  # JudgeModel: the template needs prompts and labels
-    return render(queries, prompts, labels) if render is not None else queries
-
-
 def _split(rows: list[list[int]], requests: list[_Request]) -> list[list[list[int]]]:
     """Token rows of all requests' texts, back into one list per request."""
     out, start = [], 0
@@ -353,6 +340,8 @@ def _settle(future: asyncio.Future, value: Any) -> None:
 class ThreadedScorer:
     """Calls any RewardSource (a reward_func.py's FunctionPool, a proxy to another server) once per request, from
     `workers` threads: as many calls at once as the pool has worker processes (--reward-workers), no more."""
+
+    failure = None  # the source's own errors answer each request; the scorer itself never breaks
 
     def __init__(self, source: RewardSource, metrics: BatchObserver, *, workers: int = 1) -> None:
         self.source = source
@@ -386,7 +375,7 @@ def make_scorer(source: RewardSource, metrics: BatchObserver, server: ServerArgs
                 exec_args: RewardExecArgs) -> DynamicBatcher | ThreadedScorer:
     """The scorer of an in-process source: a reward model (ModelReward) is batched across requests on a worker
     thread; any other source is called once per request. Sync `start()`/`stop()` (or `aclose()` in an app)."""
-    if isinstance(source, BatchableSource):
+    if isinstance(source, BatchedSource):
         return DynamicBatcher(source, metrics, max_wait_ms=server.max_wait_ms)
     # A judge behind a chat URL takes --judge-concurrency requests at once; a reward_func.py --reward-workers.
-    return ThreadedScorer(source, metrics, workers=getattr(source, "concurrency", None) or exec_args.reward_workers)
+    return ThreadedScorer(source, metrics, workers=source.concurrency or exec_args.reward_workers)

@@ -16,31 +16,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from rlhfctl.errors import UsageError
+from rlhfctl.serving.sources import open_source
 
 if TYPE_CHECKING:
     from rlhfctl.config import ServeRMConfig
+    from rlhfctl.rewards.base import RewardSource
+    from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
 
 
-def open_source(cfg: ServeRMConfig) -> Any:
-    """The reward source that --reward-pretrain (ModelReward or PairwiseReward, in this process), --reward-func
-    (FunctionPool: in --reward-workers worker processes), --reward (CombinedReward) or --judge-model/--judge-url
-    (JudgeModel, ChatJudge) names."""
-    from rlhfctl.models.remote_code import announce
-    from rlhfctl.rewards.factory import open_combined, open_function, open_judge, open_reward_model
-
-    if cfg.reward_func is not None:
-        return open_function(cfg.reward_func, cfg)
-    if cfg.reward is not None:
-        return open_combined(cfg.reward, cfg)
-    if cfg.judge is not None:
-        return open_judge(cfg)
-    announce(cfg.reward_pretrain, cfg.trust_remote_code)
-    return open_reward_model(cfg)
-
-
-def open_served_source(cfg: ServeRMConfig) -> Any:
+def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess:
     """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
     loaded), or in this process (called once per request, from a thread) a pairwise model, which compares the texts
     of one request with each other, a combined reward, a --judge-url client, or a reward function in
@@ -115,7 +101,9 @@ def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None 
         configure_threads(cfg.num_threads)  # a model scored in this process: leave the event loop a core
     source = open_served_source(cfg)
     try:
-        info = getattr(source, "info", {})
+        from rlhfctl.serving.worker import ModelProcess
+
+        info = source.info if isinstance(source, ModelProcess) else {}
         details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if k != "name")
         log.info("loaded %s in %.1fs%s", source.name, time.perf_counter() - started, f" ({details})" if details else "")
         sock = bind_socket(cfg.host, cfg.port)

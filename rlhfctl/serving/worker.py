@@ -36,7 +36,9 @@ log = logging.getLogger("rlhfctl.serve")
 class ModelProcess:
     """The Scorer for a reward model loaded from `cfg` (--reward-pretrain and the model and batching options) in a
     worker process. `launch()` loads it (blocking; errors come back as the worker raised them); the app's
-    lifespan then `start()`s it on the event loop."""
+    lifespan then `start()`s it on the event loop. It answers /health's questions as a RewardSource does."""
+
+    cacheable = True  # a reward model or a greedy judge, text by text (serve-rm scores a pairwise one in-process)
 
     def __init__(self, cfg: ServeRMConfig) -> None:
         self.cfg = cfg
@@ -49,6 +51,10 @@ class ModelProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._futures: dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
+
+    def health(self) -> dict[str, Any]:
+        """Nothing to add to /health: a dead worker is the scorer's `failure`."""
+        return {}
 
     @property
     def pid(self) -> int | None:
@@ -204,13 +210,15 @@ def _worker_main(conn: Any, cfg: ServeRMConfig) -> None:
     orphaned. Tokenising happens here, on the receiving thread, beside the forward passes of the batcher's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from rlhfctl.rewards.factory import open_judge, open_reward_model
-    from rlhfctl.serving.batcher import DynamicBatcher, texts_to_encode
+    from rlhfctl.rewards.batched import BatchedSource
+    from rlhfctl.serving.batcher import DynamicBatcher
+    from rlhfctl.serving.sources import open_model
     from rlhfctl.serving.threads import configure_threads
 
     threads = configure_threads(cfg.num_threads)
     try:
-        source = open_judge(cfg) if cfg.judge_model else open_reward_model(cfg)
+        source = open_model(cfg)
+        assert isinstance(source, BatchedSource), "a pairwise model is served in the server's process"
     except RlhfctlError as exc:
         conn.send(("failed", str(exc), exc.exit_code))
         return
@@ -232,7 +240,7 @@ def _worker_main(conn: Any, cfg: ServeRMConfig) -> None:
             request_id, queries, *context = message  # (prompts, labels) for a judge
             done = functools.partial(outbox.reply, request_id)
             try:
-                texts = texts_to_encode(source, queries, *context) if context else queries
+                texts = source.render(queries, *context) if context else queries
                 ids = source.encode(texts)
             except Exception as exc:
                 done(exc)

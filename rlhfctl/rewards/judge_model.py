@@ -1,6 +1,6 @@
 """JudgeModel: a causal LM that grades responses (serve-rm --judge-model, train-ppo and check-reward too).
 
-It is a BatchableSource like ModelReward: serve-rm's DynamicBatcher tokenises the rendered judge prompts and runs
+It is a BatchedSource like ModelReward: serve-rm's DynamicBatcher tokenises the rendered judge prompts and runs
 them in shared, length-sorted forward passes. In logprobs mode a pass reads the judge's logits of the score tokens
 at each prompt's last token (right padding, so a prompt's reward does not depend on its company) and returns the
 expected score. Only the score tokens' rows of the output layer are computed: renormalised over those tokens, the
@@ -9,15 +9,16 @@ rest of the vocabulary cancels out. In generate mode a pass generates greedily (
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from rlhfctl.errors import UsageError
-from rlhfctl.rewards.base import RewardBatch
-from rlhfctl.rewards.judge import JudgeSettings, Value, batch_of_values, expected_score, judge_inputs
-from rlhfctl.rewards.model import default_batch_tokens, plan_batches
+from rlhfctl.rewards.batched import BatchedSource
+from rlhfctl.rewards.judge import JudgeSettings, Value, expected_score
+
+if TYPE_CHECKING:
+    from rlhfctl.config import JudgeArgs, ModelLoadArgs, ServerArgs, ServerBatchArgs
 
 
 def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -36,52 +37,47 @@ def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     return ids
 
 
-class JudgeModel:
-    """A causal LM judge scoring in-process (RewardSource and BatchableSource); passes serialised by a lock."""
-
-    cacheable = True  # greedy: a query scores the same every time (a reward cache may keep it)
+class JudgeModel(BatchedSource):
+    """A causal LM judge scoring in-process; passes serialised by a lock. Greedy, so a query scores the same every
+    time (cacheable, as BatchedSource says)."""
 
     def __init__(self, model: Any, tokenizer: Any, settings: JudgeSettings, *, max_len: int = 4096,
                  batch_size: int = 16, max_batch_tokens: int | None = None, chat: bool = False,
                  name: str = "judge") -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, name=name, max_len=max_len, batch_size=batch_size,
+                         max_batch_tokens=max_batch_tokens)
         self.settings = settings
-        self.max_len = max_len
-        self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model.device)
         self.chat = chat
-        self.name = name
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.score_ids = score_token_ids(tokenizer, [t.text for t in settings.score_tokens])
         self.values = torch.tensor([t.value for t in settings.score_tokens], dtype=torch.float64)
-        self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "JudgeModel":
-        """From --judge-model (a folder by now: commands resolve Hub IDs first), the JudgeArgs and model-loading
+    def from_config(cls, judge: JudgeArgs, loading: ModelLoadArgs, *, batching: ServerBatchArgs | None = None,
+                    server: ServerArgs | None = None) -> "JudgeModel":
+        """From --judge-model (a folder by now: commands resolve Hub IDs first), the judge and model-loading
         options, and serve-rm's batching options where the command has them."""
         from transformers import AutoTokenizer
 
-        from rlhfctl.config import ServerArgs, ServerBatchArgs
         from rlhfctl.models.actor import load_policy
 
-        settings = JudgeSettings.from_config(cfg)
+        assert judge.judge_model is not None
+        settings = JudgeSettings.from_config(judge)
         try:
-            model = load_policy(cfg.judge_model, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
-                                load_in_4bit=cfg.load_in_4bit)
+            model = load_policy(judge.judge_model, bf16=loading.bf16, flash_attn=loading.flash_attn,
+                                load_in_4bit=loading.load_in_4bit)
         except UsageError as exc:
             raise UsageError(str(exc).replace("--pretrain", "--judge-model", 1)) from None
-        tokenizer = AutoTokenizer.from_pretrained(cfg.judge_model, use_fast=not cfg.disable_fast_tokenizer)
-        if cfg.judge_chat_template and not tokenizer.chat_template:
-            raise UsageError(f"--judge-chat-template: the tokenizer of {cfg.judge_model} has no chat template")
-        if torch.cuda.is_available() and not cfg.load_in_4bit:
+        tokenizer = AutoTokenizer.from_pretrained(judge.judge_model, use_fast=not loading.disable_fast_tokenizer)
+        if judge.judge_chat_template and not tokenizer.chat_template:
+            raise UsageError(f"--judge-chat-template: the tokenizer of {judge.judge_model} has no chat template")
+        if torch.cuda.is_available() and not loading.load_in_4bit:
             model = model.cuda()
         model.eval()
-        batching = cfg if isinstance(cfg, ServerBatchArgs) else ServerBatchArgs()
-        return cls(model, tokenizer, settings, max_len=cfg.judge_max_len, batch_size=batching.batch_size,
-                   max_batch_tokens=cfg.max_batch_tokens if isinstance(cfg, ServerArgs) else None,
-                   chat=cfg.judge_chat_template, name=f"judge {cfg.judge_model} ({cfg.judge_mode})")
+        sizes = {} if batching is None else {"batch_size": batching.batch_size}
+        return cls(model, tokenizer, settings, max_len=judge.judge_max_len,
+                   max_batch_tokens=server.max_batch_tokens if server is not None else None,
+                   chat=judge.judge_chat_template, name=f"judge {judge.judge_model} ({judge.judge_mode})", **sizes)
 
     # ------------------------------------------------------------------------------------------------ pieces
     def render(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
@@ -133,20 +129,3 @@ class JudgeModel:
                                   max_new_tokens=self.settings.max_new_tokens, pad_token_id=self.pad_id)
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return [self.settings.parsed(text) for text in texts]
-
-    # ------------------------------------------------------------------------------------------------ protocol
-    def score(self, queries: list[str], prompts: list[str] | None = None,
-              labels: list[str] | None = None) -> RewardBatch:
-        prompts, labels, empty = judge_inputs(queries, prompts, labels)
-        if empty is not None:
-            return empty
-        ids = self.encode(self.render(queries, prompts, labels))
-        values: list[Value] = [0.0] * len(ids)
-        for group in plan_batches([len(row) for row in ids], self.batch_size, self.max_batch_tokens):
-            for i, value in zip(group, self.forward([ids[i] for i in group])):
-                values[i] = value
-        return batch_of_values(values)
-
-    def close(self) -> None:
-        """Nothing to release: the model is freed with this object."""
-
