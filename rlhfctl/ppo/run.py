@@ -67,12 +67,15 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
-    from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
+    from rlhfctl.config import EvalArgs, LoggingArgs, PPOArgs, RolloutArgs, RunArgs, TrainArgs
+    from rlhfctl.ppo.roles import Roles
+    from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
     from rlhfctl.models.remote_code import announce
     from rlhfctl.ppo.reward_role import RoleReward
     from rlhfctl.rewards.cache import with_cache
     from rlhfctl.rewards.factory import open_combined, open_reward
+    from rlhfctl.rollout.hf import HFRollout
     from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
     from rlhfctl.hub import resolve_fields
@@ -157,8 +160,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,
                           use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
-        trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
-                             eval_prompts=eval_prompts, rollout=rollout)
+        trainer = PPOTrainer(roles, rollout or HFRollout(roles.actor, tokenizer.pad_token_id), reward, prompts,
+                             eval_prompts, tracker, checkpoints, tokenizer.pad_token_id,
+                             train=cfg.slice(TrainArgs), ppo=cfg.slice(PPOArgs), rollout=cfg.slice(RolloutArgs),
+                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs))
         tracker.note(f"placement: {describe_places(groups)}")
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))

@@ -12,6 +12,8 @@ from rlhfctl.distributed.placement import PlacementPlan
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError
 from rlhfctl.ppo.experience import Samples
+from rlhfctl.ppo.workers import PolicyWorker
+from rlhfctl.rollout.engine import VLLMEngine
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
@@ -58,10 +60,8 @@ def _attention_heads(path: str) -> Optional[int]:
 
 
 class VLLMRollout:
-    def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup, pad_token_id: int,
+    def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup[PolicyWorker], pad_token_id: int,
                  backend: str) -> None:
-        from rlhfctl.rollout.engine import VLLMEngine
-
         self.cfg = cfg
         self.actor = actor
         self.pad_token_id = pad_token_id
@@ -72,12 +72,12 @@ class VLLMRollout:
     def wait_ready(self) -> "VLLMRollout":
         """Engines built; the weight-sync group joined (unless --vllm-sync-with-ray)."""
         self.engines.wait_ready()
-        self._meta = get(self.actor.workers[0].call.remote("weight_meta"))
+        self._meta = get(self.actor.on(0, PolicyWorker.weight_meta))
         if not self.cfg.vllm_sync_with_ray:
             addr, port = get(self.actor.workers[0].rendezvous.remote())
             world = 1 + len(self.engines)
-            get(self.actor.call_all("init_weight_sync", addr, port, world, self.backend)
-                + self.engines.call_all("init_weight_sync", addr, port, world, self.backend))
+            get(self.actor.all(PolicyWorker.init_weight_sync, addr, port, world, self.backend)
+                + self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend))
         return self
 
     def generate(self, batch: list[PromptExample], n: int, step: int, evaluation: bool, round: int) -> Samples:
@@ -86,19 +86,20 @@ class VLLMRollout:
 
             return agent_generate(self.cfg, self.engines.workers, batch, n, evaluation)
         futures = []
-        for engine, s in zip(self.engines.workers, contiguous_shards(len(batch), len(self.engines))):
+        for rank, s in enumerate(contiguous_shards(len(batch), len(self.engines))):
             if s.stop > s.start:  # fewer prompts than engines: the rest sit this one out
-                futures.append(engine.call.remote("generate_samples", [p.prompt for p in batch[s]],
-                                                  [p.label for p in batch[s]], n, step, evaluation, round, s.start))
+                futures.append(self.engines.on(rank, VLLMEngine.generate_samples, [p.prompt for p in batch[s]],
+                                               [p.label for p in batch[s]], n, step, evaluation, round, s.start))
         return Samples.concat(get(futures), self.pad_token_id)
 
     def sync_weights(self) -> Optional[float]:
         """Every actor rank gathers, rank 0 sends, every engine loads; the seconds it took."""
         t0 = time.perf_counter()
         if self.cfg.vllm_sync_with_ray:
-            get(self.actor.call_all("send_weights_ray", self.engines.workers))
+            get(self.actor.all(PolicyWorker.send_weights_ray, self.engines.workers))
         else:
-            get(self.actor.call_all("broadcast_weights") + self.engines.call_all("receive_weights", self._meta))
+            get(self.actor.all(PolicyWorker.broadcast_weights)
+                + self.engines.all(VLLMEngine.receive_weights, self._meta))
         return time.perf_counter() - t0
 
     def close(self) -> None:
