@@ -22,7 +22,7 @@ from typing import Any, Optional, TYPE_CHECKING
 from rlhfctl.errors import ConfigError, RlhfctlError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig
 
 # Set by `ray job submit`'s supervisor for the entrypoint it runs (beside RAY_ADDRESS): we are inside a Ray job.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -123,12 +123,15 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     return roles
 
 
-def role_shape(cfg: TrainPPOConfig, role: str) -> tuple[int, int]:
+def role_shape(cfg: PlacementArgs, role: str) -> tuple[int, int]:
     """(nodes, workers per node) a role asks for: one worker per requested GPU; the vLLM engines count as one node
     of --vllm-num-engines workers (each engine's bundle is its own, see plan_roles)."""
-    if role == "vllm":
-        return 1, cfg.vllm_num_engines or 0
-    return getattr(cfg, f"{role}_num_nodes"), getattr(cfg, f"{role}_num_gpus_per_node")
+    shapes = {"actor": (cfg.actor_num_nodes, cfg.actor_num_gpus_per_node),
+              "ref": (cfg.ref_num_nodes, cfg.ref_num_gpus_per_node),
+              "critic": (cfg.critic_num_nodes, cfg.critic_num_gpus_per_node),
+              "reward": (cfg.reward_num_nodes, cfg.reward_num_gpus_per_node),
+              "vllm": (1, cfg.vllm_num_engines or 0)}
+    return shapes[role]
 
 
 def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: bool = False) -> PlacementPlan:

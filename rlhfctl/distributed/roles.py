@@ -172,8 +172,8 @@ class RoleGroup(Generic[W]):
 
     def _check(self, method: Callable[..., Any]) -> None:
         """A method of another class (the critic's `values` sent to the reference) fails here, in the driver."""
-        if getattr(self.worker_cls, getattr(method, "__name__", ""), None) is not method:
-            raise TypeError(f"{getattr(method, '__qualname__', method)!r} is not a method of the {self.role} "
+        if getattr(self.worker_cls, method.__name__, None) is not method:
+            raise TypeError(f"{method.__qualname__!r} is not a method of the {self.role} "
                             f"workers ({self.worker_cls.__name__})")
 
     def shutdown(self) -> None:
