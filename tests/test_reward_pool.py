@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import textwrap
 import time
-from types import SimpleNamespace
 
 import pytest
 import yaml

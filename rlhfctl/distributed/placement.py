@@ -170,7 +170,7 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: 
     return PlacementPlan(plans, group_plans, use_gpus)
 
 
-def cluster_address(cfg: TrainPPOConfig) -> Optional[str]:
+def cluster_address(cfg: PlacementArgs) -> Optional[str]:
     """The Ray cluster to join: --ray-address, else RAY_ADDRESS, else "auto" inside a Ray job (whose supervisor
     sets both); None: start a local Ray."""
     if cfg.ray_address:
@@ -202,7 +202,7 @@ def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S)
                           f"{timeout:g}s); is the head started (`ray start --head --port {port}`)?") from None
 
 
-def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
+def start_ray(cfg: PlacementArgs, cpu_bundles_needed: int) -> bool:
     """Join the cluster (see cluster_address) or start a local Ray; returns True when this call called ray.init
     (so release() calls ray.shutdown: for a joined cluster that only disconnects).
 

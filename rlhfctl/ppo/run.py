@@ -67,7 +67,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
-    from rlhfctl.config import EvalArgs, LoggingArgs, PPOArgs, RolloutArgs, RunArgs, TrainArgs
+    from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs,
+                                RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
     from rlhfctl.ppo.roles import Roles
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -120,7 +121,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     if cfg.vllm_num_engines:
-        check_vllm(cfg)
+        check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, cfg) if cfg.remote_rm_url else \
@@ -132,7 +133,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         plan = place(cfg, roles_needed)
         if joining:
             check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
-        note_offload(cfg, roles_needed, has_gpus=plan.use_gpus)
+        note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
         backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs

