@@ -43,9 +43,9 @@ def sample_details(samples: Optional[Samples], index: Optional[int]) -> str:
 
 def _fault_details(exc: RewardError, samples: Optional[Samples]) -> str:
     """The failing sample (prompt, response, label) and the user's traceback, where the reward source knows them."""
-    index = exc.index if isinstance(exc, RewardFault) else None
-    out = sample_details(samples, index)
-    trace = exc.user_traceback if isinstance(exc, RewardFault) else ""
+    # RewardFault declares both; an agent's AgentError carries the user's traceback without an index
+    out = sample_details(samples, getattr(exc, "index", None))
+    trace = getattr(exc, "user_traceback", "")
     if trace:
         out += "\n" + trace.rstrip()
     return out
