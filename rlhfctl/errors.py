@@ -39,7 +39,12 @@ class DataError(UsageError):
 
 
 class RewardError(RlhfctlError):
-    """A reward source failed: a server that stays down, a reward_func that raises or breaks the contract."""
+    """A reward source failed: a server that stays down, a reward_func that raises or breaks the contract.
+    `index` is the sample (within the call) the failure is about, where one is; `user_traceback` the user code's
+    own traceback (a reward_func.py, an agent's environment), where there is one."""
+
+    index: int | None = None
+    user_traceback: str = ""
 
 
 class NonFiniteError(RlhfctlError):

@@ -13,6 +13,7 @@ import yaml
 
 from rlhfctl.errors import RewardError
 from rlhfctl.ppo.async_loop import AsyncRollouts
+from rlhfctl.ppo.rollouts import Rollouts, ScoredBatch
 from tests.cli_runner import run_main
 
 
@@ -52,39 +53,64 @@ def test_bad_async_options_exit_2_naming_the_option(args, needle, tiny_policy_di
 
 
 # ------------------------------------------------------------------------------------------------ the producer
-class FakeTrainer:
-    """What AsyncRollouts calls on PPOTrainer: generation records the step, the engines' version and its start."""
+class FakeEngines:
+    """Generation and reward as plain functions: generation records the step and its start."""
 
     def __init__(self, generate_seconds: float = 0.0, fail_reward_at: int | None = None,
                  block_at: int | None = None) -> None:
-        self.cfg = SimpleNamespace(dynamic_filtering=False)
-        self.per_episode = 4
         self.generate_seconds = generate_seconds
         self.fail_reward_at = fail_reward_at
         self.started: dict[int, float] = {}
         self.block_at = block_at  # that step's generation waits for `release`, as a long one in the engines
         self.release = threading.Event()
 
-    def _batch(self, episode: int, index: int) -> list[str]:
-        return [f"prompt {episode}.{index}"]
-
-    def generate(self, batch: list[str], step: int) -> SimpleNamespace:
+    def generate(self, step: int) -> SimpleNamespace:
         self.started[step] = time.perf_counter()
         if step == self.block_at:
             self.release.wait(10)
         time.sleep(self.generate_seconds)
-        return SimpleNamespace(step=step, batch=batch)
+        return SimpleNamespace(step=step)
 
-    def reward_call(self, samples: SimpleNamespace) -> SimpleNamespace:
-        if samples.step == self.fail_reward_at:
+
+class FakeScorer:
+    """What AsyncRollouts calls on ppo/scoring.Scorer: the reward's call, its failure policy, its count check."""
+
+    def __init__(self, engines: FakeEngines) -> None:
+        self.engines = engines
+
+    def call(self, samples: SimpleNamespace) -> SimpleNamespace:
+        if samples.step == self.engines.fail_reward_at:
             raise RewardError("reward_func.py: reward_func raised KeyError('no rule')")
         return SimpleNamespace(rewards=[1.0])
 
-    def reward_count_checked(self, rewards, samples):
+    def checked(self, rewards, samples):
         return rewards
 
-    def reward_failed(self, exc, samples, during=None):
+    def failed(self, exc, samples, during=None):
         raise RewardError(f"step {samples.step + 1}: the reward failed ({exc})")
+
+
+class FakeRollouts(Rollouts):
+    """The producer's inner rollouts: generate, then score with the producer's `score` (later, or at once when
+    `interleaved`, as dynamic filtering does)."""
+
+    def __init__(self, engines: FakeEngines, score, interleaved: bool = False) -> None:
+        self.engines = engines
+        self.score = score
+        self.interleaved = interleaved
+
+    def next(self, step: int) -> ScoredBatch:
+        samples = self.engines.generate(step)
+        if not self.interleaved:
+            return ScoredBatch(step, samples, scorer=self.score)
+        return ScoredBatch(step, samples, self.score(samples), {"dynamic_filtering/extra_rounds": 1.0},
+                           {"time/reward": 0.01})
+
+
+def producer_of(engines: FakeEngines, first_step: int, total_steps: int, queue_size: int,
+                interleaved: bool = False) -> AsyncRollouts:
+    return AsyncRollouts(lambda score: FakeRollouts(engines, score, interleaved), FakeScorer(engines), first_step,
+                         total_steps, queue_size)
 
 
 def drive(producer: AsyncRollouts, steps: int, train_seconds: float) -> list[tuple[int, float, float]]:
@@ -104,8 +130,7 @@ def drive(producer: AsyncRollouts, steps: int, train_seconds: float) -> list[tup
 def test_lag_reaches_but_never_passes_the_queue_size(queue_size):
     """Generation is instant and training slow, so the producer runs ahead as far as it may: exactly queue_size
     versions once it can, never more."""
-    trainer = FakeTrainer()
-    producer = AsyncRollouts(trainer, 0, 6, queue_size)
+    producer = producer_of(FakeEngines(), 0, 6, queue_size)
     try:
         lags = [lag for lag, _, _ in drive(producer, 6, train_seconds=0.05)]
     finally:
@@ -114,17 +139,16 @@ def test_lag_reaches_but_never_passes_the_queue_size(queue_size):
 
 
 def test_generation_of_the_next_step_starts_while_this_one_trains():
-    trainer = FakeTrainer(generate_seconds=0.05)
-    producer = AsyncRollouts(trainer, 0, 4, 1)
+    engines = FakeEngines(generate_seconds=0.05)
+    producer = producer_of(engines, 0, 4, 1)
     try:
         timeline = drive(producer, 4, train_seconds=0.2)
     finally:
         producer.stop()
     for step, (_, _, train_end) in enumerate(timeline[:-1]):
-        assert trainer.started[step + 1] < train_end  # overlapped, not after
+        assert engines.started[step + 1] < train_end  # overlapped, not after
     # and what the trainer logs as time/overlap for such a step is the generation inside it
-    trainer2 = FakeTrainer(generate_seconds=0.1)
-    producer2 = AsyncRollouts(trainer2, 0, 2, 1)
+    producer2 = producer_of(FakeEngines(generate_seconds=0.1), 0, 2, 1)
     try:
         producer2.next(0)
         t0 = time.perf_counter()
@@ -135,26 +159,29 @@ def test_generation_of_the_next_step_starts_while_this_one_trains():
     assert 0.05 < overlap <= 0.3
 
 
+def version(batch: ScoredBatch) -> int:
+    return int(batch.metrics["rollout/policy_version"])
+
+
 def test_a_resumed_producer_starts_at_the_checkpoint_step_with_its_version():
-    trainer = FakeTrainer()
-    producer = AsyncRollouts(trainer, 3, 5, 1)
+    producer = producer_of(FakeEngines(), 3, 5, 1)
     try:
         first = producer.next(3)
         producer.updated(3, time.perf_counter(), sync=None)
         second = producer.next(4)
     finally:
         producer.stop()
-    assert (first.step, first.version, second.step, second.version) == (3, 3, 4, 3)
+    assert (first.step, version(first), second.step, version(second)) == (3, 3, 4, 3)
 
 
 def test_weight_sync_waits_for_the_generation_in_flight():
     """Generation and weight sync never overlap, so each rollout's recorded version is the one it used."""
-    trainer = FakeTrainer(block_at=1)
-    producer = AsyncRollouts(trainer, 0, 3, 1)
+    engines = FakeEngines(block_at=1)
+    producer = producer_of(engines, 0, 3, 1)
     try:
         producer.next(0)
         deadline = time.time() + 5
-        while 1 not in trainer.started and time.time() < deadline:
+        while 1 not in engines.started and time.time() < deadline:
             time.sleep(0.01)
         synced = []
         syncer = threading.Thread(target=lambda: producer.updated(0, 0.0, sync=lambda: synced.append(
@@ -162,67 +189,56 @@ def test_weight_sync_waits_for_the_generation_in_flight():
         syncer.start()
         time.sleep(0.2)
         assert not synced  # held off by the generation in flight
-        trainer.release.set()
+        engines.release.set()
         syncer.join(5)
-        assert synced and producer.next(1).version == 0
+        assert synced and version(producer.next(1)) == 0
     finally:
-        trainer.release.set()
+        engines.release.set()
         producer.stop()
 
 
 def test_stop_drops_the_rollout_in_flight():
-    trainer = FakeTrainer(block_at=1)
-    producer = AsyncRollouts(trainer, 0, 4, 1)
+    engines = FakeEngines(block_at=1)
+    producer = producer_of(engines, 0, 4, 1)
     producer.next(0)
     deadline = time.time() + 5
-    while 1 not in trainer.started and time.time() < deadline:
+    while 1 not in engines.started and time.time() < deadline:
         time.sleep(0.01)
     producer.stop()
-    trainer.release.set()  # the engine call returns after the stop: its rollout is not queued
+    engines.release.set()  # the engine call returns after the stop: its rollout is not queued
     producer._thread.join(5)
     assert not producer._thread.is_alive() and producer._queue.empty()
-    assert 2 not in trainer.started  # and nothing further was generated
+    assert 2 not in engines.started  # and nothing further was generated
 
 
 def test_a_reward_failure_in_the_producer_is_raised_by_the_driver_at_its_step():
-    trainer = FakeTrainer(fail_reward_at=2)
-    producer = AsyncRollouts(trainer, 0, 5, 1)
+    engines = FakeEngines(fail_reward_at=2)
+    producer = producer_of(engines, 0, 5, 1)
     try:
-        results = [producer.next(s).result(trainer) for s in range(2)]
+        results = [producer.next(s).rewards for s in range(2)]
         for s in range(2):
             producer.updated(s, time.perf_counter(), sync=None)
-        failed = producer.next(2)
         with pytest.raises(RewardError, match=r"step 3: the reward failed \(reward_func.py: .*KeyError"):
-            failed.result(trainer)
+            producer.next(2)
     finally:
         producer.stop()
-    assert len(results) == 2
+    assert [r.rewards for r in results] == [[1.0], [1.0]]
     producer._thread.join(5)
-    assert not producer._thread.is_alive() and 3 not in trainer.started  # nothing generated past the failure
+    assert not producer._thread.is_alive() and 3 not in engines.started  # nothing generated past the failure
 
 
 def test_dynamic_filtering_rounds_run_in_the_producer_and_their_counts_reach_the_step():
     """--dynamic-filtering with --async-train: the producer runs the whole filtered rollout (generation and scoring
     rounds) for the step ahead, with the reward's failures carried like any other."""
-    trainer = FakeTrainer(fail_reward_at=1)
-    trainer.cfg.dynamic_filtering = True
-    calls = []
-
-    def filtered_rollout(batch, step, score):
-        samples = trainer.generate(batch, step=step)
-        calls.append(step)
-        rewards = score(samples)
-        return samples, rewards, {"dynamic_filtering/extra_rounds": 1.0}, 0.01
-
-    trainer.filtered_rollout = filtered_rollout
-    producer = AsyncRollouts(trainer, 0, 3, 1)
+    engines = FakeEngines(fail_reward_at=1)
+    producer = producer_of(engines, 0, 3, 1, interleaved=True)
     try:
         first = producer.next(0)
-        assert first.result(trainer).rewards == [1.0]
+        assert first.rewards.rewards == [1.0]
         assert first.metrics["dynamic_filtering/extra_rounds"] == 1.0 and first.timings["time/reward"] == 0.01
         producer.updated(0, time.perf_counter(), sync=None)
         with pytest.raises(RewardError, match="step 2: the reward failed"):
-            producer.next(1).result(trainer)
+            producer.next(1)
     finally:
         producer.stop()
-    assert calls == [0, 1]
+    assert sorted(engines.started) == [0, 1]

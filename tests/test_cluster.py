@@ -187,17 +187,16 @@ def test_the_cluster_to_join_flag_then_ray_address_then_the_job(monkeypatch):
 def test_a_lost_actor_worker_names_the_newest_checkpoint_instead_of_saving(tmp_path):
     """The actor's state on the lost node is gone (and its peers wait on it in collectives): nothing is saved, the
     message names the lost worker and the newest complete checkpoint."""
-    from rlhfctl.config import TrainPPOConfig
     from rlhfctl.distributed.roles import WorkerLost, WorkerPlace
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
-    from rlhfctl.ppo.trainer import PPOTrainer, Roles
+    from rlhfctl.ppo.failures import Failures
 
     checkpoints = CheckpointManager(str(tmp_path / "ckpt"), max_ckpt_num=3)
     checkpoints.finish(checkpoints.begin(4), TrainerState(step=4))
-    cfg = TrainPPOConfig(pretrain="p", prompt_data="d.jsonl", remote_rm_url="r.py")
-    trainer = PPOTrainer(cfg, [], Roles(actor=None), None, None, checkpoints, 0, state=TrainerState(step=5))
+    failures = Failures(TrainerState(step=5), save=lambda: pytest.fail("saved a checkpoint"), checkpoints=checkpoints,
+                        tracker=None, skip_nonfinite_batches=False, trained_roles={"actor"})
     place = WorkerPlace("actor", 1, 0, "8d41e0aa" + "0" * 48, "10.0.0.3")
-    lost = trainer._worker_lost(WorkerLost(f"lost the {place.describe()}: its node left the cluster", place, True))
+    lost = failures.worker_lost(WorkerLost(f"lost the {place.describe()}: its node left the cluster", place, True))
     message = str(lost)
     assert message.startswith("lost the actor worker 1 on node 10.0.0.3 (8d41e0aa): its node left the cluster; the "
                               "run stops during step 6. The actor worker's state went with it")

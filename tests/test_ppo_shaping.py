@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlhfctl.config import TrainPPOConfig, resolve
+from rlhfctl.config import PPOArgs, RolloutArgs, TrainPPOConfig, resolve
 from rlhfctl.errors import ConfigError
 from rlhfctl.ppo.experience import Samples
 from rlhfctl.ppo.shaping import build_experience
@@ -21,6 +21,11 @@ BASE = {"pretrain": "p", "prompt_data": "d", "remote_rm_url": "r.py", "train_bat
 
 def cfg(**kw) -> TrainPPOConfig:
     return TrainPPOConfig(**{**BASE, **kw})
+
+
+def shape(c: TrainPPOConfig, *args):
+    """build_experience with the config's PPO and rollout groups, as the trainer calls it."""
+    return build_experience(c.slice(PPOArgs), c.slice(RolloutArgs), *args)
 
 
 def samples(action_mask: list[list[int]], truncated: list[bool] | None = None) -> Samples:
@@ -39,7 +44,7 @@ def test_reward_clip_applies_to_the_shaped_reward_on_the_trainers_path():
     c = cfg(advantage_estimator="reinforce_baseline", n_samples_per_prompt=2, reward_clip_range=(-1.0, 1.0),
             init_kl_coef=0.0)
     s = samples([[1, 1], [1, 1]])
-    exp, info = build_experience(c, s, torch.tensor([10.0, 0.0]), torch.zeros(2, 2), None, None, 0.0)
+    exp, info = shape(c, s, torch.tensor([10.0, 0.0]), torch.zeros(2, 2), None, None, 0.0)
     assert_close(exp.returns, torch.tensor([[1.0, 1.0], [-1.0, -1.0]]))
     assert info["reward"] == 5.0  # the metric is the reward as the reward function gave it
 
@@ -52,7 +57,7 @@ def test_length_penalties_change_the_reward_before_the_group_baseline():
     c = cfg(advantage_estimator="dr_grpo", n_samples_per_prompt=2, generate_max_len=4, overlong_buffer_len=2,
             stop_properly_penalty_coef=-0.5, init_kl_coef=0.0)
     s = samples([[1, 1, 1, 1], [1, 1, 0, 0]], truncated=[True, False])
-    exp, info = build_experience(c, s, torch.tensor([1.0, 1.0]), torch.zeros(2, 4), None, None, 0.0)
+    exp, info = shape(c, s, torch.tensor([1.0, 1.0]), torch.zeros(2, 4), None, None, 0.0)
     assert_close(exp.advantages, torch.tensor([[-0.75] * 4, [0.75, 0.75, 0.0, 0.0]]))
     assert info["overlong_penalized"] == 0.5 and info["truncated"] == 0.5
     assert info["reward"] == 1.0 and info["reward_penalized"] == 0.25
@@ -64,12 +69,12 @@ def test_kl_goes_into_the_reward_or_into_the_loss():
     the experience carries the reference log-probs and the coefficient for the actor's KL loss."""
     lp, ref = torch.tensor([[0.5, 0.1]]), torch.zeros(1, 2)
     s = samples([[1, 1]])
-    in_reward, info = build_experience(cfg(advantage_estimator="reinforce", advantage_whiten=False), s,
+    in_reward, info = shape(cfg(advantage_estimator="reinforce", advantage_whiten=False), s,
                                        torch.tensor([1.0]), lp, ref, None, 0.1)
     assert_close(in_reward.returns, torch.tensor([[0.94, 0.99]]))
     assert in_reward.ref_log_probs is None and in_reward.kl_loss_coef == 0.0
     assert info["kl"] == pytest.approx(0.3)
-    as_loss, info = build_experience(cfg(advantage_estimator="reinforce", advantage_whiten=False, use_kl_loss=True,
+    as_loss, info = shape(cfg(advantage_estimator="reinforce", advantage_whiten=False, use_kl_loss=True,
                                          kl_estimator="k3"), s, torch.tensor([1.0]), lp, ref, None, 0.1)
     assert_close(as_loss.returns, torch.tensor([[1.0, 1.0]]))
     assert_close(as_loss.ref_log_probs, ref)
@@ -80,10 +85,10 @@ def test_kl_goes_into_the_reward_or_into_the_loss():
 
 def test_is_correction_with_hf_generation_uses_the_actors_own_log_probs():
     lp = torch.tensor([[-0.5, -1.0]])
-    exp, _ = build_experience(cfg(advantage_estimator="reinforce", enable_vllm_is_correction=True),
+    exp, _ = shape(cfg(advantage_estimator="reinforce", enable_vllm_is_correction=True),
                               samples([[1, 1]]), torch.tensor([1.0]), lp, None, None, 0.0)
     assert_close(exp.rollout_log_probs, lp)
-    off, _ = build_experience(cfg(advantage_estimator="reinforce"), samples([[1, 1]]), torch.tensor([1.0]), lp,
+    off, _ = shape(cfg(advantage_estimator="reinforce"), samples([[1, 1]]), torch.tensor([1.0]), lp,
                               None, None, 0.0)
     assert off.rollout_log_probs is None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import textwrap
 import time
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,7 +13,9 @@ import torch
 
 from rlhfctl.config import resolve
 from rlhfctl.ppo.experience import Samples
-from rlhfctl.ppo.trainer import PPOTrainer
+from rlhfctl.ppo.checkpoint import TrainerState
+from rlhfctl.ppo.failures import Failures
+from rlhfctl.ppo.scoring import Scorer
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.pool import FunctionPool
 from tests.cli_runner import run_main as cli
@@ -129,16 +130,15 @@ def functions(tmp_path_factory):
 
 
 def trainer_score(pool, queries=QUERIES, micro_rollout_batch_size=2):
-    """PPOTrainer.score as train-ppo calls it on a reward_func.py (the trainer's other roles are not involved)."""
+    """Scorer.score as train-ppo's rollouts call it on a reward_func.py (no failure expected: nothing is saved)."""
     n = len(queries)
     samples = Samples(torch.ones(n, 3, dtype=torch.long), torch.ones(n, 3), torch.ones(n, 1), PROMPTS[:n],
                       LABELS[:n], [q.rsplit(" ", 1)[1] for q in queries], queries=list(queries))
-    trainer = SimpleNamespace(roles=SimpleNamespace(reward=None), reward=pool, state=SimpleNamespace(step=0),
-                              cfg=SimpleNamespace(micro_rollout_batch_size=micro_rollout_batch_size,
-                                                  n_samples_per_prompt=1))
-    for method in ("reward_call", "reward_count_checked", "reward_failed"):
-        setattr(trainer, method, getattr(PPOTrainer, method).__get__(trainer))
-    return PPOTrainer.score(trainer, samples)
+    failures = Failures(TrainerState(), save=lambda: pytest.fail("the reward failed"), checkpoints=None,
+                        tracker=None, skip_nonfinite_batches=False, trained_roles={"actor"})
+    scorer = Scorer(pool, failures, micro_rollout_batch_size=micro_rollout_batch_size, n_samples_per_prompt=1,
+                    eval_n_samples_per_prompt=1)
+    return scorer.score(samples)
 
 
 @pytest.mark.parametrize("vintage", ["float", "tensor"])

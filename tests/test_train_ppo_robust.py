@@ -292,14 +292,15 @@ def test_ref_reward_offload_reaches_the_ray_workers(tiny_policy_dir, tiny_rm_seq
         ref = RoleGroup("ref", plan, ReferenceWorker, cfg).wait_ready()
         reward = RoleGroup("reward", plan, RewardModelWorker, cfg).wait_ready()
         ids = torch.randint(5, 200, (2, 8))
-        assert get(ref.call_all("log_probs", ids, torch.ones_like(ids), 3))[0].shape == (2, 3)
-        get(reward.call_all("score", ["a b", "c d"], ["a", "c"], ["", ""]))
-        assert get(ref.call_all("offload_onloads")) == [1] and get(reward.call_all("offload_onloads")) == [1]
+        assert get(ref.all(ReferenceWorker.log_probs, ids, torch.ones_like(ids), 3))[0].shape == (2, 3)
+        get(reward.all(RewardModelWorker.score, ["a b", "c d"], ["a", "c"], ["", ""]))
+        assert get(ref.all(ReferenceWorker.offload_onloads)) == [1]
+        assert get(reward.all(RewardModelWorker.offload_onloads)) == [1]
         # An unexpected exception in a worker: one line naming role, rank and exception; the traceback kept aside.
         from rlhfctl.errors import WorkerError
 
         with pytest.raises(WorkerError) as caught:
-            get(ref.call_all("log_probs", ids, torch.ones(2, 3, dtype=torch.long), 3))
+            get(ref.all(ReferenceWorker.log_probs, ids, torch.ones(2, 3, dtype=torch.long), 3))
         message = str(caught.value)
         assert message.startswith("ref worker 0 failed (log_probs): ") and "\n" not in message
         assert "Traceback" in caught.value.remote_traceback and "action_log_probs" in caught.value.remote_traceback

@@ -12,6 +12,9 @@ import os
 import pytest
 import torch
 
+from rlhfctl.distributed.roles import call
+from rlhfctl.rollout.engine import VLLMEngine
+
 pytestmark = pytest.mark.slow
 
 PROMPTS = ["hello world", "the cat sat on the mat and then", "a", "numbers 1 2 3 4"]
@@ -83,7 +86,7 @@ def engine_samples(rollout, prompts, n: int, step: int = 0, evaluation: bool = F
     from rlhfctl.distributed.roles import get
 
     engine = rollout.engines.workers[0]
-    return get(engine.call.remote("generate_samples", prompts, ["l"] * len(prompts), n, step, evaluation, 0, 0))
+    return get(call(engine, VLLMEngine.generate_samples, prompts, ["l"] * len(prompts), n, step, evaluation, 0, 0))
 
 
 def test_greedy_engine_samples_equal_hf_generate_in_layout_and_tokens(setup, policies):
@@ -120,10 +123,10 @@ def test_two_engines_each_get_whole_prompts(setup):
     from rlhfctl.distributed.roles import get
 
     _, rollout, _ = setup
-    before = get([e.call.remote("prompt_count") for e in rollout.engines.workers])
+    before = get([call(e, VLLMEngine.prompt_count) for e in rollout.engines.workers])
     batch = [PromptExample(p, f"label{i}", i) for i, p in enumerate(PROMPTS)]
     samples = rollout.generate(batch, n=3, step=0, evaluation=False, round=0)
-    after = get([e.call.remote("prompt_count") for e in rollout.engines.workers])
+    after = get([call(e, VLLMEngine.prompt_count) for e in rollout.engines.workers])
     assert [x - y for x, y in zip(after, before)] == [2, 2]
     assert samples.prompts == [p for p in PROMPTS for _ in range(3)]
     assert samples.labels == [f"label{i}" for i in range(4) for _ in range(3)]
@@ -135,7 +138,7 @@ def test_generate_requests_answers_each_request_with_its_own_parameters(setup):
 
     _, rollout, _ = setup
     engine = rollout.engines.workers[1]
-    out = get(engine.call.remote("generate_requests", [
+    out = get(call(engine, VLLMEngine.generate_requests, [
         {"prompt_token_ids": [5, 6, 7], "max_tokens": 3, "temperature": 1.0, "logprobs": True, "seed": 1},
         {"prompt_token_ids": [8, 9], "max_tokens": 6, "temperature": 0},
     ]))
@@ -145,9 +148,9 @@ def test_generate_requests_answers_each_request_with_its_own_parameters(setup):
     assert out[0]["finish_reason"] == ("length" if len(out[0]["token_ids"]) == 3 else "stop")
     assert isinstance(out[1]["text"], str)
     with pytest.raises(UsageError, match="request 1: prompt_token_ids must be a non-empty list"):
-        get(engine.call.remote("generate_requests", [{"prompt_token_ids": [1]}, {"prompt_token_ids": []}]))
+        get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1]}, {"prompt_token_ids": []}]))
     with pytest.raises(UsageError, match="request 0: top_p must be in"):
-        get(engine.call.remote("generate_requests", [{"prompt_token_ids": [1], "top_p": 2}]))
+        get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1], "top_p": 2}]))
 
 
 def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, policies):
@@ -165,7 +168,7 @@ def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, p
     def engines_match(name: str) -> list[bool]:
         out = []
         for engine in rollout.engines.workers:
-            s = get(engine.call.remote("generate_samples", PROMPTS, ["l"] * 4, 2, 7, False, 0, 0))
+            s = get(call(engine, VLLMEngine.generate_samples, PROMPTS, ["l"] * 4, 2, 7, False, 0, 0))
             mask = s.action_mask.bool()
             actor = action_log_probs(models[name], s.sequences, s.attention_mask, mask.shape[1], cfg.temperature)
             out.append(torch.allclose(s.rollout_log_probs[mask], actor[mask], atol=1e-4))

@@ -42,10 +42,11 @@ class VLLMRequestEngine(BatchingEngine):
         shards = [s for s in contiguous_shards(len(rows), len(self.engines)) if s.stop > s.start]
         import ray
 
-        from rlhfctl.distributed.roles import unwrap_remote_error
+        from rlhfctl.distributed.roles import call, unwrap_remote_error
+        from rlhfctl.rollout.engine import VLLMEngine
 
         try:
-            answers = await asyncio.gather(*[engine.call.remote("generate_requests", [r[2] for r in rows[s]])
+            answers = await asyncio.gather(*[call(engine, VLLMEngine.generate_requests, [r[2] for r in rows[s]])
                                              for engine, s in zip(self.engines, shards)])
         except ray.exceptions.RayError as exc:  # an engine's error as the user would read it in-process
             raise unwrap_remote_error(exc) from None

@@ -106,11 +106,11 @@ def _fault(exc: RewardError, run: str, batch: tuple[int, int], seconds: float, t
     kind = getattr(exc, "kind", "error")
     if kind in ("error", "unreachable") and seconds >= timeout:
         kind = "timeout"  # a client that gave up after its own timeouts and retries
-    index = getattr(exc, "index", None)
+    index = exc.index
     message = exc.problem if hasattr(exc, "problem") else str(exc)
     return Fault(
         kind=kind, message=message, run=run, batch=batch,
-        sample=None if index is None else batch[0] + index, traceback=getattr(exc, "user_traceback", ""),
+        sample=None if index is None else batch[0] + index, traceback=exc.user_traceback,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, Optional, TYPE_CHECKING
 from rlhfctl.errors import ConfigError, RlhfctlError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig
 
 # Set by `ray job submit`'s supervisor for the entrypoint it runs (beside RAY_ADDRESS): we are inside a Ray job.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -123,12 +123,15 @@ def needed_roles(cfg: TrainPPOConfig) -> list[str]:
     return roles
 
 
-def role_shape(cfg: TrainPPOConfig, role: str) -> tuple[int, int]:
+def role_shape(cfg: PlacementArgs, role: str) -> tuple[int, int]:
     """(nodes, workers per node) a role asks for: one worker per requested GPU; the vLLM engines count as one node
     of --vllm-num-engines workers (each engine's bundle is its own, see plan_roles)."""
-    if role == "vllm":
-        return 1, cfg.vllm_num_engines or 0
-    return getattr(cfg, f"{role}_num_nodes"), getattr(cfg, f"{role}_num_gpus_per_node")
+    shapes = {"actor": (cfg.actor_num_nodes, cfg.actor_num_gpus_per_node),
+              "ref": (cfg.ref_num_nodes, cfg.ref_num_gpus_per_node),
+              "critic": (cfg.critic_num_nodes, cfg.critic_num_gpus_per_node),
+              "reward": (cfg.reward_num_nodes, cfg.reward_num_gpus_per_node),
+              "vllm": (1, cfg.vllm_num_engines or 0)}
+    return shapes[role]
 
 
 def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: bool = False) -> PlacementPlan:
@@ -167,7 +170,7 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: 
     return PlacementPlan(plans, group_plans, use_gpus)
 
 
-def cluster_address(cfg: TrainPPOConfig) -> Optional[str]:
+def cluster_address(cfg: PlacementArgs) -> Optional[str]:
     """The Ray cluster to join: --ray-address, else RAY_ADDRESS, else "auto" inside a Ray job (whose supervisor
     sets both); None: start a local Ray."""
     if cfg.ray_address:
@@ -199,7 +202,7 @@ def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S)
                           f"{timeout:g}s); is the head started (`ray start --head --port {port}`)?") from None
 
 
-def start_ray(cfg: TrainPPOConfig, cpu_bundles_needed: int) -> bool:
+def start_ray(cfg: PlacementArgs, cpu_bundles_needed: int) -> bool:
     """Join the cluster (see cluster_address) or start a local Ray; returns True when this call called ray.init
     (so release() calls ray.shutdown: for a joined cluster that only disconnects).
 

@@ -1,5 +1,9 @@
-"""Ray actors for the roles: one `WorkerActor` hosts one worker object (ppo/workers.py); a `RoleGroup` is a role's
-data-parallel workers, and spreads a batch over them.
+"""Ray actors for the roles: one `WorkerActor` hosts one worker object (ppo/workers.py); a `RoleGroup[W]` is a role's
+data-parallel workers of class W.
+
+A worker method is named by the method itself, never by a string: `actor.all(PolicyWorker.save_checkpoint, path)`.
+A misspelt method is an AttributeError where the call is written, a method of another class a TypeError there, and
+a type checker sees the method's parameters (ParamSpec) - instead of a failure inside a Ray worker at run time.
 
 Each worker learns its rank, the world size and the rendezvous address through MASTER_ADDR/MASTER_PORT/RANK/
 WORLD_SIZE before its engine is built (torch.distributed reads them), and sets torch's thread count to the CPUs it
@@ -15,11 +19,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Concatenate, Generic, Optional, ParamSpec, TypeVar
 
 from rlhfctl.distributed.placement import PlacementPlan, bundle_nodes
 from rlhfctl.errors import RlhfctlError, WorkerError
 
+W = TypeVar("W")
+P = ParamSpec("P")
+R = TypeVar("R")
+Method = Callable[Concatenate[W, P], R]  # a worker class's method, called on the worker object in the actor
 
 @dataclass(frozen=True)
 class WorkerPlace:
@@ -83,8 +91,9 @@ class WorkerActor:
         os.environ.update(env)
         self.worker = self._guarded("starting", worker_cls, *args, **kwargs)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._guarded(method, getattr(self.worker, method), *args, **kwargs)
+    def apply(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`method(worker, *args, **kwargs)`: the driver passes the worker class's method itself."""
+        return self._guarded(method.__name__, method, self.worker, *args, **kwargs)
 
     def _guarded(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run fn; an unexpected exception becomes a one-line WorkerError naming role, rank and exception."""
@@ -100,14 +109,16 @@ class WorkerActor:
                               remote_traceback=traceback.format_exc()) from None
 
 
-class RoleGroup:
-    """The `num_workers` Ray actors of one role, placed on their placement group's bundles."""
+class RoleGroup(Generic[W]):
+    """The `num_workers` Ray actors of one role, each hosting a `worker_cls` object, placed on their placement
+    group's bundles."""
 
-    def __init__(self, role: str, plan: PlacementPlan, worker_cls: type, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, role: str, plan: PlacementPlan, worker_cls: type[W], *args: Any, **kwargs: Any) -> None:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.role = role
+        self.worker_cls = worker_cls
         role_plan = plan.roles[role]
         resources = role_plan.resources(plan.use_gpus)
         threads = max(1, int(resources["num_cpus"])) if not plan.use_gpus else 1
@@ -136,7 +147,7 @@ class RoleGroup:
             for rank, w in enumerate(self.workers)
         ]
 
-    def wait_ready(self) -> "RoleGroup":
+    def wait_ready(self) -> "RoleGroup[W]":
         """Block until every worker has built its model and engine (raises what a worker raised); each worker's node
         is known from then on (`places`), so a worker lost later is named by role and node."""
         self.places = [WorkerPlace(self.role, rank, self._bundles[rank], *where)
@@ -149,15 +160,21 @@ class RoleGroup:
     def __len__(self) -> int:
         return len(self.workers)
 
-    def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Start `method(*args)` on every worker; returns the futures (ray.get them)."""
-        return [w.call.remote(method, *args, **kwargs) for w in self.workers]
+    def all(self, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs) -> list[Any]:
+        """Start `method(*args)` on every worker; returns the futures (`get` them)."""
+        self._check(method)
+        return [call(w, method, *args, **kwargs) for w in self.workers]
 
-    def call_each(self, method: str, shards: Sequence[Any], **kwargs: Any) -> list[Any]:
-        """Start `method(shard)` on worker i with shards[i]; returns the futures."""
-        if len(shards) != len(self.workers):
-            raise ValueError(f"{self.role}: {len(shards)} shards for {len(self.workers)} workers")
-        return [w.call.remote(method, shard, **kwargs) for w, shard in zip(self.workers, shards)]
+    def on(self, rank: int, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Start `method(*args)` on worker `rank` (its share of a batch); returns the future."""
+        self._check(method)
+        return call(self.workers[rank], method, *args, **kwargs)
+
+    def _check(self, method: Callable[..., Any]) -> None:
+        """A method of another class (the critic's `values` sent to the reference) fails here, in the driver."""
+        if getattr(self.worker_cls, method.__name__, None) is not method:
+            raise TypeError(f"{method.__qualname__!r} is not a method of the {self.role} "
+                            f"workers ({self.worker_cls.__name__})")
 
     def shutdown(self) -> None:
         import ray
@@ -165,6 +182,12 @@ class RoleGroup:
         for w in self.workers:
             ray.kill(w)
         self.workers = []
+
+
+def call(handle: Any, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs) -> Any:
+    """Start `method(*args)` on the worker hosted by the Ray actor `handle` (a worker's peers, handed to it as
+    handles: the engines a policy worker streams weights to); returns the future."""
+    return handle.apply.remote(method, *args, **kwargs)
 
 
 def get(futures: Any) -> Any:

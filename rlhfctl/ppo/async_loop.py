@@ -16,61 +16,54 @@ import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 from rlhfctl.errors import RewardError
-
-if TYPE_CHECKING:
-    from rlhfctl.ppo.experience import Samples
-    from rlhfctl.ppo.trainer import PPOTrainer
-    from rlhfctl.rewards.base import RewardBatch
+from rlhfctl.ppo.experience import Samples
+from rlhfctl.ppo.rollouts import Rollouts, Score, ScoredBatch, Sync
+from rlhfctl.ppo.scoring import Scorer
+from rlhfctl.rewards.base import RewardBatch
 
 POLL_SECONDS = 0.2  # how often blocked waits look at the stop flag
 
 
 @dataclass
-class Ready:
-    """One step's rollout as the producer left it: samples and rewards, or the error that stopped it."""
+class _Ready:
+    """One step's rollout as the producer left it: the scored batch, or the error that stopped it (with the samples
+    it was scoring, for the failure's details)."""
 
-    step: int  # the (0-based) step it is trained in
+    step: int
     version: int  # the policy version (steps of updates) the engines generated it with
-    samples: Optional[Samples] = None
-    rewards: Optional[RewardBatch] = None
-    metrics: dict[str, float] = field(default_factory=dict)  # --dynamic-filtering counts
-    timings: dict[str, float] = field(default_factory=dict)  # time/generate, time/reward in the producer
+    batch: Optional[ScoredBatch] = None
     error: Optional[BaseException] = None
-
-    def result(self, trainer: PPOTrainer) -> RewardBatch:
-        """The rewards, or the producer's failure raised as the synchronous loop raises it (a reward failure:
-        checkpoint of the last finished step and the same message)."""
-        if isinstance(self.error, RewardError):
-            trainer.reward_failed(self.error, self.samples)
-        if self.error is not None:
-            raise self.error
-        assert self.rewards is not None and self.samples is not None
-        return trainer.reward_count_checked(self.rewards, self.samples)
+    samples: Optional[Samples] = None
 
 
 class _Stopped(Exception):
     """Internal: the producer was told to stop."""
 
 
-class AsyncRollouts:
-    """The producer thread and the driver's side of it (`next`, `updated`, `exclusive`, `stop`)."""
+class AsyncRollouts(Rollouts):
+    """The producer thread and the driver's side of it. `inner(score)` builds the rollouts the producer runs
+    (synchronous or filtered) around a `score` that raises a reward's failure as it was raised; `scorer` applies
+    the reward-failure policy in the driver, at the step the failure belongs to."""
 
-    def __init__(self, trainer: PPOTrainer, first_step: int, total_steps: int, queue_size: int) -> None:
-        self.trainer = trainer
+    def __init__(self, inner: Callable[[Score], Rollouts], scorer: Scorer, first_step: int, total_steps: int,
+                 queue_size: int) -> None:
+        self.scorer = scorer
+        self.inner = inner(self._score)
         self.queue_size = queue_size
         self.total_steps = total_steps
         self.engine_lock = threading.Lock()  # generation vs weight sync and evaluation
         self.reward_lock = threading.Lock()  # the producer's scoring vs evaluation's
         self._version = first_step  # the engines hold the weights after `first_step` updates
         self._changed = threading.Condition()
-        self._queue: queue.Queue[Ready] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Ready] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._busy: list[tuple[float, float]] = []  # producer's generate+score intervals (perf_counter)
         self._busy_since: Optional[float] = None
+        self._scored: Optional[Samples] = None  # the last batch handed to the reward, for a failure's details
         self._thread = threading.Thread(target=self._run, args=(first_step,), name="rlhfctl-rollouts", daemon=True)
         self._thread.start()
 
@@ -94,43 +87,35 @@ class AsyncRollouts:
             if ready.error is not None:
                 return
 
-    def _produce(self, step: int) -> Ready:
-        trainer = self.trainer
-        episode, index = divmod(step, trainer.per_episode)
-        batch = trainer._batch(episode, index)
-        scored: list[Samples] = []  # the last batch handed to the reward, for a failure's details
+    def _score(self, samples: Samples) -> RewardBatch:
+        self._scored = samples
+        return self.scorer.call(samples)
 
-        def score(samples: Samples) -> RewardBatch:
-            scored[:] = [samples]
-            return trainer.reward_call(samples)
-
+    def _produce(self, step: int) -> _Ready:
         t0 = time.perf_counter()
         self._busy_since = t0
-        ready = Ready(step, self._version)
+        self._scored = None
+        ready = _Ready(step, self._version)
         try:
-            if trainer.cfg.dynamic_filtering:  # scoring decides what is kept: the whole rollout holds both locks
+            if self.inner.interleaved:  # scoring decides what is kept: the whole rollout holds both locks
                 with self.engine_lock, self.reward_lock:
                     self._check_stop()
                     ready.version = self._version
-                    ready.samples, ready.rewards, ready.metrics, seconds = trainer.filtered_rollout(batch, step, score)
-                ready.timings = {"time/reward": seconds, "time/generate": time.perf_counter() - t0 - seconds}
+                    ready.batch = self.inner.next(step)
             else:
                 with self.engine_lock:
                     self._check_stop()
                     ready.version = self._version
-                    ready.samples = trainer.generate(batch, step=step)
-                t1 = time.perf_counter()
+                    ready.batch = self.inner.next(step)
                 with self.reward_lock:
-                    ready.rewards = score(ready.samples)
-                ready.timings = {"time/generate": t1 - t0, "time/reward": time.perf_counter() - t1}
+                    ready.batch.score()
         except _Stopped:
             raise
         except BaseException as exc:  # raised in the driver, at this step
             if self._stop.is_set():
                 raise _Stopped() from None  # the engines were shut down under it
             ready.error = exc
-            if ready.samples is None and scored:
-                ready.samples = scored[0]
+            ready.samples = ready.batch.samples if ready.batch is not None else self._scored
         finally:
             self._busy.append((t0, time.perf_counter()))
             self._busy_since = None
@@ -146,8 +131,9 @@ class AsyncRollouts:
             raise _Stopped()
 
     # -------------------------------------------------------------------------------------------- driver
-    def next(self, step: int) -> Ready:
-        """Step `step`'s rollout, waiting for the producer if it is behind; time/rollout_wait is that wait."""
+    def next(self, step: int) -> ScoredBatch:
+        """Step `step`'s rollout, waiting for the producer if it is behind (time/rollout_wait); the producer's
+        failure raised as the synchronous loop raises it (a reward failure: the same checkpoint and message)."""
         t0 = time.perf_counter()
         while True:
             if not self._thread.is_alive() and self._queue.empty():
@@ -159,15 +145,22 @@ class AsyncRollouts:
                 continue
         if ready.step != step:
             raise RuntimeError(f"internal: the rollout producer sent step {ready.step + 1} for step {step + 1}")
-        ready.timings["time/rollout_wait"] = time.perf_counter() - t0
-        ready.metrics["rollout/policy_version"] = float(ready.version)
-        ready.metrics["rollout/policy_version_lag"] = float(step - ready.version)
-        return ready
+        if isinstance(ready.error, RewardError):
+            self.scorer.failed(ready.error, ready.samples)
+        if ready.error is not None:
+            raise ready.error
+        assert ready.batch is not None
+        batch = ready.batch
+        batch.rewards = self.scorer.checked(batch.score(), batch.samples)
+        batch.timings["time/rollout_wait"] = time.perf_counter() - t0
+        batch.metrics["rollout/policy_version"] = float(ready.version)
+        batch.metrics["rollout/policy_version_lag"] = float(step - ready.version)
+        return batch
 
-    def updated(self, step: int, since: float, sync: Optional[Callable[[], Optional[float]]]) -> dict[str, float]:
-        """Step `step`'s update is applied: send it to the engines (`sync`; None with a frozen actor, whose policy
-        did not change) once the rollout in flight is done, and let the producer go on. Returns time/weight_sync
-        and time/overlap: the seconds since `since` (this step's start) the engines spent generating ahead."""
+    def updated(self, step: int, since: float, sync: Optional[Sync]) -> dict[str, float]:
+        """Step `step`'s update is applied: send it to the engines (`sync`; None when the policy did not change)
+        once the rollout in flight is done, and let the producer go on. Returns time/weight_sync and time/overlap:
+        the seconds since `since` (when this step's rollout was ready) the engines spent generating ahead."""
         out = {"time/overlap": self._overlap(since, time.perf_counter())}
         with self.engine_lock:
             seconds = sync() if sync is not None else None

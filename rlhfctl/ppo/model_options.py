@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rlhfctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import ModelLoadArgs, PlacementArgs
 
 FROZEN = ("ref", "reward")
 TRAINED = ("actor", "critic")
@@ -26,11 +26,11 @@ def _names(roles: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def check_four_bit(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool, where: str) -> None:
+def check_four_bit(load: ModelLoadArgs, roles: list[str], has_gpus: bool, where: str) -> None:
     """Refuse --load-in-4bit where no role can honour it (exit 2); else say which roles load in full precision.
 
     `where` names what has no GPU in the message ("this machine", "the Ray cluster")."""
-    if not cfg.load_in_4bit:
+    if not load.load_in_4bit:
         return
     frozen = [r for r in roles if r in FROZEN]
     trained = [r for r in roles if r in TRAINED]
@@ -48,12 +48,12 @@ def check_four_bit(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool, where:
     except ImportError:
         raise UsageError("--load-in-4bit needs the bitsandbytes package: pip install bitsandbytes") from None
     warnings.warn(f"--load-in-4bit: the {_names(frozen)} load in 4 bits; the {_names(trained)} load in "
-                  f"{'bf16' if cfg.bf16 else 'fp32'}, since {no_lora}", stacklevel=2)
+                  f"{'bf16' if load.bf16 else 'fp32'}, since {no_lora}", stacklevel=2)
 
 
-def note_offload(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool) -> None:
+def note_offload(placement: PlacementArgs, load: ModelLoadArgs, roles: list[str], has_gpus: bool) -> None:
     """Say once, at start, when --ref-reward-offload has nothing to do in this run, and why."""
-    if not cfg.ref_reward_offload:
+    if not placement.ref_reward_offload:
         return
     frozen = [r for r in roles if r in FROZEN]
     if not frozen:
@@ -63,6 +63,6 @@ def note_offload(cfg: TrainPPOConfig, roles: list[str], has_gpus: bool) -> None:
         warnings.warn(f"--ref-reward-offload: there is no GPU in this run, so the {_names(frozen)} already live in "
                       "CPU memory and offloading has nothing to move (their weights are still moved to the CPU "
                       "after each use, which here is no move at all)", stacklevel=2)
-    elif cfg.load_in_4bit:
+    elif load.load_in_4bit:
         warnings.warn(f"--ref-reward-offload: 4-bit weights cannot be moved off the GPU (bitsandbytes), so the "
                       f"{_names(frozen)} stay on their GPU", stacklevel=2)

@@ -69,12 +69,16 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
-    from rlhfctl.ppo.trainer import PPOTrainer, Roles, steps_per_episode
+    from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs,
+                                RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
+    from rlhfctl.ppo.roles import Roles
+    from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
     from rlhfctl.models.remote_code import announce
     from rlhfctl.ppo.reward_role import RoleReward
     from rlhfctl.rewards.cache import with_cache
     from rlhfctl.rewards.factory import open_combined, open_reward
+    from rlhfctl.rollout.hf import HFRollout
     from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
     from rlhfctl.config.hub_ids import resolve_fields
@@ -119,7 +123,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
         check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     if cfg.vllm_num_engines:
-        check_vllm(cfg)
+        check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
@@ -131,7 +135,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         plan = place(cfg, roles_needed)
         if joining:
             check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
-        note_offload(cfg, roles_needed, has_gpus=plan.use_gpus)
+        note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
         backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
@@ -159,8 +163,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,
                           use_tensorboard=cfg.use_tensorboard, use_wandb=cfg.use_wandb,
                           run_config=run_config)
-        trainer = PPOTrainer(cfg, prompts, roles, reward, tracker, checkpoints, tokenizer.pad_token_id,
-                             eval_prompts=eval_prompts, rollout=rollout)
+        trainer = PPOTrainer(roles, rollout or HFRollout(roles.actor, tokenizer.pad_token_id), reward, prompts,
+                             eval_prompts, tracker, checkpoints, tokenizer.pad_token_id,
+                             train=cfg.slice(TrainArgs), ppo=cfg.slice(PPOArgs), rollout=cfg.slice(RolloutArgs),
+                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs))
         tracker.note(f"placement: {describe_places(groups)}")
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))

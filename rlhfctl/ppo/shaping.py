@@ -10,59 +10,58 @@ on the raw scores, in the trainer's rollout.
 
 from __future__ import annotations
 
-from typing import Optional, TYPE_CHECKING
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from rlhfctl.ppo import functional as F
+from rlhfctl.config.groups import RolloutArgs
+from rlhfctl.config.train_groups import PPOArgs
 from rlhfctl.ppo.experience import Experience, Samples
 
-if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
 
-
-def penalised_rewards(cfg: TrainPPOConfig, rewards: Tensor, samples: Samples) -> tuple[Tensor, dict[str, float]]:
+def penalised_rewards(ppo: PPOArgs, rollout: RolloutArgs, rewards: Tensor, samples: Samples) -> tuple[Tensor, dict[str, float]]:
     """The raw rewards with --overlong-buffer-len and --stop-properly-penalty-coef applied, and what they did."""
     info: dict[str, float] = {}
     lengths = samples.action_mask.sum(dim=1)
-    if cfg.overlong_buffer_len is not None:
-        penalty = F.overlong_penalty(lengths, cfg.generate_max_len, cfg.overlong_buffer_len,
-                                     cfg.overlong_penalty_factor)
+    if ppo.overlong_buffer_len is not None:
+        penalty = F.overlong_penalty(lengths, rollout.generate_max_len, ppo.overlong_buffer_len,
+                                     ppo.overlong_penalty_factor)
         rewards = rewards + penalty.to(rewards.dtype)
         info["overlong_penalized"] = float((penalty < 0).float().mean())
         info["overlong_penalty"] = float(penalty.mean())
     if samples.truncated is not None:
         info["truncated"] = float(samples.truncated.float().mean())
-        if cfg.stop_properly_penalty_coef is not None:
-            rewards = F.stop_properly_penalty(rewards, samples.truncated, cfg.stop_properly_penalty_coef)
+        if ppo.stop_properly_penalty_coef is not None:
+            rewards = F.stop_properly_penalty(rewards, samples.truncated, ppo.stop_properly_penalty_coef)
     return rewards, info
 
 
-def build_experience(cfg: TrainPPOConfig, samples: Samples, raw_rewards: Tensor, log_probs: Tensor,
+def build_experience(ppo: PPOArgs, rollout: RolloutArgs, samples: Samples, raw_rewards: Tensor, log_probs: Tensor,
                      ref_log_probs: Optional[Tensor], values: Optional[Tensor],
                      kl_coef: float) -> tuple[Experience, dict[str, float]]:
     """Experience (advantages, returns, the tensors the actor and critic losses read) and the step's metrics."""
     action_mask = samples.action_mask
-    rewards, info = penalised_rewards(cfg, raw_rewards, samples)
-    kl = F.approx_kl(log_probs, ref_log_probs, action_mask, cfg.kl_estimator) if ref_log_probs is not None else None
-    kl_in_reward = kl is not None and not cfg.use_kl_loss and kl_coef > 0
+    rewards, info = penalised_rewards(ppo, rollout, raw_rewards, samples)
+    kl = F.approx_kl(log_probs, ref_log_probs, action_mask, ppo.kl_estimator) if ref_log_probs is not None else None
+    kl_in_reward = kl is not None and not ppo.use_kl_loss and kl_coef > 0
     advantages, returns = F.compute_advantages(
-        cfg.advantage_estimator, rewards, kl if kl_in_reward else None, action_mask, values=values,
-        gamma=cfg.gamma, lambd=cfg.lambd, kl_coef=kl_coef, n_samples_per_prompt=cfg.n_samples_per_prompt,
-        whiten=cfg.advantage_whiten,  # None: OpenRLHF's default per estimator
-        whiten_std=cfg.advantage_std_norm, reward_clip_range=tuple(cfg.reward_clip_range),
+        ppo.advantage_estimator, rewards, kl if kl_in_reward else None, action_mask, values=values,
+        gamma=ppo.gamma, lambd=ppo.lambd, kl_coef=kl_coef, n_samples_per_prompt=rollout.n_samples_per_prompt,
+        whiten=ppo.advantage_whiten,  # None: OpenRLHF's default per estimator
+        whiten_std=ppo.advantage_std_norm, reward_clip_range=tuple(ppo.reward_clip_range),
     )
     rollout_log_probs = None
-    if cfg.enable_vllm_is_correction:
+    if ppo.enable_vllm_is_correction:
         # HF generate samples with the actor itself: its log-probs are the rollout's, and every weight is 1.
         rollout_log_probs = samples.rollout_log_probs if samples.rollout_log_probs is not None else log_probs
     lengths = action_mask.sum(dim=1).float()
     experience = Experience(samples.sequences, samples.attention_mask, action_mask, log_probs, rewards,
-                            ref_log_probs=ref_log_probs if cfg.use_kl_loss else None, values=values,
+                            ref_log_probs=ref_log_probs if ppo.use_kl_loss else None, values=values,
                             advantages=advantages, returns=returns, kl=kl, rollout_log_probs=rollout_log_probs,
                             info={"response_length": lengths},
-                            kl_loss_coef=kl_coef if cfg.use_kl_loss else 0.0)
+                            kl_loss_coef=kl_coef if ppo.use_kl_loss else 0.0)
     seq_kl = F.masked_mean(kl, action_mask, dim=1) if kl is not None else torch.zeros(len(samples))
     info.update({"reward": float(raw_rewards.mean()),
                  "reward_std": float(raw_rewards.std()) if len(raw_rewards) > 1 else 0.0,

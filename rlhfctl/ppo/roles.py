@@ -1,0 +1,104 @@
+"""The run's Ray roles, typed by their worker classes, and what the loop asks of them as whole roles: the forwards
+of a batch, a step's training, checkpoints. Each worker gets its contiguous share of a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from rlhfctl.distributed.roles import Method, RoleGroup, get
+from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
+from rlhfctl.shards import contiguous_shards
+
+W = TypeVar("W")
+
+
+def _sharded_forward(group: RoleGroup[W], method: Method[W, [Any, Any, int], Any], samples: Samples) -> list[Any]:
+    """Start `method(sequences, attention_mask, num_actions)` on each worker with its rows of `samples`."""
+    num_actions = samples.action_mask.shape[1]
+    return [group.on(rank, method, samples.sequences[s], samples.attention_mask[s], num_actions)
+            for rank, s in enumerate(contiguous_shards(len(samples), len(group)))]
+
+
+def collect(futures: list[Any]) -> list[Any]:
+    """Each future's result, or the NonFiniteUpdate it raised (every worker is waited for, so none is still
+    training when the driver decides what to save)."""
+    out: list[Any] = []
+    for future in futures:
+        try:
+            out.append(get(future))
+        except NonFiniteUpdate as exc:
+            out.append(exc)
+    return out
+
+
+@dataclass
+class Forwards:
+    """A batch's forwards under way: the actor's and reference's log-probs, the critic's values (futures)."""
+
+    log_probs: list[Any]
+    ref_log_probs: list[Any]
+    values: list[Any]
+
+
+@dataclass
+class Update:
+    """A step's training under way on the trained roles (futures)."""
+
+    actor: list[Any]
+    critic: list[Any]
+
+    def wait(self) -> None:
+        """Until every worker is done (an interrupted run saves the step's end)."""
+        collect(self.actor + self.critic)
+
+
+@dataclass
+class Roles:
+    actor: RoleGroup[PolicyWorker]
+    ref: Optional[RoleGroup[ReferenceWorker]] = None
+    critic: Optional[RoleGroup[CriticWorker]] = None
+    reward: Optional[RoleGroup[RewardModelWorker]] = None
+
+    @property
+    def trained(self) -> set[str]:
+        """Roles holding training state (a checkpoint's parts)."""
+        return {"actor"} | ({"critic"} if self.critic is not None else set())
+
+    def forwards(self, samples: Samples) -> Forwards:
+        return Forwards(
+            _sharded_forward(self.actor, PolicyWorker.log_probs, samples),
+            _sharded_forward(self.ref, ReferenceWorker.log_probs, samples) if self.ref is not None else [],
+            _sharded_forward(self.critic, CriticWorker.values, samples) if self.critic is not None else [])
+
+    def train(self, experience: Experience, step: int, actor_frozen: bool) -> Update:
+        """Actor and critic train at the same time, each worker on its data-parallel shard of the batch."""
+        actor, critic = self.actor, self.critic
+        return Update(
+            [] if actor_frozen else [actor.on(r, PolicyWorker.train, experience.shard(r, len(actor)), step)
+                                     for r in range(len(actor))],
+            [] if critic is None else [critic.on(r, CriticWorker.train, experience.shard(r, len(critic)), step)
+                                       for r in range(len(critic))])
+
+    def save_checkpoint(self, folder: Path) -> None:
+        """Every trained role writes its engine state (model, optimizer, scheduler) under `folder`."""
+        futures = self.actor.all(PolicyWorker.save_checkpoint, str(folder / "actor"))
+        if self.critic is not None:
+            futures += self.critic.all(CriticWorker.save_checkpoint, str(folder / "critic"))
+        get(futures)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        futures = self.actor.all(PolicyWorker.load_checkpoint, str(folder / "actor"))
+        if self.critic is not None:
+            futures += self.critic.all(CriticWorker.load_checkpoint, str(folder / "critic"))
+        get(futures)
+
+    def save_pretrained(self, save_path: str) -> None:
+        """The policy (and critic, in `critic/`) as Hugging Face folders."""
+        futures = self.actor.all(PolicyWorker.save_pretrained, save_path)
+        if self.critic is not None:
+            futures += self.critic.all(CriticWorker.save_pretrained, str(Path(save_path) / "critic"))
+        get(futures)
