@@ -18,7 +18,7 @@ from rlhfctl.agents.episodes import Episode, play_episodes
 from rlhfctl.agents.hf_engine import HFEngine
 from rlhfctl.agents.loader import Agent, load_agent
 from rlhfctl.agents.sampling import SamplingParams
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.rewards.base import RewardBatch
 
 if TYPE_CHECKING:

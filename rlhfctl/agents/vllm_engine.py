@@ -19,7 +19,7 @@ from rlhfctl.shards import contiguous_shards
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
     from rlhfctl.data import PromptExample
-    from rlhfctl.ppo.experience import Samples
+    from rlhfctl.rollout.samples import Samples
 
 
 class VLLMRequestEngine(BatchingEngine):

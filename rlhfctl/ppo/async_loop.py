@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from rlhfctl.errors import RewardError
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.ppo.rollouts import Rollouts, Score, ScoredBatch, Sync
 from rlhfctl.ppo.scoring import Scorer
 from rlhfctl.rewards.base import RewardBatch

@@ -14,7 +14,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.ppo.functional import dynamic_filter_keep
 from rlhfctl.rewards.base import RewardBatch
 

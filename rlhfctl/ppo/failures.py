@@ -13,7 +13,7 @@ from typing import Callable, NoReturn, Optional
 from rlhfctl.distributed.roles import WorkerLost
 from rlhfctl.errors import NonFiniteError, RewardError, RlhfctlError
 from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.ppo.nonfinite import Finding, NonFiniteUpdate
 from rlhfctl.ppo.tracking import Tracker
 from rlhfctl.rewards.contract import RewardFault

@@ -18,7 +18,7 @@ from typing import Callable, ContextManager, Optional
 from rlhfctl.data import PromptExample
 from rlhfctl.errors import RewardError
 from rlhfctl.ppo import dynamic_sampling
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.ppo.failures import Failures
 from rlhfctl.ppo.tracking import Tracker
 from rlhfctl.rewards.base import RewardBatch

@@ -8,9 +8,10 @@ exit path.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 
 from rlhfctl.config.reward_groups import SourceGroups
@@ -18,6 +19,7 @@ from rlhfctl.config.reward_groups import SourceGroups
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
     from rlhfctl.rewards.base import RewardSource
+    from rlhfctl.rollout.vllm_rollout import Episodes
 
 
 def total_updates(cfg: TrainPPOConfig, total_steps: int) -> int:
@@ -59,6 +61,15 @@ def open_judge_in_driver(cfg: TrainPPOConfig) -> RewardSource:
     return open_judge(SourceGroups.of(cfg))
 
 
+def agent_episodes(cfg: TrainPPOConfig) -> Optional[Episodes]:
+    """With --agent-func-path, how the vLLM engines play episodes (rlhfctl/agents); None for single-turn samples."""
+    if not cfg.agent_func_path:
+        return None
+    from rlhfctl.agents.vllm_engine import agent_generate
+
+    return functools.partial(agent_generate, cfg)
+
+
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.config.rules import check_eval, check_sizes
@@ -78,7 +89,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.reward_role import RoleReward
     from rlhfctl.rewards.cache import with_cache
     from rlhfctl.rewards.factory import open_combined, open_reward
-    from rlhfctl.rollout.hf import HFRollout
+    from rlhfctl.ppo.hf_rollout import HFRollout
     from rlhfctl.rollout.vllm_rollout import VLLMRollout, check_vllm, sync_backend
 
     from rlhfctl.config.hub_ids import resolve_fields
@@ -127,7 +138,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
-        open_combined(cfg.reward, SourceGroups.of(cfg)) if cfg.reward else open_judge_in_driver(cfg) if cfg.judge else None
+        open_combined(cfg.reward, SourceGroups.of(cfg)) if cfg.reward else \
+        open_judge_in_driver(cfg) if cfg.judge else None
     plan = None
     tracker = None
     rollout = None
@@ -139,7 +151,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
         groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
-            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, backend)
+            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, backend,
+                                  episodes=agent_episodes(cfg))
         if "ref" in roles_needed:
             groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)
         if "critic" in roles_needed:

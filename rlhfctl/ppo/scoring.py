@@ -11,7 +11,7 @@ import math
 from typing import NoReturn, Optional
 
 from rlhfctl.errors import RewardError, RlhfctlError
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.ppo.failures import Failures
 from rlhfctl.rewards.base import RewardBatch, RewardSource
 

@@ -14,8 +14,9 @@ from typing import Any, TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from rlhfctl.ppo.experience import Experience, Samples
+from rlhfctl.ppo.experience import Experience
 from rlhfctl.ppo.micro_batching import LossWeights, MicroBatch
+from rlhfctl.rollout.samples import Samples, step_seed
 from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import chunks
 
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 
 def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def step_seed(seed: int, step: int, rank: int, salt: int) -> int:
-    """A seed per (run seed, step, rank, purpose): resumed runs redraw what the uninterrupted run drew."""
-    return (seed * 1_000_003 + step * 7919 + rank * 104_729 + salt) % (2**63 - 1)
 
 
 def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:

@@ -8,7 +8,7 @@ from typing import Optional, Protocol
 import torch
 
 from rlhfctl.data import PromptExample
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 
 
 class Rollout(Protocol):

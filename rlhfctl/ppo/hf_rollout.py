@@ -8,7 +8,7 @@ from typing import Optional
 from rlhfctl.data import PromptExample
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.ppo.workers import PolicyWorker
-from rlhfctl.ppo.experience import Samples
+from rlhfctl.rollout.samples import Samples
 from rlhfctl.shards import contiguous_shards
 
 
