@@ -71,7 +71,8 @@ def open_reward_model(cfg: RewardModelOptions, folder: str | None = None) -> Rew
 
 def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
     """One SOURCE of --reward: reward server URL(s) (client options from cfg where it has them, else their
-    defaults: serve-rm's own --api-key is not sent upstream), a reward_func.py, or a model folder / Hub ID (the
+    defaults: serve-rm's own --api-key is not sent upstream), a reward_func.py, a built-in verifier (VerifierArgs),
+    the code sandbox (SandboxArgs), or a model folder / Hub ID (the
     model options of cfg; --trust-remote-code is checked and announced here)."""
     from rlhfctl.config import JudgeArgs, RemoteRewardArgs
     from rlhfctl.rewards.terms import source_kind
@@ -85,6 +86,14 @@ def open_term(name: str, source: str, cfg: RewardModelOptions) -> RewardSource:
         return RemoteReward(source)
     if kind == "function":
         return open_function(source, cfg)  # type: ignore[arg-type]
+    if kind == "verifier":
+        from rlhfctl.rewards.verifier_source import open_verifier
+
+        return open_verifier(source.strip(), cfg)  # type: ignore[arg-type]
+    if kind == "sandbox":
+        from rlhfctl.rewards.sandbox import open_sandbox
+
+        return open_sandbox(cfg)  # type: ignore[arg-type]
     if kind == "judge":
         if not isinstance(cfg, JudgeArgs):
             raise UsageError(f"--reward {name}=judge: this command has no LLM judge options")
