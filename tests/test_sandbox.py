@@ -154,3 +154,37 @@ def test_no_isolation_refuses_unless_unsafe(monkeypatch):
         assert batch.rewards == [1.0, 0.0] and _verdicts(batch) == ["pass", "timeout"]
     finally:
         unsafe.close()
+
+
+CODE_DATA = Path(__file__).resolve().parents[1] / "examples" / "code" / "data.jsonl"
+
+
+def test_check_reward_reports_each_verdict_on_the_code_example(sandbox):
+    from rlhfctl.checks import run_checks
+    from rlhfctl.config import resolve
+
+    report = run_checks(resolve("check-reward", {
+        "reward": "sandbox", "prompt_data": str(CODE_DATA), "input_key": "prompt", "label_key": "tests",
+        "responses": "column:response", "sandbox_timeout": 2.0, "sandbox_cpu_s": 1, "sandbox_memory_mb": 256}))
+    assert report.exit_code == 0
+    logs = report.stats["extra_logs_mean"]
+    # 4 right programs, one that exits before its tests (error), one that prints a fake pass line (1 of 2 right)
+    assert report.stats["mean"] == pytest.approx((4 + 0 + 0.5) / 6)
+    assert (logs["reward/verdict_pass"], logs["reward/verdict_error"], logs["reward/verdict_fail"]) == \
+        pytest.approx((4 / 6, 1 / 6, 1 / 6))
+
+
+def test_serve_rm_serves_the_sandbox(sandbox):
+    import httpx
+
+    from tests.serve_rm_process import start_server
+
+    proc, url, lines = start_server("--reward", "tests=sandbox", "--sandbox-timeout", "2", "--port", "0")
+    try:
+        body = {"query": [GOOD_ADD, "while True:\n    pass"], "prompts": ["", ""], "labels": [ADD_TESTS] * 2}
+        answer = httpx.post(url, json=body, timeout=60).json()
+        assert answer["rewards"] == [1.0, 0.0]
+        assert answer["extra_logs"]["tests/verdict_timeout"] == [0.0, 1.0]  # NAME/KEY, as train-ppo logs it
+    finally:
+        proc.terminate()
+        proc.wait(30)
