@@ -165,7 +165,8 @@ def test_check_reward_reports_each_verdict_on_the_code_example(sandbox):
 
     report = run_checks(resolve("check-reward", {
         "reward": "sandbox", "prompt_data": str(CODE_DATA), "input_key": "prompt", "label_key": "tests",
-        "responses": "column:response", "sandbox_timeout": 2.0, "sandbox_cpu_s": 1, "sandbox_memory_mb": 256}))
+        "responses": "column:response", "micro_rollout_batch_size": 6, "sandbox_timeout": 2.0, "sandbox_cpu_s": 1,
+        "sandbox_memory_mb": 256}))
     assert report.exit_code == 0
     logs = report.stats["extra_logs_mean"]
     # 4 right programs, one that exits before its tests (error), one that prints a fake pass line (1 of 2 right)

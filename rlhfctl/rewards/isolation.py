@@ -1,8 +1,8 @@
 """How the code sandbox starts a sample's process: in fresh Linux namespaces, found to work at start, or refused.
 
 A sample runs under util-linux's `unshare` in its own user, network (no interfaces but a down loopback), mount and
-PID namespaces. Inside, before the harness starts, its folder is bind-mounted on /tmp (hiding every other sample's
-folder) and every other mount is made read-only, so nothing is written outside the folder; /proc shows only the
+PID namespaces. Inside, before the harness starts, its folder is bind-mounted on /tmp, the folder holding every
+sample's folder is covered by an empty one (wherever TMPDIR put it), and every other mount is made read-only, so nothing is written outside the folder; /proc shows only the
 sample's own processes. Needs no root where unprivileged user namespaces are allowed. Run as root, the sample is
 started as `nobody` first: the kernel exempts root from the process cap (RLIMIT_NPROC), which stops a fork bomb.
 
@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 UNSHARE = ["unshare", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-# $1 is the sample's folder; the rest is the command to run there.
+# $1 is the sample's folder, $2 the folder of all samples' folders (hidden, wherever TMPDIR put it); the rest is the
+# command to run there.
 SETUP = """set -e
 mount --bind "$1" /tmp
+if [ -d "$2" ]; then mount -t tmpfs -o size=4k,mode=000 hidden "$2"; fi
 while read -r _ _ _ _ mp _; do [ "$mp" = /tmp ] || mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done < /proc/self/mountinfo
 cd /tmp
-shift
+shift 2
 exec "$@"
 """
 NOBODY = 65534
@@ -47,7 +49,8 @@ class Isolation:
     def command(self, folder: str, argv: list[str]) -> list[str]:
         """The command line that runs `python argv...` in `folder` (the folder is the sample's /tmp inside)."""
         run = [self.python, *argv]
-        return [*UNSHARE, "sh", "-c", SETUP, "sandbox", folder, *run] if self.isolated else run
+        hide = os.path.dirname(os.path.abspath(folder))
+        return [*UNSHARE, "sh", "-c", SETUP, "sandbox", folder, hide, *run] if self.isolated else run
 
     def popen_kwargs(self, folder: str) -> dict[str, Any]:
         """Working folder, a cleared environment, a session of its own (killed as a group), the user."""
