@@ -82,6 +82,8 @@ def test_hostile_gallery(sandbox, tmp_path):
                              "fail", 0.5),
         "raises at import": ("raise ValueError('no')\ndef add(a, b):\n    return a + b", ADD_TESTS, "error", 0.0),
         "no code": ("", ADD_TESTS, "error", 0.0),
+        "fill the disk": ("for i in range(100):\n    open(f'f{i}', 'wb').write(bytes(3 * 1024 ** 2))", ADD_TESTS,
+                          "error", 0.0),
     }
     started = time.monotonic()
     batch = _score(sandbox, [(r, label) for r, label, _, _ in gallery.values()])

@@ -49,7 +49,9 @@ class SandboxArgs(Group):
     sandbox_cpu_s: int = opt(2, "CPU seconds one test run may use (RLIMIT_CPU).", ge=1)
     sandbox_memory_mb: int = opt(512, "Address space of one test run, in MiB (RLIMIT_AS).", ge=32)
     sandbox_nproc: int = opt(16, "Most processes a sample's sandbox may hold at once (RLIMIT_NPROC).", ge=1)
-    sandbox_file_mb: int = opt(16, "Largest file a test run may write, in MiB (RLIMIT_FSIZE).", ge=1)
+    sandbox_file_mb: int = opt(
+        16, "MiB a sample may write: each file (RLIMIT_FSIZE) and, isolated, its whole private /tmp (a tmpfs).", ge=1
+    )
     sandbox_unsafe: bool = opt(
         False, "Run model-written code WITHOUT isolation where namespaces are not allowed (no network, mount and "
         "process isolation; rlimits and a temporary folder only). Only for code you trust.",

@@ -1,8 +1,9 @@
 """How the code sandbox starts a sample's process: in fresh Linux namespaces, found to work at start, or refused.
 
 A sample runs under util-linux's `unshare` in its own user, network (no interfaces but a down loopback), mount and
-PID namespaces. Inside, before the harness starts, its folder is bind-mounted on /tmp, the folder holding every
-sample's folder is covered by an empty one (wherever TMPDIR put it), and every other mount is made read-only, so nothing is written outside the folder; /proc shows only the
+PID namespaces. Inside, before the harness starts, its folder is copied into a small private tmpfs on /tmp, the
+folder holding every sample's folder is covered by an empty one (wherever TMPDIR put it), and every other mount is
+made read-only, so nothing is written outside that tmpfs, which vanishes with the namespace; /proc shows only the
 sample's own processes. Needs no root where unprivileged user namespaces are allowed. Run as root, the sample is
 started as `nobody` first: the kernel exempts root from the process cap (RLIMIT_NPROC), which stops a fork bomb.
 
@@ -22,15 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 UNSHARE = ["unshare", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-# $1 is the sample's folder, $2 the folder of all samples' folders (hidden, wherever TMPDIR put it); the rest is the
-# command to run there.
+# $1 is the sample's folder (its files are copied into a private tmpfs of $3 MiB, mounted on /tmp), $2 the folder of
+# all samples' folders (covered, wherever TMPDIR put it); the rest is the command to run in /tmp.
 SETUP = """set -e
-mount --bind "$1" /tmp
+cd "$1"
+mount -t tmpfs -o size="$3"m,mode=700 sandbox /tmp
+cp -R . /tmp/
 if [ -d "$2" ]; then mount -t tmpfs -o size=4k,mode=000 hidden "$2"; fi
 while read -r _ _ _ _ mp _; do [ "$mp" = /tmp ] || mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done < /proc/self/mountinfo
 cd /tmp
-shift 2
+shift 3
 exec "$@"
 """
 NOBODY = 65534
@@ -46,11 +49,12 @@ class Isolation:
     user: int | None = None  # a uid to switch to before starting (root's samples run as nobody)
     reason: str = ""  # why not isolated
 
-    def command(self, folder: str, argv: list[str]) -> list[str]:
-        """The command line that runs `python argv...` in `folder` (the folder is the sample's /tmp inside)."""
+    def command(self, folder: str, argv: list[str], folder_mb: int = 16) -> list[str]:
+        """The command line that runs `python argv...` on a copy of `folder` (isolated: in a /tmp of `folder_mb`
+        MiB, so the host's disk never sees what the program writes)."""
         run = [self.python, *argv]
         hide = os.path.dirname(os.path.abspath(folder))
-        return [*UNSHARE, "sh", "-c", SETUP, "sandbox", folder, hide, *run] if self.isolated else run
+        return [*UNSHARE, "sh", "-c", SETUP, "sandbox", folder, hide, str(folder_mb), *run] if self.isolated else run
 
     def popen_kwargs(self, folder: str) -> dict[str, Any]:
         """Working folder, a cleared environment, a session of its own (killed as a group), the user."""

@@ -28,7 +28,8 @@ HARNESS = Path(__file__).with_name("sandbox_harness.py")
 
 @dataclass(frozen=True)
 class Limits:
-    """Per test run: wall-clock seconds, CPU seconds, address space and file size in MiB; processes per sample."""
+    """Per test run: wall-clock seconds, CPU seconds, address space in MiB; per sample: processes, and MiB written
+    (a file, and the whole folder where isolated)."""
 
     timeout_s: float = 5.0
     cpu_s: int = 2
@@ -76,7 +77,7 @@ def run_sample(code: str, suite: TestSuite, isolation: Isolation, limits: Limits
         with tempfile.TemporaryFile() as results, tempfile.TemporaryFile() as errors:
             argv = ["-I", "harness.py", "run", str(results.fileno()), str(limits.timeout_s), str(limits.cpu_s),
                     str(limits.memory_mb), str(limits.nproc), str(limits.file_mb)]
-            process = subprocess.Popen(isolation.command(str(folder), argv), stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(isolation.command(str(folder), argv, limits.file_mb), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=errors, pass_fds=(results.fileno(),),
                                        **isolation.popen_kwargs(str(folder)))
             bound = len(suite) * (limits.timeout_s + 2.0) + 10.0
