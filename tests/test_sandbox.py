@@ -28,6 +28,24 @@ GOOD_ADD = "```python\ndef add(a, b):\n    return a + b\n```"
 PROMPT = "Write the code.\n"
 
 
+# Root of its user namespace, the program tries to undo its mounts (also from a nested namespace of its own) and
+# write to world-writable places of the host; it prints "contained" when all of that failed and it has no capability.
+UNDO_MOUNTS = """import subprocess
+codes = [subprocess.run(cmd, capture_output=True).returncode for cmd in (
+    ["umount", "-l", "/tmp"], ["mount", "-o", "remount,rw", "/"], ["mount", "-o", "remount,rw,bind", "/dev/shm"],
+    ["unshare", "-rm", "sh", "-c", "mount -o remount,rw,bind /dev/shm && touch /dev/shm/rlhfctl_sandbox_x"])]
+wrote = []
+for path in ("WORLD/x", "/dev/shm/rlhfctl_sandbox_x"):
+    try:
+        open(path, "w").write("x")
+        wrote.append(path)
+    except OSError:
+        pass
+caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapPrm", "CapEff", "CapBnd"))]
+print("contained" if 0 not in codes and not wrote and set(caps) == {"0000000000000000"} else (codes, wrote, caps))
+"""
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     try:
@@ -59,6 +77,9 @@ def test_hostile_gallery(sandbox, tmp_path):
     listener.listen()
     listener.setblocking(False)
     port = listener.getsockname()[1]
+    world = tmp_path.parent / f"world-writable-{os.getpid()}"  # under /tmp, where a sample's /tmp hides it
+    world.mkdir(exist_ok=True)
+    world.chmod(0o777)
     gallery = {  # name: (response, label, verdict, reward)
         "good io": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", SUM_IO, "pass", 1.0),
         "good asserts": (GOOD_ADD, ADD_TESTS, "pass", 1.0),
@@ -82,11 +103,14 @@ def test_hostile_gallery(sandbox, tmp_path):
                              "fail", 0.5),
         "raises at import": ("raise ValueError('no')\ndef add(a, b):\n    return a + b", ADD_TESTS, "error", 0.0),
         "no code": ("", ADD_TESTS, "error", 0.0),
+        "undo the mounts": (UNDO_MOUNTS.replace("WORLD", str(world)), json.dumps([{"input": "", "output": "contained"}]),
+                            "pass", 1.0),
         "fill the disk": ("for i in range(100):\n    open(f'f{i}', 'wb').write(bytes(3 * 1024 ** 2))", ADD_TESTS,
                           "error", 0.0),
     }
     started = time.monotonic()
     batch = _score(sandbox, [(r, label) for r, label, _, _ in gallery.values()])
+    assert not (world / "x").exists() and not Path("/dev/shm/rlhfctl_sandbox_x").exists()
     took = time.monotonic() - started
     got = dict(zip(gallery, zip(_verdicts(batch), batch.rewards)))
     assert got == {name: (verdict, reward) for name, (_, _, verdict, reward) in gallery.items()}

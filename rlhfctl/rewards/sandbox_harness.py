@@ -26,12 +26,21 @@ MEMORY_WORDS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc")
 KILLED = (-9, -24)  # SIGKILL, SIGXCPU: the CPU rlimit's signals
 
 
-def set_limits(cpu_s, memory_mb, nproc, file_mb):
+def set_limits(memory_mb, nproc, file_mb):
+    """Limits this process and every test's process share (the CPU limit is each test's: cpu_limit)."""
     mib = 1024 * 1024
-    for name, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory_mb * mib),
-                        (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_FSIZE, file_mb * mib),
-                        (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256)):
+    for name, value in ((resource.RLIMIT_AS, memory_mb * mib), (resource.RLIMIT_NPROC, nproc),
+                        (resource.RLIMIT_FSIZE, file_mb * mib), (resource.RLIMIT_CORE, 0),
+                        (resource.RLIMIT_NOFILE, 256)):
         resource.setrlimit(name, (value, value))
+
+
+def cpu_limit(seconds):
+    """A test process's CPU seconds, set between its fork and exec (this process has one thread), so this
+    supervisor's own CPU time, which grows with the number of tests, is never limited."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+    return apply
 
 
 def tail(path, limit=1 << 20):
@@ -75,11 +84,11 @@ def classify(code, stderr):
     return "fail"
 
 
-def run_io(case, timeout):
+def run_io(case, timeout, limit):
     stdin, expected = case
     with open("stdout.txt", "wb") as out, open("stderr.txt", "wb") as err:
         child = subprocess.Popen([sys.executable, "-I", "solution.py"], stdin=subprocess.PIPE, stdout=out,
-                                 stderr=err, start_new_session=True)
+                                 stderr=err, start_new_session=True, preexec_fn=limit)
         try:
             child.communicate(stdin.encode(), timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -93,14 +102,14 @@ def run_io(case, timeout):
     return classify(child.returncode, tail("stderr.txt"))
 
 
-def run_assert(test, timeout):
+def run_assert(test, timeout, limit):
     nonce = secrets.token_hex(16)
     test_r, test_w = os.pipe()
     result_r, result_w = os.pipe()
     with open("stderr.txt", "wb") as err:
         child = subprocess.Popen([sys.executable, "-I", "harness.py", "check", str(test_r), str(result_w), nonce],
                                  pass_fds=(test_r, result_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err, start_new_session=True)
+                                 stderr=err, start_new_session=True, preexec_fn=limit)
     os.close(test_r)
     os.close(result_w)
     with os.fdopen(test_w, "wb") as pipe:
@@ -155,19 +164,35 @@ def check(test_fd, result_fd, nonce):
     report("pass")
 
 
+def drop_privileges():
+    """The tests' processes run as root of the sample's user namespace, whose capabilities could undo its mounts
+    (remount / writable, unmount /tmp). Empty the bounding, inheritable and ambient sets, so an execve gains no
+    capability, and set no_new_privs, so no setuid program does either; not dumpable, so the program cannot open
+    this process's fds or read its memory. Outside a namespace, as a plain user, the drops fail and change nothing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (fails past the last capability, and without CAP_SETPCAP)
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()  # v3 header; eff, perm, inh x 2
+    if libc.capget(header, data) == 0:
+        data[2] = data[5] = 0
+        libc.capset(header, data)
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+
+
 def supervise(results_fd, timeout, cpu_s, memory_mb, nproc, file_mb):
-    try:
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/PID/fd or ptrace from the program
-    except (OSError, AttributeError):
-        pass
+    drop_privileges()
     with open("tests.json") as f:
         suite = json.load(f)
     os.remove("tests.json")  # the expected outputs are not the program's to read
     results = os.fdopen(int(results_fd), "w", buffering=1)
-    set_limits(int(cpu_s), int(memory_mb), int(nproc), int(file_mb))
+    set_limits(int(memory_mb), int(nproc), int(file_mb))
+    limit = cpu_limit(int(cpu_s))
     for i, case in enumerate(suite["cases"]):
         try:
-            status = run_io(case, float(timeout)) if suite["kind"] == "io" else run_assert(case, float(timeout))
+            run = run_io if suite["kind"] == "io" else run_assert
+            status = run(case, float(timeout), limit)
         except OSError as exc:  # fork refused (the process cap), or the folder full
             status = "crash" if exc.errno != 12 else "memory"
         results.write(json.dumps({"i": i, "status": status}) + "\n")
