@@ -7,8 +7,8 @@ deletes them from the folder, sets the rlimits, and runs each test as its own ch
 - an assert test runs `harness.py check`, which executes the program and then the test, and reports on a pipe,
   tagged with a nonce, only once the test itself ran: an early `sys.exit(0)`, `os._exit(0)` or a printed "passed"
   reports nothing and earns nothing.
-Verdicts go, one JSON line per test, to an inherited fd: a file the parent opened outside the folder. The supervisor is made
-non-dumpable, so the program (another process of the same user) cannot open its fds or read its memory.
+Verdicts go, one JSON line per test, to an inherited fd: a file the parent opened outside the folder. The supervisor
+drops every capability the tests' processes could inherit and is made non-dumpable (drop_privileges).
 """
 
 import os
