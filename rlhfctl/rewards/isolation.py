@@ -24,16 +24,18 @@ from typing import Any
 
 UNSHARE = ["unshare", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
 # $1 is the sample's folder (its files are copied into a private tmpfs of $3 MiB, mounted on /tmp), $2 the folder of
-# all samples' folders (covered, wherever TMPDIR put it); the rest is the command to run in /tmp. Mounts already
-# read-only are left alone, and so are /proc and /sys, whose files only the host's root may write: one `mount` per
-# writable mount is most of a sample's start-up.
+# all samples' folders (covered, wherever TMPDIR put it); the rest is the command to run in /tmp. /run is covered
+# too: its sockets (docker.sock, D-Bus) answer whoever may open them, and a user's groups survive the namespace.
+# Mounts already read-only are left alone, and so are /proc and /sys, whose files only the host's root may write:
+# one `mount` per writable mount is most of a sample's start-up.
 SETUP = """set -e
 cd "$1"
 mount -t tmpfs -o size="$3"m,mode=700 sandbox /tmp
 cp -R . /tmp/
 if [ -d "$2" ]; then mount -t tmpfs -o size=4k,mode=000 hidden "$2"; fi
+if [ -d /run ]; then mount -t tmpfs -o size=4k,mode=755 run /run; fi
 while read -r _ _ _ _ mp opts _; do
-  case "$mp" in /tmp|/proc|/proc/*|/sys|/sys/*) continue;; esac
+  case "$mp" in /tmp|/run|/proc|/proc/*|/sys|/sys/*) continue;; esac
   case "$opts" in ro|ro,*) continue;; esac
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done < /proc/self/mountinfo
