@@ -103,6 +103,7 @@ def test_verifier_options_are_checked():
         "serve-rm", {"reward_func": "x.py", "verifier_timeout": 2})
     assert "--sandbox-workers applies to the code sandbox only" in _problems(
         "train-ppo", {"reward": "math", "sandbox_workers": 4, "pretrain": "p", "prompt_data": "d"})
+    assert "benchmarks/sandbox.py" in _problems("bench-rm", {"reward": "sandbox"})
     assert "--format-regex applies to a reward SOURCE `format` only" in _problems(
         "check-reward", {"reward": "math", "format_regex": "x", **data})
     cfg = resolve("train-ppo", {"reward": ["ok=math:1", "shape=format:0.1"], "format_regex": r"-?\d+",

@@ -16,7 +16,7 @@ from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs)
 from rlhfctl.config.train_groups import VLLMArgs
-from rlhfctl.config.verify_rules import builtin_problems
+from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_model_term
 
@@ -155,7 +155,8 @@ def bench_rm_problems(cfg: BenchRMConfig) -> list[str]:
     if cfg.min_tokens > cfg.max_tokens:
         problems.append(f"--min-tokens ({cfg.min_tokens}) is above --max-tokens ({cfg.max_tokens})")
     return problems + reward_exec_misused(cfg, cfg.reward_func is not None or has_function_term(cfg.reward),
-                                          "--url or --reward-pretrain") + builtin_problems(cfg, cfg, cfg.reward)
+                                          "--url or --reward-pretrain") + builtin_problems(cfg, cfg, cfg.reward) \
+        + bench_sandbox_problems(cfg.reward)
 
 
 def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:

@@ -31,3 +31,11 @@ def builtin_problems(verifier: VerifierArgs, sandbox: SandboxArgs, terms: Terms)
         problems += [f"{flag} applies to the code sandbox only (--reward NAME=sandbox:WEIGHT)"
                      for flag in _given(SandboxArgs, sandbox)]
     return problems
+
+
+def bench_sandbox_problems(terms: Terms) -> list[str]:
+    """bench-rm's requests carry prompts (synthetic or --prompt-data) and no responses: no code to run."""
+    if not has_kind_term(terms, "sandbox"):
+        return []
+    return ["bench-rm sends texts without responses, so the code sandbox would run no code: measure it with "
+            "benchmarks/sandbox.py (samples/s), or check-reward sandbox --responses column:NAME (its speed check)"]
