@@ -215,3 +215,14 @@ def test_serve_rm_serves_the_sandbox(sandbox):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_sandbox_travels_to_a_ray_worker_as_its_settings(sandbox):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(sandbox))  # finds its own isolation and folder
+    try:
+        assert copy.root != sandbox.root and copy.limits == sandbox.limits and copy.workers == sandbox.workers
+        assert _score(copy, [(GOOD_ADD, ADD_TESTS)]).rewards == [1.0]
+    finally:
+        copy.close()

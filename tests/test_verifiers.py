@@ -123,3 +123,15 @@ def test_check_reward_with_math_separates_right_from_shuffled_answers(responses,
         assert report.stats["mean"] < 0.1
     assert report.stats["separation"]["mismatched_mean"] < 0.1
     assert {c.name: c.status for c in report.checks}["separation"] == "pass"
+
+
+def test_a_verifier_travels_to_a_ray_worker_as_its_settings(verifier):
+    import pickle
+
+    fmt = verifier("format", timeout=2.0, options={"format_regex": r"\d+"})
+    copy = pickle.loads(pickle.dumps(fmt))  # as a Ray actor receives it: a pool of its own, the same options
+    try:
+        assert copy.pool is not fmt.pool and copy.timeout == 2.0
+        assert copy.score(["12", "x"], ["", ""], ["", ""]).rewards == fmt.score(["12", "x"], ["", ""], ["", ""]).rewards
+    finally:
+        copy.close()
