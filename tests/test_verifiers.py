@@ -26,11 +26,12 @@ EQUIVALENT = [
     ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}"), ("\\boxed{\\frac{\\pi}{2}}", "\\pi/2"), ("\\boxed{(1, 2)}", "(1,2)"),
     ("\\boxed{x^2+2x+1}", "(x+1)^2"), ("\\boxed{10^\\circ}", "10"), ("\\boxed{5 \\text{ cm}}", "5"),
     ("\\boxed{\\left( 3, \\frac{1}{2} \\right)}", "(3, 0.5)"), ("Answer: \\boxed{\\boxed{7}}", "7"),
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\sqrt{3}/2"), ("\\boxed{\\text{Paris}}", "paris"), ("\\boxed{-5}", "−5"),
 ]
 NOT_EQUIVALENT = [
     ("\\boxed{\\frac{1}{3}}", "0.333"), ("\\boxed{2}", "3"), ("1,234", "1.234"), ("\\boxed{(1, 2)}", "(2,1)"),
     ("\\boxed{x^2}", "2x"), ("", "0"), ("The answer is 12.", "-12"), ("\\boxed{\\sqrt{2}}", "1.414"),
-    ("I don't know", "5"), ("\\boxed{1, 2, 3}", "(1, 2)"),
+    ("I don't know", "5"), ("\\boxed{1, 2, 3}", "(1, 2)"), ("\\boxed{cat}", "act"), ("\\boxed{\\frac{1}{0}}", "1"),
 ]
 
 

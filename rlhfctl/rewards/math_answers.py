@@ -47,9 +47,11 @@ def final_answer(response: str) -> str:
 
 
 def normalize(answer: str) -> str:
-    """Simple LaTeX and typography out: \\left, \\!, $, \\text{units}, \\dfrac, thousands separators, a trailing
-    full stop, `x =` in front."""
-    text = _TEXT.sub(lambda m: m.group(1) if not re.fullmatch(r"\s*[A-Za-z ]+\s*", m.group(1)) else "", answer)
+    """Simple LaTeX and typography out: \\left, \\!, $, \\text{units} (an answer that is all \\text{} keeps its text),
+    \\dfrac, thousands separators, a trailing full stop, `x =` in front."""
+    whole = _TEXT.fullmatch(answer.strip())
+    text = whole.group(1) if whole else _TEXT.sub(  # a word beside a number is a unit: 5 \text{ cm} -> 5
+        lambda m: "" if re.fullmatch(r"\s*[A-Za-z ]+\s*", m.group(1)) else m.group(1), answer)
     for token in _DROP:
         text = text.replace(token, "%" if token == "\\%" else "")
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("−", "-")
@@ -97,8 +99,19 @@ def _to_sympy_syntax(text: str) -> str:
     return out
 
 
+_FUNCTIONS = {"sqrt", "pi", "oo", "sin", "cos", "tan", "log", "ln", "exp"}
+
+
+def _reads_as_math(text: str) -> bool:
+    """No word but a known function: sympy would read `cat` as c*a*t, equal to `act`."""
+    return all(word in _FUNCTIONS for word in re.findall(r"[A-Za-z]{2,}", text))
+
+
 def _sympy_equal(a: str, b: str) -> Optional[bool]:
     """Symbolic equality (simplify(a - b) == 0); None when sympy is missing or cannot read either side."""
+    a, b = _to_sympy_syntax(a), _to_sympy_syntax(b)
+    if not (_reads_as_math(a) and _reads_as_math(b)):
+        return None
     try:
         import sympy
         from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
@@ -107,8 +120,8 @@ def _sympy_equal(a: str, b: str) -> Optional[bool]:
         return None
     transformations = standard_transformations + (implicit_multiplication_application,)
     try:
-        left: Any = parse_expr(_to_sympy_syntax(a), transformations=transformations, evaluate=True)
-        right: Any = parse_expr(_to_sympy_syntax(b), transformations=transformations, evaluate=True)
+        left: Any = parse_expr(a, transformations=transformations, evaluate=True)
+        right: Any = parse_expr(b, transformations=transformations, evaluate=True)
         return bool(sympy.simplify(left - right) == 0)
     except Exception:  # noqa: BLE001 - sympy raises many types on text it cannot read; that is "not known"
         return None
