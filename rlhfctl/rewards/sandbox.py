@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ class SandboxReward(RewardSource):
         self.concurrency: int | None = workers
         self.name = "sandbox" + ("" if isolation.isolated else " (unsafe)")
         self.root = isolation.make_root()
+        self._remove_root = weakref.finalize(self, shutil.rmtree, self.root, True)  # at exit, if never closed
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="sandbox")
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
@@ -83,7 +85,7 @@ class SandboxReward(RewardSource):
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._remove_root()
 
     def __getstate__(self) -> dict[str, Any]:
         """Ship the settings (a Ray worker finds its own isolation and folder)."""
