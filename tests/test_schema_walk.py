@@ -17,12 +17,11 @@ from rlhfctl.config import COMMANDS
 from rlhfctl.config.aliases import TABLES
 
 PACKAGE = Path(rlhfctl.__file__).parent
-SCHEMA_FILES = {"config.py", "config_aliases.py"}  # where fields are declared and aliased, not read
+SCHEMA_PACKAGE = "config"  # where fields are declared, aliased and checked against each other, not used
 
 # Fields read under another name: (file, the pattern that reads them).
-READ_BY_PATTERN = {f"{role}_{what}": ("distributed/placement.py", f'getattr(cfg, f"{{role}}_{what}")')
-                   for role in ("actor", "ref", "critic", "reward") for what in ("num_nodes", "num_gpus_per_node")}
-# The policy loss reads the clip range through TrainPPOConfig.clip_low_high (eps_clip, or clip-higher's pair).
+READ_BY_PATTERN: dict[str, tuple[str, str]] = {}
+# The policy loss reads the clip range through PPOArgs.clip_low_high (eps_clip, or clip-higher's pair).
 READ_BY_PATTERN.update({name: ("ppo/workers.py", "cfg.clip_low_high") for name in ("eps_clip", "eps_clip_low_high")})
 
 # Fields that exist for OpenRLHF compatibility and act only by printing their message. Each entry: why, and the
@@ -32,7 +31,8 @@ COMPAT_ONLY: dict[str, tuple[str, str]] = {
 
 
 def _sources() -> dict[str, str]:
-    return {str(p.relative_to(PACKAGE)): p.read_text() for p in PACKAGE.rglob("*.py") if p.name not in SCHEMA_FILES}
+    return {str(p.relative_to(PACKAGE)): p.read_text() for p in PACKAGE.rglob("*.py")
+            if p.relative_to(PACKAGE).parts[0] != SCHEMA_PACKAGE}
 
 
 SOURCES = _sources()

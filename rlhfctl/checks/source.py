@@ -32,11 +32,11 @@ def url_list(spec: str) -> list[str] | None:
 
 
 def single_source(cfg: CheckRewardConfig) -> str | None:
-    """The one reward_func.py or URL(s) under test, checked as such; None for a model, a judge or several sources,
-    which are opened as a combined reward (rewards/combined.py)."""
+    """The one reward_func.py or URL(s) under test, checked as such; None for a model, a judge, a built-in verifier,
+    the code sandbox or several sources, which are opened as a combined reward (rewards/combined.py)."""
     assert cfg.reward is not None
     (term,) = cfg.reward.values() if len(cfg.reward) == 1 else (None,)
-    if term is None or term.weight != 1.0 or source_kind(term.source) in ("model", "judge"):
+    if term is None or term.weight != 1.0 or source_kind(term.source) not in ("url", "function"):
         return None
     return term.source
 

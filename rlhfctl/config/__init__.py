@@ -5,6 +5,7 @@
 - commands.py: the four command configs, each composed of its groups, with typed slices (`cfg.slice(TrainArgs)`);
 - rules.py: every cross-field check and every "this option does nothing here" warning;
 - files.py: YAML in and out, precedence (flag > file > default) and error messages;
+- verify_groups.py, verify_rules.py: the built-in verifiers' and code sandbox's options and checks;
 - hub_ids.py: model options named by Hub ID -> local folders, once, at start;
 - aliases.py: OpenRLHF's spellings of three vintages, one table; translation.py: how the table is applied.
 """
@@ -19,13 +20,14 @@ from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewar
                                    RewardModelOptions, RolloutArgs, RunArgs, ServerArgs, ServerBatchArgs)
 from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs, PPOArgs,
                                          PretrainArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
+from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 __all__ = [
     "COMMANDS", "AgentArgs", "AuthArgs", "BenchArgs", "BenchRMConfig", "CheckArgs", "CheckRewardConfig",
     "CombinedRewardArgs", "Command", "DataArgs", "EvalArgs", "FunctionNameArgs", "Group", "JudgeArgs", "ListenArgs",
     "LoggingArgs", "ModelLoadArgs", "OutputArgs", "PPOArgs", "PlacementArgs", "PolicyArgs", "PretrainArgs",
     "RemoteRewardArgs", "RewardCacheArgs", "RewardExecArgs", "RewardFuncArgs", "RewardModelArgs",
-    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "ServeRMConfig", "ServerArgs",
-    "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "all_fields", "dump_config", "field_extra",
+    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeRMConfig", "ServerArgs",
+    "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "VerifierArgs", "all_fields", "dump_config", "field_extra",
     "flag_name", "is_positional", "key_of", "read_config_file", "resolve",
 ]

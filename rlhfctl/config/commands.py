@@ -18,6 +18,7 @@ from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewar
                                    RewardModelOptions, RolloutArgs, RunArgs, ServerArgs, ServerBatchArgs)
 from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs, PPOArgs,
                                          PretrainArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
+from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 G = TypeVar("G", bound=Group)
 
@@ -51,7 +52,8 @@ class Command(BaseModel):
 
 
 class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
-                    RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs):
+                    RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs,
+                    VerifierArgs, SandboxArgs):
     """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only."""
 
     name: ClassVar[str] = "serve-rm"
@@ -65,7 +67,7 @@ class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, Com
 
 class CheckRewardConfig(Command, CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs,
                         FunctionNameArgs, RewardExecArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
-                        RewardModelOptions, RunArgs, OutputArgs, AgentArgs, JudgeArgs):
+                        RewardModelOptions, RunArgs, OutputArgs, AgentArgs, JudgeArgs, VerifierArgs, SandboxArgs):
     """Options of `rlhfctl check-reward`."""
 
     name: ClassVar[str] = "check-reward"
@@ -79,7 +81,7 @@ class CheckRewardConfig(Command, CheckArgs, CombinedRewardArgs, PretrainArgs, Da
 
 class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs,
                     FunctionNameArgs, RewardExecArgs, ServerArgs, ServerBatchArgs, AuthArgs, RemoteRewardArgs,
-                    DataArgs, RunArgs, OutputArgs):
+                    DataArgs, RunArgs, OutputArgs, VerifierArgs, SandboxArgs):
     """Options of `rlhfctl bench-rm`. The server options apply to the serve-rm it starts itself (on a free loopback
     port, so --host/--port are not offered); with --url the server's own settings apply and they are refused."""
 
@@ -95,7 +97,7 @@ class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFu
 class TrainPPOConfig(Command, PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs,
                      CombinedRewardArgs, RewardCacheArgs, FunctionNameArgs, RewardExecArgs, RewardModelArgs,
                      RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs,
-                     LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs):
+                     LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs, VerifierArgs, SandboxArgs):
     """Options of `rlhfctl train-ppo`."""
 
     name: ClassVar[str] = "train-ppo"

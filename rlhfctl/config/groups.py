@@ -168,7 +168,8 @@ class CombinedRewardArgs(Group):
     reward: Optional[RewardTerms] = opt(
         None, "The reward as named sources, repeatable: NAME=SOURCE:WEIGHT (a lone SOURCE needs no name; check-reward "
         "takes them as REWARD arguments). SOURCE: reward server URL(s) (comma-separated: replicas), a "
-        "reward_func.py, or a reward model folder / Hub ID; the reward is the weighted sum, each logged as "
+        "reward_func.py, a reward model folder / Hub ID, `judge`, a built-in verifier (math, exact, format) or "
+        "the code sandbox (sandbox); the reward is the weighted sum, each logged as "
         "reward/NAME. YAML: reward: {NAME: {source: ..., weight: ...}} or {NAME: SOURCE:WEIGHT}.",
         repeat=True, positional="check-reward",
     )

@@ -9,6 +9,7 @@ from rlhfctl.config.commands import Command
 from rlhfctl.config.fields import Group
 from rlhfctl.config.groups import (AuthArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelOptions, ServerArgs, ServerBatchArgs)
+from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 G = TypeVar("G", bound=Group)
 
@@ -28,6 +29,8 @@ class SourceGroups:
     judge: Optional[JudgeArgs] = None
     batching: Optional[ServerBatchArgs] = None
     server: Optional[ServerArgs] = None
+    verifier: Optional[VerifierArgs] = None
+    sandbox: Optional[SandboxArgs] = None
 
     @classmethod
     def of(cls, cfg: Command) -> "SourceGroups":
@@ -37,4 +40,5 @@ class SourceGroups:
 
         return cls(cfg.slice(ModelLoadArgs), cfg.slice(RewardModelOptions), cfg.slice(RewardExecArgs),
                    cfg.slice(FunctionNameArgs), remote=part(RemoteRewardArgs), auth=part(AuthArgs),
-                   judge=part(JudgeArgs), batching=part(ServerBatchArgs), server=part(ServerArgs))
+                   judge=part(JudgeArgs), batching=part(ServerBatchArgs), server=part(ServerArgs),
+                   verifier=part(VerifierArgs), sandbox=part(SandboxArgs))

@@ -16,6 +16,7 @@ from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs)
 from rlhfctl.config.train_groups import VLLMArgs
+from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_model_term
 
@@ -118,7 +119,7 @@ def serve_rm_problems(cfg: ServeRMConfig) -> list[str]:
     return (pairwise_problems(cfg)
             + reward_exec_misused(cfg, cfg.reward_func is not None or has_function_term(cfg.reward),
                                   "a reward model (--reward-pretrain)")
-            + _judge_all(cfg, cfg.reward))
+            + _judge_all(cfg, cfg.reward) + builtin_problems(cfg, cfg, cfg.reward))
 
 
 def check_reward_problems(cfg: CheckRewardConfig) -> list[str]:
@@ -139,7 +140,7 @@ def check_reward_problems(cfg: CheckRewardConfig) -> list[str]:
         return ["--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)"]
     return (reward_exec_misused(cfg, has_function_term(cfg.reward), "a reward server URL, model or judge",
                                 also_for_urls=("reward_timeout",))
-            + _judge_all(cfg, cfg.reward))
+            + _judge_all(cfg, cfg.reward) + builtin_problems(cfg, cfg, cfg.reward))
 
 
 def bench_rm_problems(cfg: BenchRMConfig) -> list[str]:
@@ -154,7 +155,8 @@ def bench_rm_problems(cfg: BenchRMConfig) -> list[str]:
     if cfg.min_tokens > cfg.max_tokens:
         problems.append(f"--min-tokens ({cfg.min_tokens}) is above --max-tokens ({cfg.max_tokens})")
     return problems + reward_exec_misused(cfg, cfg.reward_func is not None or has_function_term(cfg.reward),
-                                          "--url or --reward-pretrain")
+                                          "--url or --reward-pretrain") + builtin_problems(cfg, cfg, cfg.reward) \
+        + bench_sandbox_problems(cfg.reward)
 
 
 def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
@@ -177,7 +179,7 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     elif judge is not None and len(rewards) > 1:
         problems.append("a judge (--judge-model, --judge-url) is the run's reward: drop --remote-rm-url and "
                         "--reward-pretrain, or combine them with --reward NAME=SOURCE:WEIGHT")
-    problems += _judge_all(cfg, cfg.reward)
+    problems += _judge_all(cfg, cfg.reward) + builtin_problems(cfg, cfg, cfg.reward)
     if cfg.advantage_estimator in ("rloo", "reinforce_baseline", "group_norm", "dr_grpo") \
             and cfg.n_samples_per_prompt < 2:
         problems.append(f"--advantage-estimator {cfg.advantage_estimator} compares the samples of one prompt, so it "

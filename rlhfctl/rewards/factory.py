@@ -89,8 +89,8 @@ def open_reward_model(folder: str, loading: ModelLoadArgs, options: RewardModelO
 
 
 def open_term(name: str, source: str, groups: SourceGroups) -> RewardSource:
-    """One SOURCE of --reward: reward server URL(s), a reward_func.py, `judge`, or a model folder / Hub ID
-    (--trust-remote-code is checked and announced here)."""
+    """One SOURCE of --reward: reward server URL(s), a reward_func.py, a built-in verifier (VerifierArgs), the code
+    sandbox (SandboxArgs), `judge`, or a model folder / Hub ID (--trust-remote-code is checked and announced here)."""
     from rlhfctl.rewards.terms import source_kind
 
     kind = source_kind(source)
@@ -98,6 +98,16 @@ def open_term(name: str, source: str, groups: SourceGroups) -> RewardSource:
         return open_remote(source, groups)
     if kind == "function":
         return open_function(source, groups.execution, groups.function)
+    if kind == "verifier":
+        from rlhfctl.rewards.verifier_source import open_verifier
+
+        assert groups.verifier is not None  # every command has VerifierArgs
+        return open_verifier(source.strip(), groups.verifier)
+    if kind == "sandbox":
+        from rlhfctl.rewards.sandbox import open_sandbox
+
+        assert groups.sandbox is not None
+        return open_sandbox(groups.sandbox)
     if kind == "judge":
         if groups.judge is None:
             raise UsageError(f"--reward {name}=judge: this command has no LLM judge options")

@@ -16,6 +16,8 @@ guard (or a Ray driver) cannot afford.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import queue
@@ -43,14 +45,17 @@ def _fault_state(fault: RewardFault) -> dict[str, Any]:
             "user_traceback": fault.user_traceback}
 
 
-def _worker_main(fd: int, path: str, function: str, batching: str) -> None:
-    """A worker process: load the file, say so, then score batches until told to stop or the pipe closes."""
+def _worker_main(fd: int, path: str, function: str, batching: str, options: str = "{}") -> None:
+    """A worker process: load the file, say so, then score batches until told to stop or the pipe closes.
+    `options` (JSON) are keyword arguments bound to the function (a built-in verifier's settings)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the process group; the parent decides
     conn = Connection(fd)
     from rlhfctl.rewards.function import FunctionReward
 
     try:
         reward = FunctionReward(path, function=function, batching=batching)
+        if kwargs := json.loads(options):
+            reward.fn = functools.partial(reward.fn, **kwargs)
     except RewardFault as fault:
         conn.send(("failed", _fault_state(fault)))
         return
@@ -88,7 +93,7 @@ class _Worker:
         code = (f"import sys; from rlhfctl.rewards.pool import _worker_main; "
                 f"_worker_main({theirs.fileno()}, *sys.argv[1:])")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, str(pool.path), pool.function, pool.batching],
+            [sys.executable, "-c", code, str(pool.path), pool.function, pool.batching, json.dumps(pool.options)],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
         theirs.close()
@@ -156,7 +161,8 @@ class FunctionPool(RewardSource):
     most `workers` calls at once; a call that takes longer than `timeout` seconds (None: no limit) is killed."""
 
     def __init__(self, path: str | Path, function: str = "reward_func", *, timeout: float | None = None,
-                 workers: int = 1, batching: str = "auto", load_timeout: float = 120.0) -> None:
+                 workers: int = 1, batching: str = "auto", load_timeout: float = 120.0,
+                 options: dict[str, Any] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.path = Path(path)
@@ -166,6 +172,7 @@ class FunctionPool(RewardSource):
         self.concurrency = workers  # a server calls it from as many threads as it has processes
         self.batching = batching
         self.load_timeout = load_timeout
+        self.options = dict(options or {})  # JSON-able keyword arguments for the function
         self.where = f"{self.path}:{function}"
         self.name = f"reward_func {self.where}"
         self.per_sample: bool | None = {"auto": None, "batch": False, "per-sample": True}.get(batching)
@@ -311,7 +318,7 @@ class FunctionPool(RewardSource):
     def __getstate__(self) -> dict[str, Any]:
         """Ship the settings, not the processes (a Ray worker starts its own)."""
         return {"path": str(self.path), "function": self.function, "timeout": self.timeout, "workers": self.workers,
-                "batching": self.batching, "load_timeout": self.load_timeout}
+                "batching": self.batching, "load_timeout": self.load_timeout, "options": self.options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         path = state.pop("path")

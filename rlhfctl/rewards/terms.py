@@ -24,7 +24,8 @@ class RewardTerm(BaseModel):
     @classmethod
     def _not_blank(cls, source: str) -> str:
         if not source.replace(",", "").strip():
-            raise ValueError("is empty: give a URL, a reward_func.py or a model, or leave the option out")
+            raise ValueError("is empty: give a URL, a reward_func.py, a model, math, exact, format or sandbox, or leave "
+                             "the option out")
         return source
 
     @model_validator(mode="after")
@@ -92,12 +93,19 @@ def parse_terms(value: Any) -> Any:
 RewardTerms = Annotated[dict[str, RewardTerm], BeforeValidator(parse_terms)]
 
 
-def source_kind(source: str) -> Literal["url", "function", "model", "judge"]:
+VERIFIER_SOURCES = ("math", "exact", "format")
+"""SOURCE words naming a built-in verifier (rewards/verifiers.py defines WORD_reward for each)."""
+
+
+def source_kind(source: str) -> Literal["url", "function", "model", "judge", "verifier", "sandbox"]:
     """What a reward SOURCE names: reward server URL(s), a reward_func.py, the word `judge` (the LLM judge of
-    --judge-model / --judge-url), or else a model folder or Hub ID."""
+    --judge-model / --judge-url), a built-in verifier (`math`, `exact`, `format`), the code sandbox (`sandbox`), or
+    else a model folder or Hub ID (a local folder with one of these names is written ./math)."""
     text = source.strip()
-    if text == "judge":
-        return "judge"
+    if text in ("judge", "sandbox"):
+        return text  # type: ignore[return-value]
+    if text in VERIFIER_SOURCES:
+        return "verifier"
     if text.startswith(("http://", "https://")):
         return "url"
     return "function" if text.endswith(".py") else "model"
@@ -109,6 +117,11 @@ def has_function_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
 
 def has_model_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
     return any(source_kind(t.source) == "model" for t in (terms or {}).values())
+
+
+def has_kind_term(terms: Optional[dict[str, RewardTerm]], kind: str, word: str | None = None) -> bool:
+    """Whether a SOURCE of `terms` is of `kind` (source_kind), and where `word` is given, is that word."""
+    return any(source_kind(t.source) == kind and word in (None, t.source.strip()) for t in (terms or {}).values())
 
 
 def has_judge_term(terms: Optional[dict[str, RewardTerm]]) -> bool:
