@@ -130,3 +130,42 @@ def test_the_cycle_finder_finds_cycles() -> None:
 def test_config_modules_stay_small(path: Path) -> None:
     """One job per module: the schema package grew to 1,200 lines in one file once."""
     assert len(path.read_text().splitlines()) <= 400
+
+
+def _readme_layout() -> dict[str, str]:
+    """The README's layout block under rlhfctl/: each package (`name/`) or top-level module line -> its text,
+    continuation lines included."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Development", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    current = None
+    inside = False
+    for line in block.splitlines():
+        if not line.startswith(" "):
+            inside = line.strip() == "rlhfctl/"
+            continue
+        if not inside:
+            continue
+        match = re.match(r"  (\S[^ ]*(?:, \S+)*)\s{2,}|  (\S+)$", line)
+        if line.startswith("  ") and not line.startswith("   "):
+            names = (match.group(1) or match.group(2)) if match else line.split()[0]
+            current = names
+            entries[current] = line
+        elif current is not None:
+            entries[current] += " " + line.strip()
+    return entries
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    entries = _readme_layout()
+    named = {n.strip(",") for key in entries for n in key.split(", ")}
+    packages = {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    modules = {p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    assert packages | modules <= named, f"missing from the README layout: {sorted((packages | modules) - named)}"
+    assert named <= packages | modules, f"in the README layout, not in rlhfctl/: {sorted(named - packages - modules)}"
+    for key, text in entries.items():
+        if not key.endswith("/"):
+            continue
+        folder = PACKAGE / key
+        for name in set(re.findall(r"\b([\w*]+\.py)\b", text)):
+            assert list(folder.glob(name)), f"the README layout names {key}{name}, which does not exist"
