@@ -134,6 +134,8 @@ class RemoteReward(RewardSource):
         waits, retry_after = 0, 0.0
         while True:
             replica = self.replicas.acquire(tried)
+            if replica is None and not tried:  # every replica is out: try the least busy now, as a lone server
+                replica = self.replicas.acquire(any_state=True)
             if replica is None:  # every replica is out or failed this chunk: back off, then try the least busy
                 if waits == self.max_retries:
                     raise self._exhausted(causes)
@@ -167,7 +169,7 @@ class RemoteReward(RewardSource):
         attempts = f"{self.max_retries + 1} attempt{'s' if self.max_retries else ''}"
         if len(self.urls) == 1:
             return RewardError(f"{self.urls[0]}: no reward after {attempts}; last error: {causes[self.urls[0]]}")
-        listed = "; ".join(f"{url}: {cause}" for url, cause in causes.items())
+        listed = "; ".join(f"{s.url}: {causes.get(s.url, s.cause or 'out')}" for s in self.replicas.states())
         return RewardError(f"no replica could score the batch ({attempts} over {len(self.urls)} replicas); last "
                            f"errors: {listed}")
 

@@ -29,6 +29,7 @@ class ReplicaState:
     chunks: int = 0
     samples: int = 0
     failures: int = 0
+    cause: str = ""
     reward: str = ""
 
 
@@ -79,6 +80,7 @@ class ReplicaSet:
         """No chunk goes to `replica` until its /health answers; the probe thread starts if it is not running."""
         with self._lock:
             replica.failures += 1
+            replica.cause = cause
             if not replica.up or len(self._states) == 1:  # a lone server is retried after the backoff, as ever
                 return
             replica.up = False
