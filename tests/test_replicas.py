@@ -24,6 +24,7 @@ from rlhfctl.rewards.function import FunctionReward
 from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
+from cli_runner import run_main
 from serve_rm_process import ENV, start_server
 
 # Each replica appends the queries it scores to COUNTS/REPLICA, and says who it is in extra_logs.
@@ -243,3 +244,13 @@ def test_serve_rm_that_fans_out_exports_each_replica(tmp_path):
     samples = dict(re.findall(r'rlhfctl_replica_samples_total\{replica="([^"]+)",reward="rm"\} ([\d.]+)', text))
     assert samples == {a.url: "4.0", b.url: "4.0"}
     assert f'rlhfctl_replica_up{{replica="{a.url}",reward="rm"}} 1.0' in text
+
+
+@pytest.mark.parametrize("args", [
+    ["--remote-rm-url", "http://a:1,http://b:2,http://c:3"],
+    ["--remote-rm-url", "http://a:1", "--remote_rm_url", "http://b:2,http://c:3"],  # OpenRLHF's spelling, repeated
+])
+def test_replicas_are_given_comma_separated_or_by_repeating_the_flag(args, capsys):
+    code, out, err = run_main(["train-ppo", "--pretrain", "p", "--prompt-data", "d", *args, "--print-config"], capsys)
+    assert code == 0, err
+    assert "remote_rm_url: http://a:1,http://b:2,http://c:3" in out.splitlines()
