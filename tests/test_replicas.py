@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from rlhfctl.config import ServeRMConfig
 from rlhfctl.errors import RewardError
+from rlhfctl.ppo.scoring import extra_log_means
 from rlhfctl.rewards.combined import CombinedReward
 from rlhfctl.rewards.function import FunctionReward
 from rlhfctl.rewards.remote import RemoteReward
@@ -184,6 +185,11 @@ def test_pairwise_groups_reach_one_replica_whole():
             by_group = {p: {r for q, r in zip(prompts, rewards) if q == p} for p in prompts}
             assert all(len(scorers) == 1 for scorers in by_group.values())
             assert len(set(rewards)) == 3  # spread over all three
+        # What train-ppo's metrics.jsonl gets from a batch: each replica's share, and how many are up.
+        logged = extra_log_means(client.score(prompts, prompts, [""] * len(prompts)), "reward/")
+        assert sum(logged[f"reward/replica{i}_share"] for i in range(3)) == pytest.approx(1.0)
+        assert min(logged[f"reward/replica{i}_share"] for i in range(3)) > 0
+        assert logged["reward/replicas_up"] == 3.0
         client.close()
 
 
