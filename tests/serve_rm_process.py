@@ -16,11 +16,13 @@ def rlhfctl(*args: str) -> list[str]:
     return [sys.executable, "-m", "rlhfctl", *args]
 
 
-def start_server(*args: str, env: dict[str, str] | None = None,
-                 startup_s: float = 60) -> tuple[subprocess.Popen, str, list[str]]:
+def start_server(*args: str, env: dict[str, str] | None = None, startup_s: float = 60,
+                 new_session: bool = False) -> tuple[subprocess.Popen, str, list[str]]:
     """Start `serve-rm ARGS` (give --port 0); return the process, its /get_reward URL (from its log) and the log
-    lines, which a thread keeps appending to."""
-    proc = subprocess.Popen(rlhfctl("serve-rm", *args), env=env or ENV, stderr=subprocess.PIPE, text=True)
+    lines, which a thread keeps appending to. `new_session`: in a process group of its own, which os.killpg ends
+    with its reward workers (a replica that dies whole)."""
+    proc = subprocess.Popen(rlhfctl("serve-rm", *args), env=env or ENV, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
     lines: list[str] = []
     deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:

@@ -241,7 +241,7 @@ def test_unreachable_url_fails_within_seconds(capsys):
 
 @pytest.mark.parametrize("args, needle", [
     (["--url", "ftp://x/get_reward"], "not a reward server URL"),
-    (["--url", "http://127.0.0.1:1,http://127.0.0.1:2"], "one server at a time"),
+    (["--url", "http://127.0.0.1:1,ftp://x"], "not a reward server URL"),
     (["--url", "http://127.0.0.1:1", "--output", "/no/such/folder/x.json"], "--output"),
     (["--url", "http://127.0.0.1:1", "--concurrency", "0"], "--concurrency"),
     (["--url", "http://127.0.0.1:1", "--prompt-data", "/no/such/data.jsonl"], "no such file"),
@@ -250,6 +250,34 @@ def test_bad_input_exits_2(args, needle, capsys):
     code, out, err = run_cli(args, capsys)
     assert code == 2
     assert needle in err and "Traceback" not in err + out
+
+
+def test_several_replicas_each_ones_share(capsys):
+    """--url URL1,URL2: least in flight per request, each replica's share in the JSON and the table."""
+    from contextlib import ExitStack
+
+    from rlhfctl.serving.server import serve_in_thread
+
+    app = FastAPI()
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request) -> Response:
+        n = len((await request.json())["query"])
+        return Response(json.dumps({"rewards": [0.5] * n}), media_type="application/json")
+
+    with ExitStack() as stack:
+        urls = [stack.enter_context(serve_in_thread(app)).url for _ in range(2)]
+        args = ["--url", ",".join(urls), "--concurrency", "1,4", "--num-requests", "40", "--warmup", "0",
+                "--texts-per-request", "2"]
+        result = run_json(args, capsys)
+        for level in result["levels"]:
+            assert level["failed"] == 0
+            assert [r["url"] for r in level["replicas"]] == urls
+            assert sum(r["samples"] for r in level["replicas"]) == 80
+            assert all(0.3 <= r["share"] <= 0.7 for r in level["replicas"])
+        code, out, err = run_cli(args, capsys)
+        assert code == 0, err
+        assert "replica shares" in out and urls[1] in out
 
 
 # ------------------------------------------------------------------------------------------ framing and kinds

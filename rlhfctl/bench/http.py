@@ -47,7 +47,7 @@ class Endpoint:
 
         checked = parse_urls(url)
         if len(checked) != 1:
-            raise UsageError(f"--url {url!r}: bench-rm measures one server at a time; run it once per server")
+            raise UsageError(f"{url!r}: one URL here (bench-rm --url takes several, comma-separated, as replicas)")
         parts = urlsplit(checked[0])
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)

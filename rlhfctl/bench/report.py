@@ -90,13 +90,20 @@ def render_table(result: BenchResult, console: Console) -> None:
     for name in ("concurrency", "ok", "failed", "req/s", "samples/s", "tokens/s", "mean", "p50", "p90", "p99",
                  "client CPU"):
         table.add_column(name, justify="right", no_wrap=True)
+    replicas = next((lv.replicas for lv in result.levels if lv.replicas), None)
+    if replicas:
+        table.add_column("replica shares", justify="right", no_wrap=True)
     for lv in result.levels:
         rate = f" @{lv.request_rate:g}/s" if lv.request_rate else ""
+        shares = [" / ".join(f"{r['share']:.0%}" for r in lv.replicas or [])] if replicas else []
         table.add_row(f"{lv.concurrency}{rate}", str(lv.completed), str(lv.failed), f"{lv.request_throughput:.1f}",
                       f"{lv.sample_throughput:.1f}", f"{lv.total_token_throughput:.0f}", _ms(lv.mean_e2el_ms),
                       _ms(lv.median_e2el_ms), _ms(lv.p90_e2el_ms), _ms(lv.p99_e2el_ms), f"{lv.client_cpu:.0%}",
-                      style="red" if lv.failed else None)
+                      *shares, style="red" if lv.failed else None)
     console.print(table)
+    if replicas:
+        console.print("[dim]replica shares (samples scored), in order: "
+                      + ", ".join(escape(r["url"]) for r in replicas) + "[/]", highlight=False, soft_wrap=True)
     env = result.environment
     threads = env.get("scorer_torch_threads")
     console.print(f"[dim]{result.mode}; event loop {env['event_loop']}; {env['cpu_cores']} CPU cores"

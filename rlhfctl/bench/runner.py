@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol
 
 from rlhfctl.bench.loadgen import LevelRun, run_async, run_level
 from rlhfctl.bench.stats import LevelStats, client_bound_warning, summarize
+from rlhfctl.bench.replicas import ReplicasTarget
 from rlhfctl.bench.targets import HttpTarget, InProcessTarget, Target
 from rlhfctl.bench.workload import MAX_TEXTS, build_workload
 
@@ -60,7 +61,7 @@ def _event_loop() -> str:
 def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]]]:
     """(target, mode, torch threads of the scorer where known), closed or stopped on the way out."""
     if cfg.url is not None:
-        target = HttpTarget(cfg.url, api_key=cfg.api_key, timeout=cfg.rm_timeout)
+        target = _url_target(cfg)
         target.probe()
         yield target, "url", None
         return
@@ -89,6 +90,15 @@ def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]
     finally:
         scorer.stop()
         source.close()
+
+
+def _url_target(cfg: BenchRMConfig) -> HttpTarget | ReplicasTarget:
+    """--url: one server, or several (comma-separated) as replicas of one reward."""
+    from rlhfctl.rewards.remote import parse_urls
+
+    urls = parse_urls(cfg.url or "")
+    targets = [HttpTarget(url, api_key=cfg.api_key, timeout=cfg.rm_timeout) for url in urls]
+    return targets[0] if len(targets) == 1 else ReplicasTarget(targets)
 
 
 def benchmark(cfg: BenchRMConfig, observer: Optional[Observer] = None) -> BenchResult:

@@ -42,6 +42,7 @@ class LevelStats:
     client_cpu: float
     connections: Optional[int]
     resent: Optional[int] = None  # requests re-sent on a fresh connection after a reused one closed (keep-alive race)
+    replicas: Optional[list[dict[str, Any]]] = None  # --url URL1,URL2: requests, samples and share of each
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -79,6 +80,7 @@ def summarize(run: LevelRun) -> LevelStats:
         client_cpu=run.cpu / duration,
         connections=run.info.get("connections"),
         resent=run.info.get("resent"),
+        replicas=run.info.get("replicas"),
     )
 
 

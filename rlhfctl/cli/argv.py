@@ -103,7 +103,10 @@ def translate_argv(argv: list[str], commands: dict[str, type[BaseModel]]) -> tup
             if field_extra(flags[field]).get("repeat"):  # each occurrence counts (--reward a=... --reward b=...)
                 kept += [flag_name(field, flags[field]), values[0]]
                 continue
-            ours[field] = (not negated) if nargs == 0 else ",".join(values)
+            value = (not negated) if nargs == 0 else ",".join(values)
+            if field_extra(flags[field]).get("join") and field in ours and str(value).strip():
+                value = f"{ours[field]},{value}"  # --remote-rm-url A --remote-rm-url B: replicas A,B
+            ours[field] = value
         elif name in _COMMON:  # --print_config, --config=run.yaml: the options every command has, kebab-cased
             kept.append("--" + name.replace("_", "-") + eq + inline)
             i += 1

@@ -2,7 +2,8 @@
 
 Field metadata keys (json_schema_extra): "flag" overrides the flag name, "positional" makes an argument (True: in
 every command; a command's name: in that one), "repeat" makes a repeatable flag (a variadic argument), "envvar" names
-an environment variable, "secret" keeps the value out of --print-config. Other spellings of an option (OpenRLHF's,
+an environment variable, "secret" keeps the value out of --print-config, "join" joins a flag given several times with
+commas (one text, so the single-value flag of OpenRLHF keeps its meaning). Other spellings of an option (OpenRLHF's,
 older rlhfctl names) live in one table, aliases.py.
 """
 
@@ -22,13 +23,18 @@ def split_commas(value: Any) -> Any:
     return value
 
 
+def join_commas(value: Any) -> Any:
+    """A list in YAML (several URLs) -> the comma-separated text the command line gives."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 IntList = Annotated[list[int], BeforeValidator(split_commas)]
 FloatPair = Annotated[tuple[float, float], BeforeValidator(split_commas)]
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
     """A schema field: its default, its one help text (shown by --help, docs and --print-config) and its limits."""
-    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret", "repeat") if k in kw}
+    extra = {k: kw.pop(k) for k in ("flag", "positional", "envvar", "secret", "repeat", "join") if k in kw}
     return Field(default, description=help, json_schema_extra=extra or None, **kw)
 
 

@@ -188,12 +188,17 @@ class RemoteRewardArgs(Group):
     panel: ClassVar[str] = "Reward client"
     rm_timeout: float = opt(60.0, "Seconds one reward request may take before it is retried.", gt=0)
     rm_max_retries: int = opt(
-        5, "Retries of a reward request after a connection error, timeout, 429 or 5xx (not after 4xx).", ge=0
+        5, "Retries of a reward request after a connection error, timeout, 429 or 5xx (not after 4xx); with "
+        "several replicas, after every one failed it (until then it goes to another at once).", ge=0
     )
     rm_retry_backoff: float = opt(
         0.5, "First retry delay in seconds; it doubles per retry, with random jitter.", ge=0
     )
     rm_max_inflight: int = opt(32, "Most reward requests in flight at once, over all servers.", ge=1)
+    rm_health_interval: float = opt(
+        5.0, "Seconds between GET /health probes of a replica taken out (it refused a connection, timed out or "
+        "answered 5xx); it takes chunks again once its /health answers 200.", gt=0
+    )
 
 
 class JudgeArgs(Group):

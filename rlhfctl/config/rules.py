@@ -18,7 +18,7 @@ from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, Model
 from rlhfctl.config.train_groups import VLLMArgs
 from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
 from rlhfctl.errors import ConfigError, UsageError
-from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_model_term
+from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_kind_term, has_model_term
 
 if TYPE_CHECKING:
     from rlhfctl.config.commands import BenchRMConfig, CheckRewardConfig, ServeRMConfig, TrainPPOConfig
@@ -308,8 +308,9 @@ def serve_rm_unused(cfg: ServeRMConfig) -> Unused:
                       "acts on a reward model (--reward-pretrain) only; a --judge-model does not use it"))
     if cfg.judge_url is not None:
         rules.append((_MODEL_ONLY, "acts on a model loaded here; --judge-url's server runs its own"))
-    else:
-        rules.append((set(RemoteRewardArgs.model_fields), "acts on a --judge-url client only"))
+    elif not has_kind_term(cfg.reward, "url"):
+        rules.append((set(RemoteRewardArgs.model_fields), "acts on a reward server client only (--judge-url, or a "
+                                                          "--reward term's URLs)"))
     return rules + _no_model_term(cfg.reward)
 
 

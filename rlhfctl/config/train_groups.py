@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Optional
 
-from rlhfctl.config.fields import FloatPair, Group, not_blank, opt
+from pydantic import BeforeValidator
+
+from rlhfctl.config.fields import FloatPair, Group, join_commas, not_blank, opt
 
 
 class PlacementArgs(Group):
@@ -72,8 +74,11 @@ class PolicyArgs(Group):
 
 class RewardSourceArgs(Group):
     panel: ClassVar[str] = "Reward"
-    remote_rm_url: Annotated[Optional[str], not_blank("reward server URL(s) or a reward_func.py path")] = opt(
-        None, "Reward server URL(s), comma-separated (requests are spread across them), or a reward_func.py path."
+    remote_rm_url: Annotated[Optional[str], BeforeValidator(join_commas),
+                             not_blank("reward server URL(s) or a reward_func.py path")] = opt(
+        None, "Reward server URL(s), or a reward_func.py path. Several URLs (comma-separated, or the flag repeated) "
+        "are replicas of one reward: each chunk goes to the least busy, and one that fails is routed around.",
+        join=True,
     )
 
 

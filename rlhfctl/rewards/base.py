@@ -6,7 +6,10 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from rlhfctl.rewards.replicas import ReplicaState
 
 
 @dataclass
@@ -89,6 +92,11 @@ class RewardSource(ABC):
     def health(self) -> dict[str, Any]:
         """What serve-rm's /health adds about this source ("status": "degraded" and why); nothing by default."""
         return {}
+
+    def replica_states(self) -> list[ReplicaState]:
+        """The replicas this source spreads its requests over, with their counts and state (serve-rm's /metrics
+        when it fans out to reward servers itself); none by default."""
+        return []
 
     def close(self) -> None:
         """Release what the source holds (worker processes, connections); nothing by default."""

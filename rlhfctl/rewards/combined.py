@@ -8,11 +8,15 @@ from. It is deterministic per sample, and so cacheable, when every source is.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
 
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.base import RewardBatch, RewardSource, check_batch
 from rlhfctl.rewards.contract import RewardFault
+
+if TYPE_CHECKING:
+    from rlhfctl.rewards.replicas import ReplicaState
 
 
 class CombinedReward(RewardSource):
@@ -62,6 +66,10 @@ class CombinedReward(RewardSource):
         if len(batch.rewards) != n:
             raise RewardError(f"reward {name!r} ({source.name}): {len(batch.rewards)} rewards for {n} queries")
         return batch
+
+    def replica_states(self) -> list[ReplicaState]:
+        """Each term's replicas, named by the term."""
+        return [replace(state, reward=name) for name, _, source in self.terms for state in source.replica_states()]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -61,6 +61,8 @@ def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
     fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
     metrics = metrics or ServerMetrics()
     scorer = _scorer_for(source, metrics, cfg)
+    if isinstance(source, RewardSource) and source.replica_states():
+        metrics.watch_replicas(source.replica_states)
     api_key: str | None = cfg.api_key or None  # an empty RLHFCTL_API_KEY means no key
     max_body = int(cfg.max_body_mb * 2**20)
     max_queue: int = cfg.max_queue
