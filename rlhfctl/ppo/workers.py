@@ -189,13 +189,13 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         parts = []
         with self.engine.gathered_params():
             for chunk in chunks(len(prompts), size):
-                rollout = generate(
+                generated = generate(
                     self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=rollout.generate_max_len,
                     temperature=temperature, top_p=rollout.top_p, prompt_max_len=rollout.prompt_max_len,
                 )
-                parts.append(Samples(rollout.sequences, rollout.attention_mask, rollout.action_mask,
-                                     prompts[chunk], labels[chunk], rollout.responses, rollout.truncated,
-                                     queries=rollout.queries))
+                parts.append(Samples(generated.sequences, generated.attention_mask, generated.action_mask,
+                                     prompts[chunk], labels[chunk], generated.responses, generated.truncated,
+                                     queries=generated.queries))
         return Samples.concat(parts, self.tokenizer.pad_token_id)
 
     @torch.no_grad()
