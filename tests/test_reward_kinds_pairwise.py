@@ -15,6 +15,7 @@ from rlhfctl.config import resolve
 from rlhfctl.rewards.factory import open_reward_model
 from rlhfctl.rewards.groups import group_shards
 from rlhfctl.rewards.remote import RemoteReward
+from rlhfctl.config.slices import AppGroups
 from tests.cli_runner import run_main
 from tests.reward_kinds_fixtures import pairwise_dir  # noqa: F401 (fixture)
 
@@ -88,7 +89,7 @@ def pairwise_servers(pairwise_dir):
 
     cfg = resolve("serve-rm", {"reward_pretrain": str(pairwise_dir), "trust_remote_code": True, "pairwise": True})
     sources = [open_source(cfg) for _ in range(2)]
-    handles = [serve_in_thread(create_app(s, cfg)) for s in sources]
+    handles = [serve_in_thread(create_app(s, AppGroups.of(cfg))) for s in sources]
     yield [h.url for h in handles]
     for h, s in zip(handles, sources):
         h.stop()

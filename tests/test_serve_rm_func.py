@@ -21,6 +21,7 @@ REWARD_FUNC = '''
 import asyncio
 import os
 import time
+from rlhfctl.config.slices import AppGroups
 
 def reward_func(queries, prompts, labels, **kwargs):
     if any("hang" in q for q in queries):
@@ -60,7 +61,7 @@ class Served:
     def __init__(self, path, function="reward_func", **opts):
         cfg = ServeRMConfig(reward_func=str(path), function=function, **opts)
         self.source = open_source(cfg)
-        self.handle = serve_in_thread(create_app(self.source, cfg))
+        self.handle = serve_in_thread(create_app(self.source, AppGroups.of(cfg)))
 
     def __enter__(self):
         return self.handle

@@ -7,9 +7,12 @@ no reward client options, no API key, no logging options travel to a vLLM engine
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from rlhfctl.config.commands import CheckRewardConfig, TrainPPOConfig
-from rlhfctl.config.groups import (CheckArgs, DataArgs, ModelLoadArgs, RewardModelArgs, RolloutArgs, RunArgs)
+from rlhfctl.config.commands import CheckRewardConfig, ServeRMConfig, TrainPPOConfig
+from rlhfctl.config.groups import (AuthArgs, CheckArgs, DataArgs, ModelLoadArgs, RewardExecArgs, RewardModelArgs,
+                                   RolloutArgs, RunArgs, ServerArgs)
+from rlhfctl.config.reward_groups import SourceGroups
 from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, PolicyArgs, PPOArgs, PretrainArgs, TrainArgs)
 
 
@@ -113,3 +116,45 @@ class CheckSampleGroups:
     def of(cls, cfg: CheckRewardConfig) -> "CheckSampleGroups":
         return cls(cfg.slice(CheckArgs), cfg.slice(DataArgs), cfg.slice(PretrainArgs), cfg.slice(ModelLoadArgs),
                    cfg.slice(RolloutArgs), cfg.slice(RunArgs))
+
+
+@dataclass(frozen=True)
+class AppGroups:
+    """What serve-rm's HTTP app reads: request limits and logging (`server`), the API key, and the reward timeout."""
+
+    server: ServerArgs
+    auth: AuthArgs
+    execution: RewardExecArgs
+
+    @classmethod
+    def of(cls, cfg: ServeRMConfig) -> "AppGroups":
+        return cls(cfg.slice(ServerArgs), cfg.slice(AuthArgs), cfg.slice(RewardExecArgs))
+
+
+@dataclass(frozen=True)
+class ServedModelGroups:
+    """What serve-rm's model process reads (sent to it when it starts): the reward model (--reward-pretrain) or
+    judge, the options it is opened with, and its threads and batching window (`server`)."""
+
+    model: RewardModelArgs
+    sources: SourceGroups
+    server: ServerArgs
+
+    @property
+    def judge_model(self) -> Optional[str]:
+        return self.sources.judge.judge_model if self.sources.judge is not None else None
+
+    @property
+    def name(self) -> str:
+        judge = self.judge_model
+        return f"judge {judge}" if judge else f"reward model {self.model.reward_pretrain}"
+
+    @property
+    def flag(self) -> str:
+        """The option that named the model, with its value, for a loading error."""
+        judge = self.judge_model
+        return f"--judge-model {judge}" if judge else f"--reward-pretrain {self.model.reward_pretrain}"
+
+    @classmethod
+    def of(cls, cfg: ServeRMConfig) -> "ServedModelGroups":
+        return cls(cfg.slice(RewardModelArgs), SourceGroups.of(cfg), cfg.slice(ServerArgs))

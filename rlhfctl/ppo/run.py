@@ -143,7 +143,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     roles_needed = roles_of(cfg)
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
-        check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
+        check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     if cfg.vllm_num_engines:
         check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if "reward" in roles_needed:
@@ -157,7 +157,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     try:
         plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
         if joining:
-            check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
+            check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
         note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
         backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if cfg.vllm_num_engines else ""
         # each role gets the typed groups it reads (config/slices.py), pickled to every one of its workers
