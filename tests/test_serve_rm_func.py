@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from rlhfctl.config import ServeRMConfig
+from rlhfctl.config.slices import AppGroups
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
@@ -21,7 +22,6 @@ REWARD_FUNC = '''
 import asyncio
 import os
 import time
-from rlhfctl.config.slices import AppGroups
 
 def reward_func(queries, prompts, labels, **kwargs):
     if any("hang" in q for q in queries):
