@@ -20,7 +20,7 @@ from rlhfctl.agents.loader import load_agent
 from rlhfctl.agents.record import EpisodeRecord
 from rlhfctl.agents.rollout import agent_rollout, to_samples
 from rlhfctl.agents.sampling import SamplingParams
-from rlhfctl.config import TrainPPOConfig
+from rlhfctl.config import AgentArgs, RolloutArgs, TrainPPOConfig
 from rlhfctl.errors import ConfigError
 from rlhfctl.ppo import functional as F
 from tests.cli_runner import run_main
@@ -212,7 +212,8 @@ def test_an_agent_func_written_for_openrlhf_runs_with_the_import_fixed(vintage, 
     model, tokenizer = policy
     cfg = TrainPPOConfig(pretrain="x", prompt_data="x", agent_func_path=path, generate_max_len=4, prompt_max_len=60)
     torch.manual_seed(0)
-    samples = agent_rollout(cfg, model, tokenizer, ["What is 2 + 3?"] * 6, ["5"] * 6, 1.0)
+    samples = agent_rollout(cfg.slice(AgentArgs), cfg.slice(RolloutArgs), model, tokenizer, ["What is 2 + 3?"] * 6,
+                            ["5"] * 6, 1.0)
     turns = samples.environment.extra_logs["agent/turns"]
     assert len(samples) == 6 and all(1 <= t <= 4 for t in turns) and max(turns) > 1  # its env runs 1-3 steps
     assert set(samples.environment.rewards) <= {0.0, 1.0}

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from rlhfctl.checks import Report, run_checks
 from rlhfctl.config import resolve
+from rlhfctl.config.slices import AppGroups
 
 ROOT = Path(__file__).parent.parent
 GALLERY = Path(__file__).parent / "reward_gallery"
@@ -372,7 +373,7 @@ def serve_rm():
     def start(name: str) -> str:
         path = GALLERY / f"{name}.py"
         source = FunctionReward(path)
-        handle = serve_in_thread(create_app(source, ServeRMConfig(reward_func=str(path))))
+        handle = serve_in_thread(create_app(source, AppGroups.of(ServeRMConfig(reward_func=str(path)))))
         handles.append((handle, source))
         return handle.url
 

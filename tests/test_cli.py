@@ -309,10 +309,8 @@ def test_model_options_given_to_a_reward_function_say_they_do_not_apply(capsys):
 
 
 def test_bench_rm_batch_size_is_serve_rms_and_texts_per_request_is_its_own(capsys):
-    from rlhfctl.bench.spawn import server_config
-
     cfg = resolve("bench-rm", {"reward_pretrain": "rm", "batch_size": 4, "texts_per_request": 3})
-    assert server_config(cfg).batch_size == 4  # the serve-rm that bench-rm starts gets it, as serve-rm means it
+    assert cfg.serve_rm_config().batch_size == 4  # the serve-rm that bench-rm starts gets it, as serve-rm means it
     assert cfg.texts_per_request == 3
     code, _, err = run_cli(["bench-rm", "--url", "http://127.0.0.1:1/get_reward", "--batch-size", "256",
                             "--print-config"], capsys)

@@ -70,13 +70,15 @@ def test_openrlhf_spellings_set_the_fields(capsys):
 # ------------------------------------------------------------------------------------------------ training
 def _train_once(tiny_policy_dir, worker: str, **options) -> tuple[float, dict[str, torch.Tensor], int]:
     """One update of a worker (torch engine, no Ray) over 12 rows of mixed lengths: (grad norm, weights, updates)."""
+    from rlhfctl.config import slices
     from rlhfctl.ppo import workers
 
     cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
                          train_batch_size=12, lr_warmup_ratio=0.0, use_kl_loss=True, entropy_loss_coef=0.01,
                          **options)
     torch.manual_seed(0)  # the critic's fresh value head: the same in every run
-    w = getattr(workers, worker)(cfg, total_updates=1)
+    groups = {"PolicyWorker": slices.PolicyGroups, "CriticWorker": slices.CriticGroups}[worker]
+    w = getattr(workers, worker)(groups.of(cfg), total_updates=1)
     exp = _experience(3)
     exp = type(exp).concat([exp, _experience(4)])
     metrics = w.train(exp, step=0)
@@ -104,18 +106,19 @@ def test_an_update_does_not_depend_on_how_its_samples_were_grouped(worker, loss_
 
 
 def test_rollout_log_probs_and_values_keep_row_order_under_a_budget(tiny_policy_dir):
+    from rlhfctl.config.slices import CriticGroups, PolicyGroups
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker
 
     exp = _experience(5)
     common = dict(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
                   micro_train_batch_size=6, train_batch_size=6)
     real = exp.action_mask.bool()
-    for cls, method in ((PolicyWorker, "log_probs"), (CriticWorker, "values")):
+    for cls, groups, method in ((PolicyWorker, PolicyGroups, "log_probs"), (CriticWorker, CriticGroups, "values")):
         outs = []
         for extra in ({}, {"use_dynamic_batch": True, "rollout_max_tokens_per_gpu": 30},
                       {"use_dynamic_batch": True, "rollout_max_tokens_per_gpu": 30, "packing_samples": True}):
             torch.manual_seed(0)
-            worker = cls(TrainPPOConfig(**common, **extra), total_updates=1)
+            worker = cls(groups.of(TrainPPOConfig(**common, **extra)), total_updates=1)
             outs.append(getattr(worker, method)(exp.sequences, exp.attention_mask, ACTIONS))
         for out in outs[1:]:
             assert out.shape == outs[0].shape

@@ -169,3 +169,54 @@ def test_the_readme_layout_matches_the_tree() -> None:
         folder = PACKAGE / key
         for name in set(re.findall(r"\b([\w*]+\.py)\b", text)):
             assert list(folder.glob(name)), f"the README layout names {key}{name}, which does not exist"
+
+
+# ------------------------------------------------------------------------------------------------ typed slices
+COMMAND_CONFIGS = {"TrainPPOConfig", "CheckRewardConfig", "ServeRMConfig", "BenchRMConfig"}
+# The composition roots: where a command's config is taken apart into the typed groups below it (and config/ itself,
+# the schema, whose bundles are built with one `.of(cfg)`).
+COMPOSITION_ROOTS = {"rlhfctl/ppo/run.py", "rlhfctl/serving/server.py", "rlhfctl/serving/sources.py",
+                     "rlhfctl/bench/runner.py", "rlhfctl/checks/runner.py", "rlhfctl/agents/check.py"}
+ROOT_PACKAGES = ("rlhfctl/cli/", "rlhfctl/config/")
+
+
+def _whole_config_parameters(source: str, where: str) -> list[str]:
+    """`where:line: name: Type` for every parameter annotated with a whole command config."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+                if arg is None or arg.annotation is None:
+                    continue
+                named = {n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else n.value
+                         for n in ast.walk(arg.annotation) if isinstance(n, (ast.Name, ast.Attribute, ast.Constant))}
+                text = " ".join(str(n) for n in named)
+                if any(re.search(rf"\b{c}\b", text) for c in COMMAND_CONFIGS):
+                    found.append(f"{where}:{arg.lineno}: {arg.arg}: {ast.unparse(arg.annotation)}")
+    return found
+
+
+def test_only_the_composition_roots_take_a_whole_command_config() -> None:
+    """Below the roots a function takes the groups it uses (`fit(train: TrainArgs)`, or a bundle of slices built by
+    one `.of(cfg)`), so its signature says what it depends on and a Ray worker is not pickled with every option."""
+    offences = []
+    for path in SOURCES:
+        where = str(path.relative_to(PACKAGE.parent))
+        if where in COMPOSITION_ROOTS or where.startswith(ROOT_PACKAGES):
+            continue
+        offences += _whole_config_parameters(path.read_text(), where)
+    assert offences == []
+
+
+def test_the_slice_probe_catches_a_whole_config_below_the_roots() -> None:
+    """The probe finds the forms a whole config is written in (plain, quoted, Optional, a union, a keyword), and
+    leaves groups alone."""
+    caught = _whole_config_parameters(
+        "def f(cfg: TrainPPOConfig, *, serve: 'ServeRMConfig') -> None: ...\n"
+        "class W:\n    def __init__(self, cfg: Optional[config.CheckRewardConfig]) -> None: ...\n"
+        "async def g(bench: BenchRMConfig | None = None) -> None: ...\n"
+        "def h(train: TrainArgs, groups: PolicyGroups) -> TrainPPOConfig: ...\n", "x.py")
+    assert sorted(line.split(": ", 1)[1] for line in caught) == [
+        "bench: BenchRMConfig | None", "cfg: Optional[config.CheckRewardConfig]", "cfg: TrainPPOConfig",
+        "serve: 'ServeRMConfig'"]

@@ -19,6 +19,7 @@ from rlhfctl.rewards.judge_model import JudgeModel
 from rlhfctl.rewards.judge import JudgeTemplate, parse_number, parse_score_tokens, compile_regex
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
+from rlhfctl.config.slices import AppGroups, ServedModelGroups
 
 ARITHMETIC = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
 ARITHMETIC_JUDGE = dict(judge_model=str(ARITHMETIC / "judge"), judge_template=str(ARITHMETIC / "judge_template.jinja"),
@@ -104,7 +105,7 @@ def test_served_judge_batches_requests_and_counts_unparsed_answers(tiny_policy_d
     cfg = ServeRMConfig(judge_model=str(tiny_policy_dir), judge_mode="generate", judge_score_regex=r"\d{6}",
                         judge_max_new_tokens=2, judge_fallback_reward=-1.0)
     judge = judge_of(cfg)
-    with serve_in_thread(create_app(judge, cfg)) as server, httpx.Client(timeout=60) as client:
+    with serve_in_thread(create_app(judge, AppGroups.of(cfg))) as server, httpx.Client(timeout=60) as client:
         answer = client.post(server.url, json={"query": QUERIES, "prompts": PROMPTS, "labels": LABELS})
         assert answer.status_code == 200, answer.text
         assert answer.json()["rewards"] == [-1.0] * 3
@@ -145,17 +146,17 @@ def test_serve_rm_runs_the_judge_in_its_model_process():
     cfg = ServeRMConfig(**ARITHMETIC_JUDGE, num_threads=1)
     queries, prompts = ["12+35=47", "12+35=48", "17+25=42"], ["12+35=", "12+35=", "17+25="]
     expected = judge_of(cfg).score(queries, prompts, [""] * 3).rewards
-    worker = ModelProcess(cfg)
+    worker = ModelProcess(ServedModelGroups.of(cfg))
     assert worker.launch()["batch_size"] == 16
     try:
-        with serve_in_thread(create_app(worker, cfg)) as server, httpx.Client(timeout=60) as client:
+        with serve_in_thread(create_app(worker, AppGroups.of(cfg))) as server, httpx.Client(timeout=60) as client:
             answer = client.post(server.url, json={"query": queries, "prompts": prompts})
             assert answer.json()["rewards"] == pytest.approx(expected, abs=1e-5)
     finally:
         worker.close()
     bad = ServeRMConfig(**{**ARITHMETIC_JUDGE, "judge_score_tokens": "Y=1,N=0"})
     with pytest.raises(UsageError, match="'Y' is not in the judge's vocabulary"):
-        ModelProcess(bad).launch()
+        ModelProcess(ServedModelGroups.of(bad)).launch()
 
 
 def test_a_judge_named_by_hub_id_resolves_through_the_cache(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,7 @@ from rlhfctl.ppo.run import open_judge_in_driver
 from rlhfctl.rewards.judge_remote import ChatJudge
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import open_source, serve_in_thread
+from rlhfctl.config.slices import AppGroups
 from test_judge import ARITHMETIC, ARITHMETIC_JUDGE
 
 PROBLEMS = ["12+35=", "17+25=", "99-70=", "46+60="]
@@ -111,7 +112,7 @@ def test_serve_rm_serves_the_chat_judge_and_bench_rm_measures_it(chat_server, ca
     cfg = _cfg(chat_server)
     source = open_source(cfg)
     expected = source.score(QUERIES, PROBLEMS, [""] * 4).rewards
-    with serve_in_thread(create_app(source, cfg)) as server, httpx.Client(timeout=60) as client:
+    with serve_in_thread(create_app(source, AppGroups.of(cfg))) as server, httpx.Client(timeout=60) as client:
         answer = client.post(server.url, json={"query": QUERIES, "prompts": PROBLEMS}).json()
         assert answer["rewards"] == pytest.approx(expected, abs=1e-9)
         code, out, err = run_main(["bench-rm", "--url", server.url, "--num-requests", "12", "--warmup", "0",

@@ -16,6 +16,7 @@ from rlhfctl.bench.workload import Request, Workload
 from rlhfctl.config import ServeRMConfig
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import open_source, serve_in_thread
+from rlhfctl.config.slices import AppGroups
 
 ANSWER = json.dumps({"rewards": [0.5]}).encode()
 
@@ -85,7 +86,7 @@ def test_serve_rm_keeps_an_idle_connection_open_past_uvicorns_default_keep_alive
     cfg = ServeRMConfig(reward_func=str(path))
     source = open_source(cfg)
     try:
-        with serve_in_thread(create_app(source, cfg)) as handle:
+        with serve_in_thread(create_app(source, AppGroups.of(cfg))) as handle:
             conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=10)
             statuses = []
             for pause in (0.0, 5.5):  # uvicorn's default would close the connection after 5 s idle

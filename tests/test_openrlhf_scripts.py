@@ -273,13 +273,14 @@ def test_adam_betas_and_l2_reach_the_actor_and_critic_optimizer():
     """`--adam_betas 0.8 0.9 --l2 0.1` (a weight matrix decays, a bias does not), through the engine the workers build."""
     import torch
 
-    from rlhfctl.config import resolve
+    from rlhfctl.config import ModelLoadArgs, TrainArgs, resolve
     from rlhfctl.ppo.workers import _build_engine
 
     cfg = resolve("train-ppo", {"pretrain": "p", "prompt_data": "d", "remote_rm_url": "http://h", "engine": "torch",
                                 "micro_train_batch_size": 1, "train_batch_size": 1, "adam_betas": "0.8,0.9",
                                 "weight_decay": 0.1})
-    engine = _build_engine(torch.nn.Linear(4, 2), cfg, learning_rate=1e-3, total_updates=10)
+    engine = _build_engine(torch.nn.Linear(4, 2), cfg.slice(TrainArgs), cfg.slice(ModelLoadArgs), learning_rate=1e-3,
+                           total_updates=10)
     groups = engine._optimizer.param_groups
     assert {g["betas"] for g in groups} == {(0.8, 0.9)}
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.1]

@@ -92,17 +92,18 @@ def _experience(seed: int) -> Experience:
 def test_packed_actor_and_critic_losses_and_gradients_equal_the_padded_ones(loss_agg, tiny_policy_dir):
     """The actor worker's loss (policy loss + KL loss - entropy bonus) and the critic's value loss, and their
     gradients, with and without --packing-samples."""
+    from rlhfctl.config.slices import CriticGroups, PolicyGroups
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker
 
     common = dict(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
                   micro_train_batch_size=6, train_batch_size=6, use_kl_loss=True, entropy_loss_coef=0.01,
                   loss_agg_mode=loss_agg)
     mb = _experience(2)
-    for worker_cls in (PolicyWorker, CriticWorker):
+    for worker_cls, groups in ((PolicyWorker, PolicyGroups), (CriticWorker, CriticGroups)):
         results = []
         for packing in (False, True):
             torch.manual_seed(0)  # the critic's fresh value head: the same for both
-            worker = worker_cls(TrainPPOConfig(**common, packing_samples=packing), total_updates=1)
+            worker = worker_cls(groups.of(TrainPPOConfig(**common, packing_samples=packing)), total_updates=1)
             loss, _ = worker._loss(mb, LossWeights())
             loss.backward()
             grads = torch.cat([p.grad.reshape(-1) for p in worker.engine.unwrapped.parameters() if p.grad is not None])

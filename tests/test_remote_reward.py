@@ -22,6 +22,7 @@ from rlhfctl.rewards.model import ModelReward
 from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
+from rlhfctl.config.slices import AppGroups
 
 QUERIES = ["What is 2+2? 4", "hi", "a longer text about a cat and a dog", "x", "the answer is 42"]
 
@@ -33,7 +34,8 @@ def source(tiny_rm_seqcls_dir) -> ModelReward:
 
 
 def start(source, port: int = 0, **opts):
-    return serve_in_thread(create_app(source, ServeRMConfig(reward_pretrain="in-process", **opts)), port=port)
+    app = create_app(source, AppGroups.of(ServeRMConfig(reward_pretrain="in-process", **opts)))
+    return serve_in_thread(app, port=port)
 
 
 def samples_scored(url: str) -> float:
@@ -107,7 +109,7 @@ def test_full_queue_503_is_retried(tmp_path):
     path = tmp_path / "slow.py"
     path.write_text("import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(0.3)\n"
                     "    return [1.0] * len(queries)\n")
-    app = create_app(FunctionReward(path), ServeRMConfig(reward_func=str(path), max_queue=1))
+    app = create_app(FunctionReward(path), AppGroups.of(ServeRMConfig(reward_func=str(path), max_queue=1)))
     with serve_in_thread(app) as server:
         client = RemoteReward(server.url, retry_backoff=0.05, max_retries=10)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
@@ -120,7 +122,8 @@ def test_slow_server_times_out(tmp_path):
     path = tmp_path / "slow.py"
     path.write_text("import time\ndef reward_func(queries, prompts, labels):\n    time.sleep(1)\n"
                     "    return [1.0] * len(queries)\n")
-    with serve_in_thread(create_app(FunctionReward(path), ServeRMConfig(reward_func=str(path)))) as server:
+    app = create_app(FunctionReward(path), AppGroups.of(ServeRMConfig(reward_func=str(path))))
+    with serve_in_thread(app) as server:
         client = RemoteReward(server.url, timeout=0.2, max_retries=1, retry_backoff=0.01)
         with pytest.raises(RewardError, match=r"after 2 attempts.*no answer within 0.2s"):
             client.score(["a"])
@@ -177,8 +180,8 @@ def test_a_nan_from_either_server_is_a_fault_on_its_sample_of_the_whole_batch(tm
     path.write_text("def reward_func(queries, prompts, labels):\n"
                     "    return [float('nan') if q == 'bad' else 1.0 for q in queries]\n")
     cfg = ServeRMConfig(reward_func=str(path))
-    with serve_in_thread(create_app(FunctionReward(path), cfg)) as a, \
-            serve_in_thread(create_app(FunctionReward(path), cfg)) as b:
+    with serve_in_thread(create_app(FunctionReward(path), AppGroups.of(cfg))) as a, \
+            serve_in_thread(create_app(FunctionReward(path), AppGroups.of(cfg))) as b:
         client = RemoteReward(f"{a.url},{b.url}", max_retries=5, retry_backoff=2.0)
         for at in (1, 3):
             queries = ["ok"] * 5

@@ -23,6 +23,7 @@ from rlhfctl.ppo.scoring import extra_log_means
 from rlhfctl.rewards.combined import CombinedReward
 from rlhfctl.rewards.function import FunctionReward
 from rlhfctl.rewards.remote import RemoteReward
+from rlhfctl.config.slices import AppGroups
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
 from cli_runner import run_main
@@ -238,10 +239,10 @@ def test_serve_rm_that_fans_out_exports_each_replica(tmp_path):
     func = tmp_path / "f.py"
     func.write_text("def reward_func(queries, prompts, labels):\n    return [1.0] * len(queries)\n")
     cfg = ServeRMConfig(reward_func=str(func))
-    with serve_in_thread(create_app(FunctionReward(func), cfg)) as a, \
-            serve_in_thread(create_app(FunctionReward(func), cfg)) as b:
+    with serve_in_thread(create_app(FunctionReward(func), AppGroups.of(cfg))) as a, \
+            serve_in_thread(create_app(FunctionReward(func), AppGroups.of(cfg))) as b:
         combined = CombinedReward([("rm", 1.0, RemoteReward([a.url, b.url]))])
-        with serve_in_thread(create_app(combined, ServeRMConfig(reward=f"rm={a.url},{b.url}"))) as front:
+        with serve_in_thread(create_app(combined, AppGroups.of(ServeRMConfig(reward=f"rm={a.url},{b.url}")))) as front:
             answer = httpx.post(front.url, json={"query": ["x"] * 8}, timeout=10).json()
             assert answer["rewards"] == [1.0] * 8
             assert answer["extra_logs"]["rm/replicas_up"] == [2.0] * 8

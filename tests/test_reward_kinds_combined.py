@@ -15,6 +15,7 @@ from rlhfctl.errors import RewardError
 from rlhfctl.rewards.factory import open_combined, open_function, open_reward_model
 from rlhfctl.config.reward_groups import SourceGroups
 from rlhfctl.rewards.remote import RemoteReward
+from rlhfctl.config.slices import AppGroups
 from tests.cli_runner import run_main
 from tests.reward_kinds_fixtures import count_rm_dir, write  # noqa: F401 (fixture)
 
@@ -52,7 +53,7 @@ def length_server(files):
 
     cfg = resolve("serve-rm", {"reward_func": str(files["len"])})
     source = open_source(cfg)
-    handle = serve_in_thread(create_app(source, cfg))
+    handle = serve_in_thread(create_app(source, AppGroups.of(cfg)))
     yield handle.url
     handle.stop()
     source.close()
@@ -103,7 +104,7 @@ def test_serve_rm_returns_each_reward_in_extra_logs(files, count_rm_dir):
     cfg = serve_cfg(f"acc={files['acc']}:2", f"rm={count_rm_dir}:1")
     source = open_source(cfg)
     try:
-        with serve_in_thread(create_app(source, cfg)) as server:
+        with serve_in_thread(create_app(source, AppGroups.of(cfg))) as server:
             answer = httpx.post(server.url, json={"query": QUERIES, "prompts": PROMPTS, "labels": LABELS}).json()
     finally:
         source.close()

@@ -15,6 +15,7 @@ from rlhfctl.config import resolve
 from rlhfctl.rewards.factory import open_reward_model
 from rlhfctl.rewards.groups import group_shards
 from rlhfctl.rewards.remote import RemoteReward
+from rlhfctl.config.slices import AppGroups
 from tests.cli_runner import run_main
 from tests.reward_kinds_fixtures import pairwise_dir  # noqa: F401 (fixture)
 
@@ -88,7 +89,7 @@ def pairwise_servers(pairwise_dir):
 
     cfg = resolve("serve-rm", {"reward_pretrain": str(pairwise_dir), "trust_remote_code": True, "pairwise": True})
     sources = [open_source(cfg) for _ in range(2)]
-    handles = [serve_in_thread(create_app(s, cfg)) for s in sources]
+    handles = [serve_in_thread(create_app(s, AppGroups.of(cfg))) for s in sources]
     yield [h.url for h in handles]
     for h, s in zip(handles, sources):
         h.stop()
@@ -156,25 +157,18 @@ def test_bench_rm_sends_groups_to_a_pairwise_model(pairwise_dir, capsys):
 def test_train_ppo_reward_workers_get_whole_groups(winrate, monkeypatch):
     """The reward-model role (--reward-pretrain --pairwise, two workers) splits a step's samples between groups;
     Ray's transport is replaced by direct calls here, the split and the pairwise model are real."""
-    from types import SimpleNamespace
-
     import rlhfctl.ppo.reward_role as reward_role
 
     seen = []
 
-    def worker():
-        def remote(method, queries, prompts, labels):
+    class Workers(list):  # what RoleReward uses of a RoleGroup: its size and `on(rank, method, ...)`
+        def on(self, rank, method, queries, prompts, labels):
+            assert method.__name__ == "score"
             seen.append(prompts)
             return winrate.score(queries, prompts, labels)
-        return SimpleNamespace(call=SimpleNamespace(remote=remote))
-
-    class Workers(list):  # what RoleReward reads of a RoleGroup: its workers and their number
-        @property
-        def workers(self):
-            return self
 
     monkeypatch.setattr(reward_role, "get", lambda batches: batches)
-    role = reward_role.RoleReward(Workers([worker(), worker()]), "rm", pairwise=True)
+    role = reward_role.RoleReward(Workers([0, 1]), "rm", pairwise=True)
     prompts = [f"p{i // 3}:" for i in range(9)]  # 3 groups of 3: split 1 + 2, never 4.5 + 4.5
     queries = [p + " " + "x" * (i % 3) for i, p in enumerate(prompts)]
     rewards = role.score(queries, prompts, [""] * 9).rewards

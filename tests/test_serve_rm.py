@@ -16,6 +16,7 @@ from rlhfctl.models.reward import load_reward_model
 from rlhfctl.rewards.model import ModelReward
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
+from rlhfctl.config.slices import AppGroups
 
 WORDS = "the cat sat on a mat and a dog ran by the river to see what is the answer".split()
 
@@ -35,8 +36,8 @@ def served(request):
     """(reward model, server handle) for each layout; the OpenRLHF one normalises with mean 0.5, std 2.0."""
     normalise = request.param == "openrlhf"
     source = load(request.getfixturevalue(f"tiny_rm_{request.param}_dir"), normalize_reward=normalise)
-    with serve_in_thread(create_app(source, server_config(max_queries_per_request=64, max_body_mb=0.05,
-                                                          max_wait_ms=20))) as handle:
+    with serve_in_thread(create_app(source, AppGroups.of(server_config(max_queries_per_request=64, max_body_mb=0.05,
+                                                          max_wait_ms=20)))) as handle:
         yield source, handle
 
 
@@ -63,7 +64,7 @@ def test_normalised_server_returns_the_configured_values(tiny_rm_openrlhf_dir):
     raw = load(tiny_rm_openrlhf_dir)
     normalised = load(tiny_rm_openrlhf_dir, normalize_reward=True)
     queries = ["one", "two words", "three words here"]
-    with serve_in_thread(create_app(normalised, server_config(normalize_reward=True))) as handle:
+    with serve_in_thread(create_app(normalised, AppGroups.of(server_config(normalize_reward=True)))) as handle:
         rewards = post(handle.url, {"query": queries}).json()["rewards"]
     assert rewards == pytest.approx([(r - 0.5) / 2.0 for r in raw.score(queries).rewards], abs=1e-5)
 
@@ -142,7 +143,7 @@ def test_health_metrics_and_docs(served):
 
 def test_api_key_is_required_when_set(tiny_rm_seqcls_dir):
     source = load(tiny_rm_seqcls_dir)
-    with serve_in_thread(create_app(source, server_config(api_key="s3cret"))) as handle:
+    with serve_in_thread(create_app(source, AppGroups.of(server_config(api_key="s3cret")))) as handle:
         missing = post(handle.url, {"query": ["a"]})
         assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["detail"]
         assert missing.headers["www-authenticate"] == "Bearer"
@@ -156,7 +157,8 @@ def test_api_key_is_required_when_set(tiny_rm_seqcls_dir):
 @pytest.mark.parametrize("log_texts", [False, True])
 def test_texts_reach_the_log_only_when_asked(tiny_rm_seqcls_dir, caplog, log_texts):
     source = load(tiny_rm_seqcls_dir)
-    with caplog.at_level(logging.INFO), serve_in_thread(create_app(source, server_config(log_texts=log_texts))) as h:
+    app = create_app(source, AppGroups.of(server_config(log_texts=log_texts)))
+    with caplog.at_level(logging.INFO), serve_in_thread(app) as h:
         assert post(h.url, {"query": ["my private text 1234"]}).status_code == 200
     assert ("my private text 1234" in caplog.text) is log_texts
 
@@ -171,7 +173,7 @@ def test_a_nan_from_the_model_is_a_422_naming_the_query_not_a_500(tiny_rm_seqcls
     poisoned = set(tokenizer(queries[1])["input_ids"]) - set(tokenizer(queries[0])["input_ids"])
     with torch.no_grad():
         model.base.get_input_embeddings().weight[sorted(poisoned)] = float("nan")
-    with serve_in_thread(create_app(ModelReward(model, tokenizer), server_config())) as handle:
+    with serve_in_thread(create_app(ModelReward(model, tokenizer), AppGroups.of(server_config()))) as handle:
         assert post(handle.url, {"query": queries[:1]}).status_code == 200
         answer = post(handle.url, {"query": queries})
     body = answer.json()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from rlhfctl.config import ServeRMConfig
+from rlhfctl.config.slices import AppGroups
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
@@ -60,7 +61,7 @@ class Served:
     def __init__(self, path, function="reward_func", **opts):
         cfg = ServeRMConfig(reward_func=str(path), function=function, **opts)
         self.source = open_source(cfg)
-        self.handle = serve_in_thread(create_app(self.source, cfg))
+        self.handle = serve_in_thread(create_app(self.source, AppGroups.of(cfg)))
 
     def __enter__(self):
         return self.handle

@@ -20,6 +20,7 @@ from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import serve_in_thread
 from rlhfctl.serving.threads import default_num_threads
 from rlhfctl.serving.worker import ModelProcess
+from rlhfctl.config.slices import AppGroups, ServedModelGroups
 
 pytestmark = pytest.mark.slow  # each test starts a process that imports torch and loads a model
 
@@ -30,11 +31,11 @@ def test_worker_serves_the_same_rewards_and_reports_its_passes(tiny_rm_openrlhf_
     cfg = ServeRMConfig(reward_pretrain=str(tiny_rm_openrlhf_dir), normalize_reward=True, num_threads=1)
     model, tokenizer = load_reward_model(tiny_rm_openrlhf_dir, normalize_reward=True)
     expected = ModelReward(model, tokenizer).score(QUERIES).rewards
-    worker = ModelProcess(cfg)
+    worker = ModelProcess(ServedModelGroups.of(cfg))
     info = worker.launch()
     assert info["torch_threads"] == 1 and info["batch_size"] == 16
     try:
-        with serve_in_thread(create_app(worker, cfg)) as server, httpx.Client(timeout=60) as client:
+        with serve_in_thread(create_app(worker, AppGroups.of(cfg))) as server, httpx.Client(timeout=60) as client:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda q: client.post(server.url, json={"query": [q]}), QUERIES * 4))
             for query, answer in zip(QUERIES * 4, answers):
@@ -50,16 +51,16 @@ def test_worker_serves_the_same_rewards_and_reports_its_passes(tiny_rm_openrlhf_
 
 def test_loading_errors_come_back_as_they_were_raised(tmp_path):
     with pytest.raises(UsageError, match="no config.json"):
-        ModelProcess(ServeRMConfig(reward_pretrain=str(tmp_path))).launch()
+        ModelProcess(ServedModelGroups.of(ServeRMConfig(reward_pretrain=str(tmp_path)))).launch()
 
 
 def test_a_dead_worker_fails_requests_with_a_message_and_health_says_so(tiny_rm_seqcls_dir):
     cfg = ServeRMConfig(reward_pretrain=str(tiny_rm_seqcls_dir))
-    worker = ModelProcess(cfg)
+    worker = ModelProcess(ServedModelGroups.of(cfg))
     # By default the model leaves a core to the event loop (2 OpenMP threads beside it ran ~30x slower here).
     assert worker.launch()["torch_threads"] == default_num_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
     try:
-        with serve_in_thread(create_app(worker, cfg)) as server:
+        with serve_in_thread(create_app(worker, AppGroups.of(cfg))) as server:
             assert httpx.post(server.url, json={"query": ["a"]}, timeout=30).status_code == 200
             os.kill(worker.pid, signal.SIGKILL)
             deadline = time.monotonic() + 10

@@ -146,31 +146,30 @@ def test_critic_from_openrlhf_layout_and_from_a_causal_lm(tiny_rm_openrlhf_dir, 
 
 
 # ------------------------------------------------------------------------------------------------ placement
-def _placement_cfg(**kw):
-    base = dict(init_kl_coef=0.01, advantage_estimator="gae", reward_pretrain=None, remote_rm_url="x.py",
-                colocate_all_models=False, colocate_actor_ref=False, colocate_critic_reward=False,
-                vllm_num_engines=None, vllm_tensor_parallel_size=1)
-    for role in ("actor", "ref", "critic", "reward"):
-        base[f"{role}_num_nodes"] = 1
-        base[f"{role}_num_gpus_per_node"] = 1
-    base.update(kw)
-    return SimpleNamespace(**base)
+def _roles(init_kl_coef=0.01, advantage_estimator="gae", reward_pretrain=None, remote_rm_url="x.py"):
+    from rlhfctl.config import PlacementArgs, PPOArgs, RewardModelArgs, RewardSourceArgs
+    from rlhfctl.distributed.placement import needed_roles
+
+    return needed_roles(PPOArgs(init_kl_coef=init_kl_coef, advantage_estimator=advantage_estimator), PlacementArgs(),
+                        RewardModelArgs(reward_pretrain=reward_pretrain), RewardSourceArgs(remote_rm_url=remote_rm_url))
+
+
+def _plan(roles, use_gpus, one_node=False, **placement):
+    from rlhfctl.config import PlacementArgs, VLLMArgs
+    from rlhfctl.distributed.placement import plan_roles
+
+    return plan_roles(PlacementArgs(**placement), VLLMArgs(), roles, use_gpus=use_gpus, one_node=one_node)
 
 
 def test_roles_follow_estimator_kl_and_reward_flags():
-    from rlhfctl.distributed.placement import needed_roles
-
-    assert needed_roles(_placement_cfg()) == ["actor", "ref", "critic"]
-    assert needed_roles(_placement_cfg(advantage_estimator="group_norm", init_kl_coef=0)) == ["actor"]
-    assert needed_roles(_placement_cfg(reward_pretrain="rm", remote_rm_url=None))[-1] == "reward"
+    assert _roles() == ["actor", "ref", "critic"]
+    assert _roles(advantage_estimator="group_norm", init_kl_coef=0) == ["actor"]
+    assert _roles(reward_pretrain="rm", remote_rm_url=None)[-1] == "reward"
 
 
 def test_seed_colocation_shares_bundles():
-    from rlhfctl.distributed.placement import plan_roles
-
-    cfg = _placement_cfg(actor_num_gpus_per_node=2, ref_num_gpus_per_node=2, critic_num_gpus_per_node=2,
-                         colocate_actor_ref=True)
-    plan = plan_roles(cfg, ["actor", "ref", "critic"], use_gpus=False)
+    plan = _plan(["actor", "ref", "critic"], False, actor_num_gpus_per_node=2, ref_num_gpus_per_node=2,
+                 critic_num_gpus_per_node=2, colocate_actor_ref=True)
     # colocated: one bundle per GPU (each GPU's fractions stay on it); a role of its own: one bundle per node
     assert plan.bundles == {"actor": 2, "critic": 1}
     assert plan.group_plans["critic"].bundle(True) == {"GPU": 2.0, "CPU": 2.0}
@@ -182,24 +181,19 @@ def test_seed_colocation_shares_bundles():
 
 
 def test_roles_of_several_nodes_spread_one_bundle_per_node():
-    from rlhfctl.distributed.placement import plan_roles
-
-    cfg = _placement_cfg(actor_num_nodes=2, actor_num_gpus_per_node=4, ref_num_nodes=3)
-    plan = plan_roles(cfg, ["actor", "ref"], use_gpus=True)
+    shape = dict(actor_num_nodes=2, actor_num_gpus_per_node=4, ref_num_nodes=3)
+    plan = _plan(["actor", "ref"], True, **shape)
     actor = plan.group_plans["actor"]
     assert (actor.count, actor.strategy, actor.bundle(True)) == (2, "STRICT_SPREAD", {"GPU": 4.0, "CPU": 4.0})
     assert [plan.roles["actor"].bundle_index(r) for r in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert plan.group_plans["ref"].count == 3 and plan.group_plans["ref"].strategy == "STRICT_SPREAD"
     # a local Ray is one node: the nodes share it
-    assert plan_roles(cfg, ["actor"], use_gpus=False, one_node=True).group_plans["actor"].strategy == "PACK"
+    assert _plan(["actor"], False, one_node=True, **shape).group_plans["actor"].strategy == "PACK"
 
 
 def test_colocated_roles_must_match_in_size():
-    from rlhfctl.distributed.placement import plan_roles
-
-    cfg = _placement_cfg(actor_num_gpus_per_node=2, colocate_actor_ref=True)
     with pytest.raises(ConfigError, match="ref asks for 1 GPUs but is colocated with actor, which asks for 2"):
-        plan_roles(cfg, ["actor", "ref"], use_gpus=False)
+        _plan(["actor", "ref"], False, actor_num_gpus_per_node=2, colocate_actor_ref=True)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -430,19 +424,21 @@ def _offload_cfg(policy, **kw):
 def test_ref_reward_offload_moves_the_frozen_models_around_each_call(tiny_policy_dir, tiny_rm_seqcls_dir):
     """On this CPU machine the device is the CPU, so the move is a no-op; what is shown: the onload/offload path
     runs once per call, the weights are on the CPU between calls, and the results are those without offload."""
+    from rlhfctl.config.slices import ReferenceGroups, RewardModelGroups
     from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
 
     ids = torch.randint(5, 200, (3, 10))
     mask = torch.ones_like(ids)
-    kept = ReferenceWorker(_offload_cfg(tiny_policy_dir))
-    moved = ReferenceWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True))
+    kept = ReferenceWorker(ReferenceGroups.of(_offload_cfg(tiny_policy_dir)))
+    moved = ReferenceWorker(ReferenceGroups.of(_offload_cfg(tiny_policy_dir, ref_reward_offload=True)))
     assert torch.equal(moved.log_probs(ids, mask, 4), kept.log_probs(ids, mask, 4))
     moved.log_probs(ids, mask, 4)
     assert moved.offload_onloads() == 2 and kept.offload_onloads() == 0
     assert all(p.device.type == "cpu" for p in moved.model.parameters())
     rm_cfg = dict(reward_pretrain=str(tiny_rm_seqcls_dir))
-    rm_kept = RewardModelWorker(_offload_cfg(tiny_policy_dir, **rm_cfg))
-    rm_moved = RewardModelWorker(_offload_cfg(tiny_policy_dir, ref_reward_offload=True, **rm_cfg))
+    rm_kept = RewardModelWorker(RewardModelGroups.of(_offload_cfg(tiny_policy_dir, **rm_cfg)))
+    rm_moved = RewardModelWorker(
+        RewardModelGroups.of(_offload_cfg(tiny_policy_dir, ref_reward_offload=True, **rm_cfg)))
     texts = ["What is 2 + 3? 5", "What is 7 * 6? 41"]
     assert rm_moved.score(texts, texts, ["", ""]).rewards == rm_kept.score(texts, texts, ["", ""]).rewards
     assert rm_moved.offload_onloads() == 1
@@ -455,12 +451,13 @@ def test_an_update_with_a_nan_loss_is_skipped_or_stops_the_step(skip, tiny_polic
     import math
 
     from rlhfctl.ppo.nonfinite import NonFiniteUpdate
+    from rlhfctl.config.slices import PolicyGroups
     from rlhfctl.ppo.workers import PolicyWorker
 
     cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
                          micro_train_batch_size=2, train_batch_size=2, lr_warmup_ratio=0.0,
                          skip_nonfinite_batches=skip)
-    worker = PolicyWorker(cfg, total_updates=4)
+    worker = PolicyWorker(PolicyGroups.of(cfg), total_updates=4)
     exp = _experience(3, 4, 4, 0.0)
     exp.log_probs = torch.full_like(exp.log_probs, -2.0)
     exp.advantages = torch.ones_like(exp.advantages)

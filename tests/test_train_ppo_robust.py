@@ -279,7 +279,8 @@ def test_ref_reward_offload_reaches_the_ray_workers(tiny_policy_dir, tiny_rm_seq
     """The reference and reward-model roles, as Ray actors of the shared cluster, run the offload path per call."""
     import torch
 
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.config.slices import ReferenceGroups, RewardModelGroups
     from rlhfctl.distributed.placement import place, release
     from rlhfctl.distributed.roles import RoleGroup, get
     from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
@@ -287,10 +288,10 @@ def test_ref_reward_offload_reaches_the_ray_workers(tiny_policy_dir, tiny_rm_seq
     cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", reward_pretrain=str(tiny_rm_seqcls_dir),
                          ray_address=ray_address, ref_reward_offload=True, micro_rollout_batch_size=2,
                          ref_num_gpus_per_node=1, reward_num_gpus_per_node=1)
-    plan = place(cfg, ["ref", "reward"])
+    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["ref", "reward"])
     try:
-        ref = RoleGroup("ref", plan, ReferenceWorker, cfg).wait_ready()
-        reward = RoleGroup("reward", plan, RewardModelWorker, cfg).wait_ready()
+        ref = RoleGroup("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg)).wait_ready()
+        reward = RoleGroup("reward", plan, RewardModelWorker, RewardModelGroups.of(cfg)).wait_ready()
         ids = torch.randint(5, 200, (2, 8))
         assert get(ref.all(ReferenceWorker.log_probs, ids, torch.ones_like(ids), 3))[0].shape == (2, 3)
         get(reward.all(RewardModelWorker.score, ["a b", "c d"], ["a", "c"], ["", ""]))

@@ -48,7 +48,8 @@ def setup(policies, tmp_path_factory):
     """Ray with two engines on policy A, and actor workers holding policy B (`actor_b`) and A (`actor_a`)."""
     import ray
 
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.config.slices import PolicyGroups, SamplingGroups
     from rlhfctl.distributed.placement import place, release
     from rlhfctl.distributed.roles import RoleGroup
     from rlhfctl.ppo.workers import PolicyWorker
@@ -64,9 +65,10 @@ def setup(policies, tmp_path_factory):
                          prompt_max_len=16, generate_max_len=8, temperature=0.7, eval_temperature=0, init_kl_coef=0,
                          advantage_estimator="group_norm", n_samples_per_prompt=2, rollout_batch_size=2,
                          micro_rollout_batch_size=2, train_batch_size=4, micro_train_batch_size=2)
-    plan = place(cfg, ["actor", "vllm"])
-    actor_b = RoleGroup("actor", plan, PolicyWorker, cfg.model_copy(update={"pretrain": b}), 1)
-    rollout = VLLMRollout(cfg, plan, actor_b.wait_ready(), pad_token_id=0, backend="gloo").wait_ready()
+    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
+    actor_b = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg.model_copy(update={"pretrain": b})), 1)
+    rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, actor_b.wait_ready(), pad_token_id=0,
+                          backend="gloo").wait_ready()
     try:
         yield cfg, rollout, plan
     finally:
@@ -158,6 +160,8 @@ def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, p
     of what they sample are B's (as the actor recomputes them); a second actor, with A, syncs back through Ray's
     object store. (Greedy text equality after training is checked on the trained arithmetic policy in
     test_vllm_train_ppo.py: a random tiny model's near-tied logits make greedy tokens fragile.)"""
+    from rlhfctl.config import VLLMArgs
+    from rlhfctl.config.slices import PolicyGroups
     from rlhfctl.distributed.roles import RoleGroup, get
     from rlhfctl.models.actor import action_log_probs, load_policy
     from rlhfctl.ppo.workers import PolicyWorker
@@ -180,9 +184,9 @@ def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, p
     assert engines_match("b") == [True, True] and engines_match("a") == [False, False]
 
     rollout.actor.shutdown()  # its placement bundle goes to the next actor
-    actor_a = RoleGroup("actor", plan, PolicyWorker, cfg, 1).wait_ready()
+    actor_a = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg), 1).wait_ready()
     try:
-        rollout.actor, rollout.cfg = actor_a, cfg.model_copy(update={"vllm_sync_with_ray": True})
+        rollout.actor, rollout.vllm = actor_a, cfg.slice(VLLMArgs).model_copy(update={"vllm_sync_with_ray": True})
         rollout.sync_weights()
         assert engines_match("a") == [True, True]
     finally:

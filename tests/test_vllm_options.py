@@ -64,22 +64,26 @@ def test_a_broken_vllm_install_stops_the_run_with_its_import_error(tiny_policy_d
 
 
 def test_engines_are_a_placed_role_and_colocate_by_their_gpus():
-    from rlhfctl.config import TrainPPOConfig
-    from rlhfctl.distributed.placement import needed_roles, plan_roles
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.distributed.placement import plan_roles
     from rlhfctl.errors import ConfigError
+    from rlhfctl.ppo.run import roles_of
 
     def cfg(**kw):
         return TrainPPOConfig(pretrain="p", prompt_data="d", remote_rm_url="r.py", advantage_estimator="group_norm",
                               init_kl_coef=0, n_samples_per_prompt=2, **kw)
 
-    assert needed_roles(cfg()) == ["actor"] and needed_roles(cfg(vllm_num_engines=0)) == ["actor"]
-    plan = plan_roles(cfg(vllm_num_engines=3), needed_roles(cfg(vllm_num_engines=3)), use_gpus=False)
+    def plan_of(run, use_gpus):
+        return plan_roles(run.slice(PlacementArgs), run.slice(VLLMArgs), roles_of(run), use_gpus=use_gpus)
+
+    assert roles_of(cfg()) == ["actor"] and roles_of(cfg(vllm_num_engines=0)) == ["actor"]
+    plan = plan_of(cfg(vllm_num_engines=3), use_gpus=False)
     assert plan.roles["vllm"].num_workers == 3 and plan.bundles == {"actor": 1, "vllm": 3}
     hybrid = cfg(vllm_num_engines=2, vllm_tensor_parallel_size=2, actor_num_gpus_per_node=4, train_batch_size=4,
                  micro_train_batch_size=1, colocate_all_models=True)
-    plan = plan_roles(hybrid, needed_roles(hybrid), use_gpus=True)
+    plan = plan_of(hybrid, use_gpus=True)
     assert plan.roles["vllm"].group == "actor" and plan.bundles == {"actor": 4}
     with pytest.raises(ConfigError, match="vllm asks for 2 GPUs but is colocated with actor, which asks for 4; "
                                           "colocated roles need the same --vllm-num-engines x"):
         bad = hybrid.model_copy(update={"vllm_tensor_parallel_size": 1})
-        plan_roles(bad, needed_roles(bad), use_gpus=True)
+        plan_of(bad, use_gpus=True)

@@ -53,6 +53,7 @@ def check_agent(cfg: CheckRewardConfig) -> int:
     from rlhfctl.checks.samples import load_examples
     from rlhfctl.checks.report import Report
     from rlhfctl.config.hub_ids import resolve_fields
+    from rlhfctl.config.slices import CheckSampleGroups
     from rlhfctl.models.actor import load_policy, load_tokenizer
 
     assert cfg.agent_func_path is not None
@@ -69,7 +70,7 @@ def check_agent(cfg: CheckRewardConfig) -> int:
         raise ConfigError("--apply-chat-template needs --pretrain DIR (the tokenizer whose template train-ppo uses)")
     tokenizer_dir = policy or cfg.pretrain
     report = Report(reward=cfg.agent_func_path, responses=cfg.responses)
-    examples = load_examples(cfg, report)
+    examples = load_examples(CheckSampleGroups.of(cfg), report)
     if not examples:
         print(report.checks[-1].detail if report.checks else "no rows")
         return 1

@@ -22,7 +22,7 @@ from rlhfctl.rollout.samples import Samples
 from rlhfctl.rewards.base import RewardBatch
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import AgentArgs, ModelLoadArgs, PretrainArgs, RolloutArgs
 
 _agents: dict[tuple[str, Optional[int]], Agent] = {}
 
@@ -38,32 +38,33 @@ def cached_agent(path: str, max_turns: Optional[int]) -> Agent:
 _tokenizers: dict[str, Any] = {}
 
 
-def cached_tokenizer(cfg: TrainPPOConfig) -> Any:
+def cached_tokenizer(model: PretrainArgs, load: ModelLoadArgs) -> Any:
     """The policy's tokenizer, loaded once per process (where episodes run outside the actor workers)."""
     from rlhfctl.models.actor import load_tokenizer
 
-    assert cfg.pretrain is not None
-    if cfg.pretrain not in _tokenizers:
-        _tokenizers[cfg.pretrain] = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
-    return _tokenizers[cfg.pretrain]
+    path = model.pretrain
+    assert path is not None
+    if path not in _tokenizers:
+        _tokenizers[path] = load_tokenizer(path, disable_fast_tokenizer=load.disable_fast_tokenizer)
+    return _tokenizers[path]
 
 
-def sampling_params(cfg: TrainPPOConfig, temperature: float) -> Any:
+def sampling_params(rollout: RolloutArgs, temperature: float) -> Any:
     """What OpenRLHF hands execute(): vllm.SamplingParams with vLLM engines, here our stand-in (same fields)."""
-    return SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.generate_max_len,
+    return SamplingParams(temperature=temperature, top_p=rollout.top_p, max_tokens=rollout.generate_max_len,
                           skip_special_tokens=False, logprobs=None)
 
 
-def agent_rollout(cfg: TrainPPOConfig, model: Any, tokenizer: Any, prompts: list[str], labels: list[str],
-                  temperature: float, engine: Any = None) -> Samples:
+def agent_rollout(agent_args: AgentArgs, rollout: RolloutArgs, model: Any, tokenizer: Any, prompts: list[str],
+                  labels: list[str], temperature: float, engine: Any = None) -> Samples:
     """One episode per prompt entry, all at once; `engine` defaults to batched HF generation on `model`."""
-    assert cfg.agent_func_path is not None
-    agent = cached_agent(cfg.agent_func_path, cfg.max_turns)
-    batch = cfg.micro_rollout_batch_size * cfg.n_samples_per_prompt  # what one HF generate call holds otherwise
+    assert agent_args.agent_func_path is not None
+    agent = cached_agent(agent_args.agent_func_path, agent_args.max_turns)
+    batch = rollout.micro_rollout_batch_size * rollout.n_samples_per_prompt  # what one HF generate call holds
     engine = engine if engine is not None else HFEngine(model, tokenizer, max_batch=batch)
-    max_length = cfg.prompt_max_len + cfg.generate_max_len
+    max_length = rollout.prompt_max_len + rollout.generate_max_len
     episodes = asyncio.run(play_episodes(agent, engine, tokenizer, prompts, labels,
-                                         sampling_params(cfg, temperature), max_length, cfg.agent_timeout))
+                                         sampling_params(rollout, temperature), max_length, agent_args.agent_timeout))
     return to_samples(episodes, tokenizer, prompts)
 
 

@@ -3,8 +3,8 @@
 The episodes run in the driver; their `llm_engine` batches the requests of concurrent turns and spreads each
 batch over the engine actors' `generate_requests` (rlhfctl/rollout/engine.py: one request per prompt with its own
 max_tokens, temperature, top-p; token ids, text, sampled log-probs and finish reason back). The user's code gets a
-real `vllm.SamplingParams`. Hook (the vLLM rollout's generate): `if cfg.agent_func_path: return
-agent_generate(cfg, engines.workers, batch, n, evaluation)`.
+real `vllm.SamplingParams`. Hook: the vLLM rollout is given `functools.partial(agent_generate, sampling)` and its
+generate calls it as `episodes(engines.workers, batch, n, evaluation)`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from rlhfctl.agents.sampling import CompletionOutput, Logprob
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import RolloutArgs
+    from rlhfctl.config.slices import SamplingGroups
     from rlhfctl.data import PromptExample
     from rlhfctl.rollout.samples import Samples
 
@@ -60,27 +61,27 @@ class VLLMRequestEngine(BatchingEngine):
         return results
 
 
-def vllm_sampling_params(cfg: TrainPPOConfig, temperature: float, logprobs: Optional[int]) -> Any:
+def vllm_sampling_params(rollout: RolloutArgs, temperature: float, logprobs: Optional[int]) -> Any:
     from vllm import SamplingParams
 
-    return SamplingParams(temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.generate_max_len,
+    return SamplingParams(temperature=temperature, top_p=rollout.top_p, max_tokens=rollout.generate_max_len,
                           skip_special_tokens=False, logprobs=logprobs)
 
 
-def agent_generate(cfg: TrainPPOConfig, engines: list[Any], batch: list[PromptExample], n: int,
+def agent_generate(sampling: SamplingGroups, engines: list[Any], batch: list[PromptExample], n: int,
                    evaluation: bool) -> Samples:
     """n episodes per prompt (prompt-major) on the engines; training episodes carry the engines' log-probs of the
     policy's tokens (rollout_log_probs), as the engines' single-turn samples do."""
     from rlhfctl.agents.episodes import play_episodes
     from rlhfctl.agents.rollout import cached_agent, cached_tokenizer, to_samples
 
-    assert cfg.agent_func_path is not None
-    agent = cached_agent(cfg.agent_func_path, cfg.max_turns)
-    tokenizer = cached_tokenizer(cfg)
+    agent_args, rollout = sampling.agent, sampling.rollout
+    assert agent_args.agent_func_path is not None
+    agent = cached_agent(agent_args.agent_func_path, agent_args.max_turns)
+    tokenizer = cached_tokenizer(sampling.model, sampling.load)
     prompts = [p.prompt for p in batch for _ in range(n)]
     labels = [p.label for p in batch for _ in range(n)]
-    temperature = cfg.eval_temperature if evaluation else cfg.temperature
-    params = vllm_sampling_params(cfg, temperature, None if evaluation else 0)
+    params = vllm_sampling_params(rollout, sampling.temperature(evaluation), None if evaluation else 0)
     episodes = asyncio.run(play_episodes(agent, VLLMRequestEngine(engines), tokenizer, prompts, labels, params,
-                                         cfg.prompt_max_len + cfg.generate_max_len, cfg.agent_timeout))
+                                         rollout.prompt_max_len + rollout.generate_max_len, agent_args.agent_timeout))
     return to_samples(episodes, tokenizer, prompts)

@@ -65,13 +65,15 @@ def open_target(cfg: BenchRMConfig) -> Iterator[tuple[Target, str, Optional[int]
         target.probe()
         yield target, "url", None
         return
-    from rlhfctl.bench.spawn import SpawnedServer, server_config
+    from rlhfctl.bench.spawn import SpawnedServer
     from rlhfctl.serving.threads import default_num_threads
 
-    serve_cfg = server_config(cfg)
+    serve_cfg = cfg.serve_rm_config()
     threads = (serve_cfg.num_threads or default_num_threads()) if serve_cfg.reward_pretrain else None
     if not cfg.in_process:
-        with SpawnedServer(serve_cfg) as url:
+        from rlhfctl.config import AuthArgs, dump_config
+
+        with SpawnedServer(dump_config(serve_cfg), serve_cfg.slice(AuthArgs)) as url:
             yield HttpTarget(url, api_key=cfg.api_key, timeout=cfg.rm_timeout), "serve-rm", threads
         return
     from rlhfctl.config import RewardExecArgs, ServerArgs

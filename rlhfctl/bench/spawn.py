@@ -19,30 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import rlhfctl
-from rlhfctl.config import BenchRMConfig, RemoteRewardArgs, ServeRMConfig, dump_config
+from rlhfctl.config import AuthArgs
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.net import free_port
 
 STARTUP_TIMEOUT_S = 600.0  # loading a large reward model on CPU takes minutes
 STOP_TIMEOUT_S = 20.0
 LOOPBACK = "127.0.0.1"
-# The server bench-rm starts listens on a free loopback port (bench-rm offers no --host/--port); bench-rm's
-# --rm-* options are its own client's (serve-rm's act on a --judge-url client, which bench-rm does not start).
-_NOT_FORWARDED = {"host", "port"} | set(RemoteRewardArgs.model_fields)
-
-
-def server_config(cfg: BenchRMConfig) -> ServeRMConfig:
-    """The serve-rm options inside a bench-rm config: every field the two commands share, except those above."""
-    shared = {name: getattr(cfg, name) for name in ServeRMConfig.model_fields
-              if name in type(cfg).model_fields and name not in _NOT_FORWARDED}
-    return ServeRMConfig.model_validate(shared)
 
 
 class SpawnedServer:
-    """`with SpawnedServer(cfg) as url:` runs serve-rm on a free loopback port while the block runs."""
+    """`with SpawnedServer(config, auth) as url:` runs serve-rm on a free loopback port while the block runs.
 
-    def __init__(self, cfg: ServeRMConfig, *, startup_timeout: float = STARTUP_TIMEOUT_S) -> None:
-        self.cfg = cfg
+    `config` is the serve-rm config file's text (`dump_config`, which leaves the secret out); the API key of `auth`
+    goes to the server by environment."""
+
+    def __init__(self, config: str, auth: AuthArgs, *, startup_timeout: float = STARTUP_TIMEOUT_S) -> None:
+        self.config = config
+        self.auth = auth
         self.startup_timeout = startup_timeout
         self.port = 0
         self.process: subprocess.Popen | None = None
@@ -68,12 +62,12 @@ class SpawnedServer:
 
     def start(self) -> None:
         config = Path(self._dir.name) / "serve-rm.yaml"
-        config.write_text(dump_config(self.cfg))  # the api key is a secret: it goes by environment instead
+        config.write_text(self.config)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(rlhfctl.__file__).parent.parent),
                                                           env.get("PYTHONPATH")]))
-        if self.cfg.api_key:
-            env["RLHFCTL_API_KEY"] = self.cfg.api_key
+        if self.auth.api_key:  # a secret: by environment, never in the file
+            env["RLHFCTL_API_KEY"] = self.auth.api_key
         self.port = free_port()
         command = [sys.executable, "-m", "rlhfctl", "serve-rm", "--config", str(config), "--host", LOOPBACK,
                    "--port", str(self.port)]

@@ -7,7 +7,10 @@ from rlhfctl.checks.report import Report
 from rlhfctl.checks.samples import Sample, build_samples, control_samples, load_examples
 from rlhfctl.checks.scoring import Progress, Run, score_run
 from rlhfctl.checks.source import describe, open_combined_checked, open_function, open_server, single_source, url_list
-from rlhfctl.config import CheckArgs, CheckRewardConfig, RewardExecArgs, RolloutArgs
+from rlhfctl.config import (CheckArgs, CheckRewardConfig, CombinedRewardArgs, RewardExecArgs, RolloutArgs,
+                            RunArgs)
+from rlhfctl.config.reward_groups import SourceGroups
+from rlhfctl.config.slices import CheckSampleGroups
 from rlhfctl.rewards.base import RewardSource
 
 
@@ -22,26 +25,26 @@ def run_checks(cfg: CheckRewardConfig, progress: Progress | None = None) -> Repo
     """
     from rlhfctl.config.hub_ids import resolve_fields
 
-    spec = single_source(cfg)
-    report = Report(reward=spec or describe(cfg), responses=cfg.responses)
+    spec = single_source(cfg.slice(CombinedRewardArgs))
+    report = Report(reward=spec or describe(cfg.slice(CombinedRewardArgs)), responses=cfg.responses)
     cfg = resolve_fields(cfg, ["responses", "judge_model"] + (["pretrain"] if cfg.apply_chat_template else []))
     urls = url_list(spec) if spec else None
     source: RewardSource | None = None
     if spec is None:
-        source = open_combined_checked(cfg, report)
+        source = open_combined_checked(cfg.slice(CombinedRewardArgs), SourceGroups.of(cfg), report)
         if source is None:
             return report
     elif urls is None:
-        source = open_function(cfg, spec, report)
+        source = open_function(SourceGroups.of(cfg), cfg.slice(CheckArgs), spec, report)
         if source is None:
             return report
     try:
-        examples = load_examples(cfg, report)
+        examples = load_examples(CheckSampleGroups.of(cfg), report)
         if not examples:
             return report
-        samples = build_samples(examples, cfg)
+        samples = build_samples(examples, CheckSampleGroups.of(cfg))
         if urls is not None:
-            source = open_server(cfg, urls, report, samples[0])
+            source = open_server(SourceGroups.of(cfg), urls, report, samples[0])
             if source is None:
                 return report
         assert source is not None
@@ -62,7 +65,7 @@ def _score(report: Report, source: RewardSource, samples: list[Sample], cfg: Che
     runs = [main]
     control: Run | None = None
     matched_is_main = True
-    pair = control_samples(samples[:CONTROL_SAMPLES], cfg) if main.values and not main.timed_out else None
+    pair = control_samples(samples[:CONTROL_SAMPLES], cfg.slice(CheckArgs), cfg.slice(RunArgs)) if main.values and not main.timed_out else None
     if pair is not None:
         control_list, matched_is_main = pair
         control = score_run(source, control_list, size, "control", cfg.reward_timeout, progress)

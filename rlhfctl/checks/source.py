@@ -9,7 +9,7 @@ from __future__ import annotations
 from rlhfctl.checks.probe import HttpProbe
 from rlhfctl.checks.report import Report, finding
 from rlhfctl.checks.samples import Sample
-from rlhfctl.config import CheckRewardConfig, FunctionNameArgs, RewardExecArgs
+from rlhfctl.config import CheckArgs, CombinedRewardArgs
 from rlhfctl.errors import RewardError, UsageError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
@@ -31,27 +31,27 @@ def url_list(spec: str) -> list[str] | None:
     return parse_urls(parts)
 
 
-def single_source(cfg: CheckRewardConfig) -> str | None:
+def single_source(reward: CombinedRewardArgs) -> str | None:
     """The one reward_func.py or URL(s) under test, checked as such; None for a model, a judge, a built-in verifier,
     the code sandbox or several sources, which are opened as a combined reward (rewards/combined.py)."""
-    assert cfg.reward is not None
-    (term,) = cfg.reward.values() if len(cfg.reward) == 1 else (None,)
+    assert reward.reward is not None
+    (term,) = reward.reward.values() if len(reward.reward) == 1 else (None,)
     if term is None or term.weight != 1.0 or source_kind(term.source) not in ("url", "function"):
         return None
     return term.source
 
 
-def describe(cfg: CheckRewardConfig) -> str:
-    assert cfg.reward is not None
-    return " + ".join(f"{t.weight:g} x {name}={t.source}" for name, t in cfg.reward.items())
+def describe(reward: CombinedRewardArgs) -> str:
+    assert reward.reward is not None
+    return " + ".join(f"{t.weight:g} x {name}={t.source}" for name, t in reward.reward.items())
 
 
-def open_combined_checked(cfg: CheckRewardConfig, report: Report) -> RewardSource | None:
+def open_combined_checked(reward: CombinedRewardArgs, sources: SourceGroups, report: Report) -> RewardSource | None:
     """A reward model or several named sources, opened as train-ppo opens --reward; a source that fails to load is
     a failed load check naming it (a bad option, such as --reward-output, stays a usage error)."""
-    assert cfg.reward is not None
+    assert reward.reward is not None
     try:
-        source = open_combined(cfg.reward, SourceGroups.of(cfg))
+        source = open_combined(reward.reward, sources)
     except UsageError:
         raise
     except RewardError as exc:
@@ -61,37 +61,40 @@ def open_combined_checked(cfg: CheckRewardConfig, report: Report) -> RewardSourc
     return source
 
 
-def open_function(cfg: CheckRewardConfig, spec: str, report: Report) -> FunctionPool | None:
+def open_function(sources: SourceGroups, check: CheckArgs, spec: str, report: Report) -> FunctionPool | None:
     """The reward_func under test (in worker processes, as train-ppo runs it), after the load and signature
     checks; None if either failed."""
+    function = sources.function.function
     try:
-        source = open_pool(spec, cfg.slice(RewardExecArgs), cfg.slice(FunctionNameArgs))
+        source = open_pool(spec, sources.execution, sources.function)
     except RewardFault as fault:
         name = "signature" if fault.kind == "signature" else "load"
         if name == "signature":
-            report.add("load", "pass", f"{spec} imports and defines {cfg.function!r}")
+            report.add("load", "pass", f"{spec} imports and defines {function!r}")
         report.add(name, "fail", str(fault), [{"kind": fault.kind, "traceback": fault.user_traceback}]
                    if fault.user_traceback else [{"kind": fault.kind}])
         return None
     flavour = "an async function" if source.is_async else "a function"
-    report.add("load", "pass", f"{spec} imports and defines {cfg.function!r} ({flavour})")
+    report.add("load", "pass", f"{spec} imports and defines {function!r} ({flavour})")
     if not source.positional:
-        report.add("signature", finding(cfg.strict),
-                   f"{cfg.function} takes its arguments by keyword only: rlhfctl calls it so, but OpenRLHF calls "
+        report.add("signature", finding(check.strict),
+                   f"{function} takes its arguments by keyword only: rlhfctl calls it so, but OpenRLHF calls "
                    "reward_func(queries, prompts, labels) positionally and would fail; define it as "
                    "def reward_func(queries, prompts, labels, **kwargs)")
     else:
         kwargs = ", **kwargs" if source.accepts_kwargs else ""
         note = "" if source.accepts_kwargs else " (add **kwargs to stay compatible with callers that pass more)"
-        report.add("signature", "pass", f"{cfg.function}(queries, prompts, labels{kwargs}) is callable as "
+        report.add("signature", "pass", f"{function}(queries, prompts, labels{kwargs}) is callable as "
                    f"OpenRLHF calls it{note}")
     return source
 
 
-def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: Sample) -> RewardSource | None:
+def open_server(sources: SourceGroups, urls: list[str], report: Report, probe: Sample) -> RewardSource | None:
     """The reward client training would use, after one real query reached every URL and got a valid answer."""
+    api_key = sources.auth.api_key if sources.auth is not None else None
+    timeout = sources.execution.reward_timeout
     for url in urls:
-        client = HttpProbe(url, api_key=cfg.api_key, timeout=cfg.reward_timeout)
+        client = HttpProbe(url, api_key=api_key, timeout=timeout)
         try:
             client.score([probe.query], [probe.prompt], [probe.label])
         except RewardError as exc:
@@ -101,4 +104,4 @@ def open_server(cfg: CheckRewardConfig, urls: list[str], report: Report, probe: 
             client.close()
     where = urls[0] if len(urls) == 1 else f"{len(urls)} servers"
     report.add("load", "pass", f"{where} answered a query with a valid {{'rewards': [...]}}")
-    return open_reward(",".join(urls), SourceGroups.of(cfg), timeout=cfg.reward_timeout)
+    return open_reward(",".join(urls), sources, timeout=timeout)

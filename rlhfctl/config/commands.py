@@ -87,6 +87,15 @@ class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFu
 
     name: ClassVar[str] = "bench-rm"
 
+    def serve_rm_config(self) -> ServeRMConfig:
+        """The serve-rm that bench-rm starts: every option the two commands share, except --host/--port (it listens
+        on a free loopback port) and the --rm-* options (bench-rm's own client's; serve-rm's act on a --judge-url
+        client, which bench-rm does not start)."""
+        skipped = {"host", "port"} | set(RemoteRewardArgs.model_fields)
+        shared = {name: getattr(self, name) for name in ServeRMConfig.model_fields
+                  if name in type(self).model_fields and name not in skipped}
+        return ServeRMConfig.model_validate(shared)
+
     def problems(self) -> list[str]:
         return rules.bench_rm_problems(self)
 

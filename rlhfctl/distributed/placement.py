@@ -22,7 +22,7 @@ from typing import Any, Optional, TYPE_CHECKING
 from rlhfctl.errors import ConfigError, RlhfctlError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import PlacementArgs, TrainPPOConfig
+    from rlhfctl.config import PlacementArgs, PPOArgs, RewardModelArgs, RewardSourceArgs, VLLMArgs
 
 # Set by `ray job submit`'s supervisor for the entrypoint it runs (beside RAY_ADDRESS): we are inside a Ray job.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -108,17 +108,18 @@ class PlacementPlan:
                          for name, g in self.group_plans.items())
 
 
-def needed_roles(cfg: TrainPPOConfig) -> list[str]:
+def needed_roles(ppo: PPOArgs, placement: PlacementArgs, reward_model: RewardModelArgs,
+                 reward_source: RewardSourceArgs) -> list[str]:
     """The roles a run uses: the reference only with a KL term, the critic only for gae, a reward model only with
     --reward-pretrain and no --remote-rm-url (a reward server or reward_func.py, when given, is the reward)."""
     roles = ["actor"]
-    if cfg.init_kl_coef > 0:
+    if ppo.init_kl_coef > 0:
         roles.append("ref")
-    if cfg.advantage_estimator == "gae":
+    if ppo.advantage_estimator == "gae":
         roles.append("critic")
-    if cfg.reward_pretrain is not None and cfg.remote_rm_url is None:
+    if reward_model.reward_pretrain is not None and reward_source.remote_rm_url is None:
         roles.append("reward")
-    if cfg.vllm_num_engines:
+    if placement.vllm_num_engines:
         roles.append("vllm")
     return roles
 
@@ -134,7 +135,8 @@ def role_shape(cfg: PlacementArgs, role: str) -> tuple[int, int]:
     return shapes[role]
 
 
-def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: bool = False) -> PlacementPlan:
+def plan_roles(cfg: PlacementArgs, vllm: VLLMArgs, roles: list[str], use_gpus: bool,
+               one_node: bool = False) -> PlacementPlan:
     """Workers per role and which roles share bundles, checked against the colocation flags.
 
     `one_node`: the Ray is a single local node, so a role's --*-num-nodes cannot be spread (PACK instead)."""
@@ -147,7 +149,7 @@ def plan_roles(cfg: TrainPPOConfig, roles: list[str], use_gpus: bool, one_node: 
             group_of["ref"] = "actor"
         if cfg.colocate_critic_reward and "critic" in roles and "reward" in roles:
             group_of["reward"] = "critic"
-    count = {r: n * g * (cfg.vllm_tensor_parallel_size if r == "vllm" else 1) for r, (n, g) in shape.items()}
+    count = {r: n * g * (vllm.vllm_tensor_parallel_size if r == "vllm" else 1) for r, (n, g) in shape.items()}
     problems = []
     for role, group in group_of.items():
         if group != role and count[role] != count[group]:
@@ -240,18 +242,18 @@ def local_gpus() -> int:
         return 0
 
 
-def place(cfg: TrainPPOConfig, roles: list[str]) -> PlacementPlan:
+def place(cfg: PlacementArgs, vllm: VLLMArgs, roles: list[str]) -> PlacementPlan:
     """Start/join Ray and reserve placement groups for `roles`, or fail within --placement-timeout."""
     import ray
     from ray.util.placement_group import placement_group
 
-    cpu_plan = plan_roles(cfg, roles, use_gpus=False)
+    cpu_plan = plan_roles(cfg, vllm, roles, use_gpus=False)
     local = cluster_address(cfg) is None and not ray.is_initialized()
     started = start_ray(cfg, int(cpu_plan.total().get("CPU", 0)))
     have = ray.cluster_resources()
     use_gpus = have.get("GPU", 0) > 0
     nodes = alive_nodes()
-    plan = plan_roles(cfg, roles, use_gpus, one_node=local and len(nodes) == 1)
+    plan = plan_roles(cfg, vllm, roles, use_gpus, one_node=local and len(nodes) == 1)
     plan.started_ray = started
     if not use_gpus:
         asked = sum(p.num_workers for p in plan.roles.values())

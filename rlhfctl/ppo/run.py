@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 
 
 from rlhfctl.config.reward_groups import SourceGroups
+from rlhfctl.config.slices import SamplingGroups
 
 if TYPE_CHECKING:
     from rlhfctl.config import TrainPPOConfig
@@ -67,14 +68,23 @@ def agent_episodes(cfg: TrainPPOConfig) -> Optional[Episodes]:
         return None
     from rlhfctl.agents.vllm_engine import agent_generate
 
-    return functools.partial(agent_generate, cfg)
+    return functools.partial(agent_generate, SamplingGroups.of(cfg))
+
+
+def roles_of(cfg: TrainPPOConfig) -> list[str]:
+    """The roles this run places (distributed/placement.py needed_roles)."""
+    from rlhfctl.config import PlacementArgs, PPOArgs, RewardModelArgs, RewardSourceArgs
+    from rlhfctl.distributed.placement import needed_roles
+
+    return needed_roles(cfg.slice(PPOArgs), cfg.slice(PlacementArgs), cfg.slice(RewardModelArgs),
+                        cfg.slice(RewardSourceArgs))
 
 
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.config.rules import check_eval, check_sizes
     from rlhfctl.data import load_prompts
-    from rlhfctl.distributed.placement import cluster_address, local_gpus, needed_roles, place, release
+    from rlhfctl.distributed.placement import cluster_address, local_gpus, place, release
     from rlhfctl.distributed.roles import RoleGroup, describe_places, placement_report
     from rlhfctl.models.actor import load_tokenizer
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
@@ -82,6 +92,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.tracking import Tracker
     from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs,
                                 RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
+    from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
     from rlhfctl.ppo.roles import Roles
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -98,7 +109,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
 
     datasets.disable_progress_bars()
     # Hub IDs become local folders here, once: the workers are given folders and never call the Hub.
-    cfg = resolve_fields(cfg, model_fields_used(cfg, needed_roles(cfg)))
+    cfg = resolve_fields(cfg, model_fields_used(cfg, roles_of(cfg)))
     # One absolute folder for every role: a worker resolves a relative path against its own working directory (in a
     # Ray job, the working_dir unpacked on its node), not the driver's.
     cfg = cfg.model_copy(update={"save_path": os.path.abspath(cfg.save_path),
@@ -129,10 +140,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         warnings.warn(f"--load-checkpoint: no complete checkpoint in {cfg.ckpt_path}; starting from step 0",
                       stacklevel=2)
 
-    roles_needed = needed_roles(cfg)
+    roles_needed = roles_of(cfg)
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
-        check_four_bit(cfg, roles_needed, has_gpus=local_gpus() > 0, where="this machine")
+        check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=local_gpus() > 0, where="this machine")
     if cfg.vllm_num_engines:
         check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if "reward" in roles_needed:
@@ -144,28 +155,30 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     tracker = None
     rollout = None
     try:
-        plan = place(cfg, roles_needed)
+        plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
         if joining:
-            check_four_bit(cfg, roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
+            check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
         note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
-        backend = sync_backend(cfg, plan.use_gpus) if cfg.vllm_num_engines else ""
-        groups = {"actor": RoleGroup("actor", plan, PolicyWorker, cfg, updates)}
+        backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if cfg.vllm_num_engines else ""
+        # each role gets the typed groups it reads (config/slices.py), pickled to every one of its workers
+        groups = {"actor": RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg), updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
-            rollout = VLLMRollout(cfg, plan, groups["actor"], tokenizer.pad_token_id, backend,
-                                  episodes=agent_episodes(cfg))
+            rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, groups["actor"],
+                                  tokenizer.pad_token_id, backend, episodes=agent_episodes(cfg))
         if "ref" in roles_needed:
-            groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, cfg)
+            groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg))
         if "critic" in roles_needed:
-            groups["critic"] = RoleGroup("critic", plan, CriticWorker, cfg, updates)
+            groups["critic"] = RoleGroup("critic", plan, CriticWorker, CriticGroups.of(cfg), updates)
         if "reward" in roles_needed:
-            groups["reward"] = RoleGroup("reward", plan, RewardModelWorker, cfg)
+            groups["reward"] = RoleGroup("reward", plan, RewardModelWorker, RewardModelGroups.of(cfg))
         for group in groups.values():
             group.wait_ready()
         _record_placement(cfg.save_path, placement_report(plan, groups))
         if "reward" in groups:
             reward = RoleReward(groups["reward"], f"reward model {cfg.reward_pretrain}", pairwise=cfg.pairwise)
         notes: list[str] = []
-        reward = with_cache(reward, cfg.reward_cache_size, notes)
+        if reward is not None:  # None: --agent-func-path, whose environment gives the rewards
+            reward = with_cache(reward, cfg.reward_cache_size, notes)
         for note in notes:
             warnings.warn(note, stacklevel=2)
         if rollout is not None:

@@ -2,7 +2,8 @@
 
 PolicyWorker samples responses and takes clipped-policy-loss steps; ReferenceWorker gives the frozen reference
 log-probs for the KL term; CriticWorker gives values and takes clipped-value-loss steps; RewardModelWorker scores
-queries with a local reward model. Each reads the run's TrainPPOConfig and its rank from the environment.
+queries with a local reward model. Each is built from the typed groups it reads (config/slices.py: pickled to
+every worker, so nothing else of the run's options travels) and reads its rank from the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import chunks
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import ModelLoadArgs, RolloutArgs, RunArgs, TrainArgs
+    from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -38,28 +40,29 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _rollout_forward(cfg: TrainPPOConfig, forward: Any, sequences: Tensor, attention_mask: Tensor,
+def _rollout_forward(train: TrainArgs, rollout: RolloutArgs, forward: Any, sequences: Tensor, attention_mask: Tensor,
                      num_actions: int) -> Tensor:
     """A log-prob or value forward over a rollout batch: --micro-rollout-batch-size x --n-samples-per-prompt rows
     at a time, or within --rollout-max-tokens-per-gpu tokens with --use-dynamic-batch."""
     from rlhfctl.ppo.micro_batching import forward_in_groups, rollout_groups
 
-    budget = (cfg.rollout_max_tokens_per_gpu or cfg.train_max_tokens_per_gpu) if cfg.use_dynamic_batch else None
-    groups = rollout_groups(attention_mask, num_actions, cfg.micro_rollout_batch_size * cfg.n_samples_per_prompt,
-                            budget, cfg.packing_samples)
+    budget = (train.rollout_max_tokens_per_gpu or train.train_max_tokens_per_gpu) if train.use_dynamic_batch else None
+    rows = rollout.micro_rollout_batch_size * rollout.n_samples_per_prompt
+    groups = rollout_groups(attention_mask, num_actions, rows, budget, train.packing_samples)
     return forward_in_groups(forward, sequences, attention_mask, num_actions, groups, trim=budget is not None)
 
 
-def _build_engine(model: torch.nn.Module, cfg: TrainPPOConfig, learning_rate: float, total_updates: int) -> Any:
+def _build_engine(model: torch.nn.Module, train: TrainArgs, load: ModelLoadArgs, learning_rate: float,
+                  total_updates: int) -> Any:
     from rlhfctl.distributed.engine_factory import build_engine
 
     return build_engine(
-        model, kind=cfg.engine, learning_rate=learning_rate, total_steps=total_updates,
-        warmup_ratio=cfg.lr_warmup_ratio, lr_scheduler=cfg.lr_scheduler, max_norm=cfg.max_norm,
-        zero_stage=cfg.zero_stage,
-        adam_offload=cfg.adam_offload, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        micro_train_batch_size=cfg.micro_train_batch_size, train_batch_size=cfg.train_batch_size,
-        weight_decay=cfg.weight_decay, betas=tuple(cfg.adam_betas),
+        model, kind=train.engine, learning_rate=learning_rate, total_steps=total_updates,
+        warmup_ratio=train.lr_warmup_ratio, lr_scheduler=train.lr_scheduler, max_norm=train.max_norm,
+        zero_stage=train.zero_stage,
+        adam_offload=train.adam_offload, bf16=load.bf16, gradient_checkpointing=train.gradient_checkpointing,
+        micro_train_batch_size=train.micro_train_batch_size, train_batch_size=train.train_batch_size,
+        weight_decay=train.weight_decay, betas=tuple(train.adam_betas),
     )
 
 
@@ -67,7 +70,9 @@ class _TrainedWorker:
     """What the actor and critic share: an engine, PPO epochs over micro-batches, checkpoints."""
 
     engine: Any
-    cfg: TrainPPOConfig
+    train_args: TrainArgs
+    rollout_args: RolloutArgs
+    run: RunArgs
     rank: int
     role: str = "model"
     loss_name: str = "loss"
@@ -81,13 +86,13 @@ class _TrainedWorker:
         tokens (--use-dynamic-batch), weighted so an update's loss does not depend on the grouping."""
         from rlhfctl.ppo.micro_batching import dynamic_micro_batches
 
-        cfg = self.cfg
-        if not cfg.use_dynamic_batch:
+        train = self.train_args
+        if not train.use_dynamic_batch:
             return [MicroBatch(mb, LossWeights(), None)
-                    for mb in experience.micro_batches(cfg.micro_train_batch_size, generator)]
+                    for mb in experience.micro_batches(train.micro_train_batch_size, generator)]
         return dynamic_micro_batches(
-            experience, cfg.train_batch_size // self.engine.world_size, cfg.train_max_tokens_per_gpu,
-            cfg.packing_samples, self.engine.gradient_accumulation_steps, generator, self.engine.device)
+            experience, train.train_batch_size // self.engine.world_size, train.train_max_tokens_per_gpu,
+            train.packing_samples, self.engine.gradient_accumulation_steps, generator, self.engine.device)
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
         """--max-epochs passes over this worker's share, in shuffled micro-batches; mean metrics of the passes.
@@ -97,13 +102,13 @@ class _TrainedWorker:
         `nonfinite_skipped`; otherwise the step stops here with NonFiniteUpdate, naming the loss or norm."""
         from rlhfctl.ppo.nonfinite import NonFiniteUpdate, first_nonfinite_stat
 
-        generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=2))
+        generator = torch.Generator().manual_seed(step_seed(self.run.seed, step, self.rank, salt=2))
         self.engine.module.train()
         records: list[dict[str, float]] = []
         pending: list[dict[str, float]] = []  # micro-batches of the update being accumulated
         applied = skipped = 0
         try:
-            for epoch in range(self.cfg.max_epochs):
+            for epoch in range(self.train_args.max_epochs):
                 for micro in self._micro_batches(experience, generator):
                     self.engine.set_accumulation_boundary(micro.boundary)
                     loss, stats = self._loss(micro.experience, micro.weights)
@@ -114,7 +119,7 @@ class _TrainedWorker:
                         bad = first_nonfinite_stat(pending, (self.loss_name,)) or ("grad_norm", update["grad_norm"])
                         pending = []
                         skipped += 1
-                        if not self.cfg.skip_nonfinite_batches:
+                        if not self.train_args.skip_nonfinite_batches:
                             raise NonFiniteUpdate(
                                 f"step {step + 1}: the {self.role}'s {bad[0]} is {bad[1]} in its update "
                                 f"{applied + skipped} (epoch {epoch + 1}), so that update was not applied",
@@ -129,7 +134,7 @@ class _TrainedWorker:
         finally:
             self.engine.module.eval()
         metrics = _mean_metrics(records + pending)
-        if self.cfg.skip_nonfinite_batches:
+        if self.train_args.skip_nonfinite_batches:
             metrics["nonfinite_skipped"] = float(skipped)
         # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
         metrics["torch_threads"] = float(torch.get_num_threads())
@@ -149,15 +154,17 @@ class PolicyWorker(WeightSender, _TrainedWorker):
     role = "actor"
     loss_name = "policy_loss"
 
-    def __init__(self, cfg: TrainPPOConfig, total_updates: int) -> None:
+    def __init__(self, groups: PolicyGroups, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
 
-        self.cfg = cfg
+        self.sampling, self.ppo = groups.sampling, groups.ppo
+        self.train_args, self.rollout_args, self.run = groups.train, groups.sampling.rollout, groups.sampling.run
         self.rank, self.world_size = rank_and_world()
-        self.tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
-        model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
-                            gradient_checkpointing=cfg.gradient_checkpointing)
-        self.engine = _build_engine(model, cfg, cfg.actor_learning_rate, total_updates)
+        model_path, load = groups.sampling.model.pretrain, groups.sampling.load
+        self.tokenizer = load_tokenizer(model_path, disable_fast_tokenizer=load.disable_fast_tokenizer)
+        model = load_policy(model_path, bf16=load.bf16, flash_attn=load.flash_attn,
+                            gradient_checkpointing=groups.train.gradient_checkpointing)
+        self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
 
     @torch.no_grad()
@@ -169,24 +176,26 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         training draws; so does each `round` of --dynamic-filtering's resampling."""
         from rlhfctl.models.actor import generate
 
-        torch.manual_seed(step_seed(self.cfg.seed, step, self.rank, salt=(3 if evaluation else 1) + 10 * round))
-        temperature = self.cfg.eval_temperature if evaluation else self.cfg.temperature
-        size = self.cfg.micro_rollout_batch_size * self.cfg.n_samples_per_prompt
-        if self.cfg.agent_func_path:  # episodes against the user's environment (rlhfctl/agents), all at once
+        rollout = self.rollout_args
+        torch.manual_seed(step_seed(self.run.seed, step, self.rank, salt=(3 if evaluation else 1) + 10 * round))
+        temperature = self.sampling.temperature(evaluation)
+        size = rollout.micro_rollout_batch_size * rollout.n_samples_per_prompt
+        if self.sampling.agent.agent_func_path:  # episodes against the user's environment (rlhfctl/agents)
             from rlhfctl.agents.rollout import agent_rollout
 
             with self.engine.gathered_params():
-                return agent_rollout(self.cfg, self.engine.module, self.tokenizer, prompts, labels, temperature)
+                return agent_rollout(self.sampling.agent, rollout, self.engine.module, self.tokenizer, prompts,
+                                     labels, temperature)
         parts = []
         with self.engine.gathered_params():
             for chunk in chunks(len(prompts), size):
-                rollout = generate(
-                    self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=self.cfg.generate_max_len,
-                    temperature=temperature, top_p=self.cfg.top_p, prompt_max_len=self.cfg.prompt_max_len,
+                generated = generate(
+                    self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=rollout.generate_max_len,
+                    temperature=temperature, top_p=rollout.top_p, prompt_max_len=rollout.prompt_max_len,
                 )
-                parts.append(Samples(rollout.sequences, rollout.attention_mask, rollout.action_mask,
-                                     prompts[chunk], labels[chunk], rollout.responses, rollout.truncated,
-                                     queries=rollout.queries))
+                parts.append(Samples(generated.sequences, generated.attention_mask, generated.action_mask,
+                                     prompts[chunk], labels[chunk], generated.responses, generated.truncated,
+                                     queries=generated.queries))
         return Samples.concat(parts, self.tokenizer.pad_token_id)
 
     @torch.no_grad()
@@ -194,10 +203,10 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         from rlhfctl.models.actor import action_log_probs
 
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-            return action_log_probs(self.engine.module, seqs, mask, width, self.cfg.temperature,
-                                    packed=self.cfg.packing_samples)
+            return action_log_probs(self.engine.module, seqs, mask, width, self.rollout_args.temperature,
+                                    packed=self.train_args.packing_samples)
 
-        return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
+        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
 
     def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         """The policy loss (--policy-loss-type, clip bounds, dual clip, --loss-agg-mode, IS correction), plus the KL
@@ -206,37 +215,38 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         from rlhfctl.models.actor import action_log_probs
         from rlhfctl.ppo import functional as F
 
-        cfg = self.cfg
-        with_entropy = cfg.entropy_loss_coef is not None
-        out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions, cfg.temperature,
-                               return_entropy=with_entropy, packed=cfg.packing_samples)
+        ppo = self.ppo
+        with_entropy = ppo.entropy_loss_coef is not None
+        out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions,
+                               self.rollout_args.temperature, return_entropy=with_entropy,
+                               packed=self.train_args.packing_samples)
         log_probs, entropy = out if with_entropy else (out, None)
         old_log_probs, is_weights, stats = mb.log_probs, None, {}
-        if cfg.enable_vllm_is_correction and mb.rollout_log_probs is not None:
+        if ppo.enable_vllm_is_correction and mb.rollout_log_probs is not None:
             stats["vllm_kl"] = float(F.masked_mean(mb.rollout_log_probs - mb.log_probs, mb.action_mask))
-            if cfg.policy_loss_type == "gspo":  # GSPO's sequence ratio is taken against the rollout engine
+            if ppo.policy_loss_type == "gspo":  # GSPO's sequence ratio is taken against the rollout engine
                 old_log_probs = mb.rollout_log_probs
             else:
                 is_weights = F.is_correction_weights(mb.log_probs, mb.rollout_log_probs, mb.action_mask,
-                                                     cfg.vllm_is_correction_type, *cfg.vllm_is_truncated_threshold)
-        low, high = cfg.clip_low_high
-        loss_agg = cfg.loss_agg_mode or ("seq-mean-token-mean" if cfg.policy_loss_type == "gspo" else "token-mean")
+                                                     ppo.vllm_is_correction_type, *ppo.vllm_is_truncated_threshold)
+        low, high = ppo.clip_low_high
+        loss_agg = ppo.loss_agg_mode or ("seq-mean-token-mean" if ppo.policy_loss_type == "gspo" else "token-mean")
         loss, clip_ratio = F.policy_loss(log_probs, old_log_probs, mb.advantages, mb.action_mask, low, high,
-                                         dual_clip=cfg.dual_clip, loss_type=cfg.policy_loss_type,
-                                         loss_agg=loss_agg, max_len=cfg.generate_max_len,
+                                         dual_clip=ppo.dual_clip, loss_type=ppo.policy_loss_type,
+                                         loss_agg=loss_agg, max_len=self.rollout_args.generate_max_len,
                                          is_weights=is_weights)
         stats.update(policy_loss=float(loss.detach()), clip_ratio=float(clip_ratio),
                      ppo_kl=float(F.masked_mean(mb.log_probs - log_probs.detach(), mb.action_mask)))
         total = weights.for_mode(loss_agg) * loss
-        if cfg.use_kl_loss and mb.ref_log_probs is not None:
-            kl = F.kl_loss(log_probs, mb.ref_log_probs, mb.action_mask, cfg.kl_estimator)
+        if ppo.use_kl_loss and mb.ref_log_probs is not None:
+            kl = F.kl_loss(log_probs, mb.ref_log_probs, mb.action_mask, ppo.kl_estimator)
             total = total + weights.token * mb.kl_loss_coef * kl
             stats["kl_loss"] = float(kl.detach())
         if entropy is not None:
             mean_entropy = F.masked_mean(entropy, mb.action_mask)
             stats["entropy"] = float(mean_entropy.detach())
-            if cfg.entropy_loss_coef:
-                total = total - weights.token * cfg.entropy_loss_coef * mean_entropy
+            if ppo.entropy_loss_coef:
+                total = total - weights.token * ppo.entropy_loss_coef * mean_entropy
         return total, stats
 
     def save_pretrained(self, out_dir: str) -> None:
@@ -252,16 +262,16 @@ class ReferenceWorker:
     """The frozen initial policy: log-probs for the KL penalty (4-bit with --load-in-4bit, on the CPU between
     calls with --ref-reward-offload)."""
 
-    def __init__(self, cfg: TrainPPOConfig) -> None:
+    def __init__(self, groups: ReferenceGroups) -> None:
         from rlhfctl.distributed.process_group import local_device
         from rlhfctl.models.actor import load_policy
         from rlhfctl.models.offload import Offloader
 
-        self.cfg = cfg
-        self.model = load_policy(cfg.pretrain, bf16=cfg.bf16, flash_attn=cfg.flash_attn,
-                                 load_in_4bit=cfg.load_in_4bit).eval()
+        self.train_args, self.rollout_args, load = groups.train, groups.rollout, groups.load
+        self.model = load_policy(groups.model.pretrain, bf16=load.bf16, flash_attn=load.flash_attn,
+                                 load_in_4bit=load.load_in_4bit).eval()
         self.model.requires_grad_(False)
-        self.offloader = Offloader(self.model, local_device(), cfg.ref_reward_offload)
+        self.offloader = Offloader(self.model, local_device(), groups.offload)
 
     @torch.no_grad()
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
@@ -271,10 +281,11 @@ class ReferenceWorker:
             device = next(self.model.parameters()).device
 
             def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-                return action_log_probs(self.model, seqs.to(device), mask.to(device), width, self.cfg.temperature,
-                                        packed=self.cfg.packing_samples).cpu()
+                return action_log_probs(self.model, seqs.to(device), mask.to(device), width,
+                                        self.rollout_args.temperature, packed=self.train_args.packing_samples).cpu()
 
-            return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
+            return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask,
+                                    num_actions)
 
     def offload_onloads(self) -> int:
         """How many times the weights were moved to the device for a call (--ref-reward-offload)."""
@@ -287,31 +298,34 @@ class CriticWorker(_TrainedWorker):
     role = "critic"
     loss_name = "value_loss"
 
-    def __init__(self, cfg: TrainPPOConfig, total_updates: int) -> None:
+    def __init__(self, groups: CriticGroups, total_updates: int) -> None:
         from rlhfctl.models.critic import Critic, critic_source
 
-        self.cfg = cfg
+        self.train_args, self.rollout_args, self.run, self.ppo = groups.train, groups.rollout, groups.run, groups.ppo
         self.rank, self.world_size = rank_and_world()
         critic = Critic.from_pretrained(
-            critic_source(cfg.critic_pretrain, cfg.reward_pretrain, cfg.pretrain),
-            value_head_prefix=cfg.value_head_prefix,
-            bf16=cfg.bf16, flash_attn=cfg.flash_attn, gradient_checkpointing=cfg.gradient_checkpointing,
+            critic_source(groups.critic.critic_pretrain, groups.reward_model.reward_pretrain, groups.model.pretrain),
+            value_head_prefix=groups.reward_model.value_head_prefix,
+            bf16=groups.load.bf16, flash_attn=groups.load.flash_attn,
+            gradient_checkpointing=groups.train.gradient_checkpointing,
         )
-        self.engine = _build_engine(critic, cfg, cfg.critic_learning_rate, total_updates)
+        self.engine = _build_engine(critic, groups.train, groups.load, groups.train.critic_learning_rate,
+                                    total_updates)
         self.engine.module.eval()
 
     @torch.no_grad()
     def values(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-            return self.engine.module(seqs, mask, width, packed=self.cfg.packing_samples)
+            return self.engine.module(seqs, mask, width, packed=self.train_args.packing_samples)
 
-        return _rollout_forward(self.cfg, forward, sequences, attention_mask, num_actions)
+        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
 
     def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         from rlhfctl.ppo.functional import value_loss
 
-        values = self.engine.module(mb.sequences, mb.attention_mask, mb.num_actions, packed=self.cfg.packing_samples)
-        loss = value_loss(values, mb.values, mb.returns, mb.action_mask, self.cfg.value_clip)
+        values = self.engine.module(mb.sequences, mb.attention_mask, mb.num_actions,
+                                    packed=self.train_args.packing_samples)
+        loss = value_loss(values, mb.values, mb.returns, mb.action_mask, self.ppo.value_clip)
         return weights.token * loss, {"value_loss": float(loss.detach())}
 
     def save_pretrained(self, out_dir: str) -> None:
@@ -324,13 +338,14 @@ class RewardModelWorker:
     """A local reward model (--reward-pretrain) scoring queries, as a role of its own (on the CPU between calls
     with --ref-reward-offload)."""
 
-    def __init__(self, cfg: TrainPPOConfig) -> None:
+    def __init__(self, groups: RewardModelGroups) -> None:
         from rlhfctl.models.offload import Offloader
         from rlhfctl.rewards.factory import open_reward_model
 
-        self.source = open_reward_model(cfg.reward_pretrain, cfg, cfg)
+        assert groups.model.reward_pretrain is not None  # a reward role exists only with --reward-pretrain
+        self.source = open_reward_model(groups.model.reward_pretrain, groups.load, groups.model)
         model = self.source.model
-        self.offloader = Offloader(model, model.device, cfg.ref_reward_offload)
+        self.offloader = Offloader(model, model.device, groups.offload)
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> Any:
         with self.offloader.onloaded():

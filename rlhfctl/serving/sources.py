@@ -7,21 +7,23 @@ from typing import TYPE_CHECKING
 
 from rlhfctl.config.reward_groups import SourceGroups
 
+from rlhfctl.config.slices import ServedModelGroups
+
 if TYPE_CHECKING:
     from rlhfctl.config import ServeRMConfig
     from rlhfctl.rewards.base import RewardSource
 
 
-def open_model(cfg: ServeRMConfig) -> RewardSource:
+def open_model(served: ServedModelGroups) -> RewardSource:
     """The model of --judge-model/--judge-url (JudgeModel, ChatJudge) or --reward-pretrain (ModelReward or
     PairwiseReward), in this process."""
     from rlhfctl.rewards.factory import open_judge, open_reward_model
 
-    groups = SourceGroups.of(cfg)
-    if cfg.judge is not None:
+    groups = served.sources
+    if groups.judge is not None and groups.judge.judge is not None:
         return open_judge(groups)
-    assert cfg.reward_pretrain is not None
-    return open_reward_model(cfg.reward_pretrain, groups.loading, groups.model, batching=groups.batching,
+    assert served.model.reward_pretrain is not None
+    return open_reward_model(served.model.reward_pretrain, groups.loading, groups.model, batching=groups.batching,
                              server=groups.server)
 
 
@@ -38,4 +40,4 @@ def open_source(cfg: ServeRMConfig) -> RewardSource:
         return open_combined(cfg.reward, groups)
     if cfg.judge is None:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)
-    return open_model(cfg)
+    return open_model(ServedModelGroups.of(cfg))

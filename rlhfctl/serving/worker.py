@@ -28,21 +28,21 @@ from rlhfctl.rewards.base import RewardBatch
 from rlhfctl.rewards.judge import batch_of_values
 
 if TYPE_CHECKING:
-    from rlhfctl.config import ServeRMConfig
+    from rlhfctl.config.slices import ServedModelGroups
 
 log = logging.getLogger("rlhfctl.serve")
 
 
 class ModelProcess:
-    """The Scorer for a reward model loaded from `cfg` (--reward-pretrain and the model and batching options) in a
+    """The Scorer for a reward model loaded from `served` (--reward-pretrain and the model and batching options) in a
     worker process. `launch()` loads it (blocking; errors come back as the worker raised them); the app's
     lifespan then `start()`s it on the event loop. It answers /health's questions as a RewardSource does."""
 
     cacheable = True  # a reward model or a greedy judge, text by text (serve-rm scores a pairwise one in-process)
 
-    def __init__(self, cfg: ServeRMConfig) -> None:
-        self.cfg = cfg
-        self.name = f"judge {cfg.judge_model}" if cfg.judge_model else f"reward model {cfg.reward_pretrain}"
+    def __init__(self, served: ServedModelGroups) -> None:
+        self.served = served
+        self.name = served.name
         self.metrics: Any = None  # ServerMetrics, set by the app
         self.info: dict[str, Any] = {}
         self.failure: str | None = None
@@ -66,7 +66,7 @@ class ModelProcess:
             return self.info
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
         ours, theirs = context.Pipe()
-        self._process = context.Process(target=_worker_main, args=(theirs, self.cfg), name="rlhfctl-reward-model",
+        self._process = context.Process(target=_worker_main, args=(theirs, self.served), name="rlhfctl-reward-model",
                                         daemon=True)
         self._process.start()
         theirs.close()
@@ -99,7 +99,8 @@ class ModelProcess:
         self._futures[request_id] = future
         try:
             # Only a judge's template reads prompts and labels: a reward model's requests stay as small as before.
-            self._conn.send((request_id, queries, prompts, labels) if self.cfg.judge_model else (request_id, queries))
+            self._conn.send((request_id, queries, prompts, labels) if self.served.judge_model
+                            else (request_id, queries))
             return batch_of_values(await future)
         except OSError:
             self._died()
@@ -205,7 +206,7 @@ class _Outbox:
             self.conn.send(message)
 
 
-def _worker_main(conn: Any, cfg: ServeRMConfig) -> None:
+def _worker_main(conn: Any, served: ServedModelGroups) -> None:
     """Load the model, then tokenise and queue every (request id, texts) received until told to stop (None) or
     orphaned. Tokenising happens here, on the receiving thread, beside the forward passes of the batcher's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -215,19 +216,18 @@ def _worker_main(conn: Any, cfg: ServeRMConfig) -> None:
     from rlhfctl.serving.sources import open_model
     from rlhfctl.serving.threads import configure_threads
 
-    threads = configure_threads(cfg.num_threads)
+    threads = configure_threads(served.server.num_threads)
     try:
-        source = open_model(cfg)
+        source = open_model(served)
         assert isinstance(source, BatchedSource), "a pairwise model is served in the server's process"
     except RlhfctlError as exc:
         conn.send(("failed", str(exc), exc.exit_code))
         return
     except Exception as exc:  # a broken folder can fail deep inside transformers: report it, not a traceback
-        where = f"--judge-model {cfg.judge_model}" if cfg.judge_model else f"--reward-pretrain {cfg.reward_pretrain}"
-        conn.send(("failed", f"{where}: {type(exc).__name__}: {exc}", 1))
+        conn.send(("failed", f"{served.flag}: {type(exc).__name__}: {exc}", 1))
         return
     outbox = _Outbox(conn)
-    batcher = DynamicBatcher(source, outbox, max_wait_ms=cfg.max_wait_ms, after_step=outbox.flush)
+    batcher = DynamicBatcher(source, outbox, max_wait_ms=served.server.max_wait_ms, after_step=outbox.flush)
     batcher.start()
     outbox.send(("ready", {"name": source.name, "torch_threads": threads, "batch_size": source.batch_size,
                            "max_batch_tokens": source.max_batch_tokens,
