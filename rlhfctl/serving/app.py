@@ -39,6 +39,7 @@ from rlhfctl.serving.protocol import (
     encode_answer,
     parse_reward_request,
 )
+from rlhfctl.serving.vllm_scorer import VLLMScorer
 from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
@@ -54,10 +55,10 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
+def create_app(source: RewardSource | ModelProcess | VLLMScorer, cfg: ServeRMConfig, *,
                metrics: ServerMetrics | None = None) -> FastAPI:
-    """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process) or a
-    ModelProcess (the model in a worker process, what `serve-rm` runs). `cfg` supplies the ServerArgs/AuthArgs
+    """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process), a
+    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMScorer (--backend vllm). `cfg` supplies the ServerArgs/AuthArgs
     fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
     metrics = metrics or ServerMetrics()
     scorer = _scorer_for(source, metrics, cfg)
@@ -162,9 +163,10 @@ def create_app(source: RewardSource | ModelProcess, cfg: ServeRMConfig, *,
     return app
 
 
-def _scorer_for(source: RewardSource | ModelProcess, metrics: ServerMetrics, cfg: ServeRMConfig) -> Scorer:
-    """A ModelProcess is its own scorer; an in-process source gets one from make_scorer."""
-    if isinstance(source, ModelProcess):
+def _scorer_for(source: RewardSource | ModelProcess | VLLMScorer, metrics: ServerMetrics,
+                cfg: ServeRMConfig) -> Scorer:
+    """A ModelProcess or VLLMScorer is its own scorer; an in-process source gets one from make_scorer."""
+    if isinstance(source, (ModelProcess, VLLMScorer)):
         source.metrics = metrics
         return source
     return make_scorer(source, metrics, cfg.slice(ServerArgs), cfg.slice(RewardExecArgs))
