@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import httpx
 import pytest
@@ -38,7 +39,7 @@ def servers(rm_dir):
     vllm, vllm_url, vllm_log = start_server(*common, "--backend", "vllm", "--enforce-eager",
                                             "--vllm-gpu-memory-utilization", "0.005", startup_s=240)
     hf, hf_url, _ = start_server(*common)
-    yield vllm_url, hf_url, vllm_log
+    yield vllm_url, hf_url, vllm_log, vllm
     for proc in (vllm, hf):
         proc.send_signal(signal.SIGTERM)
     for proc in (vllm, hf):
@@ -51,7 +52,7 @@ def post(url: str, queries: list[str], key: str | None = "k") -> httpx.Response:
 
 
 def test_vllm_rewards_equal_the_hf_backend_s_within_1e_4(servers):
-    vllm_url, hf_url, _ = servers
+    vllm_url, hf_url, *_ = servers
     ours, theirs = post(vllm_url, TEXTS), post(hf_url, TEXTS)
     assert ours.status_code == theirs.status_code == 200, ours.text
     assert ours.json()["rewards"] == pytest.approx(theirs.json()["rewards"], abs=1e-4)
@@ -60,7 +61,7 @@ def test_vllm_rewards_equal_the_hf_backend_s_within_1e_4(servers):
 
 def test_concurrent_single_text_clients_get_the_rewards_of_one_batch(servers):
     """Many clients at once go through vLLM's scheduler together; each text keeps its own reward."""
-    vllm_url, hf_url, _ = servers
+    vllm_url, hf_url, *_ = servers
     batch = post(hf_url, TEXTS).json()["rewards"]
 
     async def one_each() -> list[float]:
@@ -72,7 +73,7 @@ def test_concurrent_single_text_clients_get_the_rewards_of_one_batch(servers):
 
 
 def test_the_http_contract_is_kept(servers):
-    vllm_url, _, vllm_log = servers
+    vllm_url, _, vllm_log, _ = servers
     assert post(vllm_url, ["x"], key=None).status_code == 401
     assert post(vllm_url, ["x"], key="wrong").status_code == 401
     assert httpx.post(vllm_url, content=b"{", headers={"Authorization": "Bearer k",
@@ -99,3 +100,21 @@ def test_what_vllm_cannot_serve_exits_2_naming_it(rm_dir, tiny_rm_openrlhf_dir, 
     code, _, err = run_main(["serve-rm", "--backend", "vllm", "--reward-pretrain", str(tiny_rm_openrlhf_dir),
                              "--port", "0"], capsys)
     assert code == 2 and "not a *ForSequenceClassification model" in err
+
+
+def test_a_dead_engine_turns_health_to_503_and_requests_to_500(servers):
+    """Last in the module: it kills the vLLM server's engine core."""
+    import psutil
+
+    vllm_url, _, _, proc = servers
+    core = [p for p in psutil.Process(proc.pid).children() if "EngineCore" in " ".join(p.cmdline() + [p.name()])]
+    assert core, [p.cmdline() for p in psutil.Process(proc.pid).children()]
+    core[0].kill()
+    base = vllm_url.rsplit("/", 1)[0]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/health").status_code != 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = httpx.get(f"{base}/health")
+    assert health.status_code == 503 and "vLLM engine died" in health.json()["detail"]
+    answer = post(vllm_url, ["x"])
+    assert answer.status_code == 500 and "vLLM engine died" in answer.json()["detail"]
