@@ -28,8 +28,8 @@ __all__ = [
     "CombinedRewardArgs", "Command", "DataArgs", "EvalArgs", "FunctionNameArgs", "Group", "JudgeArgs", "ListenArgs",
     "LoggingArgs", "ModelLoadArgs", "OutputArgs", "PPOArgs", "PlacementArgs", "PolicyArgs", "PretrainArgs",
     "RemoteRewardArgs", "RewardCacheArgs", "RewardExecArgs", "RewardFuncArgs", "RewardModelArgs",
-    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeBackendArgs", "ServeRMConfig",
-    "ServerArgs",
-    "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "VLLMEngineArgs", "VerifierArgs", "all_fields", "dump_config", "field_extra",
-    "flag_name", "is_positional", "key_of", "read_config_file", "resolve",
+    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeBackendArgs",
+    "ServeRMConfig", "ServerArgs", "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "VLLMEngineArgs",
+    "VerifierArgs", "all_fields", "dump_config", "field_extra", "flag_name", "is_positional", "key_of",
+    "read_config_file", "resolve",
 ]

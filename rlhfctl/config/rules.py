@@ -126,7 +126,8 @@ def backend_problems(cfg: ServeRMConfig) -> list[str]:
     """--backend vllm serves a one-label *ForSequenceClassification model on vLLM's pooling runner: every other
     source or model form needs --backend hf, and the vLLM engine options need --backend vllm."""
     if cfg.backend == "hf":
-        return [f"{_flag(VLLMEngineArgs, n)} has no effect without --backend vllm" for n in _changed(VLLMEngineArgs, cfg)]
+        return [f"{_flag(VLLMEngineArgs, n)} has no effect without --backend vllm"
+                for n in _changed(VLLMEngineArgs, cfg)]
     hf_only = "; use --backend hf"
     problems = [f"--backend vllm serves a reward model (--reward-pretrain), not {what}{hf_only}"
                 for what, given in (("a --reward-func", cfg.reward_func), ("a combined --reward", cfg.reward),
@@ -338,8 +339,8 @@ def serve_rm_unused(cfg: ServeRMConfig) -> Unused:
     if cfg.backend == "vllm":
         rules.append(({"max_wait_ms"}, "paces serve-rm's own batcher (--backend hf); vLLM's scheduler batches "
                                        "continuously"))
-        rules.append(({"num_threads"}, "sets torch's threads for --backend hf; vllm-cpu binds its own "
-                                       "(VLLM_CPU_OMP_THREADS_BIND)"))
+        rules.append(({"num_threads"}, "sets torch's threads for --backend hf; vLLM sizes its workers' threads "
+                                       "itself"))
         rules.append(({"flash_attn"}, "vLLM picks its own attention kernels"))
     return rules + _no_model_term(cfg.reward)
 

@@ -58,8 +58,9 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 def create_app(source: RewardSource | ModelProcess | VLLMScorer, cfg: ServeRMConfig, *,
                metrics: ServerMetrics | None = None) -> FastAPI:
     """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process), a
-    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMScorer (--backend vllm). `cfg` supplies the ServerArgs/AuthArgs
-    fields. The caller owns `source` (and closes it); the app starts scoring on startup and drains on shutdown."""
+    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMScorer (--backend vllm). `cfg`
+    supplies the ServerArgs/AuthArgs fields. The caller owns `source` (and closes it); the app starts scoring on
+    startup and drains on shutdown."""
     metrics = metrics or ServerMetrics()
     scorer = _scorer_for(source, metrics, cfg)
     api_key: str | None = cfg.api_key or None  # an empty RLHFCTL_API_KEY means no key

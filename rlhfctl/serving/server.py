@@ -28,10 +28,10 @@ log = logging.getLogger("rlhfctl.serve")
 
 
 def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess | VLLMScorer:
-    """What serve-rm serves: a reward model on vLLM (--backend vllm: VLLMScorer), a reward model or --judge-model
-    in a worker process (ModelProcess); both return once the model is loaded. Or or in this process (called once per request, from a thread) a pairwise model, which compares the texts
-    of one request with each other, a combined reward, a --judge-url client, or a reward function in
-    --reward-workers worker processes."""
+    """What serve-rm serves: a reward model on vLLM (--backend vllm: VLLMScorer), or a reward model or --judge-model
+    in a worker process (ModelProcess); both return once the model is loaded. Or, in this process (called once per
+    request, from a thread), a pairwise model, which compares the texts of one request with each other, a combined
+    reward, a --judge-url client, or a reward function in --reward-workers worker processes."""
     if cfg.backend == "vllm":  # rules.py: a --reward-pretrain model, nothing else
         from rlhfctl.serving.vllm_scorer import VLLMScorer
 

