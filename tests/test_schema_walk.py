@@ -17,12 +17,15 @@ from rlhfctl.config import COMMANDS
 from rlhfctl.config.aliases import TABLES
 
 PACKAGE = Path(rlhfctl.__file__).parent
-SCHEMA_PACKAGE = "config"  # where fields are declared, aliased and checked against each other, not used
+# Where fields are declared, aliased and checked against each other, not used (config/slices.py and the other
+# bundles do use them: what they read is handed to the code that acts on it).
+SCHEMA_MODULES = {f"config/{name}.py" for name in ("fields", "groups", "train_groups", "verify_groups", "commands",
+                                                   "rules", "verify_rules", "files", "aliases", "translation")}
 
 # Fields read under another name: (file, the pattern that reads them).
 READ_BY_PATTERN: dict[str, tuple[str, str]] = {}
 # The policy loss reads the clip range through PPOArgs.clip_low_high (eps_clip, or clip-higher's pair).
-READ_BY_PATTERN.update({name: ("ppo/workers.py", "cfg.clip_low_high") for name in ("eps_clip", "eps_clip_low_high")})
+READ_BY_PATTERN.update({name: ("ppo/workers.py", "ppo.clip_low_high") for name in ("eps_clip", "eps_clip_low_high")})
 
 # Fields that exist for OpenRLHF compatibility and act only by printing their message. Each entry: why, and the
 # text of the message that the code prints (checked to be in the source).
@@ -32,7 +35,7 @@ COMPAT_ONLY: dict[str, tuple[str, str]] = {
 
 def _sources() -> dict[str, str]:
     return {str(p.relative_to(PACKAGE)): p.read_text() for p in PACKAGE.rglob("*.py")
-            if p.relative_to(PACKAGE).parts[0] != SCHEMA_PACKAGE}
+            if str(p.relative_to(PACKAGE)) not in SCHEMA_MODULES}
 
 
 SOURCES = _sources()

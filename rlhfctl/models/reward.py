@@ -78,12 +78,12 @@ def load_reward_model(
     from rlhfctl.models.remote_code import check_trust, model_auto_map
 
     folder = Path(path)
-    config = _read_config(folder)
+    config = read_config(folder)
     custom = check_trust(folder, trust_remote_code)
     if custom or reward_output is not None:
         from rlhfctl.models.output_reward import load_output_model
 
-        mean, std = _normalisation(folder, config, normalize_reward)
+        mean, std = reward_normalisation(folder, config, normalize_reward)
         dtype = torch.bfloat16 if bf16 else torch.float32
         kwargs: dict[str, Any] = {"dtype": dtype}
         if flash_attn:  # else the model's own default: custom code may not take an attention choice
@@ -97,7 +97,7 @@ def load_reward_model(
                                             trust_remote_code=trust_remote_code)
     tensors = checkpoint_tensors(folder)
     prefix = _head_prefix(folder, config, tensors, value_head_prefix)
-    mean, std = _normalisation(folder, config, normalize_reward)
+    mean, std = reward_normalisation(folder, config, normalize_reward)
     dtype = torch.bfloat16 if bf16 else torch.float32
     kwargs = {"dtype": dtype, "attn_implementation": _attention(flash_attn)}
     if load_in_4bit:
@@ -131,7 +131,8 @@ def load_tokenizer(folder: Path, *, use_fast: bool = True, trust_remote_code: bo
 
 
 # ---------------------------------------------------------------------------------------------------- config
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a --reward-pretrain folder, or a UsageError saying why the folder is not a model."""
     if not folder.is_dir():
         from rlhfctl.hub import missing_folder
 
@@ -145,7 +146,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid JSON: {exc}") from None
 
 
-def _normalisation(folder: Path, config: dict[str, Any], normalize: bool) -> tuple[float, float]:
+def reward_normalisation(folder: Path, config: dict[str, Any], normalize: bool) -> tuple[float, float]:
+    """(mean, std) of --normalize-reward from config.json ((0, 1) without it); a UsageError when they are missing."""
     if not normalize:
         return 0.0, 1.0
     mean, std = config.get("mean"), config.get("std")

@@ -1,18 +1,17 @@
 """ModelReward: an in-process reward model, which serve-rm's dynamic batcher also runs.
 
-Queries are prepared as OpenRLHF's reward server does (leading/trailing pad and eos stripped, exactly one eos
-appended, no other special tokens), cut from the left to `max_len` tokens, then scored in length-sorted batches
+Queries are prepared as OpenRLHF's reward server does (rewards/queries.py), then scored in length-sorted batches
 under a token budget, so little compute goes to padding.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from rlhfctl.rewards.batched import BatchedSource
+from rlhfctl.rewards.queries import QueryEncoder
 
 if TYPE_CHECKING:
     from rlhfctl.config import ModelLoadArgs, RewardModelOptions, ServerArgs, ServerBatchArgs
@@ -28,11 +27,8 @@ class ModelReward(BatchedSource):
                  max_batch_tokens: int | None = None, name: str = "reward model") -> None:
         super().__init__(model, tokenizer, name=name, max_len=max_len, batch_size=batch_size,
                          max_batch_tokens=max_batch_tokens)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.eos = tokenizer.eos_token or ""
-        edges = "|".join(re.escape(t) for t in {tokenizer.pad_token, tokenizer.eos_token} if t)
-        self._lead = re.compile(f"^(?:{edges})+") if edges else None
-        self._trail = re.compile(f"(?:{edges})+$") if edges else None
+        self.queries = QueryEncoder(tokenizer, max_len)
+        self.pad_id = self.queries.pad_id
 
     @classmethod
     def from_config(cls, folder: str, loading: ModelLoadArgs, options: RewardModelOptions, *,
@@ -54,19 +50,9 @@ class ModelReward(BatchedSource):
                    name=f"reward model {folder}", **sizes)
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def prepare(self, query: str) -> str:
-        """Strip leading/trailing pad and eos, then append exactly one eos (the seed server's rule)."""
-        if self._lead is not None:
-            query = self._trail.sub("", self._lead.sub("", query))
-        return query + self.eos
-
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per query, prepared and cut from the left to max_len (the end is where the reward is read)."""
-        if not texts:
-            return []
-        ids = self.tokenizer([self.prepare(q) for q in texts], add_special_tokens=False)["input_ids"]
-        # A tokenizer without eos could leave an empty query with no token; score it on one pad token instead.
-        return [row[-self.max_len:] or [self.pad_id] for row in ids]
+        """Token ids per query, prepared and cut from the left to max_len (rewards/queries.py)."""
+        return self.queries.encode(texts)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Rewards of one padded forward pass (right padding: a text's reward does not depend on its company)."""

@@ -39,6 +39,7 @@ from rlhfctl.serving.protocol import (
     encode_answer,
     parse_reward_request,
 )
+from rlhfctl.serving.vllm_scorer import VLLMScorer
 from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
@@ -54,12 +55,12 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: RewardSource | ModelProcess, groups: AppGroups, *,
+def create_app(source: RewardSource | ModelProcess | VLLMScorer, groups: AppGroups, *,
                metrics: ServerMetrics | None = None) -> FastAPI:
-    """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process) or a
-    ModelProcess (the model in a worker process, what `serve-rm` runs), with the limits, key and timeout of
-    `groups` (`AppGroups.of(cfg)`). The caller owns `source` (and closes it); the app starts scoring on startup
-    and drains on shutdown."""
+    """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process), a
+    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMScorer (--backend vllm), with the
+    limits, key and timeout of `groups` (`AppGroups.of(cfg)`). The caller owns `source` (and closes it); the app
+    starts scoring on startup and drains on shutdown."""
     metrics = metrics or ServerMetrics()
     scorer = _scorer_for(source, metrics, groups)
     if isinstance(source, RewardSource) and source.replica_states():
@@ -166,9 +167,10 @@ def create_app(source: RewardSource | ModelProcess, groups: AppGroups, *,
     return app
 
 
-def _scorer_for(source: RewardSource | ModelProcess, metrics: ServerMetrics, groups: AppGroups) -> Scorer:
-    """A ModelProcess is its own scorer; an in-process source gets one from make_scorer."""
-    if isinstance(source, ModelProcess):
+def _scorer_for(source: RewardSource | ModelProcess | VLLMScorer, metrics: ServerMetrics,
+                groups: AppGroups) -> Scorer:
+    """A ModelProcess or VLLMScorer is its own scorer; an in-process source gets one from make_scorer."""
+    if isinstance(source, (ModelProcess, VLLMScorer)):
         source.metrics = metrics
         return source
     return make_scorer(source, metrics, groups.server, groups.execution)

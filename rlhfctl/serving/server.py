@@ -22,16 +22,26 @@ from rlhfctl.serving.sources import open_source
 if TYPE_CHECKING:
     from rlhfctl.config import ServeRMConfig
     from rlhfctl.rewards.base import RewardSource
+    from rlhfctl.serving.vllm_scorer import VLLMScorer
     from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
 
 
-def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess:
-    """What serve-rm serves: a reward model or --judge-model in a worker process (ModelProcess; returns once it is
-    loaded), or in this process (called once per request, from a thread) a pairwise model, which compares the texts
-    of one request with each other, a combined reward, a --judge-url client, or a reward function in
-    --reward-workers worker processes."""
+def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess | VLLMScorer:
+    """What serve-rm serves: a reward model on vLLM (--backend vllm: VLLMScorer), or a reward model or --judge-model
+    in a worker process (ModelProcess); both return once the model is loaded. Or, in this process (called once per
+    request, from a thread), a pairwise model, which compares the texts of one request with each other, a combined
+    reward, a --judge-url client, or a reward function in --reward-workers worker processes."""
+    if cfg.backend == "vllm":  # rules.py: a --reward-pretrain model, nothing else
+        from rlhfctl.config import ModelLoadArgs, RewardModelOptions, ServerArgs, ServerBatchArgs, VLLMEngineArgs
+        from rlhfctl.serving.vllm_scorer import VLLMScorer
+
+        assert cfg.reward_pretrain is not None
+        scorer = VLLMScorer(cfg.reward_pretrain, cfg.slice(ModelLoadArgs), cfg.slice(RewardModelOptions),
+                            cfg.slice(ServerBatchArgs), cfg.slice(VLLMEngineArgs), cfg.slice(ServerArgs))
+        scorer.launch()
+        return scorer
     if cfg.reward_func is None and cfg.reward is None and not cfg.pairwise and cfg.judge_url is None:
         from rlhfctl.models.remote_code import announce
 
@@ -102,9 +112,10 @@ def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None 
         configure_threads(cfg.num_threads)  # a model scored in this process: leave the event loop a core
     source = open_served_source(cfg)
     try:
+        from rlhfctl.serving.vllm_scorer import VLLMScorer
         from rlhfctl.serving.worker import ModelProcess
 
-        info = source.info if isinstance(source, ModelProcess) else {}
+        info = source.info if isinstance(source, (ModelProcess, VLLMScorer)) else {}
         details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if k != "name")
         log.info("loaded %s in %.1fs%s", source.name, time.perf_counter() - started, f" ({details})" if details else "")
         sock = bind_socket(cfg.host, cfg.port)
