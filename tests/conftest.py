@@ -80,6 +80,6 @@ def ray_address():
     own (several nodes, a job server) start their own cluster."""
     from tests.helpers.ray_cluster import start_cluster
 
-    cluster = start_cluster([("node_session", 8)])
+    cluster = start_cluster([("node_session", 8)], fast_node_loss=False)
     yield cluster.address
     cluster.stop()

@@ -68,7 +68,8 @@ def test_shuffled_reward_keeps_the_payout_but_not_who_gets_it():
 
 # ------------------------------------------------------------------------------------------------ the demo
 @pytest.mark.slow
-def test_a_short_demo_runs_every_stage(tmp_path):
+def test_a_short_demo_runs_every_stage(tmp_path, ray_address, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)  # its train-ppo joins the session's cluster, as in a Ray job
     out = tmp_path / "demo"
     summary = demo.run_demo("reward-func-server", out=out, steps=2, echo=False)
 

@@ -6,5 +6,5 @@ from tests.helpers.env import ARITHMETIC, ENV, GALLERY, ROOT, TESTS
 from tests.helpers.files import PROMPTS, write, write_jsonl
 from tests.helpers.serve_rm_process import start_server, stop_server
 
-__all__ = ["ARITHMETIC", "ENV", "GALLERY", "PROMPTS", "ROOT", "TESTS", "rlhfctl", "run_cli", "run_rlhfctl", "start_server",
-           "stop_server", "write", "write_jsonl"]
+__all__ = ["ARITHMETIC", "ENV", "GALLERY", "PROMPTS", "ROOT", "TESTS", "rlhfctl", "run_cli", "run_rlhfctl",
+           "start_server", "stop_server", "write", "write_jsonl"]

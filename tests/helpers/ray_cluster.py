@@ -35,10 +35,13 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def cluster_env() -> dict[str, str]:
+def cluster_env(fast_node_loss: bool = True) -> dict[str, str]:
     """The environment of the cluster's processes: the tests' ENV (this checkout first on PYTHONPATH, which Ray
-    workers inherit from their raylet; token auth off; the venv's scripts on PATH for a job's `rlhfctl`), and a GCS
-    that declares a silent node dead after ~2 s (default ~30 s), so a lost node shows at once."""
+    workers inherit from their raylet; token auth off; the venv's scripts on PATH for a job's `rlhfctl`), and with
+    `fast_node_loss` a GCS that declares a silent node dead after ~2 s (default ~30 s), so a lost node shows at once
+    (a cluster that lives the whole session keeps Ray's default: a loaded machine can be silent for 2 s)."""
+    if not fast_node_loss:
+        return dict(ENV)
     return {**ENV, "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
             "RAY_health_check_failure_threshold": "3"}
 
@@ -57,6 +60,7 @@ class LocalCluster:
     gcs_port: int
     dashboard_port: int
     with_dashboard: bool = False
+    fast_node_loss: bool = True
     ports: list[int] = field(default_factory=list)  # spare free ports: node managers, agents, the client server
     nodes: list[Node] = field(default_factory=list)
 
@@ -86,7 +90,8 @@ class LocalCluster:
             # unpacks a job's working_dir over the very folder the job's driver runs in on the head.
             args += ["--address", self.address, "--temp-dir", str(self.temp_dir / name)]
         self.nodes.append(Node(name, port, agent_port))
-        return subprocess.Popen(args, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(args, env=cluster_env(self.fast_node_loss), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
     @staticmethod
     def _started(name: str, proc: subprocess.Popen) -> None:
@@ -170,12 +175,13 @@ class LocalCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False) -> LocalCluster:
+def start_cluster(nodes: list[tuple[str, int]], dashboard: bool = False, fast_node_loss: bool = True) -> LocalCluster:
     """A head (the first of `nodes`: name, CPUs) and one worker per other entry, with `dashboard` its job server
     ready for jobs; stopped again if a start fails."""
     # Ray's socket paths must stay under 107 characters: a short temp dir.
     gcs, dash, *spare = free_ports(3 + 2 * len(nodes))
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), gcs, dash, dashboard, spare)
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp")), gcs, dash, dashboard, fast_node_loss,
+                           spare)
     try:
         cluster._started(nodes[0][0], cluster._start(*nodes[0], head=True))
         workers = [(name, cluster._start(name, cpus, head=False)) for name, cpus in nodes[1:]]  # in parallel
