@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ENV, run_cli, run_rlhfctl, start_server
+from tests.helpers import ENV, run_cli, run_rlhfctl, start_server, write_jsonl
 from tests.helpers.hub_cache import add_to_hub_cache, commit_of
 from tests.helpers.seed_commands import SERVE_RM, TRAIN_PPO, argv
 
@@ -36,9 +36,8 @@ def seed_cache(tmp_path_factory, tiny_policy_dir) -> Path:
     add_to_hub_cache(cache, RM_ID, rm)
     add_to_hub_cache(cache, SFT_ID, tiny_policy_dir)
     data = tmp_path_factory.mktemp("prompts")
-    (data / "train.jsonl").write_text("".join(json.dumps({"context_messages": [{"role": "user", "content": f"What is "
-                                                                               f"{a}?"}], "answer": a}) + "\n"
-                                              for a in ("5", "6", "42", "18")))
+    write_jsonl(data / "train.jsonl", [{"context_messages": [{"role": "user", "content": f"What is {a}?"}], "answer": a}
+                                       for a in ("5", "6", "42", "18")])
     add_to_hub_cache(cache, DATA_ID, data, repo_type="dataset")
     return cache
 

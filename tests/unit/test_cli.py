@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import yaml
 from rlhfctl.cli.app import SUBCOMMANDS, app
 from rlhfctl.config import COMMANDS, TrainPPOConfig, all_fields, read_config_file, resolve
 from rlhfctl.errors import ConfigError
-from tests.helpers import run_cli
+from tests.helpers import ENV, run_cli, run_rlhfctl
 from tests.helpers.seed_commands import SERVE_RM, TRAIN_PPO, argv
 
 HEAVY = ("torch", "transformers", "ray", "deepspeed", "vllm", "datasets")
@@ -270,9 +269,8 @@ def test_api_key_from_environment(monkeypatch, capsys):
 
 
 def test_debug_env_shows_traceback():
-    env = {**os.environ, "RLHFCTL_DEBUG": "1"}
-    proc = subprocess.run([sys.executable, "-m", "rlhfctl", "serve-rm", "--port", "0", "--reward-pretrain", "/nonexistent/rm"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = run_rlhfctl("serve-rm", "--port", "0", "--reward-pretrain", "/nonexistent/rm",
+                       env={**ENV, "RLHFCTL_DEBUG": "1"}, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
 

@@ -10,17 +10,13 @@ import pytest
 from rlhfctl.data import PromptExample, build_query, inspect_labels, load_prompts, load_rows
 from rlhfctl.errors import ConfigError, DataError
 from rlhfctl.models.tiny import build_tokenizer
+from tests.helpers import write_jsonl
 
 ROWS = [
     {"input": "What is 2 + 3?", "answer": "5"},
     {"input": "What is 10 - 4?", "answer": "6"},
     {"input": "What is 7 * 6?", "answer": "42"},
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +126,7 @@ def test_rows_without_labels_are_named(tmp_path):
 @pytest.mark.parametrize("bad, what", [(None, "missing"), (7, "a int"), ({"text": "x"}, "a dict")])
 def test_wrong_prompt_type_names_the_row(tmp_path, bad, what):
     rows = [{"input": "fine"}, {"input": "fine"}, {"input": bad}]
-    path = tmp_path / "p.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
     with pytest.raises(DataError, match=rf"1 row\(s\) \(0-based: 2\) have a bad 'input'.*row 2 is {what}"):
         load_prompts(str(path))
 
