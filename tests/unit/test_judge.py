@@ -153,7 +153,7 @@ def test_serve_rm_runs_the_judge_in_its_model_process():
 
 
 def test_a_judge_named_by_hub_id_resolves_through_the_cache(tmp_path, monkeypatch, capsys):
-    from hub_cache import add_to_hub_cache
+    from tests.helpers.hub_cache import add_to_hub_cache
 
     add_to_hub_cache(tmp_path, "org/arith-judge", ARITHMETIC / "judge")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
