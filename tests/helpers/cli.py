@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 from tests.helpers.env import ENV
 
@@ -27,6 +28,6 @@ def rlhfctl(*args: str) -> list[str]:
 
 
 def run_rlhfctl(*args: str, timeout: float = 240, env: dict[str, str] | None = None,
-                **kwargs) -> subprocess.CompletedProcess:
-    """`rlhfctl ARGS` run to its end in a subprocess (output captured as text)."""
+                **kwargs: Any) -> subprocess.CompletedProcess:
+    """`rlhfctl ARGS` run to its end in a subprocess (output captured as text; `kwargs` go to subprocess.run)."""
     return subprocess.run(rlhfctl(*args), env=env or ENV, capture_output=True, text=True, timeout=timeout, **kwargs)
