@@ -83,3 +83,11 @@ def ray_address():
     cluster = start_cluster([("node_session", 8)], fast_node_loss=False)
     yield cluster.address
     cluster.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that join the session's Ray cluster run last, one after another: the cluster starts when the
+    first of them begins and never idles beside the other tests (nor beside the multi-node clusters some start)."""
+    joining = {item.module.__name__ for item in items
+               if "ray_address" in getattr(item, "fixturenames", ()) and getattr(item, "module", None)}
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in joining)  # stable sort
