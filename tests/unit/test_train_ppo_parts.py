@@ -12,6 +12,7 @@ import torch
 from rlhfctl.config import TrainPPOConfig
 from rlhfctl.errors import ConfigError
 from rlhfctl.ppo.experience import Experience, Samples
+from tests.helpers import run_cli
 
 
 # ------------------------------------------------------------------------------------------------ experience
@@ -312,15 +313,8 @@ def test_a_new_run_keeps_an_earlier_runs_metrics_apart_and_a_resumed_run_goes_on
 
 # ------------------------------------------------------------------------------------------------ bad input
 def _cli(capsys, *args: str) -> SimpleNamespace:
-    """The real entry point, in process (what a user sees on stderr, and the exit code)."""
-    from rlhfctl.cli.app import main
-
-    try:
-        main(["train-ppo", *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
+    """`rlhfctl train-ppo ARGS` in process: the exit code, and what a user sees (stderr's whitespace folded)."""
+    code, out, err = run_cli(["train-ppo", *args], capsys)
     return SimpleNamespace(returncode=code, stdout=out, stderr=" ".join(err.split()))
 
 
