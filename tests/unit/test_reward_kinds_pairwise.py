@@ -15,11 +15,9 @@ from rlhfctl.config import resolve
 from rlhfctl.rewards.factory import open_reward_model
 from rlhfctl.rewards.groups import group_shards
 from rlhfctl.rewards.remote import RemoteReward
-
-# Two prompts, interleaved as a request may send them; responses hold 1, 3, 0 and 2, 2 x's.
-
 from tests.helpers import run_cli
 
+# Two prompts, interleaved as a request may send them; responses hold 1, 3, 0 and 2, 2 x's.
 PROMPTS = ["add one:", "say hi:", "add one:", "add one:", "say hi:"]
 RESPONSES = [" x", " xx", " xxx", " none", " xx"]
 QUERIES = [p + r for p, r in zip(PROMPTS, RESPONSES)]
