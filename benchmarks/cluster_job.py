@@ -1,4 +1,4 @@
-"""Time of tests/test_cluster_job.py (`ray job submit` of train-ppo against a local cluster's job server): the
+"""Time of tests/e2e/test_cluster_job.py (`ray job submit` of train-ppo against a local cluster's job server): the
 seconds it adds to the suite, and where they go (the cluster's start, each job, the stop).
 
 Runs pytest on that file in a fresh process (PYTHONPATH and RAY_AUTH_MODE as the tests need) and prints one JSON
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASE = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+tests/test_cluster_job\.py::(\S+)$", re.MULTILINE)
+PHASE = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+tests/e2e/test_cluster_job\.py::(\S+)$", re.MULTILINE)
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|error)")
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                           "--durations-min=0.5", "tests/test_cluster_job.py"], cwd=ROOT, env=env,
+                           "--durations-min=0.5", "tests/e2e/test_cluster_job.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     phases = {f"{test} {phase}": float(seconds) for seconds, phase, test in PHASE.findall(done.stdout)}

@@ -1,27 +1,21 @@
-"""Shared test set-up: offline, one torch thread, and tiny models built once per session."""
+"""Shared test set-up: offline, one torch thread, tiny models built once per session, and one Ray cluster for the
+end-to-end runs that can share it."""
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a driver in this process joins the tests' clusters
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+from tests.helpers import PROMPTS, write_jsonl  # noqa: E402
 
-PROMPTS = [
-    {"input": "What is 2 + 3?", "answer": "5"},
-    {"input": "What is 10 - 4?", "answer": "6"},
-    {"input": "What is 7 * 6?", "answer": "42"},
-    {"input": "What is 9 + 9?", "answer": "18"},
-    {"input": "What is 100 - 1?", "answer": "99"},
-    {"input": "What is 3 * 3?", "answer": "9"},
-]
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +53,41 @@ def tiny_rm_openrlhf_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prompt_file(tmp_path_factory):
     """A small .jsonl prompt file with keys "input" and "answer" (rows in `PROMPTS`). Read-only."""
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in PROMPTS), encoding="utf-8")
-    return path
+    return write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", PROMPTS)
+
+
+@pytest.fixture(scope="session")
+def count_rm_dir(tmp_path_factory):
+    """A custom-code reward model (auto_map -> modeling_count.py): score = how many "x" the text holds."""
+    from rlhfctl.models.tiny_kinds import make_count_model
+
+    return make_count_model(tmp_path_factory.mktemp("count_rm"), count_char="x")
+
+
+@pytest.fixture(scope="session")
+def pairwise_dir(tmp_path_factory):
+    """A custom-code pairwise model: logit of P(A beats B) = x's in response A - x's in response B."""
+    from rlhfctl.models.tiny_kinds import make_count_model
+
+    return make_count_model(tmp_path_factory.mktemp("pairwise_rm"), count_char="x", pairwise=True)
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One Ray cluster (8 logical CPUs, no GPU) for the session, started by `ray start` in processes of its own:
+    train-ppo runs join it with --ray-address instead of starting a local Ray each, and a test that drives Ray in
+    this process joins it with ray.init(address=...) (and ray.shutdown() after). Tests that need a topology of their
+    own (several nodes, a job server) start their own cluster."""
+    from tests.helpers.ray_cluster import start_cluster
+
+    cluster = start_cluster([("node_session", 8)], fast_node_loss=False)
+    yield cluster.address
+    cluster.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that join the session's Ray cluster run last, one after another: the cluster starts when the
+    first of them begins and never idles beside the other tests (nor beside the multi-node clusters some start)."""
+    joining = {item.module.__name__ for item in items
+               if "ray_address" in getattr(item, "fixturenames", ()) and getattr(item, "module", None)}
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in joining)  # stable sort

@@ -2,7 +2,7 @@
 
 Both kinds share the optimizer (AdamW, no decay on biases and norms), the schedule (`lr_at`, --lr-scheduler),
 clipping, gradient accumulation and the checkpoint layout, so one worker gives the same updates with either kind
-(fp32: within 1e-5; tests/test_engine.py checks it). Usage, the same for both kinds and for every micro-batch:
+(fp32: within 1e-5; tests/unit/test_engine.py checks it). Usage, the same for both kinds and for every micro-batch:
 
     engine = build_engine(model, kind="deepspeed", learning_rate=1e-6, total_steps=100, train_batch_size=8)
     out = engine.module(input_ids=ids.to(engine.device))  # forward through the engine, not the bare model

@@ -1,6 +1,6 @@
 """From a scored rollout to the Experience the workers train on: what the driver does between reward and update.
 
-Pure tensors and the run's config, no Ray, so the trainer's own path is unit-tested (tests/test_ppo_shaping.py).
+Pure tensors and the run's config, no Ray, so the trainer's own path is unit-tested (tests/unit/test_ppo_shaping.py).
 Order, as OpenRLHF v0.10 (experience_maker.compute_advantages_and_returns): the length penalties (DAPO overlong,
 ProRL stop-properly) change the raw reward; the group baseline shapes it; the shaped reward is clipped to
 --reward-clip-range and placed on the last token with the per-token KL penalty (unless --use-kl-loss moves the KL

