@@ -271,7 +271,7 @@ def test_several_replicas_each_ones_share(capsys):
             assert [r["url"] for r in level["replicas"]] == urls
             assert sum(r["samples"] for r in level["replicas"]) == 80
             assert all(0.3 <= r["share"] <= 0.7 for r in level["replicas"])
-        code, out, err = run_cli(args, capsys)
+        code, out, err = bench_rm(args, capsys)
         assert code == 0, err
         assert "replica shares" in out and urls[1] in out
 
