@@ -6,7 +6,10 @@ takes the typed groups it uses, `cfg.slice(TrainArgs)`, so a reader knows from a
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeVar
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar, TypeVar, Union
 
 from pydantic import BaseModel, model_validator
 
@@ -22,6 +25,7 @@ from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoggingArgs, Place
 from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 G = TypeVar("G", bound=Group)
+B = TypeVar("B", bound="Bundle")
 
 
 class Command(BaseModel):
@@ -50,6 +54,30 @@ class Command(BaseModel):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+class Bundle:
+    """A frozen dataclass of typed slices for code that reads several groups (a Ray worker, a server's app).
+
+    `Bundle.of(cfg)` fills each field from its type: a group gets `cfg.slice(group)` (None where the field is
+    Optional and cfg's command has no such group), a bundle its own `.of(cfg)`, anything else cfg's option of the
+    field's name. So a bundle is declared once, as the fields it holds."""
+
+    @classmethod
+    def of(cls: type[B], cfg: Command) -> B:
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            kind, optional = hints[field.name], False
+            if typing.get_origin(kind) in (Union, types.UnionType) and type(None) in typing.get_args(kind):
+                kind, optional = next(a for a in typing.get_args(kind) if a is not type(None)), True
+            if isinstance(kind, type) and issubclass(kind, Group):
+                values[field.name] = None if optional and not isinstance(cfg, kind) else cfg.slice(kind)
+            elif isinstance(kind, type) and issubclass(kind, Bundle):
+                values[field.name] = kind.of(cfg)
+            else:
+                values[field.name] = getattr(cfg, field.name)
+        return cls(**values)
 
 
 class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs, FunctionNameArgs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rlhfctl.config.commands import CheckRewardConfig, ServeRMConfig, TrainPPOConfig
+from rlhfctl.config.commands import Bundle
 from rlhfctl.config.groups import (AuthArgs, CheckArgs, DataArgs, ModelLoadArgs, RewardExecArgs, RewardModelArgs,
                                    RolloutArgs, RunArgs, ServerArgs)
 from rlhfctl.config.reward_groups import SourceGroups
@@ -17,7 +17,7 @@ from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, PolicyArgs, PPOArg
 
 
 @dataclass(frozen=True)
-class SamplingGroups:
+class SamplingGroups(Bundle):
     """How a train-ppo run samples responses from its policy, whichever backend does it: HF generate in the actor
     workers, the vLLM engines, or agent episodes (--agent-func-path)."""
 
@@ -32,27 +32,18 @@ class SamplingGroups:
         """--eval-temperature when evaluating, else --temperature."""
         return self.evaluation.eval_temperature if evaluation else self.rollout.temperature
 
-    @classmethod
-    def of(cls, cfg: TrainPPOConfig) -> "SamplingGroups":
-        return cls(cfg.slice(PretrainArgs), cfg.slice(ModelLoadArgs), cfg.slice(RolloutArgs), cfg.slice(EvalArgs),
-                   cfg.slice(RunArgs), cfg.slice(AgentArgs))
-
 
 @dataclass(frozen=True)
-class PolicyGroups:
+class PolicyGroups(Bundle):
     """What an actor worker reads: how it samples, how it is trained, and the PPO policy loss."""
 
     sampling: SamplingGroups
     train: TrainArgs
     ppo: PPOArgs
 
-    @classmethod
-    def of(cls, cfg: TrainPPOConfig) -> "PolicyGroups":
-        return cls(SamplingGroups.of(cfg), cfg.slice(TrainArgs), cfg.slice(PPOArgs))
-
 
 @dataclass(frozen=True)
-class CriticGroups:
+class CriticGroups(Bundle):
     """What a critic worker reads: the models it may start from (--critic-pretrain, else --reward-pretrain, else
     --pretrain), how it is trained, and the value loss."""
 
@@ -65,44 +56,30 @@ class CriticGroups:
     ppo: PPOArgs
     run: RunArgs
 
-    @classmethod
-    def of(cls, cfg: TrainPPOConfig) -> "CriticGroups":
-        return cls(cfg.slice(PretrainArgs), cfg.slice(PolicyArgs), cfg.slice(RewardModelArgs), cfg.slice(ModelLoadArgs),
-                   cfg.slice(TrainArgs), cfg.slice(RolloutArgs), cfg.slice(PPOArgs), cfg.slice(RunArgs))
-
 
 @dataclass(frozen=True)
-class ReferenceGroups:
-    """What the reference worker reads: the policy's initial weights and the rollout forward's batching; `offload`
-    is --ref-reward-offload."""
+class ReferenceGroups(Bundle):
+    """What the reference worker reads: the policy's initial weights, the rollout forward's batching, and
+    --ref-reward-offload."""
 
     model: PretrainArgs
     load: ModelLoadArgs
     train: TrainArgs
     rollout: RolloutArgs
-    offload: bool
-
-    @classmethod
-    def of(cls, cfg: TrainPPOConfig) -> "ReferenceGroups":
-        return cls(cfg.slice(PretrainArgs), cfg.slice(ModelLoadArgs), cfg.slice(TrainArgs), cfg.slice(RolloutArgs),
-                   cfg.ref_reward_offload)
+    ref_reward_offload: bool
 
 
 @dataclass(frozen=True)
-class RewardModelGroups:
-    """What a local reward model worker (--reward-pretrain as a role) reads; `offload` is --ref-reward-offload."""
+class RewardModelGroups(Bundle):
+    """What a local reward model worker (--reward-pretrain as a role) reads, and --ref-reward-offload."""
 
     model: RewardModelArgs
     load: ModelLoadArgs
-    offload: bool
-
-    @classmethod
-    def of(cls, cfg: TrainPPOConfig) -> "RewardModelGroups":
-        return cls(cfg.slice(RewardModelArgs), cfg.slice(ModelLoadArgs), cfg.ref_reward_offload)
+    ref_reward_offload: bool
 
 
 @dataclass(frozen=True)
-class CheckSampleGroups:
+class CheckSampleGroups(Bundle):
     """What check-reward builds its samples from: the dataset, --responses, and for model:DIR how it samples."""
 
     check: CheckArgs
@@ -112,27 +89,18 @@ class CheckSampleGroups:
     rollout: RolloutArgs
     run: RunArgs
 
-    @classmethod
-    def of(cls, cfg: CheckRewardConfig) -> "CheckSampleGroups":
-        return cls(cfg.slice(CheckArgs), cfg.slice(DataArgs), cfg.slice(PretrainArgs), cfg.slice(ModelLoadArgs),
-                   cfg.slice(RolloutArgs), cfg.slice(RunArgs))
-
 
 @dataclass(frozen=True)
-class AppGroups:
+class AppGroups(Bundle):
     """What serve-rm's HTTP app reads: request limits and logging (`server`), the API key, and the reward timeout."""
 
     server: ServerArgs
     auth: AuthArgs
     execution: RewardExecArgs
 
-    @classmethod
-    def of(cls, cfg: ServeRMConfig) -> "AppGroups":
-        return cls(cfg.slice(ServerArgs), cfg.slice(AuthArgs), cfg.slice(RewardExecArgs))
-
 
 @dataclass(frozen=True)
-class ServedModelGroups:
+class ServedModelGroups(Bundle):
     """What serve-rm's model process reads (sent to it when it starts): the reward model (--reward-pretrain) or
     judge, the options it is opened with, and its threads and batching window (`server`)."""
 
@@ -155,6 +123,3 @@ class ServedModelGroups:
         judge = self.judge_model
         return f"--judge-model {judge}" if judge else f"--reward-pretrain {self.model.reward_pretrain}"
 
-    @classmethod
-    def of(cls, cfg: ServeRMConfig) -> "ServedModelGroups":
-        return cls(cfg.slice(RewardModelArgs), SourceGroups.of(cfg), cfg.slice(ServerArgs))

@@ -271,7 +271,7 @@ class ReferenceWorker:
         self.model = load_policy(groups.model.pretrain, bf16=load.bf16, flash_attn=load.flash_attn,
                                  load_in_4bit=load.load_in_4bit).eval()
         self.model.requires_grad_(False)
-        self.offloader = Offloader(self.model, local_device(), groups.offload)
+        self.offloader = Offloader(self.model, local_device(), groups.ref_reward_offload)
 
     @torch.no_grad()
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
@@ -345,7 +345,7 @@ class RewardModelWorker:
         assert groups.model.reward_pretrain is not None  # a reward role exists only with --reward-pretrain
         self.source = open_reward_model(groups.model.reward_pretrain, groups.load, groups.model)
         model = self.source.model
-        self.offloader = Offloader(model, model.device, groups.offload)
+        self.offloader = Offloader(model, model.device, groups.ref_reward_offload)
 
     def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> Any:
         with self.offloader.onloaded():
