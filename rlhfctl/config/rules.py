@@ -210,10 +210,15 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
             and cfg.n_samples_per_prompt < 2:
         problems.append(f"--advantage-estimator {cfg.advantage_estimator} compares the samples of one prompt, so it "
                         f"needs --n-samples-per-prompt of at least 2 (got {cfg.n_samples_per_prompt})")
-    step = cfg.micro_train_batch_size * cfg.actor_world_size
-    if cfg.train_batch_size % step:
-        problems.append(f"--train-batch-size ({cfg.train_batch_size}) must be a multiple of --micro-train-batch-size "
-                        f"({cfg.micro_train_batch_size}) x data-parallel size ({cfg.actor_world_size}) = {step}")
+    worlds = {cfg.actor_world_size: ""}
+    if cfg.advantage_estimator == "gae":  # the critic trains on the same batches with workers of its own
+        worlds.setdefault(cfg.critic_num_nodes * cfg.critic_num_gpus_per_node, " (the critic's)")
+    for world, whose in worlds.items():
+        step = cfg.micro_train_batch_size * world
+        if cfg.train_batch_size % step:
+            problems.append(f"--train-batch-size ({cfg.train_batch_size}) must be a multiple of "
+                            f"--micro-train-batch-size ({cfg.micro_train_batch_size}) x data-parallel size{whose} "
+                            f"({world}) = {step}")
     if cfg.save_steps == 0 or cfg.save_steps < -1:
         problems.append(f"--save-steps must be a positive number of steps, or -1 (got {cfg.save_steps})")
     if cfg.eval_steps == 0 or cfg.eval_steps < -1:

@@ -57,7 +57,7 @@ def test_a_critic_world_size_that_does_not_divide_the_batch_exits_2(tiny_policy_
     result = train(_args(tiny_policy_dir, prompt_file, tmp_path / "out", str(reward_file), ray_address,
                          "--critic-num-gpus-per-node", "3"))
     line = _assert_one_line_error(result, 2)
-    assert "must be a multiple of --micro-train-batch-size (4) x data-parallel size (3) = 12" in line
+    assert "must be a multiple of --micro-train-batch-size (4) x data-parallel size (the critic's) (3) = 12" in line
 
 
 # ------------------------------------------------------------------------------------------------ NaN / inf
