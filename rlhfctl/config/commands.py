@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, Callable, ClassVar, TypeVar, Union
 
 from pydantic import BaseModel, model_validator
 
@@ -28,6 +28,17 @@ G = TypeVar("G", bound=Group)
 B = TypeVar("B", bound="Bundle")
 
 
+# Each command's rules (rules.py), by command name: Command.problems() and .unused() look them up here.
+PROBLEMS: dict[str, Callable[[Any], list[str]]] = {
+    "serve-rm": rules.serve_rm_problems, "train-ppo": rules.train_ppo_problems,
+    "check-reward": rules.check_reward_problems, "bench-rm": rules.bench_rm_problems,
+}
+UNUSED: dict[str, Callable[[Any], rules.Unused]] = {
+    "serve-rm": rules.serve_rm_unused, "train-ppo": rules.train_ppo_unused,
+    "check-reward": rules.check_reward_unused, "bench-rm": rules.bench_rm_unused,
+}
+
+
 class Command(BaseModel):
     """What every command config shares: its name, its rules, and typed slices of its groups."""
 
@@ -41,12 +52,12 @@ class Command(BaseModel):
                                      **{name: getattr(self, name) for name in group.model_fields})
 
     def problems(self) -> list[str]:
-        """Every cross-field mistake of this config (rules.py)."""
-        return []
+        """Every cross-field mistake of this config (rules.py, found by the command's name)."""
+        return PROBLEMS[self.name](self)
 
     def unused(self) -> rules.Unused:
-        """Options the chosen mode cannot use, with why (rules.py)."""
-        return []
+        """Options the chosen mode cannot use, with why (rules.py, found by the command's name)."""
+        return UNUSED[self.name](self)
 
     @model_validator(mode="after")
     def _rules(self) -> "Command":
@@ -88,12 +99,6 @@ class ServeRMConfig(Command, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, Com
 
     name: ClassVar[str] = "serve-rm"
 
-    def problems(self) -> list[str]:
-        return rules.serve_rm_problems(self)
-
-    def unused(self) -> rules.Unused:
-        return rules.serve_rm_unused(self)
-
 
 class CheckRewardConfig(Command, CheckArgs, CombinedRewardArgs, PretrainArgs, DataArgs, RolloutArgs,
                         FunctionNameArgs, RewardExecArgs, RemoteRewardArgs, AuthArgs, ModelLoadArgs,
@@ -101,12 +106,6 @@ class CheckRewardConfig(Command, CheckArgs, CombinedRewardArgs, PretrainArgs, Da
     """Options of `rlhfctl check-reward`."""
 
     name: ClassVar[str] = "check-reward"
-
-    def problems(self) -> list[str]:
-        return rules.check_reward_problems(self)
-
-    def unused(self) -> rules.Unused:
-        return rules.check_reward_unused(self)
 
 
 class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFuncArgs, CombinedRewardArgs,
@@ -126,12 +125,6 @@ class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFu
                   if name in type(self).model_fields and name not in skipped}
         return ServeRMConfig.model_validate(shared)
 
-    def problems(self) -> list[str]:
-        return rules.bench_rm_problems(self)
-
-    def unused(self) -> rules.Unused:
-        return rules.bench_rm_unused(self)
-
 
 class TrainPPOConfig(Command, PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs,
                      CombinedRewardArgs, RewardCacheArgs, FunctionNameArgs, RewardExecArgs, RewardModelArgs,
@@ -140,12 +133,6 @@ class TrainPPOConfig(Command, PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs,
     """Options of `rlhfctl train-ppo`."""
 
     name: ClassVar[str] = "train-ppo"
-
-    def problems(self) -> list[str]:
-        return rules.train_ppo_problems(self)
-
-    def unused(self) -> rules.Unused:
-        return rules.train_ppo_unused(self)
 
 
 COMMANDS: dict[str, type[Command]] = {cls.name: cls for cls in (ServeRMConfig, TrainPPOConfig, CheckRewardConfig,
