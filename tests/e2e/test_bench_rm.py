@@ -249,20 +249,25 @@ def test_bad_input_exits_2(args, needle, capsys):
 
 
 def test_several_replicas_each_ones_share(capsys):
-    """--url URL1,URL2: least in flight per request, each replica's share in the JSON and the table."""
+    """--url URL1,URL2: ties rotate, so one request at a time splits evenly; with several in flight, the replica
+    that answers sooner takes more; each replica's share is in the JSON and the table."""
+    import asyncio
     from contextlib import ExitStack
 
     from rlhfctl.serving.server import serve_in_thread
 
-    app = FastAPI()
+    def replica(delay: float) -> FastAPI:
+        app = FastAPI()
 
-    @app.post("/get_reward")
-    async def get_reward(request: Request) -> Response:
-        n = len((await request.json())["query"])
-        return Response(json.dumps({"rewards": [0.5] * n}), media_type="application/json")
+        @app.post("/get_reward")
+        async def get_reward(request: Request) -> Response:
+            n = len((await request.json())["query"])
+            await asyncio.sleep(delay)
+            return Response(json.dumps({"rewards": [0.5] * n}), media_type="application/json")
+        return app
 
     with ExitStack() as stack:
-        urls = [stack.enter_context(serve_in_thread(app)).url for _ in range(2)]
+        urls = [stack.enter_context(serve_in_thread(replica(delay))).url for delay in (0.0, 0.2)]
         args = ["--url", ",".join(urls), "--concurrency", "1,4", "--num-requests", "40", "--warmup", "0",
                 "--texts-per-request", "2"]
         result = run_json(args, capsys)
@@ -270,7 +275,9 @@ def test_several_replicas_each_ones_share(capsys):
             assert level["failed"] == 0
             assert [r["url"] for r in level["replicas"]] == urls
             assert sum(r["samples"] for r in level["replicas"]) == 80
-            assert all(0.3 <= r["share"] <= 0.7 for r in level["replicas"])
+        one_at_a_time, four = ([r["share"] for r in level["replicas"]] for level in result["levels"])
+        assert one_at_a_time == [0.5, 0.5]
+        assert four[0] > 0.6 > four[1] > 0
         code, out, err = bench_rm(args, capsys)
         assert code == 0, err
         assert "replica shares" in out and urls[1] in out

@@ -303,7 +303,7 @@ def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_po
                                                                         tmp_path, ray_address):
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
-        "--critic-num-gpus-per-node", "16", "--placement-timeout", "3"]
+        "--critic-num-gpus-per-node", "16", "--placement-timeout", "3", "--train-batch-size", "64"]  # 64 = 4 x 16
     start = time.time()
     result = train(args)
     assert result.returncode == 1
