@@ -1,7 +1,7 @@
 """Wall time of `scripts/setup.sh` on fresh clones: uv (the default) and pip (RLHFCTL_PIP=1), side by side.
 
 Both set-ups run at the same time on two clones of this checkout's HEAD, so they see the same machine load and the
-same registry; the ratio is the figure to quote. Prints one JSON line: each set-up's seconds, its exit status, the
+same registry; the ratio is the figure to quote. uv gets an empty cache of its own, as on a fresh machine. Prints one JSON line: each set-up's seconds, its exit status, the
 installed package sets' difference (expected: only uv itself), and the load average before and after.
 """
 
@@ -37,6 +37,7 @@ def main() -> None:
         shutil.rmtree(clone, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "RLHFCTL_PIP")} | extra
+        env["UV_CACHE_DIR"] = str(work / f"{name}-uv-cache")
         runs[name] = (clone, time.perf_counter(), subprocess.Popen(
             ["bash", "scripts/setup.sh"], cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     figures: dict[str, object] = {}
