@@ -196,11 +196,12 @@ class DeepSpeedTrainingEngine(TrainingEngine):
         return out
 
     @contextlib.contextmanager
-    def gathered_params(self) -> Iterator[None]:
+    def gathered_params(self, params: list[nn.Parameter] | None = None) -> Iterator[None]:
         if self.zero_stage < 3:
             yield
             return
-        with self._deepspeed.zero.GatheredParameters(list(self.unwrapped.parameters()), modifier_rank=None):
+        gathered = list(self.unwrapped.parameters()) if params is None else params
+        with self._deepspeed.zero.GatheredParameters(gathered, modifier_rank=None):
             yield
 
 
