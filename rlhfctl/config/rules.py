@@ -15,15 +15,14 @@ from pydantic import BaseModel
 from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import PtxArgs, VLLMArgs
-from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
+from rlhfctl.config.train_groups import VLLMArgs
+from rlhfctl.config.verify_rules import Terms, bench_sandbox_problems, builtin_problems
+from rlhfctl.config.actor_rules import ptx_problems, ptx_unused
 from rlhfctl.errors import ConfigError, UsageError
-from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_kind_term, has_model_term
+from rlhfctl.rewards.terms import has_function_term, has_judge_term, has_kind_term, has_model_term
 
 if TYPE_CHECKING:
     from rlhfctl.config.commands import BenchRMConfig, CheckRewardConfig, ServeRMConfig, TrainPPOConfig
-
-Terms = Optional[dict[str, RewardTerm]]
 
 
 def _changed(group: type[Group], cfg: BaseModel, skip: tuple[str, ...] = ()) -> list[str]:
@@ -267,30 +266,17 @@ def _algorithm_problems(cfg: TrainPPOConfig) -> list[str]:
     if cfg.dual_clip is not None and cfg.policy_loss_type == "cispo":
         problems.append("--dual-clip bounds PPO's clipped objective; --policy-loss-type cispo has none to bound")
     fields = type(cfg).model_fields
-    for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"),
+    for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"), ("ema_beta", "enable_ema"),
                           ("dynamic_filtering_reward_range", "dynamic_filtering"),
                           ("dynamic_filtering_max_rounds", "dynamic_filtering"),
                           ("vllm_is_truncated_threshold", "enable_vllm_is_correction"),
-                          ("vllm_is_correction_type", "enable_vllm_is_correction"),
-                          ("ema_beta", "enable_ema")):
+                          ("vllm_is_correction_type", "enable_vllm_is_correction")):
         if getattr(cfg, needs) in (None, False) and getattr(cfg, option) != fields[option].default:
             problems.append(f"--{option.replace('_', '-')} has no effect without --{needs.replace('_', '-')}")
     if cfg.freezing_actor_steps > 0 and cfg.advantage_estimator != "gae":
         problems.append(f"--freezing-actor-steps {cfg.freezing_actor_steps} warms up the critic, which only gae has "
                         f"(--advantage-estimator is {cfg.advantage_estimator}): nothing would train")
-    return problems + _ptx_problems(cfg)
-
-
-def _ptx_problems(ptx: PtxArgs) -> list[str]:
-    """--ptx-coef weighs the language-model loss on --pretrain-data: the data's options without the data, or the
-    data with a weight of 0, would train nothing on it. (OpenRLHF's default --ptx_coef 0.05 alone: a warning.)"""
-    if ptx.pretrain_data is None:
-        return [f"{_flag(PtxArgs, n)} has no effect without --pretrain-data" for n in _changed(PtxArgs, ptx)
-                if n != "ptx_coef" or ptx.ptx_coef != 0]
-    if ptx.ptx_coef == 0:
-        return ["--pretrain-data with --ptx-coef 0 adds nothing to the actor loss: give --ptx-coef > 0 (OpenRLHF's "
-                "default is 0.05)"]
-    return []
+    return problems + ptx_problems(cfg)
 
 
 def _vllm_problems(cfg: TrainPPOConfig) -> list[str]:
@@ -389,7 +375,7 @@ def check_reward_unused(cfg: CheckRewardConfig) -> Unused:
 
 
 def train_ppo_unused(cfg: TrainPPOConfig) -> Unused:
-    rules: Unused = []
+    rules: Unused = ptx_unused(cfg)
     if (cfg.reward_pretrain is None and not has_model_term(cfg.reward)) or cfg.remote_rm_url is not None:
         unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
         if cfg.advantage_estimator == "gae":  # the critic finds its value head by this name
@@ -400,9 +386,6 @@ def train_ppo_unused(cfg: TrainPPOConfig) -> Unused:
     if not cfg.use_dynamic_batch:
         rules.append(({"train_max_tokens_per_gpu", "rollout_max_tokens_per_gpu"},
                       "a token budget acts with --use-dynamic-batch only; micro-batches are counts of samples"))
-    if cfg.pretrain_data is None:
-        rules.append(({"ptx_coef"}, "weighs the language-model loss on --pretrain-data, which is not given: no ptx "
-                                    "loss is added"))
     if cfg.use_kl_loss and cfg.init_kl_coef == 0:
         rules.append(({"use_kl_loss"}, "the KL loss is weighted by --init-kl-coef, which is 0: no reference model is "
                                        "loaded and no KL term is added"))

@@ -195,13 +195,17 @@ class DeepSpeedTrainingEngine(TrainingEngine):
                 out[key] = copies[id(value)]
         return out
 
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager[Any]:
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        return self._deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
     @contextlib.contextmanager
-    def gathered_params(self, params: list[nn.Parameter] | None = None) -> Iterator[None]:
+    def gathered_params(self) -> Iterator[None]:
         if self.zero_stage < 3:
             yield
             return
-        gathered = list(self.unwrapped.parameters()) if params is None else params
-        with self._deepspeed.zero.GatheredParameters(gathered, modifier_rank=None):
+        with self._deepspeed.zero.GatheredParameters(list(self.unwrapped.parameters()), modifier_rank=None):
             yield
 
 

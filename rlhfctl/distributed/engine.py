@@ -228,13 +228,17 @@ class TrainingEngine:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def gathered_params(self, params: list[nn.Parameter] | None = None) -> Iterator[None]:
-        """Inside, every parameter (or those of `params`) is whole on every rank (read-only); a no-op below ZeRO-3.
+    def gathered_params(self) -> Iterator[None]:
+        """Inside, every parameter is whole on every rank (read-only); a no-op below ZeRO-3.
 
         Generate under ZeRO-3 inside it: besides being faster, a forward then runs no collective, so ranks may
         generate different numbers of tokens (outside, they would need generate(synced_gpus=True)).
         """
         yield
+
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager[Any]:
+        """Inside, these parameters are whole on every rank (read-only); a no-op below ZeRO-3. Every rank enters."""
+        return contextlib.nullcontext()
 
     # shared pieces
     @property

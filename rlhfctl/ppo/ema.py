@@ -44,7 +44,7 @@ class PolicyEMA:
         """(name, whole tensor) of each trained parameter, gathered one at a time (a collective under ZeRO-3)."""
         params = dict(self.engine.unwrapped.named_parameters())
         for name in self.names:
-            with self.engine.gathered_params([params[name]]):
+            with self.engine.gathered([params[name]]):
                 yield name, params[name].data
 
     def restart(self) -> None:
