@@ -12,11 +12,12 @@ import shutil
 import time
 
 import pytest
+import torch
 
-from tests.helpers import start_server, stop_server
+from tests.helpers import start_server, stop_server, write_jsonl
 from tests.helpers.seed_commands import TRAIN_PPO, argv
-from tests.helpers.train_ppo import (assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics,
-                                     start_training, train)
+from tests.helpers.train_ppo import (assert_loads_as_causal_lm, assert_reward_rises, base_args, deepspeed_weights,
+                                     metrics, safetensors_weights, start_training, train)
 
 
 pytestmark = pytest.mark.slow
@@ -135,9 +136,14 @@ def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_
 
 
 def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
-    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed)."""
+    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed),
+    with the actor's moving average (--enable-ema) and PPO-ptx's loss (--pretrain-data): the saved policy is the
+    average of the weights after each update, and the resumed run goes on with the saved average."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3"]
+    pretrain = write_jsonl(tmp_path / "pretrain.jsonl", [{"input": f"{a} plus {b} is {a + b}."} for a in range(3)
+                                                         for b in range(3)])
+    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3", "--enable-ema",
+             "--ema-beta", "0.5", "--pretrain-data", str(pretrain), "--ptx-coef", "0.5"]
     first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), ray_address) + extra)
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(straight / "ckpt" / "global_step1", resumed / "ckpt" / "global_step1")
@@ -148,8 +154,18 @@ def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_fi
     a, b = metrics(straight)[1], metrics(resumed)[0]
     assert a["step"] == b["step"] == 2
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length", "actor_grad_norm",
-                "critic_grad_norm", "actor_lr"):
+                "critic_grad_norm", "actor_lr", "actor_ptx_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert 0 < a["actor_ptx_loss"] < 20
+    # beta 1/2, one update per step: the average is 1/4 w0 + 1/4 w1 + 1/2 w2 (w0 as loaded, wN after step N)
+    w0, saved = safetensors_weights(tiny_policy_dir), safetensors_weights(straight)
+    w1, w2 = (deepspeed_weights(straight / "ckpt" / f"global_step{n}" / "actor") for n in (1, 2))
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(w1[name], w2[name])
+    torch.testing.assert_close(saved[name], 0.25 * w0[name] + 0.25 * w1[name] + 0.5 * w2[name])
+    assert set(saved) == set(w0)
+    for name, tensor in safetensors_weights(resumed).items():  # the resumed average went on from the saved one
+        torch.testing.assert_close(tensor, saved[name], rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ policy-optimisation options
