@@ -273,6 +273,25 @@ def load_prompts(
     return examples
 
 
+def load_texts(data: str, key: str, split: str = "train", max_samples: int | None = None,
+               flags: tuple[str, str] = ("--pretrain-data", "--pretrain-input-key")) -> list[str]:
+    """The `key` column of `data` (the formats of load_rows), its first `max_samples` rows: plain text, such as
+    PPO-ptx's pretraining data. A missing column, or a row that is not a non-empty string, is a DataError naming
+    `flags` (the options that gave the data and the key)."""
+    ds = load_rows(data, split)
+    _require_column(ds, key, flags[1], data)
+    if max_samples is not None and max_samples < len(ds):
+        ds = ds.select(range(max_samples))
+    texts = ds[key]
+    bad = [r for r, t in enumerate(texts) if not (isinstance(t, str) and t.strip())]
+    if bad:
+        first = texts[bad[0]]
+        what = "missing" if _is_missing(first) else repr(first)[:60]
+        raise DataError(f"{data} ({flags[0]}): {_rows_text(bad)} have no text in {key!r} ({flags[1]}): row "
+                        f"{bad[0]} is {what}")
+    return list(texts)
+
+
 def build_query(prompt: str, response: str) -> str:
     """The text a reward source scores for a response given as text (check-reward's oracle and column responses):
     the formatted prompt followed by the response, with no separator.

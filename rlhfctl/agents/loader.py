@@ -2,7 +2,8 @@
 
 Every mistake is a ConfigError (exit 2) naming the file: missing, a syntax or import error (line shown), no
 `AgentExecutor`, not a subclass of rlhfctl.agents.AgentExecutorBase. A file written for OpenRLHF imports
-`openrlhf.utils.agent`; rlhfctl does not ship OpenRLHF, and the message gives the line to write instead.
+`openrlhf.utils.agent`: while the file loads, that import gives rlhfctl's base classes (openrlhf_names.py), so it
+runs unchanged; another `openrlhf.*` import is an error naming its line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rlhfctl.agents.base import AgentExecutorBase, MultiTurnAgentExecutor
+from rlhfctl.agents.openrlhf_names import AGENT_MODULE, openrlhf_agent_names
 from rlhfctl.errors import ConfigError
 
 FLAG = "--agent-func-path"
@@ -110,7 +112,8 @@ def _import(path: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look classes up by module
     try:
-        spec.loader.exec_module(module)
+        with openrlhf_agent_names():
+            spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise ConfigError(f"{FLAG} {path}: syntax error on line {exc.lineno}: {exc.msg}\n  {(exc.text or '').strip()}"
@@ -120,6 +123,11 @@ def _import(path: str) -> Any:
         if (exc.name or "").split(".")[0] == "openrlhf":
             raise ConfigError(openrlhf_import_message(path, exc)) from None
         raise ConfigError(f"{FLAG} {path}: {exc} (install it in this environment){_user_lines(exc, path)}") from None
+    except ImportError as exc:
+        sys.modules.pop(name, None)
+        if exc.name == AGENT_MODULE:
+            raise ConfigError(openrlhf_import_message(path, exc)) from None
+        raise ConfigError(f"{FLAG} {path}: importing it raised ImportError: {exc}{_user_lines(exc, path)}") from None
     except Exception as exc:
         sys.modules.pop(name, None)
         raise ConfigError(f"{FLAG} {path}: importing it raised {type(exc).__name__}: {exc}"
@@ -128,18 +136,16 @@ def _import(path: str) -> Any:
 
 
 def openrlhf_import_message(path: str, exc: BaseException) -> str:
-    """Which line imports OpenRLHF, and the line to write instead."""
+    """Which line imports from OpenRLHF what rlhfctl does not provide, and what rlhfctl does provide."""
     lineno, line = _failing_line(exc, path)
     where = f"line {lineno}: {line}" if line else "an import of openrlhf"
-    names = re.findall(r"\w+", line.split(" import ", 1)[1]) if " import " in line else []
-    if "openrlhf.utils.agent" in line and names:
-        missing = [n for n in names if n not in PROVIDED]
-        fix = f"from rlhfctl.agents import {', '.join(n for n in names if n in PROVIDED) or PROVIDED[0]}"
-        extra = f" ({', '.join(missing)}: not provided by rlhfctl; write your own)" if missing else ""
-        return (f"{FLAG} {path}: {where}\n  rlhfctl does not ship OpenRLHF; its agent base classes are in "
-                f"rlhfctl.agents. Change that line to:\n    {fix}{extra}")
-    return (f"{FLAG} {path}: {where}\n  rlhfctl does not ship OpenRLHF, and only its agent base classes have an "
-            f"rlhfctl equivalent (from rlhfctl.agents import {', '.join(PROVIDED)}); remove this import")
+    if isinstance(exc, ImportError) and exc.name == AGENT_MODULE:
+        names = re.findall(r"\w+", line.split(" import ", 1)[1]) if " import " in line else []
+        missing = ", ".join(n for n in names if n not in PROVIDED) or "that name"
+        return (f"{FLAG} {path}: {where}\n  {AGENT_MODULE} gives rlhfctl's {', '.join(PROVIDED)} here; "
+                f"{missing}: not provided by rlhfctl (write your own)")
+    return (f"{FLAG} {path}: {where}\n  rlhfctl does not ship OpenRLHF: of it, only `from {AGENT_MODULE} import "
+            f"{', '.join(PROVIDED)}` works in an agent file (rlhfctl's own classes); remove this import")
 
 
 def _failing_line(exc: BaseException, path: str) -> tuple[Optional[int], str]:

@@ -16,14 +16,13 @@ from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
 from rlhfctl.config.train_groups import VLLMArgs
-from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
+from rlhfctl.config.verify_rules import Terms, bench_sandbox_problems, builtin_problems
+from rlhfctl.config.actor_rules import ptx_problems, ptx_unused
 from rlhfctl.errors import ConfigError, UsageError
-from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_kind_term, has_model_term
+from rlhfctl.rewards.terms import has_function_term, has_judge_term, has_kind_term, has_model_term
 
 if TYPE_CHECKING:
     from rlhfctl.config.commands import BenchRMConfig, CheckRewardConfig, ServeRMConfig, TrainPPOConfig
-
-Terms = Optional[dict[str, RewardTerm]]
 
 
 def _changed(group: type[Group], cfg: BaseModel, skip: tuple[str, ...] = ()) -> list[str]:
@@ -267,7 +266,7 @@ def _algorithm_problems(cfg: TrainPPOConfig) -> list[str]:
     if cfg.dual_clip is not None and cfg.policy_loss_type == "cispo":
         problems.append("--dual-clip bounds PPO's clipped objective; --policy-loss-type cispo has none to bound")
     fields = type(cfg).model_fields
-    for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"),
+    for option, needs in (("overlong_penalty_factor", "overlong_buffer_len"), ("ema_beta", "enable_ema"),
                           ("dynamic_filtering_reward_range", "dynamic_filtering"),
                           ("dynamic_filtering_max_rounds", "dynamic_filtering"),
                           ("vllm_is_truncated_threshold", "enable_vllm_is_correction"),
@@ -277,7 +276,7 @@ def _algorithm_problems(cfg: TrainPPOConfig) -> list[str]:
     if cfg.freezing_actor_steps > 0 and cfg.advantage_estimator != "gae":
         problems.append(f"--freezing-actor-steps {cfg.freezing_actor_steps} warms up the critic, which only gae has "
                         f"(--advantage-estimator is {cfg.advantage_estimator}): nothing would train")
-    return problems
+    return problems + ptx_problems(cfg)
 
 
 def _vllm_problems(cfg: TrainPPOConfig) -> list[str]:
@@ -376,7 +375,7 @@ def check_reward_unused(cfg: CheckRewardConfig) -> Unused:
 
 
 def train_ppo_unused(cfg: TrainPPOConfig) -> Unused:
-    rules: Unused = []
+    rules: Unused = ptx_unused(cfg)
     if (cfg.reward_pretrain is None and not has_model_term(cfg.reward)) or cfg.remote_rm_url is not None:
         unused = set(RewardModelArgs.model_fields) - {"reward_pretrain"}
         if cfg.advantage_estimator == "gae":  # the critic finds its value head by this name

@@ -13,7 +13,8 @@ from rlhfctl.config.commands import Bundle
 from rlhfctl.config.groups import (AuthArgs, CheckArgs, DataArgs, ModelLoadArgs, RewardExecArgs, RewardModelArgs,
                                    RolloutArgs, RunArgs, ServerArgs)
 from rlhfctl.config.reward_groups import SourceGroups
-from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, PolicyArgs, PPOArgs, PretrainArgs, TrainArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, PolicyArgs, PPOArgs, PretrainArgs, PtxArgs,
+                                         TrainArgs)
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,14 @@ class SamplingGroups(Bundle):
 
 @dataclass(frozen=True)
 class PolicyGroups(Bundle):
-    """What an actor worker reads: how it samples, how it is trained, and the PPO policy loss."""
+    """What an actor worker reads: how it samples, how it is trained, the PPO policy loss, its weights' moving
+    average (--enable-ema) and the pretraining loss added to it (--pretrain-data)."""
 
     sampling: SamplingGroups
     train: TrainArgs
     ppo: PPOArgs
+    ema: EMAArgs
+    ptx: PtxArgs
 
 
 @dataclass(frozen=True)

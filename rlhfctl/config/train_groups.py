@@ -252,4 +252,27 @@ class EvalArgs(Group):
     eval_split: str = opt("train", "Split of --eval-dataset when it is a DatasetDict folder or hub dataset.")
 
 
+class EMAArgs(Group):
+    panel: ClassVar[str] = "Training"
+    enable_ema: bool = opt(
+        False, "Keep an exponential moving average of the actor's weights, updated after each optimizer step; the "
+        "saved policy is the average (checkpoints hold both), as OpenRLHF's --enable_ema."
+    )
+    ema_beta: float = opt(0.992, "With --enable-ema: ema = beta * ema + (1 - beta) * weights after each update.",
+                          gt=0, lt=1)
+
+
+class PtxArgs(Group):
+    panel: ClassVar[str] = "PPO-ptx"
+    pretrain_data: Optional[str] = opt(
+        None, "Pretraining text (formats of --prompt-data): each actor micro-batch adds --ptx-coef times the "
+        "language-model loss of --micro-train-batch-size of its rows (InstructGPT's PPO-ptx)."
+    )
+    ptx_coef: float = opt(0.05, "Weight of the --pretrain-data language-model loss in the actor loss.", ge=0)
+    pretrain_split: str = opt("train", "Split of --pretrain-data when it is a DatasetDict folder or hub dataset.")
+    pretrain_input_key: Optional[str] = opt(
+        None, "Column of --pretrain-data holding the text (default: --input-key, as OpenRLHF reads it).")
+    pretrain_max_samples: Optional[int] = opt(None, "Use at most this many rows of --pretrain-data.", ge=1)
+
+
 # ----------------------------------------------------------------------------------------------- check-reward

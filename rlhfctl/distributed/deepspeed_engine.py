@@ -195,6 +195,11 @@ class DeepSpeedTrainingEngine(TrainingEngine):
                 out[key] = copies[id(value)]
         return out
 
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager[Any]:
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        return self._deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
     @contextlib.contextmanager
     def gathered_params(self) -> Iterator[None]:
         if self.zero_stage < 3:

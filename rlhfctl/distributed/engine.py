@@ -236,6 +236,10 @@ class TrainingEngine:
         """
         yield
 
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager[Any]:
+        """Inside, these parameters are whole on every rank (read-only); a no-op below ZeRO-3. Every rank enters."""
+        return contextlib.nullcontext()
+
     # shared pieces
     @property
     def lr(self) -> float:

@@ -49,6 +49,8 @@ __all__ = [
     "is_correction_weights",
     "policy_loss",
     "kl_loss",
+    "ptx_loss",
+    "ema_update_",
     "entropy_from_logits",
     "overlong_penalty",
     "stop_properly_penalty",
@@ -509,6 +511,35 @@ def kl_loss(log_probs: Tensor, ref_log_probs: Tensor, action_mask: Tensor, estim
     k2 have gradients that pull towards the reference; k1's expectation of the gradient is 0 on-policy.
     """
     return masked_mean(approx_kl(log_probs, ref_log_probs, action_mask, estimator), action_mask)
+
+
+def ptx_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The pretraining term of PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2; OpenRLHF ``--ptx_coef``).
+
+    Next-token negative log-likelihood of a batch of pretraining text, averaged over every predicted real token
+    (token t+1 given 0..t, where both are inside ``attention_mask``), as OpenRLHF's GPTLMLoss averages it. ``logits``
+    ``[B, L, V]`` are the policy's at temperature 1 (the text is not sampled); ``input_ids`` and ``attention_mask``
+    ``[B, L]``, padded on either side. The trainer adds ``ptx_coef *`` this to the actor loss: minimising it raises
+    the likelihood InstructGPT's objective adds as ``gamma * E[log pi(x)]``.
+    """
+    targets = input_ids[:, 1:]
+    mask = attention_mask[:, 1:] * attention_mask[:, :-1]
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return masked_mean(nll, mask.to(nll.dtype))
+
+
+@torch.no_grad()
+def ema_update_(ema: Tensor, param: Tensor, beta: float) -> Tensor:
+    """One step of the policy's exponential moving average, in place: ``ema = beta * ema + (1 - beta) * param``.
+
+    OpenRLHF's ``moving_average`` (``--enable_ema``, ``--ema_beta`` 0.992), applied after every optimizer step, so
+    after ``n`` steps the average weighs the weights of step ``k`` by ``(1 - beta) * beta^(n - k)`` and the initial
+    weights by ``beta^n``. ``ema`` may be float32 beside a bf16 ``param`` (the sum stays in ``ema``'s dtype).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"ema beta must be in [0, 1], got {beta}")
+    return ema.mul_(beta).add_(param.to(ema.dtype), alpha=1.0 - beta)
 
 
 # ------------------------------------------------------------------------------------------ reward shaping

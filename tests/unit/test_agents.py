@@ -140,9 +140,9 @@ def test_environment_tokens_are_in_the_sequence_but_never_trained_on():
 
 
 # ------------------------------------------------------------------------------------------------ contract
-@pytest.mark.parametrize("vintage", ["v0.8.9", "v0.10"])
-def test_an_agent_func_written_for_openrlhf_runs_with_the_import_fixed(vintage, policy, tmp_path):
-    path = openrlhf_agent(vintage, tmp_path)
+@pytest.mark.parametrize("vintage,rlhfctl_import", [("v0.8.9", False), ("v0.10", False), ("v0.10", True)])
+def test_an_agent_func_written_for_openrlhf_runs_as_written(vintage, rlhfctl_import, policy, tmp_path):
+    path = openrlhf_agent(vintage, tmp_path, rlhfctl_import)
     assert load_agent(path).vintage == vintage
     model, tokenizer = policy
     cfg = TrainPPOConfig(pretrain="x", prompt_data="x", agent_func_path=path, generate_max_len=4, prompt_max_len=60)
@@ -157,14 +157,36 @@ def test_an_agent_func_written_for_openrlhf_runs_with_the_import_fixed(vintage, 
         assert samples.attention_mask[row].sum() > samples.action_mask[row].sum()  # the prompt and replies too
 
 
-def test_an_openrlhf_import_names_the_line_and_the_import_to_write(tmp_path):
-    path = openrlhf_agent("v0.10", tmp_path, fix=False)
+def test_openrlhf_utils_agent_resolves_while_the_file_loads_and_only_then(tmp_path):
+    import importlib
+    import sys
+
+    from rlhfctl.agents import AgentInstanceBase, MultiTurnAgentExecutor
+
+    agent = load_agent(openrlhf_agent("v0.10", tmp_path))
+    assert issubclass(agent.executor_cls, MultiTurnAgentExecutor)
+    assert type(agent.executor()).__mro__[1] is MultiTurnAgentExecutor
+    assert agent.executor().agent_instance_cls.__mro__[1] is AgentInstanceBase
+    assert not any(name == "openrlhf" or name.startswith("openrlhf.") for name in sys.modules)
+    for name in ("openrlhf", "openrlhf.utils.agent"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(name)
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("from openrlhf.models import Actor", "line 2: from openrlhf.models import Actor\n  rlhfctl does not ship "
+     "OpenRLHF: of it, only `from openrlhf.utils.agent import AgentExecutorBase, AgentInstanceBase, "
+     "MultiTurnAgentExecutor` works in an agent file (rlhfctl's own classes); remove this import"),
+    ("from openrlhf.utils.agent import AgentInstanceBase, SingleTurnAgentExecutor",
+     "line 2: from openrlhf.utils.agent import AgentInstanceBase, SingleTurnAgentExecutor\n  openrlhf.utils.agent "
+     "gives rlhfctl's AgentExecutorBase, AgentInstanceBase, MultiTurnAgentExecutor here; SingleTurnAgentExecutor: "
+     "not provided by rlhfctl (write your own)"),
+])
+def test_an_openrlhf_import_rlhfctl_lacks_names_the_line(line, needle, tmp_path):
+    path = write(tmp_path, f"import random\n{line}\n", "agent_func.py")
     with pytest.raises(ConfigError) as info:
-        load_agent(path)
-    assert str(info.value) == (
-        f"--agent-func-path {path}: line 5: from openrlhf.utils.agent import AgentInstanceBase, "
-        "MultiTurnAgentExecutor\n  rlhfctl does not ship OpenRLHF; its agent base classes are in rlhfctl.agents. "
-        "Change that line to:\n    from rlhfctl.agents import AgentInstanceBase, MultiTurnAgentExecutor")
+        load_agent(str(path))
+    assert str(info.value) == f"--agent-func-path {path}: {needle}"
 
 
 @pytest.mark.parametrize("text,needle", [
