@@ -62,7 +62,8 @@ def test_the_math_verifier_variant_checks_the_reward_it_trains_with(capsys, monk
     spec = demo.VARIANTS["math-verifier"]
     train = resolve("train-ppo", {}, ARITH / spec.train_config)
     code, out, _ = run_cli(["check-reward", *spec.builtin, "--prompt-data", str(train.eval_dataset),
-                            "--input-key", train.input_key, "--label-key", train.label_key, "--json"], capsys)
+                            "--input-key", train.input_key, "--label-key", train.label_key, "--max-samples", "64",
+                            "--json"], capsys)
     report = json.loads(out)
     assert code == 0 and report["reward"] == " + ".join(f"{t.weight:g} x {name}={t.source}"
                                                          for name, t in train.reward.items())
