@@ -90,8 +90,7 @@ class VLLMJudge(VLLMBackend):
                                **common_engine_kwargs(self.folder, self._loading, self._batching, self._server,
                                                       self._engine_options, longest, "--judge-max-len"))
 
-    async def score(self, queries: list[str], prompts: list[str] | None,
-                    labels: list[str] | None) -> RewardBatch:
+    async def score(self, queries: list[str], prompts: list[str], labels: list[str]) -> RewardBatch:
         """Each judge prompt is one vLLM request; they are scheduled with every other client's."""
         if self.failure:
             raise RuntimeError(self.failure)
