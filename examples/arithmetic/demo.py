@@ -12,6 +12,7 @@ Each stage is the command a user would type, run as a subprocess:
     python examples/arithmetic/demo.py --variant reward-func-file    # --remote-rm-url reward_func.py, no server
     python examples/arithmetic/demo.py --variant judge               # the small judge model: serve-rm --judge-model
     python examples/arithmetic/demo.py --variant judge-verdict       # the same judge, its 0/1 verdict as the reward
+    python examples/arithmetic/demo.py --variant judge-reference     # a judge shown the label: serve-rm --judge-model
     python examples/arithmetic/demo.py --variant math-verifier       # the built-in `math` verifier, no reward code
     python examples/arithmetic/demo.py --steps 20 --seed 2 --json    # shorter; print the summary as JSON
 
@@ -68,6 +69,9 @@ VARIANTS = {
     "judge-verdict": Variant("serve_judge_verdict.yaml", "train_judge_server.yaml",
                              "the small judge's greedy verdict (0 or 1) served by rlhfctl serve-rm --judge-model",
                              reward_func=False),
+    "judge-reference": Variant("serve_judge_reference.yaml", "train_judge_server.yaml",
+                               "a small judge shown the reference answer, served by rlhfctl serve-rm --judge-model",
+                               reward_func=False),
     # The config's own --reward terms; check-reward dry-runs the same two terms on the labels.
     "math-verifier": Variant(None, "train_math_verifier.yaml", "the built-in math verifier (correct=math:1, "
                              "plain=format:0.1)", reward_func=False,
