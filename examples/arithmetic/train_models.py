@@ -11,6 +11,8 @@ policy/        a character-level Llama (hidden 128, 4 layers, 4 heads of 32: abo
 judge/         (--judge) a LlamaForCausalLM judge initialised from the policy and trained to answer "1" after
                "12+35=47=" when the answer is right and "0" when it is wrong (judge_template.jinja renders that
                text); served with `serve-rm --judge-model`, its reward is P("1") renormalised over "0" and "1".
+judge_reference/ (--judge-reference) the same judge trained on "12+35=47=47=": the response, then the reference
+               answer (judge_reference_template.jinja), so it compares rather than computes.
 reward_model/  a LlamaForSequenceClassification (num_labels=1) initialised from the policy's backbone, as RLHF
                reward models are initialised from the SFT model, and trained with the pairwise (Bradley-Terry) loss
                on correct vs wrong answers to the train problems (the teacher's carry mistakes among the wrong ones).
@@ -332,13 +334,14 @@ def set_normalisation(
 
 
 # ------------------------------------------------------------------------------------------------ judge
-def judge_texts(rows: list[dict], rng: random.Random) -> tuple[list[str], list[int]]:
-    """Half right, half wrong "prompt+answer=" texts (judge_template.jinja's rendering) and their verdicts (1/0)."""
+def judge_texts(rows: list[dict], rng: random.Random, reference: bool = False) -> tuple[list[str], list[int]]:
+    """Half right, half wrong "prompt+answer=" texts (judge_template.jinja's rendering) and their verdicts (1/0);
+    with `reference`, "prompt+answer=label=" (judge_reference_template.jinja's)."""
     texts, verdicts = [], []
     for i, r in enumerate(rows):
         right = i % 2 == 0
         answer = r["answer"] if right else wrong_answer(r["input"], r["answer"], rng)
-        texts.append(r["input"] + answer + "=")
+        texts.append(r["input"] + answer + "=" + (r["answer"] + "=" if reference else ""))
         verdicts.append(int(right))
     return texts, verdicts
 
@@ -359,11 +362,12 @@ def verdict_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
 
 
 @torch.no_grad()
-def judge_accuracy(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, rows: list[dict], seed: int) -> float:
+def judge_accuracy(judge: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, rows: list[dict], seed: int,
+                   reference: bool = False) -> float:
     """How often P("1") > P("0") exactly when the answer is right, over right and wrong answers to `rows`."""
     was_training = judge.training
     judge.eval()
-    texts, verdicts = judge_texts(rows + rows, random.Random(f"{seed}-judge-eval"))
+    texts, verdicts = judge_texts(rows + rows, random.Random(f"{seed}-judge-eval"), reference)
     verdict_logits = judge_logits(judge, tokenizer, texts)[:, verdict_ids(tokenizer)]
     hits = (verdict_logits.argmax(dim=1) == torch.tensor(verdicts)).float().mean()
     judge.train(was_training)
@@ -378,24 +382,25 @@ def train_judge(
     *,
     seed: int = SEED,
     log: Callable[[str], None] = print,
+    reference: bool = False,
 ) -> tuple[LlamaForCausalLM, float]:
-    """Cross-entropy on the verdict token after "prompt+answer=", from the policy's weights; returns the judge and
-    its held-out verdict accuracy."""
+    """Cross-entropy on the verdict token after "prompt+answer=" (with `reference`: "prompt+answer=label="), from
+    the policy's weights; returns the judge and its held-out verdict accuracy."""
     judge = _copy(policy, LlamaForCausalLM)
     rng = random.Random(f"{seed}-judge-pairs")
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        texts, verdicts = judge_texts([train[i] for i in idx], rng)
+        texts, verdicts = judge_texts([train[i] for i in idx], rng, reference)
         # Over the whole vocabulary, so the judge also *writes* its verdict (serve-rm --judge-mode generate).
         targets = torch.tensor([verdict_ids(tokenizer)[v] for v in verdicts])
         return F.cross_entropy(judge_logits(judge, tokenizer, texts), targets)
 
     def evaluate(done: int, loss: float) -> None:
         log(f"  judge step {done:5d}  loss {loss:.3f}  held-out verdict accuracy "
-            f"{judge_accuracy(judge, tokenizer, test, seed):.1%}")
+            f"{judge_accuracy(judge, tokenizer, test, seed, reference):.1%}")
 
     fit(judge, JUDGE, len(train), seed, "judge", loss_of, evaluate)
-    return judge, judge_accuracy(judge, tokenizer, test, seed)
+    return judge, judge_accuracy(judge, tokenizer, test, seed, reference)
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -421,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-reward-model", action="store_true", help="train and save the policy only")
     parser.add_argument("--judge", action="store_true",
                         help="only train the judge (judge/) from the shipped policy/ and save it")
+    parser.add_argument("--judge-reference", action="store_true",
+                        help="only train the judge that also reads the reference answer (judge_reference/)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -431,13 +438,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"threads {args.threads}, seed {args.seed}, {len(train)} train / {len(test)} held-out problems, "
           f"teacher forgets carries {NOISE:.0%} of the time")
 
-    if args.judge:
+    if args.judge or args.judge_reference:
         start = time.perf_counter()
         policy = LlamaForCausalLM.from_pretrained(HERE / "policy")
-        judge, acc = train_judge(tokenizer, policy, train, test, seed=args.seed)
-        save(judge, args.out_dir / "judge")
-        print(f"judge: {time.perf_counter() - start:.0f}s, held-out verdict accuracy {acc:.1%} -> "
-              f"{args.out_dir / 'judge'}")
+        judge, acc = train_judge(tokenizer, policy, train, test, seed=args.seed, reference=args.judge_reference)
+        folder = args.out_dir / ("judge_reference" if args.judge_reference else "judge")
+        save(judge, folder)
+        print(f"judge: {time.perf_counter() - start:.0f}s, held-out verdict accuracy {acc:.1%} -> {folder}")
         return
 
     start = time.perf_counter()

@@ -122,17 +122,16 @@ def serve_rm_problems(cfg: ServeRMConfig) -> list[str]:
 
 
 def backend_problems(cfg: ServeRMConfig) -> list[str]:
-    """--backend vllm serves a one-label *ForSequenceClassification model on vLLM's pooling runner: every other
-    source or model form needs --backend hf, and the vLLM engine options need --backend vllm."""
+    """--backend vllm serves a one-label *ForSequenceClassification model on vLLM's pooling runner, or a
+    --judge-model on its generate runner: every other source or model form needs --backend hf, and the vLLM engine
+    options need --backend vllm."""
     if cfg.backend == "hf":
         return [f"{_flag(VLLMEngineArgs, n)} has no effect without --backend vllm"
                 for n in _changed(VLLMEngineArgs, cfg)]
     hf_only = "; use --backend hf"
-    problems = [f"--backend vllm serves a reward model (--reward-pretrain), not {what}{hf_only}"
+    problems = [f"--backend vllm serves a reward model (--reward-pretrain) or a --judge-model, not {what}{hf_only}"
                 for what, given in (("a --reward-func", cfg.reward_func), ("a combined --reward", cfg.reward),
                                     ("a --judge-url client", cfg.judge_url)) if given is not None]
-    if cfg.judge_model is not None:
-        problems.append(f"--backend vllm with --judge-model is not built yet (the judge runs on transformers){hf_only}")
     for flag, given, why in (
             ("--pairwise", cfg.pairwise, "vLLM's pooling runner scores each text alone, a pairwise model compares two"),
             ("--trust-remote-code", cfg.trust_remote_code,

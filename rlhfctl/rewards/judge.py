@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rlhfctl.errors import UsageError
 from rlhfctl.rewards.base import RewardBatch, check_batch
@@ -166,6 +166,50 @@ class JudgeTemplate:
     def render_batch(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
         """One judge prompt per query (prompts and labels as /get_reward carries them: empty strings if absent)."""
         return [self.render(p, split_query(q, p), lab) for q, p, lab in zip(queries, prompts, labels)]
+
+
+def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """The vocabulary id of each score token; a UsageError when one is several tokens or unknown to the judge."""
+    ids = []
+    for text in texts:
+        pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise UsageError(f"--judge-score-tokens: {text!r} is {len(pieces)} tokens of the judge's vocabulary "
+                             f"({shown}), not one: pick answers that are single tokens")
+        if tokenizer.unk_token_id is not None and pieces[0] == tokenizer.unk_token_id:
+            raise UsageError(f"--judge-score-tokens: {text!r} is not in the judge's vocabulary (it encodes as "
+                             f"{tokenizer.unk_token!r})")
+        ids.append(pieces[0])
+    return ids
+
+
+class JudgePrompts:
+    """The token ids a judge reads for each query, the same on every backend (transformers or vLLM): the template,
+    then the tokenizer's chat template if asked, cut from the left to `max_len` (the end asks for the score)."""
+
+    def __init__(self, tokenizer: Any, template: JudgeTemplate, *, chat: bool, max_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        self.chat = chat
+        self.max_len = max_len
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    def render(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
+        """The judge prompt of each query: the template, then the chat template if asked."""
+        texts = self.template.render_batch(queries, prompts, labels)
+        if not self.chat:
+            return texts
+        return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                                   add_generation_prompt=True) for t in texts]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of rendered judge prompts. A chat-rendered text carries its own special tokens; a plain one
+        gets the tokenizer's usual ones."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=not self.chat)["input_ids"]
+        return [row[-self.max_len:] or [self.pad_id] for row in ids]
 
 
 @dataclass(frozen=True)

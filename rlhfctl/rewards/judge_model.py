@@ -15,26 +15,10 @@ import torch
 
 from rlhfctl.errors import UsageError
 from rlhfctl.rewards.batched import BatchedSource
-from rlhfctl.rewards.judge import JudgeSettings, Value, expected_score
+from rlhfctl.rewards.judge import JudgePrompts, JudgeSettings, Value, expected_score, score_token_ids
 
 if TYPE_CHECKING:
     from rlhfctl.config import JudgeArgs, ModelLoadArgs, ServerArgs, ServerBatchArgs
-
-
-def score_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """The vocabulary id of each score token; a UsageError when one is several tokens or unknown to the judge."""
-    ids = []
-    for text in texts:
-        pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(pieces) != 1:
-            shown = tokenizer.convert_ids_to_tokens(pieces)
-            raise UsageError(f"--judge-score-tokens: {text!r} is {len(pieces)} tokens of the judge's vocabulary "
-                             f"({shown}), not one: pick answers that are single tokens")
-        if tokenizer.unk_token_id is not None and pieces[0] == tokenizer.unk_token_id:
-            raise UsageError(f"--judge-score-tokens: {text!r} is not in the judge's vocabulary (it encodes as "
-                             f"{tokenizer.unk_token!r})")
-        ids.append(pieces[0])
-    return ids
 
 
 class JudgeModel(BatchedSource):
@@ -48,7 +32,8 @@ class JudgeModel(BatchedSource):
                          max_batch_tokens=max_batch_tokens)
         self.settings = settings
         self.chat = chat
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.prompts = JudgePrompts(tokenizer, settings.template, chat=chat, max_len=max_len)
+        self.pad_id = self.prompts.pad_id
         self.score_ids = score_token_ids(tokenizer, [t.text for t in settings.score_tokens])
         self.values = torch.tensor([t.value for t in settings.score_tokens], dtype=torch.float64)
 
@@ -81,20 +66,10 @@ class JudgeModel(BatchedSource):
 
     # ------------------------------------------------------------------------------------------------ pieces
     def render(self, queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str]) -> list[str]:
-        """The judge prompt of each query: the template, then the chat template if asked."""
-        texts = self.settings.template.render_batch(queries, prompts, labels)
-        if not self.chat:
-            return texts
-        return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                                   add_generation_prompt=True) for t in texts]
+        return self.prompts.render(queries, prompts, labels)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of rendered judge prompts, cut from the left to --judge-max-len (the end asks for the score).
-        A chat-rendered text carries its own special tokens; a plain one gets the tokenizer's usual ones."""
-        if not texts:
-            return []
-        ids = self.tokenizer(list(texts), add_special_tokens=not self.chat)["input_ids"]
-        return [row[-self.max_len:] or [self.pad_id] for row in ids]
+        return self.prompts.encode(texts)
 
     def forward(self, batch: Sequence[Sequence[int]]) -> list[Value]:
         """One value per row: a float (logprobs), or (reward, {"judge_unparsed": 0/1}) (generate)."""

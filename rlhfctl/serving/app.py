@@ -39,7 +39,7 @@ from rlhfctl.serving.protocol import (
     encode_answer,
     parse_reward_request,
 )
-from rlhfctl.serving.vllm_scorer import VLLMScorer
+from rlhfctl.serving.vllm_backend import VLLMBackend
 from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
@@ -55,10 +55,10 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
 )}
 
 
-def create_app(source: RewardSource | ModelProcess | VLLMScorer, groups: AppGroups, *,
+def create_app(source: RewardSource | ModelProcess | VLLMBackend, groups: AppGroups, *,
                metrics: ServerMetrics | None = None) -> FastAPI:
     """An app serving `source`: a RewardSource (a ModelReward is batched on a thread of this process), a
-    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMScorer (--backend vllm), with the
+    ModelProcess (the model in a worker process, what `serve-rm` runs) or a VLLMBackend (--backend vllm), with the
     limits, key and timeout of `groups` (`AppGroups.of(cfg)`). The caller owns `source` (and closes it); the app
     starts scoring on startup and drains on shutdown."""
     metrics = metrics or ServerMetrics()
@@ -167,10 +167,10 @@ def create_app(source: RewardSource | ModelProcess | VLLMScorer, groups: AppGrou
     return app
 
 
-def _scorer_for(source: RewardSource | ModelProcess | VLLMScorer, metrics: ServerMetrics,
+def _scorer_for(source: RewardSource | ModelProcess | VLLMBackend, metrics: ServerMetrics,
                 groups: AppGroups) -> Scorer:
-    """A ModelProcess or VLLMScorer is its own scorer; an in-process source gets one from make_scorer."""
-    if isinstance(source, (ModelProcess, VLLMScorer)):
+    """A ModelProcess or VLLMBackend is its own scorer; an in-process source gets one from make_scorer."""
+    if isinstance(source, (ModelProcess, VLLMBackend)):
         source.metrics = metrics
         return source
     return make_scorer(source, metrics, groups.server, groups.execution)

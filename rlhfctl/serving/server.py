@@ -22,24 +22,20 @@ from rlhfctl.serving.sources import open_source
 if TYPE_CHECKING:
     from rlhfctl.config import ServeRMConfig
     from rlhfctl.rewards.base import RewardSource
-    from rlhfctl.serving.vllm_scorer import VLLMScorer
+    from rlhfctl.serving.vllm_backend import VLLMBackend
     from rlhfctl.serving.worker import ModelProcess
 
 log = logging.getLogger("rlhfctl.serve")
 
 
-def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess | VLLMScorer:
-    """What serve-rm serves: a reward model on vLLM (--backend vllm: VLLMScorer), or a reward model or --judge-model
-    in a worker process (ModelProcess); both return once the model is loaded. Or, in this process (called once per
-    request, from a thread), a pairwise model, which compares the texts of one request with each other, a combined
-    reward, a --judge-url client, or a reward function in --reward-workers worker processes."""
-    if cfg.backend == "vllm":  # rules.py: a --reward-pretrain model, nothing else
-        from rlhfctl.config import ModelLoadArgs, RewardModelOptions, ServerArgs, ServerBatchArgs, VLLMEngineArgs
-        from rlhfctl.serving.vllm_scorer import VLLMScorer
-
-        assert cfg.reward_pretrain is not None
-        scorer = VLLMScorer(cfg.reward_pretrain, cfg.slice(ModelLoadArgs), cfg.slice(RewardModelOptions),
-                            cfg.slice(ServerBatchArgs), cfg.slice(VLLMEngineArgs), cfg.slice(ServerArgs))
+def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess | VLLMBackend:
+    """What serve-rm serves: a reward model or --judge-model on vLLM (--backend vllm: VLLMScorer, VLLMJudge), or a
+    reward model or --judge-model in a worker process (ModelProcess); both return once the model is loaded. Or, in
+    this process (called once per request, from a thread), a pairwise model, which compares the texts of one request
+    with each other, a combined reward, a --judge-url client, or a reward function in --reward-workers worker
+    processes."""
+    if cfg.backend == "vllm":  # rules.py: a --reward-pretrain model or a --judge-model, nothing else
+        scorer = _vllm_scorer(cfg)
         scorer.launch()
         return scorer
     if cfg.reward_func is None and cfg.reward is None and not cfg.pairwise and cfg.judge_url is None:
@@ -53,6 +49,21 @@ def open_served_source(cfg: ServeRMConfig) -> RewardSource | ModelProcess | VLLM
         worker.launch()
         return worker
     return open_source(cfg)
+
+
+def _vllm_scorer(cfg: ServeRMConfig) -> VLLMBackend:
+    from rlhfctl.config import (JudgeArgs, ModelLoadArgs, RewardModelOptions, ServerArgs, ServerBatchArgs,
+                                VLLMEngineArgs)
+
+    shared = (cfg.slice(ServerBatchArgs), cfg.slice(VLLMEngineArgs), cfg.slice(ServerArgs))
+    if cfg.judge_model is not None:
+        from rlhfctl.serving.vllm_judge import VLLMJudge
+
+        return VLLMJudge(cfg.slice(JudgeArgs), cfg.slice(ModelLoadArgs), *shared)
+    from rlhfctl.serving.vllm_scorer import VLLMScorer
+
+    assert cfg.reward_pretrain is not None
+    return VLLMScorer(cfg.reward_pretrain, cfg.slice(ModelLoadArgs), cfg.slice(RewardModelOptions), *shared)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -112,10 +123,10 @@ def run_server(cfg: ServeRMConfig, ready_callback: Callable[[str], None] | None 
         configure_threads(cfg.num_threads)  # a model scored in this process: leave the event loop a core
     source = open_served_source(cfg)
     try:
-        from rlhfctl.serving.vllm_scorer import VLLMScorer
+        from rlhfctl.serving.vllm_backend import VLLMBackend
         from rlhfctl.serving.worker import ModelProcess
 
-        info = source.info if isinstance(source, (ModelProcess, VLLMScorer)) else {}
+        info = source.info if isinstance(source, (ModelProcess, VLLMBackend)) else {}
         details = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in info.items() if k != "name")
         log.info("loaded %s in %.1fs%s", source.name, time.perf_counter() - started, f" ({details})" if details else "")
         sock = bind_socket(cfg.host, cfg.port)

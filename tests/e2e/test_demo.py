@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlhfctl.config import read_config_file, resolve
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 ARITH = ROOT / "examples" / "arithmetic"
 sys.path.insert(0, str(ARITH))
@@ -53,6 +53,22 @@ def test_every_shipped_config_loads_against_the_schema(config: Path, monkeypatch
     url = getattr(cfg, "remote_rm_url", None)
     if url is not None and not url.startswith("http"):
         assert (ROOT / url).is_file()
+
+
+def test_the_math_verifier_variant_checks_the_reward_it_trains_with(capsys, monkeypatch):
+    """--variant math-verifier runs check-reward on the config's own terms (train-ppo gets no --remote-rm-url), and
+    on held-out oracle answers those terms pay 1.1 and read the labels."""
+    monkeypatch.chdir(ROOT)
+    spec = demo.VARIANTS["math-verifier"]
+    train = resolve("train-ppo", {}, ARITH / spec.train_config)
+    code, out, _ = run_cli(["check-reward", *spec.builtin, "--prompt-data", str(train.eval_dataset),
+                            "--input-key", train.input_key, "--label-key", train.label_key, "--max-samples", "64",
+                            "--json"], capsys)
+    report = json.loads(out)
+    assert code == 0 and report["reward"] == " + ".join(f"{t.weight:g} x {name}={t.source}"
+                                                         for name, t in train.reward.items())
+    assert report["stats"]["mean"] == pytest.approx(1.1) and report["stats"]["separation"]["difference"] > 0.9
+    assert spec.accuracy_key == "eval/" + next(name for name, t in train.reward.items() if t.source == "math")
 
 
 # ------------------------------------------------------------------------------------------------ control

@@ -91,8 +91,11 @@ def test_what_vllm_cannot_serve_exits_2_naming_it(rm_dir, tiny_rm_openrlhf_dir, 
     assert code == 2
     for flag in ("--pairwise", "--trust-remote-code", "--reward-output", "--value-head-prefix", "--load-in-4bit"):
         assert f"{flag} cannot be served with --backend vllm" in err
-    code, _, err = run_cli(["serve-rm", "--backend", "vllm", "--judge-model", str(rm_dir)], capsys)
-    assert code == 2 and "--judge-model is not built yet" in err
+    code, _, err = run_cli(["serve-rm", "--backend", "vllm", "--judge-model", str(rm_dir), "--port", "0"], capsys)
+    assert code == 2 and "a reward model, not a causal LM" in err and "--reward-pretrain" in err
+    code, _, err = run_cli(["serve-rm", "--backend", "vllm", "--judge-url", "http://127.0.0.1:1/v1",
+                            "--judge-api-model", "m"], capsys)
+    assert code == 2 and "not a --judge-url client; use --backend hf" in err
     code, _, err = run_cli(["serve-rm", "--reward-pretrain", str(rm_dir), "--vllm-tensor-parallel-size", "2"], capsys)
     assert code == 2 and "--vllm-tensor-parallel-size has no effect without --backend vllm" in err
     # OpenRLHF's layout is found when the folder is read, before any engine starts.

@@ -99,6 +99,24 @@ def test_the_arithmetic_judge_prefers_right_answers_to_the_policys_mistake(monke
     assert (sum(right) - sum(wrong)) / len(prompts) > 0.4
 
 
+def test_the_reference_judge_compares_the_response_with_the_label(monkeypatch):
+    """judge_reference/ (serve_judge_reference.yaml) pays a right answer and not the policy's mistake, and it reads
+    the label: the right answer scored against a wrong label loses its reward."""
+    monkeypatch.syspath_prepend(str(ARITHMETIC))
+    from train_models import forgot_carry, needs_carry
+
+    judge = judge_of(ServeRMConfig(judge_model=str(ARITHMETIC / "judge_reference"), judge_score_tokens="0,1",
+                                   judge_template=str(ARITHMETIC / "judge_reference_template.jinja")))
+    rows = [json.loads(line) for line in (ARITHMETIC / "test.jsonl").read_text().splitlines()[:120]]
+    rows = [r for r in rows if needs_carry(r["input"])]
+    prompts, labels = [r["input"] for r in rows], [r["answer"] for r in rows]
+    right = judge.score([p + lab for p, lab in zip(prompts, labels)], prompts, labels).rewards
+    wrong = judge.score([p + forgot_carry(p) for p in prompts], prompts, labels).rewards
+    mislabeled = judge.score([p + lab for p, lab in zip(prompts, labels)], prompts, [forgot_carry(p) for p in prompts])
+    assert sum(a > 0.5 > b for a, b in zip(right, wrong)) >= 0.9 * len(prompts)
+    assert sum(r < 0.5 for r in mislabeled.rewards) >= 0.9 * len(prompts)
+
+
 def test_served_judge_batches_requests_and_counts_unparsed_answers(tiny_policy_dir):
     cfg = ServeRMConfig(judge_model=str(tiny_policy_dir), judge_mode="generate", judge_score_regex=r"\d{6}",
                         judge_max_new_tokens=2, judge_fallback_reward=-1.0)
