@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import VLLMArgs
+from rlhfctl.config.train_groups import LoRAArgs, VLLMArgs
 from rlhfctl.config.verify_rules import bench_sandbox_problems, builtin_problems
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import RewardTerm, has_function_term, has_judge_term, has_kind_term, has_model_term
@@ -226,10 +226,18 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     lo, hi = cfg.reward_clip_range
     if not lo < hi:
         problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
-    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg)
+    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg) + lora_problems(cfg)
     is_function = (cfg.remote_rm_url is not None and cfg.remote_rm_url.strip().endswith(".py")) \
         or has_function_term(cfg.reward)
     return problems + reward_exec_misused(cfg, is_function, "a reward server URL or --reward-pretrain")
+
+
+def lora_problems(lora: LoRAArgs) -> list[str]:
+    """The adapter's shape and saving options act only with LoRA on (--lora-rank > 0 or --lora-path)."""
+    if lora.enabled:
+        return []
+    return [f"{_flag(LoRAArgs, name)} has no effect without LoRA: add --lora-rank N (or --lora-path ADAPTER)"
+            for name in _changed(LoRAArgs, lora, skip=("lora_rank", "lora_path"))]
 
 
 def _agent_problems(cfg: TrainPPOConfig) -> list[str]:
