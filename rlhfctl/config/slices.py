@@ -13,7 +13,8 @@ from rlhfctl.config.commands import Bundle
 from rlhfctl.config.groups import (AuthArgs, CheckArgs, DataArgs, ModelLoadArgs, RewardExecArgs, RewardModelArgs,
                                    RolloutArgs, RunArgs, ServerArgs)
 from rlhfctl.config.reward_groups import SourceGroups
-from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, PolicyArgs, PPOArgs, PretrainArgs, TrainArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EvalArgs, LoRAArgs, PolicyArgs, PPOArgs, PretrainArgs,
+                                         TrainArgs)
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,13 @@ class SamplingGroups(Bundle):
 
 @dataclass(frozen=True)
 class PolicyGroups(Bundle):
-    """What an actor worker reads: how it samples, how it is trained, and the PPO policy loss."""
+    """What an actor worker reads: how it samples, how it is trained (LoRA adapters or all weights), and the PPO
+    policy loss."""
 
     sampling: SamplingGroups
     train: TrainArgs
     ppo: PPOArgs
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)
@@ -55,18 +58,20 @@ class CriticGroups(Bundle):
     rollout: RolloutArgs
     ppo: PPOArgs
     run: RunArgs
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)
 class ReferenceGroups(Bundle):
     """What the reference worker reads: the policy's initial weights, the rollout forward's batching, and
-    --ref-reward-offload."""
+    --ref-reward-offload; with --lora-path, the adapter the policy starts from (merged into the reference)."""
 
     model: PretrainArgs
     load: ModelLoadArgs
     train: TrainArgs
     rollout: RolloutArgs
     ref_reward_offload: bool
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,12 @@ class LoRAArgs(Group):
         """Adapters are trained: a rank, or an adapter to start from (whose own config then gives the rank)."""
         return self.lora_rank > 0 or self.lora_path is not None
 
+    @property
+    def reference_is_base(self) -> bool:
+        """The reference is the actor's base with the adapter off, in the actor's workers. Not with --lora-path:
+        that policy starts from base + adapter, so a reference worker holds that merged copy."""
+        return self.enabled and self.lora_path is None
+
 
 class PPOArgs(Group):
     panel: ClassVar[str] = "PPO"

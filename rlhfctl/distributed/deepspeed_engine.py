@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rlhfctl.distributed.engine import (TrainingEngine, accumulation_steps, make_scheduler, param_groups,
-                                        warn_once)
+                                        to_bf16, warn_once)
 from rlhfctl.distributed.process_group import EngineError, barrier, default_backend, init_distributed
 from rlhfctl.errors import ConfigError
 
@@ -65,7 +65,7 @@ class DeepSpeedTrainingEngine(TrainingEngine):
         config = self._config(zero_stage, offload, bf16, max_norm, micro_train_batch_size, train_batch_size)
         _merge(config, ds_config_overrides or {})
         if bf16:
-            model.to(torch.bfloat16)
+            to_bf16(model)
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt_cls = _cpu_adam_class() if offload else torch.optim.AdamW
         groups = param_groups(params, weight_decay)
@@ -194,6 +194,11 @@ class DeepSpeedTrainingEngine(TrainingEngine):
             if self.rank == 0:
                 out[key] = copies[id(value)]
         return out
+
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager[Any]:
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        return self._deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
     @contextlib.contextmanager
     def gathered_params(self) -> Iterator[None]:

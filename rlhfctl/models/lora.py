@@ -11,6 +11,7 @@ bitsandbytes) is dequantised for the merge, so the engines get dense weights eit
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from rlhfctl.config import LoRAArgs
 
 ADAPTER_CONFIG = "adapter_config.json"
+_PEFT_PREFIX = re.compile(r"(^|\.)base_model\.model\.")  # PeftModel -> LoraModel -> the model it wraps
 Gather = Callable[[list[nn.Parameter]], ContextManager[Any]]  # whole parameters inside (ZeRO-3), else a no-op
 
 
@@ -58,6 +60,19 @@ def add_adapters(model: nn.Module, lora: LoRAArgs, *, gradient_checkpointing: bo
         return get_peft_model(model, config)
     except ValueError as exc:  # PEFT's "Target modules {...} not found in the base model"
         raise ConfigError(f"--target-modules {','.join(targets)}: {exc}") from None
+
+
+def with_adapters(model: nn.Module, lora: LoRAArgs, *, gradient_checkpointing: bool = False) -> nn.Module:
+    """`model` with LoRA adapters when the run trains them (--lora-rank > 0 or --lora-path), else as it is."""
+    return add_adapters(model, lora, gradient_checkpointing=gradient_checkpointing) if lora.enabled else model
+
+
+def merge_adapter(model: nn.Module, path: str) -> nn.Module:
+    """`model` with the PEFT adapter at `path` merged into its weights (the policy a --lora-path run starts from)."""
+    from peft import PeftModel
+
+    check_adapter_folder(path)
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
 
 
 def is_lora(model: nn.Module) -> bool:
@@ -97,27 +112,29 @@ def _dtype(param: nn.Parameter) -> torch.dtype:
     return state.dtype if state is not None else param.dtype
 
 
+def _has_adapters(model: nn.Module) -> bool:
+    return any(is_lora(m) for m in model.modules())
+
+
 def merged_tensors(model: nn.Module) -> list[SyncTensor]:
-    """Every parameter of the base model under its own name, the adapted layers' weights with B·A x scale added
-    (a model without LoRA: its parameters as they are).
+    """Every parameter of `model` under the name it has without PEFT, the adapted layers' weights with B·A x scale
+    added; a model without adapters: its parameters as they are. `model` may be a PEFT model or hold one (the
+    critic's backbone).
 
     The adapter's own tensors are folded in, never listed. Nothing is computed until `value()` is called."""
-    if not is_lora(model):
-        return [SyncTensor(n, p.dtype, full_shape(p), [p], lambda p=p: p.data)
-                for n, p in model.named_parameters()]
+    if not _has_adapters(model):
+        return [SyncTensor(n, p.dtype, full_shape(p), [p], lambda p=p: p.data) for n, p in model.named_parameters()]
     from peft.tuners.lora import LoraLayer
     from peft.utils.integrations import dequantize_module_weight
 
-    base = base_of(model)
-    adapter = model.active_adapter
-    layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
     out = []
-    for name, param in base.named_parameters():
+    for name, param in model.named_parameters():
         if ".lora_" in name:
             continue
         owner, _, leaf = name.rpartition(".")
         layer = layers.get(owner.removesuffix(".base_layer")) if owner.endswith(".base_layer") else None
-        plain = name.replace(".base_layer.", ".")
+        plain = _PEFT_PREFIX.sub(r"\1", name).replace(".base_layer.", ".")
         if layer is None or leaf != "weight":
             out.append(SyncTensor(plain, _dtype(param), full_shape(param), [param], lambda p=param: p.data))
             continue
@@ -125,7 +142,9 @@ def merged_tensors(model: nn.Module) -> list[SyncTensor]:
 
         def merged(layer: Any = layer, dtype: torch.dtype = _dtype(param)) -> Tensor:
             weight = dequantize_module_weight(layer.get_base_layer()).detach().float()
-            return (weight + layer.get_delta_weight(adapter).float()).to(dtype)
+            for adapter in layer.active_adapters:
+                weight = weight + layer.get_delta_weight(adapter).float()
+            return weight.to(dtype)
 
         out.append(SyncTensor(plain, _dtype(param), full_shape(param), [param, *lora_params], merged))
     return out

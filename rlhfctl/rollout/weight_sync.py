@@ -5,7 +5,6 @@ sends."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,15 +13,6 @@ import torch
 from rlhfctl.models.lora import SyncTensor, base_of, full_shape, merged_tensors
 
 RAY_BUCKET_BYTES = 64 << 20  # tensors per object-store transfer: few round trips, little held at once
-
-
-def _gathered(engine: Any, params: list[torch.nn.Parameter]) -> Any:
-    """The whole of these parameters on every rank, inside the block (ZeRO-3); a no-op otherwise."""
-    if getattr(engine, "kind", "") == "deepspeed" and engine.zero_stage == 3:
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    return contextlib.nullcontext()
 
 
 def _output_embedding_name(model: Any) -> str | None:
@@ -60,7 +50,7 @@ class WeightSender:
     def named_full_params(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, whole tensor), one tensor gathered at a time; every rank must iterate to the end."""
         for t in sync_tensors(self.engine.unwrapped):
-            with _gathered(self.engine, t.params):
+            with self.engine.gathered(t.params):
                 yield t.name, t.value()
 
     def init_weight_sync(self, addr: str, port: int, world_size: int, backend: str) -> None:
