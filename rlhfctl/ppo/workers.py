@@ -40,6 +40,13 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rollout_forward(train: TrainArgs, rollout: RolloutArgs, forward: Any, sequences: Tensor, attention_mask: Tensor,
                      num_actions: int) -> Tensor:
     """A log-prob or value forward over a rollout batch: --micro-rollout-batch-size x --n-samples-per-prompt rows
@@ -138,6 +145,7 @@ class _TrainedWorker:
             metrics["nonfinite_skipped"] = float(skipped)
         # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
         metrics["torch_threads"] = float(torch.get_num_threads())
+        metrics["peak_rss_mb"] = _peak_rss_mb()  # the process's high-water mark: what LoRA saves shows here
         return metrics
 
     def save_checkpoint(self, folder: str) -> None:
