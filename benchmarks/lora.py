@@ -57,12 +57,10 @@ def torch_numel(shape: list[int]) -> int:
     return n
 
 
-def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
-    from rlhfctl.config import resolve
+def options_for(mode: str, args: argparse.Namespace, out: Path) -> dict:
+    """The demo's options for `args.steps` steps with one vLLM engine, LoRA's or full fine-tuning's."""
     from rlhfctl.config.files import read_config_file
-    from rlhfctl.ppo.run import train_ppo
 
-    out = root / f"out_{mode}_{time.time_ns()}"
     options = read_config_file(DEMO, "train-ppo")
     options = {k: (str(ROOT / v) if isinstance(v, str) and v.startswith("examples/") else v)
                for k, v in options.items()}
@@ -74,10 +72,25 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
         options.update(lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, actor_learning_rate=args.lora_lr)
     else:
         options.update(actor_learning_rate=args.full_lr)
-    figures = model_figures(options)
+    return options
+
+
+def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
+    from rlhfctl.config import resolve
+    from rlhfctl.ppo.run import train_ppo
+
+    out = root / f"out_{mode}_{time.time_ns()}"
+    options = options_for(mode, args, out)
     started = time.perf_counter()
     train_ppo(resolve("train-ppo", options))
-    wall = time.perf_counter() - started
+    result = summary(mode, options, out, time.perf_counter() - started)
+    print(json.dumps(result), file=sys.stderr, flush=True)  # progress: this run's figures as soon as they exist
+    return result
+
+
+def summary(mode: str, options: dict, out: Path, wall: float) -> dict:
+    """One run's figures from its options and its --save-path's metrics.jsonl."""
+    figures = model_figures(options)
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [s for s in steps if s["step"] > 0]
     timed = train[1:]
@@ -105,22 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-max-samples", type=int, default=400, help="held-out prompts evaluated")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="keep outputs here (default: a temp folder)")
+    parser.add_argument("--modes", default="lora,full", choices=["lora,full", "full,lora", "lora", "full"],
+                        help="which runs, in which order (one alone: its figures only, no comparison)")
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first is warm-up)")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-lora-"))
     root.mkdir(parents=True, exist_ok=True)
     load_at_start = os.getloadavg()[0]
-    runs = {mode: run(mode, args, root) for mode in ("lora", "full")}
-    print(json.dumps({"setting": "arithmetic demo, 1 vLLM engine, torch engine, fp32", **runs,
-                      "lora_over_full": {k: round(runs["lora"][k] / runs["full"][k], 4) for k in
-                                         ("trainable_share", "training_state_mb", "peak_rss_mb", "time_per_step_s",
-                                          "time_train_s", "time_weight_sync_s", "sync_mb") if runs["full"][k]},
-                      "target_gain": 0.30, "cpu_cores": os.cpu_count(),
-                      "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}}),
-          flush=True)
+    runs = {mode: run(mode, args, root) for mode in args.modes.split(",")}
+    if len(runs) < 2:
+        print(json.dumps(runs), flush=True)
+        return 0
+    print(json.dumps(compare(runs, load_at_start)), flush=True)
     return 0
 
+
+def compare(runs: dict, load_at_start: float) -> dict:
+    """The summary line: both runs, LoRA's figures over full fine-tuning's, the target gain and the machine's load."""
+    ratios = {k: round(runs["lora"][k] / runs["full"][k], 4) for k in
+              ("trainable_share", "training_state_mb", "peak_rss_mb", "time_per_step_s", "time_train_s",
+               "time_weight_sync_s", "sync_mb") if runs["full"][k]}
+    return {"setting": "arithmetic demo, 1 vLLM engine, torch engine, fp32", **runs, "lora_over_full": ratios,
+            "target_gain": 0.30, "cpu_cores": os.cpu_count(),
+            "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}}
 
 if __name__ == "__main__":
     sys.exit(main())

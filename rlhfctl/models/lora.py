@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
@@ -180,8 +180,3 @@ def trainable_share(model: nn.Module) -> float:
         total += n
         trained += n if p.requires_grad else 0
     return trained / max(1, total)
-
-
-def adapter_names(model: nn.Module) -> Iterator[str]:
-    """Names of the parameters that train (the adapter's, and a critic's value head)."""
-    return (n for n, p in model.named_parameters() if p.requires_grad)

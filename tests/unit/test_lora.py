@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from rlhfctl.config import LoRAArgs
 from rlhfctl.distributed.engine_factory import build_engine
@@ -21,17 +20,10 @@ from rlhfctl.models.lora import (adapters_off, add_adapters, merged_state_dict, 
                                  with_adapters)
 from rlhfctl.rollout.weight_sync import sync_tensors
 from tests.helpers import run_cli
+from tests.helpers.dist import own_process_group  # noqa: F401 - autouse fixture
 
 Z3_ALL = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # partition even tiny tensors
 LORA = LoRAArgs(lora_rank=4, lora_alpha=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_process_group():
-    had = dist.is_available() and dist.is_initialized()
-    yield
-    if not had and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _lora_policy(folder: Path, lora: LoRAArgs = LORA) -> Any:
@@ -180,3 +172,33 @@ def test_bad_lora_options_exit_2_before_ray(args, needle, tiny_policy_dir, promp
     assert code == 2, err
     assert needle in " ".join(err.split()) and "Traceback" not in out + err
     assert not ray.is_initialized()
+
+
+def test_packed_forwards_run_through_the_adapter(tiny_policy_dir):
+    """--packing-samples passes its own keyword arguments; PEFT's wrapper must hand them on unchanged."""
+    model = _nudged(_lora_policy(tiny_policy_dir)).eval()
+    ids = torch.randint(10, 500, (2, 12), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # a left-padded row
+    with torch.no_grad():
+        padded = action_log_probs(model, ids, mask, 5)
+        packed = action_log_probs(model, ids, mask, 5, packed=True)
+    assert torch.allclose(padded, packed, atol=1e-5)
+
+
+def test_a_lora_critic_trains_its_adapter_and_head_and_saves_merged(tiny_policy_dir, tmp_path):
+    from rlhfctl.models.critic import Critic
+
+    critic = Critic.from_pretrained(str(tiny_policy_dir))
+    critic.backbone = _nudged(with_adapters(critic.backbone, LORA))
+    trained = {n for n, p in critic.named_parameters() if p.requires_grad}
+    assert "value_head.weight" in trained and all("lora_" in n for n in trained - {"value_head.weight"})
+    ids = torch.randint(10, 500, (2, 12), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(ids)
+    critic.eval()
+    with torch.no_grad():
+        values = critic(ids, mask, 5)
+    critic.save_pretrained(tmp_path / "critic", state_dict=merged_state_dict(critic))
+    reloaded = Critic.from_pretrained(str(tmp_path / "critic")).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids, mask, 5), values, atol=1e-5)  # base + adapter merged, same head
