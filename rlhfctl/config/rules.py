@@ -232,12 +232,16 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     return problems + reward_exec_misused(cfg, is_function, "a reward server URL or --reward-pretrain")
 
 
-def lora_problems(lora: LoRAArgs) -> list[str]:
-    """The adapter's shape and saving options act only with LoRA on (--lora-rank > 0 or --lora-path)."""
-    if lora.enabled:
-        return []
-    return [f"{_flag(LoRAArgs, name)} has no effect without LoRA: add --lora-rank N (or --lora-path ADAPTER)"
-            for name in _changed(LoRAArgs, lora, skip=("lora_rank", "lora_path"))]
+def lora_problems(cfg: TrainPPOConfig) -> list[str]:
+    """The adapter's shape and saving options act only with LoRA on (--lora-rank > 0 or --lora-path); a 4-bit base
+    (QLoRA) cannot be partitioned by ZeRO-3."""
+    if not cfg.uses_lora:
+        return [f"{_flag(LoRAArgs, name)} has no effect without LoRA: add --lora-rank N (or --lora-path ADAPTER)"
+                for name in _changed(LoRAArgs, cfg, skip=("lora_rank", "lora_path"))]
+    if cfg.load_in_4bit and cfg.engine == "deepspeed" and cfg.zero_stage == 3:
+        return ["--load-in-4bit with LoRA (QLoRA) and --zero-stage 3: ZeRO-3 partitions every weight, and "
+                "bitsandbytes' packed 4-bit weights cannot be partitioned; use --zero-stage 2 or lower"]
+    return []
 
 
 def _agent_problems(cfg: TrainPPOConfig) -> list[str]:

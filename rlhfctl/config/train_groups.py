@@ -163,7 +163,7 @@ class LoRAArgs(Group):
         "adapter in PEFT's format.")
 
     @property
-    def enabled(self) -> bool:
+    def uses_lora(self) -> bool:
         """Adapters are trained: a rank, or an adapter to start from (whose own config then gives the rank)."""
         return self.lora_rank > 0 or self.lora_path is not None
 
@@ -171,7 +171,7 @@ class LoRAArgs(Group):
     def reference_is_base(self) -> bool:
         """The reference is the actor's base with the adapter off, in the actor's workers. Not with --lora-path:
         that policy starts from base + adapter, so a reference worker holds that merged copy."""
-        return self.enabled and self.lora_path is None
+        return self.uses_lora and self.lora_path is None
 
 
 class PPOArgs(Group):

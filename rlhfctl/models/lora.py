@@ -64,7 +64,7 @@ def add_adapters(model: nn.Module, lora: LoRAArgs, *, gradient_checkpointing: bo
 
 def with_adapters(model: nn.Module, lora: LoRAArgs, *, gradient_checkpointing: bool = False) -> nn.Module:
     """`model` with LoRA adapters when the run trains them (--lora-rank > 0 or --lora-path), else as it is."""
-    return add_adapters(model, lora, gradient_checkpointing=gradient_checkpointing) if lora.enabled else model
+    return add_adapters(model, lora, gradient_checkpointing=gradient_checkpointing) if lora.uses_lora else model
 
 
 def merge_adapter(model: nn.Module, path: str) -> nn.Module:

@@ -29,7 +29,7 @@ def _names(roles: list[str]) -> str:
 
 def four_bit_roles(roles: list[str], lora: LoRAArgs) -> list[str]:
     """The roles --load-in-4bit loads in 4 bits: the frozen ones, and the trained ones with LoRA adapters."""
-    adapters = {"actor": lora.enabled, "critic": lora.lora_rank > 0}
+    adapters = {"actor": lora.uses_lora, "critic": lora.lora_rank > 0}
     return [r for r in roles if r in FROZEN or adapters.get(r, False)]
 
 

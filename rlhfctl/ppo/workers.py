@@ -173,7 +173,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         self.tokenizer = load_tokenizer(model_path, disable_fast_tokenizer=load.disable_fast_tokenizer)
         model = load_policy(model_path, bf16=load.bf16, flash_attn=load.flash_attn,
                             gradient_checkpointing=groups.train.gradient_checkpointing,
-                            load_in_4bit=load.load_in_4bit and groups.lora.enabled)
+                            load_in_4bit=load.load_in_4bit and groups.lora.uses_lora)
         model = with_adapters(model, groups.lora, gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
