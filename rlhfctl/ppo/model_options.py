@@ -67,8 +67,9 @@ def note_offload(placement: PlacementArgs, load: ModelLoadArgs, roles: list[str]
         return
     frozen = [r for r in roles if r in FROZEN]
     if not frozen:
-        warnings.warn("--ref-reward-offload: this run has no reference model (--init-kl-coef 0) and no local reward "
-                      "model (--reward-pretrain without --remote-rm-url), so there is nothing to offload", stacklevel=2)
+        warnings.warn("--ref-reward-offload: this run has no reference model of its own (--init-kl-coef 0, or LoRA, "
+                      "whose reference is the actor's base) and no local reward model (--reward-pretrain without "
+                      "--remote-rm-url), so there is nothing to offload", stacklevel=2)
     elif not has_gpus:
         warnings.warn(f"--ref-reward-offload: there is no GPU in this run, so the {_names(frozen)} already live in "
                       "CPU memory and offloading has nothing to move (their weights are still moved to the CPU "
