@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,10 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-lora-"))
     root.mkdir(parents=True, exist_ok=True)
     load_at_start = os.getloadavg()[0]
-    runs = {mode: run(mode, args, root) for mode in args.modes.split(",")}
-    if len(runs) < 2:
-        print(json.dumps(runs), flush=True)
+    modes = args.modes.split(",")
+    if len(modes) == 1:
+        print(json.dumps(run(modes[0], args, root)), flush=True)
         return 0
+    # Each run in a process of its own: a fresh Ray and vLLM engine, and one process never tears two down.
+    runs = {}
+    for mode in modes:
+        done = subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--modes",
+                               mode, "--workdir", str(root)], stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            print(f"the {mode} run failed (exit {done.returncode})", file=sys.stderr)
+            return 1
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(compare(runs, load_at_start)), flush=True)
     return 0
 
