@@ -19,14 +19,15 @@ from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewar
                                    RewardCacheArgs, RewardExecArgs, RewardFuncArgs, RewardModelArgs,
                                    RewardModelOptions, RolloutArgs, RunArgs, ServeBackendArgs, ServerArgs,
                                    ServerBatchArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs,
-                                         PPOArgs, PretrainArgs, PtxArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, LoggingArgs, LoRAArgs, PlacementArgs,
+                                         PolicyArgs, PPOArgs, PretrainArgs, PtxArgs, RewardSourceArgs, TrainArgs,
+                                         VLLMArgs)
 from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 __all__ = [
     "COMMANDS", "AgentArgs", "AuthArgs", "BenchArgs", "BenchRMConfig", "CheckArgs", "CheckRewardConfig",
     "CombinedRewardArgs", "Command", "DataArgs", "EMAArgs", "EvalArgs", "FunctionNameArgs", "Group", "JudgeArgs",
-    "ListenArgs", "LoggingArgs", "ModelLoadArgs", "OutputArgs", "PPOArgs", "PlacementArgs", "PolicyArgs",
+    "ListenArgs", "LoRAArgs", "LoggingArgs", "ModelLoadArgs", "OutputArgs", "PPOArgs", "PlacementArgs", "PolicyArgs",
     "PretrainArgs", "PtxArgs",
     "RemoteRewardArgs", "RewardCacheArgs", "RewardExecArgs", "RewardFuncArgs", "RewardModelArgs",
     "RewardModelOptions", "RewardSourceArgs", "RolloutArgs", "RunArgs", "SandboxArgs", "ServeBackendArgs",

@@ -1,10 +1,10 @@
-"""Cross-field checks of what the actor adds to the PPO loss: PPO-ptx (--pretrain-data with --ptx-coef).
-rules.py adds these to train-ppo's problems and unused options."""
+"""Cross-field checks of how the actor is trained beyond the PPO loss: PPO-ptx (--pretrain-data with --ptx-coef) and
+LoRA adapters. rules.py adds these to train-ppo's problems and unused options."""
 
 from __future__ import annotations
 
 from rlhfctl.config.fields import flag_name
-from rlhfctl.config.train_groups import PtxArgs
+from rlhfctl.config.train_groups import LoRAArgs, PtxArgs
 
 
 def ptx_problems(ptx: PtxArgs) -> list[str]:
@@ -25,3 +25,21 @@ def ptx_unused(ptx: PtxArgs) -> list[tuple[set[str], str]]:
         return []
     return [({"ptx_coef"}, "weighs the language-model loss on --pretrain-data, which is not given: no ptx loss is "
                            "added")]
+
+
+def lora_problems(lora: LoRAArgs, *, four_bit_zero3: bool, ema: bool) -> list[str]:
+    """The adapter's shape and saving options act only with LoRA on (--lora-rank > 0 or --lora-path); a 4-bit base
+    (QLoRA) cannot be partitioned by ZeRO-3; --save-merged merges the live adapter, not its moving average."""
+    fields = LoRAArgs.model_fields
+    if not lora.uses_lora:
+        return [f"{flag_name(name, fields[name])} has no effect without LoRA: add --lora-rank N (or --lora-path "
+                "ADAPTER)" for name in fields
+                if name not in ("lora_rank", "lora_path") and getattr(lora, name) != fields[name].default]
+    problems = []
+    if four_bit_zero3:
+        problems.append("--load-in-4bit with LoRA (QLoRA) and --zero-stage 3: ZeRO-3 partitions every weight, and "
+                        "bitsandbytes' packed 4-bit weights cannot be partitioned; use --zero-stage 2 or lower")
+    if ema and lora.save_merged:
+        problems.append("--enable-ema with --save-merged: the merged weights would come from the live adapter, not "
+                        "its moving average; drop --save-merged to save the averaged adapter")
+    return problems

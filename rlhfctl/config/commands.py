@@ -20,8 +20,9 @@ from rlhfctl.config.groups import (AuthArgs, BenchArgs, CheckArgs, CombinedRewar
                                    RewardCacheArgs, RewardExecArgs, RewardFuncArgs, RewardModelArgs,
                                    RewardModelOptions, RolloutArgs, RunArgs, ServeBackendArgs, ServerArgs,
                                    ServerBatchArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, LoggingArgs, PlacementArgs, PolicyArgs,
-                                         PPOArgs, PretrainArgs, PtxArgs, RewardSourceArgs, TrainArgs, VLLMArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, LoggingArgs, LoRAArgs, PlacementArgs,
+                                         PolicyArgs, PPOArgs, PretrainArgs, PtxArgs, RewardSourceArgs, TrainArgs,
+                                         VLLMArgs)
 from rlhfctl.config.verify_groups import SandboxArgs, VerifierArgs
 
 G = TypeVar("G", bound=Group)
@@ -129,7 +130,8 @@ class BenchRMConfig(Command, BenchArgs, ModelLoadArgs, RewardModelArgs, RewardFu
 class TrainPPOConfig(Command, PlacementArgs, VLLMArgs, PretrainArgs, PolicyArgs, RewardSourceArgs,
                      CombinedRewardArgs, RewardCacheArgs, FunctionNameArgs, RewardExecArgs, RewardModelArgs,
                      RemoteRewardArgs, AuthArgs, DataArgs, RolloutArgs, TrainArgs, PPOArgs, ModelLoadArgs,
-                     LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs, VerifierArgs, SandboxArgs, EMAArgs, PtxArgs):
+                     LoggingArgs, EvalArgs, RunArgs, AgentArgs, JudgeArgs, VerifierArgs, SandboxArgs, EMAArgs, PtxArgs,
+                     LoRAArgs):
     """Options of `rlhfctl train-ppo`."""
 
     name: ClassVar[str] = "train-ppo"

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import VLLMArgs
+from rlhfctl.config.train_groups import LoRAArgs, VLLMArgs
 from rlhfctl.config.verify_rules import Terms, bench_sandbox_problems, builtin_problems
-from rlhfctl.config.actor_rules import ptx_problems, ptx_unused
+from rlhfctl.config.actor_rules import lora_problems, ptx_problems, ptx_unused
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import has_function_term, has_judge_term, has_kind_term, has_model_term
 
@@ -224,7 +224,9 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     lo, hi = cfg.reward_clip_range
     if not lo < hi:
         problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
-    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg)
+    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg) + lora_problems(
+        cfg.slice(LoRAArgs), four_bit_zero3=cfg.load_in_4bit and cfg.engine == "deepspeed" and cfg.zero_stage == 3,
+        ema=cfg.enable_ema)
     is_function = (cfg.remote_rm_url is not None and cfg.remote_rm_url.strip().endswith(".py")) \
         or has_function_term(cfg.reward)
     return problems + reward_exec_misused(cfg, is_function, "a reward server URL or --reward-pretrain")

@@ -13,8 +13,8 @@ from rlhfctl.config.commands import Bundle
 from rlhfctl.config.groups import (AuthArgs, CheckArgs, DataArgs, ModelLoadArgs, RewardExecArgs, RewardModelArgs,
                                    RolloutArgs, RunArgs, ServerArgs)
 from rlhfctl.config.reward_groups import SourceGroups
-from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, PolicyArgs, PPOArgs, PretrainArgs, PtxArgs,
-                                         TrainArgs)
+from rlhfctl.config.train_groups import (AgentArgs, EMAArgs, EvalArgs, LoRAArgs, PolicyArgs, PPOArgs, PretrainArgs,
+                                         PtxArgs, TrainArgs)
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,15 @@ class SamplingGroups(Bundle):
 
 @dataclass(frozen=True)
 class PolicyGroups(Bundle):
-    """What an actor worker reads: how it samples, how it is trained, the PPO policy loss, its weights' moving
-    average (--enable-ema) and the pretraining loss added to it (--pretrain-data)."""
+    """What an actor worker reads: how it samples, how it is trained (LoRA adapters or all weights), the PPO policy
+    loss, its weights' moving average (--enable-ema) and the pretraining loss added to it (--pretrain-data)."""
 
     sampling: SamplingGroups
     train: TrainArgs
     ppo: PPOArgs
     ema: EMAArgs
     ptx: PtxArgs
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)
@@ -59,18 +60,20 @@ class CriticGroups(Bundle):
     rollout: RolloutArgs
     ppo: PPOArgs
     run: RunArgs
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)
 class ReferenceGroups(Bundle):
     """What the reference worker reads: the policy's initial weights, the rollout forward's batching, and
-    --ref-reward-offload."""
+    --ref-reward-offload; with --lora-path, the adapter the policy starts from (merged into the reference)."""
 
     model: PretrainArgs
     load: ModelLoadArgs
     train: TrainArgs
     rollout: RolloutArgs
     ref_reward_offload: bool
+    lora: LoRAArgs
 
 
 @dataclass(frozen=True)

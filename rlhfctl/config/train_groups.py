@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import BeforeValidator
 
-from rlhfctl.config.fields import FloatPair, Group, join_commas, not_blank, opt
+from rlhfctl.config.fields import FloatPair, Group, join_commas, not_blank, opt, split_commas
 from rlhfctl.config.groups import VLLMEngineArgs
 
 
@@ -144,6 +144,34 @@ class TrainArgs(Group):
         1, "Rollout batches generated ahead of training with --async-train: the most updates a sample's policy "
         "may lag behind the one it trains.", ge=1
     )
+
+
+class LoRAArgs(Group):
+    panel: ClassVar[str] = "LoRA"
+    lora_rank: int = opt(
+        0, "Train LoRA adapters of this rank on the actor (and the critic) instead of all weights; the reference "
+        "is the base with the adapter off, and vLLM gets the merged weights (0: off).", ge=0)
+    lora_alpha: int = opt(16, "LoRA scale numerator: the adapter's update is B·A x alpha / rank.", ge=1)
+    lora_dropout: float = opt(0.0, "Dropout on the adapter's input while training.", ge=0, lt=1)
+    target_modules: Annotated[list[str], BeforeValidator(split_commas)] = opt(
+        ["all-linear"], "Modules that get adapters: names or suffixes (q_proj,v_proj), or all-linear (every linear "
+        "layer but the output head).")
+    lora_path: Annotated[Optional[str], not_blank("a PEFT adapter folder")] = opt(
+        None, "Start from this PEFT adapter folder (adapter_config.json + weights) instead of a fresh adapter.")
+    save_merged: bool = opt(
+        False, "With LoRA: --save-path gets the merged full weights (a plain Hugging Face model) instead of the "
+        "adapter in PEFT's format.")
+
+    @property
+    def uses_lora(self) -> bool:
+        """Adapters are trained: a rank, or an adapter to start from (whose own config then gives the rank)."""
+        return self.lora_rank > 0 or self.lora_path is not None
+
+    @property
+    def reference_is_base(self) -> bool:
+        """The reference is the actor's base with the adapter off, in the actor's workers. Not with --lora-path:
+        that policy starts from base + adapter, so a reference worker holds that merged copy."""
+        return self.uses_lora and self.lora_path is None
 
 
 class PPOArgs(Group):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rlhfctl.distributed.engine import (TrainingEngine, accumulation_steps, make_scheduler, param_groups,
-                                        warn_once)
+                                        to_bf16, warn_once)
 from rlhfctl.distributed.process_group import EngineError, barrier, default_backend, init_distributed
 from rlhfctl.errors import ConfigError
 
@@ -65,7 +65,7 @@ class DeepSpeedTrainingEngine(TrainingEngine):
         config = self._config(zero_stage, offload, bf16, max_norm, micro_train_batch_size, train_batch_size)
         _merge(config, ds_config_overrides or {})
         if bf16:
-            model.to(torch.bfloat16)
+            to_bf16(model)
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt_cls = _cpu_adam_class() if offload else torch.optim.AdamW
         groups = param_groups(params, weight_decay)

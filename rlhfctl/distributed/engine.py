@@ -127,6 +127,13 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} has no Hugging Face model inside")
 
 
+def to_bf16(model: nn.Module) -> None:
+    """Cast to bfloat16, except a 4-bit (QLoRA) base, which bitsandbytes keeps packed (its compute dtype is set at
+    load time)."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        model.to(torch.bfloat16)
+
+
 def accumulation_steps(micro: int, train_batch: int, world: int) -> int:
     if micro < 1 or train_batch < 1:
         raise ConfigError("micro_train_batch_size and train_batch_size must be >= 1")

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rlhfctl.distributed.engine import TORCH_STATE_FILE, TrainingEngine, make_scheduler, param_groups
+from rlhfctl.distributed.engine import TORCH_STATE_FILE, TrainingEngine, make_scheduler, param_groups, to_bf16
 from rlhfctl.distributed.process_group import barrier, local_device
 
 
@@ -35,7 +35,7 @@ class TorchTrainingEngine(TrainingEngine):
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self._max_norm = max_norm
         if bf16:
-            model.to(torch.bfloat16)
+            to_bf16(model)
         if world_size > 1:  # start from rank 0's weights, as DDP and DeepSpeed do
             for t in model.state_dict().values():
                 dist.broadcast(t, src=0)

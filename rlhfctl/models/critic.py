@@ -60,8 +60,12 @@ class Critic(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, *, value_head_prefix: str | None = None, bf16: bool = False,
-                        flash_attn: bool = False, gradient_checkpointing: bool = False) -> "Critic":
+                        flash_attn: bool = False, gradient_checkpointing: bool = False,
+                        load_in_4bit: bool = False) -> "Critic":
+        """`load_in_4bit`: a 4-bit base (QLoRA, a CUDA GPU), for a critic that trains LoRA adapters."""
         from transformers import AutoModel
+
+        from rlhfctl.models.reward import four_bit_kwargs
 
         quiet_transformers()
         folder = Path(path)
@@ -69,13 +73,13 @@ class Critic(nn.Module):
             from rlhfctl.hub import missing_folder
 
             raise ConfigError(f"critic folder {path}: {missing_folder(path)}")
-        backbone = AutoModel.from_pretrained(
-            path, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation(flash_attn)
-        )
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        backbone = AutoModel.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation(flash_attn),
+                                             **(four_bit_kwargs(dtype) if load_in_4bit else {}))
         if gradient_checkpointing:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         hidden = backbone.config.hidden_size
-        head = nn.Linear(hidden, 1, bias=False, dtype=backbone.dtype)
+        head = nn.Linear(hidden, 1, bias=False, dtype=dtype)
         prefix = value_head_prefix or getattr(backbone.config, "value_head_prefix", None) or "score"
         weight = _read_tensor(folder, f"{prefix}.weight")
         with torch.no_grad():

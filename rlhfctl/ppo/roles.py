@@ -62,6 +62,7 @@ class Roles:
     ref: Optional[RoleGroup[ReferenceWorker]] = None
     critic: Optional[RoleGroup[CriticWorker]] = None
     reward: Optional[RoleGroup[RewardModelWorker]] = None
+    ref_in_actor: bool = False  # LoRA: the actor's base with the adapter off is the reference (no ref workers)
 
     @property
     def trained(self) -> set[str]:
@@ -71,7 +72,8 @@ class Roles:
     def forwards(self, samples: Samples) -> Forwards:
         return Forwards(
             _sharded_forward(self.actor, PolicyWorker.log_probs, samples),
-            _sharded_forward(self.ref, ReferenceWorker.log_probs, samples) if self.ref is not None else [],
+            _sharded_forward(self.ref, ReferenceWorker.log_probs, samples) if self.ref is not None else
+            _sharded_forward(self.actor, PolicyWorker.ref_log_probs, samples) if self.ref_in_actor else [],
             _sharded_forward(self.critic, CriticWorker.values, samples) if self.critic is not None else [])
 
     def train(self, experience: Experience, step: int, actor_frozen: bool) -> Update:

@@ -73,11 +73,14 @@ def agent_episodes(cfg: TrainPPOConfig) -> Optional[Episodes]:
 
 def roles_of(cfg: TrainPPOConfig) -> list[str]:
     """The roles this run places (distributed/placement.py needed_roles)."""
-    from rlhfctl.config import PlacementArgs, PPOArgs, RewardModelArgs, RewardSourceArgs
+    from rlhfctl.config import LoRAArgs, PlacementArgs, PPOArgs, RewardModelArgs, RewardSourceArgs
     from rlhfctl.distributed.placement import needed_roles
 
-    return needed_roles(cfg.slice(PPOArgs), cfg.slice(PlacementArgs), cfg.slice(RewardModelArgs),
-                        cfg.slice(RewardSourceArgs))
+    roles = needed_roles(cfg.slice(PPOArgs), cfg.slice(PlacementArgs), cfg.slice(RewardModelArgs),
+                         cfg.slice(RewardSourceArgs))
+    if cfg.slice(LoRAArgs).reference_is_base:  # the actor's workers give the reference log-probs
+        roles = [r for r in roles if r != "ref"]
+    return roles
 
 
 def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
@@ -90,8 +93,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
     from rlhfctl.ppo.tracking import Tracker
-    from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs, PtxArgs,
-                                RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
+    from rlhfctl.config import (EvalArgs, LoggingArgs, LoRAArgs, ModelLoadArgs, PlacementArgs, PPOArgs,
+                                PretrainArgs, PtxArgs, RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
     from rlhfctl.ppo.roles import Roles
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
@@ -131,6 +134,11 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         from rlhfctl.ppo.ptx import checked_in_driver
 
         cfg = cfg.model_copy(update=checked_in_driver(cfg.slice(PtxArgs), cfg.input_key))
+    if cfg.lora_path is not None:  # checked before Ray starts; the workers read it by absolute path
+        from rlhfctl.models.lora import check_adapter_folder
+
+        cfg = cfg.model_copy(update={"lora_path": os.path.abspath(cfg.lora_path)})
+        check_adapter_folder(cfg.lora_path)
     eval_prompts = None
     if cfg.eval_dataset is not None:
         eval_prompts = load_prompts(cfg.eval_dataset, cfg.input_key, cfg.label_key, cfg.apply_chat_template,
@@ -147,7 +155,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     roles_needed = roles_of(cfg)
     joining = cluster_address(cfg) is not None
     if not joining:  # a local Ray: this machine's GPUs are the run's, so refuse before Ray starts
-        check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=local_gpus() > 0, where="this machine")
+        check_four_bit(cfg.slice(ModelLoadArgs), cfg.slice(LoRAArgs), roles_needed, has_gpus=local_gpus() > 0,
+                       where="this machine")
     if cfg.vllm_num_engines:
         check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if "reward" in roles_needed:
@@ -161,7 +170,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     try:
         plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
         if joining:
-            check_four_bit(cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus, where="the Ray cluster")
+            check_four_bit(cfg.slice(ModelLoadArgs), cfg.slice(LoRAArgs), roles_needed, has_gpus=plan.use_gpus,
+                           where="the Ray cluster")
         note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
         backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if cfg.vllm_num_engines else ""
         # each role gets the typed groups it reads (config/slices.py), pickled to every one of its workers
@@ -187,7 +197,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             warnings.warn(note, stacklevel=2)
         if rollout is not None:
             rollout.wait_ready()
-        roles = Roles(**groups)
+        roles = Roles(**groups, ref_in_actor=cfg.init_kl_coef > 0 and cfg.slice(LoRAArgs).reference_is_base)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
         tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,

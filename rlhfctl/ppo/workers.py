@@ -40,6 +40,13 @@ def _mean_metrics(records: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _rollout_forward(train: TrainArgs, rollout: RolloutArgs, forward: Any, sequences: Tensor, attention_mask: Tensor,
                      num_actions: int) -> Tensor:
     """A log-prob or value forward over a rollout batch: --micro-rollout-batch-size x --n-samples-per-prompt rows
@@ -139,6 +146,7 @@ class _TrainedWorker:
             metrics["nonfinite_skipped"] = float(skipped)
         # read back, not configured: shows whether a worker really ran with the threads its CPUs allow
         metrics["torch_threads"] = float(torch.get_num_threads())
+        metrics["peak_rss_mb"] = _peak_rss_mb()  # the process's high-water mark: what LoRA saves shows here
         return metrics
 
     def _after_update(self) -> None:
@@ -160,14 +168,17 @@ class PolicyWorker(WeightSender, _TrainedWorker):
 
     def __init__(self, groups: PolicyGroups, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
+        from rlhfctl.models.lora import with_adapters
 
-        self.sampling, self.ppo = groups.sampling, groups.ppo
+        self.sampling, self.ppo, self.lora = groups.sampling, groups.ppo, groups.lora
         self.train_args, self.rollout_args, self.run = groups.train, groups.sampling.rollout, groups.sampling.run
         self.rank, self.world_size = rank_and_world()
         model_path, load = groups.sampling.model.pretrain, groups.sampling.load
         self.tokenizer = load_tokenizer(model_path, disable_fast_tokenizer=load.disable_fast_tokenizer)
         model = load_policy(model_path, bf16=load.bf16, flash_attn=load.flash_attn,
-                            gradient_checkpointing=groups.train.gradient_checkpointing)
+                            gradient_checkpointing=groups.train.gradient_checkpointing,
+                            load_in_4bit=load.load_in_4bit and groups.lora.uses_lora)
+        model = with_adapters(model, groups.lora, gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
         self.ema, self.ptx, self.ptx_coef = None, None, groups.ptx.ptx_coef
@@ -222,6 +233,15 @@ class PolicyWorker(WeightSender, _TrainedWorker):
                                     packed=self.train_args.packing_samples)
 
         return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
+
+    @torch.no_grad()
+    def ref_log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
+        """The reference's log-probs under LoRA: this actor's base with the adapter off, so the frozen weights are
+        held once (a run whose reference this is places no reference worker)."""
+        from rlhfctl.models.lora import adapters_off
+
+        with adapters_off(self.engine.unwrapped):
+            return self.log_probs(sequences, attention_mask, num_actions)
 
     def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         """The policy loss (--policy-loss-type, clip bounds, dual clip, --loss-agg-mode, IS correction), plus the KL
@@ -288,14 +308,24 @@ class PolicyWorker(WeightSender, _TrainedWorker):
             self.ema.load(folder)
 
     def save_pretrained(self, out_dir: str) -> None:
-        """The policy as a Hugging Face folder (AutoModelForCausalLM) with its tokenizer; rank 0 writes. With
-        --enable-ema the policy is the weights' moving average, as OpenRLHF saves its ema_model."""
-        state = self.engine.state_dict_for_save()  # every rank takes part: ZeRO-3 gathers shards
-        if self.ema is not None:
+        """The policy as a Hugging Face folder (AutoModelForCausalLM) with its tokenizer; with LoRA, the adapter in
+        PEFT's format (or, with --save-merged, the merged weights). Rank 0 writes. With --enable-ema the policy is
+        the weights' moving average, as OpenRLHF saves its ema_model."""
+        from rlhfctl.models.lora import is_lora, merged_state_dict, save_lora
+
+        model = self.engine.unwrapped
+        merged = is_lora(model) and self.lora.save_merged
+        # every rank takes part: ZeRO-3 gathers shards
+        state = merged_state_dict(model, self.engine.gathered, keep=self.rank == 0) if merged \
+            else self.engine.state_dict_for_save()
+        if self.ema is not None:  # not with --save-merged (config/actor_rules.py)
             state = self.ema.policy_state(state)
         if self.rank == 0:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            self.engine.unwrapped.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+            if is_lora(model):
+                save_lora(model, out_dir, state, merged)
+            else:
+                model.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(out_dir)
 
 
@@ -311,6 +341,10 @@ class ReferenceWorker:
         self.train_args, self.rollout_args, load = groups.train, groups.rollout, groups.load
         self.model = load_policy(groups.model.pretrain, bf16=load.bf16, flash_attn=load.flash_attn,
                                  load_in_4bit=load.load_in_4bit).eval()
+        if groups.lora.lora_path is not None:  # the policy starts from base + this adapter, and so does the KL
+            from rlhfctl.models.lora import merge_adapter
+
+            self.model = merge_adapter(self.model, groups.lora.lora_path)
         self.model.requires_grad_(False)
         self.offloader = Offloader(self.model, local_device(), groups.ref_reward_offload)
 
@@ -341,6 +375,7 @@ class CriticWorker(_TrainedWorker):
 
     def __init__(self, groups: CriticGroups, total_updates: int) -> None:
         from rlhfctl.models.critic import Critic, critic_source
+        from rlhfctl.models.lora import with_adapters
 
         self.train_args, self.rollout_args, self.run, self.ppo = groups.train, groups.rollout, groups.run, groups.ppo
         self.rank, self.world_size = rank_and_world()
@@ -349,7 +384,11 @@ class CriticWorker(_TrainedWorker):
             value_head_prefix=groups.reward_model.value_head_prefix,
             bf16=groups.load.bf16, flash_attn=groups.load.flash_attn,
             gradient_checkpointing=groups.train.gradient_checkpointing,
+            load_in_4bit=groups.load.load_in_4bit and groups.lora.lora_rank > 0,
         )
+        # a fresh adapter of --lora-rank on the backbone (--lora-path is the actor's); the value head trains whole
+        critic.backbone = with_adapters(critic.backbone, groups.lora.model_copy(update={"lora_path": None}),
+                                        gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(critic, groups.train, groups.load, groups.train.critic_learning_rate,
                                     total_updates)
         self.engine.module.eval()
@@ -370,7 +409,13 @@ class CriticWorker(_TrainedWorker):
         return weights.token * loss, {"value_loss": float(loss.detach())}
 
     def save_pretrained(self, out_dir: str) -> None:
-        state = self.engine.state_dict_for_save()
+        """The critic in the *ForSequenceClassification layout; with LoRA, its adapter merged in."""
+        from rlhfctl.models.lora import is_lora, merged_state_dict
+
+        if is_lora(self.engine.unwrapped.backbone):
+            state = merged_state_dict(self.engine.unwrapped, self.engine.gathered, keep=self.rank == 0)
+        else:
+            state = self.engine.state_dict_for_save()
         if self.rank == 0:
             self.engine.unwrapped.save_pretrained(out_dir, state_dict=state)
 

@@ -5,22 +5,14 @@ sends."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from rlhfctl.models.lora import SyncTensor, base_of, full_shape, merged_tensors
+
 RAY_BUCKET_BYTES = 64 << 20  # tensors per object-store transfer: few round trips, little held at once
-
-
-def _gathered(engine: Any, param: torch.nn.Parameter) -> Any:
-    """The whole of one parameter on every rank, inside the block (ZeRO-3); a no-op otherwise."""
-    if getattr(engine, "kind", "") == "deepspeed" and engine.zero_stage == 3:
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters([param], modifier_rank=None)
-    return contextlib.nullcontext()
 
 
 def _output_embedding_name(model: Any) -> str | None:
@@ -32,8 +24,16 @@ def _output_embedding_name(model: Any) -> str | None:
     return next((f"{name}.weight" for name, module in model.named_modules() if module is head), None)
 
 
-def _full_shape(param: torch.nn.Parameter) -> list[int]:
-    return list(getattr(param, "ds_shape", param.shape))
+def sync_tensors(model: Any) -> list[SyncTensor]:
+    """What the engines receive, in sending order: the parameters under the base model's names (with LoRA, the
+    merged weights: models/lora.py), then a tied output head under its own name."""
+    tensors = merged_tensors(model)
+    base = base_of(model)
+    head = _output_embedding_name(base)
+    if head is not None:
+        embed = base.get_input_embeddings().weight
+        tensors.append(SyncTensor(head, embed.dtype, full_shape(embed), [embed], lambda: embed.data))
+    return tensors
 
 
 class WeightSender:
@@ -45,25 +45,13 @@ class WeightSender:
 
     def weight_meta(self) -> list[tuple[str, str, list[int]]]:
         """(name, dtype, shape) of every tensor sent, in sending order (what the engines allocate to receive)."""
-        model = self.engine.unwrapped
-        meta = [(n, str(p.dtype).removeprefix("torch."), _full_shape(p)) for n, p in model.named_parameters()]
-        head = _output_embedding_name(model)
-        if head is not None:
-            embed = model.get_input_embeddings().weight
-            meta.append((head, str(embed.dtype).removeprefix("torch."), _full_shape(embed)))
-        return meta
+        return [(t.name, str(t.dtype).removeprefix("torch."), t.shape) for t in sync_tensors(self.engine.unwrapped)]
 
     def named_full_params(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, whole tensor), one parameter gathered at a time; every rank must iterate to the end."""
-        model = self.engine.unwrapped
-        for name, param in model.named_parameters():
-            with _gathered(self.engine, param):
-                yield name, param.data
-        head = _output_embedding_name(model)
-        if head is not None:
-            embed = model.get_input_embeddings().weight
-            with _gathered(self.engine, embed):
-                yield head, embed.data
+        """(name, whole tensor), one tensor gathered at a time; every rank must iterate to the end."""
+        for t in sync_tensors(self.engine.unwrapped):
+            with self.engine.gathered(t.params):
+                yield t.name, t.value()
 
     def init_weight_sync(self, addr: str, port: int, world_size: int, backend: str) -> None:
         """Rank 0 joins the sync group as its rank 0 (the engines join at the same time)."""

@@ -37,6 +37,7 @@ def test_every_benchmark_has_help(script):
     ("demo.py", ["--variant", "nope"]),
     ("reward_cache.py", ["--prompts", "50"]),
     ("sandbox.py", ["--workers", "0"]),
+    ("lora.py", ["--steps", "1"]),
 ])
 def test_bad_options_exit_2_with_a_message(script, args):
     done = _run(script, *args)

@@ -16,7 +16,7 @@ from rlhfctl.errors import ConfigError
 from tests.helpers import ENV, run_cli, run_rlhfctl
 from tests.helpers.seed_commands import SERVE_RM, TRAIN_PPO, argv
 
-HEAVY = ("torch", "transformers", "ray", "deepspeed", "vllm", "datasets")
+HEAVY = ("torch", "transformers", "ray", "deepspeed", "vllm", "datasets", "peft")
 
 
 def printed_config(args: list[str], capsys) -> dict:

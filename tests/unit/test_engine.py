@@ -19,6 +19,7 @@ from rlhfctl.distributed.engine import EngineError, lr_at
 from rlhfctl.distributed.engine_factory import build_engine
 from rlhfctl.net import free_port
 from rlhfctl.errors import ConfigError
+from tests.helpers.dist import own_process_group  # noqa: F401 - autouse fixture
 
 TOL = 1e-5  # fp32: torch and DeepSpeed differ only in summation order
 # Partition every parameter under ZeRO-3 (DeepSpeed keeps tensors under 1e5 elements whole by default, which would
@@ -26,15 +27,6 @@ TOL = 1e-5  # fp32: torch and DeepSpeed differ only in summation order
 Z3_ALL = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
 ENGINES = [("torch", 0), ("deepspeed", 0), ("deepspeed", 1), ("deepspeed", 2), ("deepspeed", 3)]
 IDS = ["torch", "ds-z0", "ds-z1", "ds-z2", "ds-z3"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_process_group():
-    """DeepSpeed engines initialise a one-process group here; drop it afterwards if this module made it."""
-    had = dist.is_available() and dist.is_initialized()
-    yield
-    if not had and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _model(folder: Path) -> torch.nn.Module:

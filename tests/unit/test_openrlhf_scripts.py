@@ -104,6 +104,14 @@ def test_dotted_names_set_the_same_fields_as_flat_ones(capsys):
     (["--actor.adam.betas", "0.9", "0.98", "--critic.adam.betas", "0.9", "0.98"], {"adam_betas": [0.9, 0.98]}),
     (["--lr_scheduler", "cosine_with_min_lr", "--lora_rank", "0", "--ring_attn_size", "1"], {}),
     (["--ref.offload", "--reward.offload"], {"ref_reward_offload": True}),
+    # LoRA in each vintage's spelling (v0.8.9 and v0.10 flat, v0.11 dotted), and QLoRA (refused on CPU at run time)
+    (["--lora_rank", "16", "--lora_alpha", "32", "--lora_dropout", "0.05", "--target_modules", "q_proj", "v_proj"],
+     {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}),
+    (["--ds.lora.rank", "16", "--ds.lora.alpha", "32", "--ds.lora.dropout", "0.05", "--ds.lora.target_modules",
+      "q_proj", "v_proj"],
+     {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}),
+    (["--lora_rank", "64", "--target_modules", "all-linear", "--load_in_4bit"],
+     {"lora_rank": 64, "target_modules": ["all-linear"], "load_in_4bit": True}),
     (["--ckpt.load_enable", "--eval.steps", "-1", "--logger.tensorboard_dir", "/tb"],
      {"load_checkpoint": True, "eval_steps": -1, "use_tensorboard": "/tb"}),
 ])
@@ -141,7 +149,6 @@ def test_options_without_effect_here_warn_once_each_and_run(capsys):
 
 @pytest.mark.parametrize("args, needle", [
     (["--image_key", "images"], "--image_key images: vision-language prompts are not supported"),
-    (["--lora_rank", "16"], "LoRA training is not built yet"),
     (["--ring_attn_size", "2"], "ring attention"),
     (["--partial_rollout"], "partial rollouts"),
     (["--param_dtype", "fp16"], "fp16 training is not supported"),
@@ -166,9 +173,9 @@ def test_unsupported_or_contradictory_options_exit_2_naming_them(args, needle, c
 
 
 def test_every_refusal_is_named_in_one_message(capsys):
-    code, _, err = run_cli([*TRAIN, "--partial_rollout", "--lora_rank", "8", "--image_key", "img"], capsys)
+    code, _, err = run_cli([*TRAIN, "--partial_rollout", "--ring_attn_size", "2", "--image_key", "img"], capsys)
     assert code == 2
-    assert all(option in err for option in ("--partial_rollout", "--lora_rank 8", "--image_key img"))
+    assert all(option in err for option in ("--partial_rollout", "--ring_attn_size 2", "--image_key img"))
 
 
 @pytest.mark.parametrize("args, field, value", [
@@ -232,11 +239,11 @@ def test_yaml_takes_dotted_keys_lists_and_the_same_transforms(tmp_path, capsys):
 def test_yaml_refusal_names_the_file_and_key(tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\npartial_rollout: true\n"
-                        "lora_rank: 16\n")
+                        "ring_attn_size: 2\n")
     code, _, err = run_cli(["train-ppo", "--config", str(run_yaml)], capsys)
     assert code == 2
     text = " ".join(err.split())
-    assert str(run_yaml) in text and "partial_rollout" in text and "lora_rank 16" in text
+    assert str(run_yaml) in text and "partial_rollout" in text and "ring_attn_size 2" in text
 
 
 def test_yaml_switch_needs_true_or_false(tmp_path, capsys):

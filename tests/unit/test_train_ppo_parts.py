@@ -389,10 +389,15 @@ def test_our_errors_survive_pickling_with_their_fields():
 
 # ------------------------------------------------------------------------------------------------ 4-bit, offload
 @pytest.mark.parametrize("extra, needle", [
-    ([], "--load-in-4bit: the reference model would load in 4 bits with bitsandbytes, which needs a CUDA GPU, and "
-         "this machine has none (the actor and critic never would: training 4-bit weights needs LoRA adapters"),
+    ([], "--load-in-4bit: the reference model would load in 4 bits with bitsandbytes, which rlhfctl runs on a CUDA "
+         "GPU only, and this machine has none (the actor and critic would not: training 4-bit weights needs LoRA "
+         "adapters (QLoRA: add --lora-rank N))"),
     (["--advantage-estimator", "group_norm", "--n-samples-per-prompt", "2", "--init-kl-coef", "0"],
      "--load-in-4bit: every model of this run is trained (the actor), and training 4-bit weights needs LoRA"),
+    # QLoRA: the actor's base would be 4-bit (the reference is that base, so there is no reference worker)
+    (["--advantage-estimator", "group_norm", "--n-samples-per-prompt", "2", "--lora-rank", "8"],
+     "--load-in-4bit: the actor would load in 4 bits with bitsandbytes, which rlhfctl runs on a CUDA GPU only, and "
+     "this machine has none; drop"),
 ])
 def test_load_in_4bit_names_the_roles_and_exits_2_before_ray_starts(extra, needle, tiny_policy_dir, prompt_file,
                                                                     tmp_path, capsys):
