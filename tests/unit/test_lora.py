@@ -161,6 +161,7 @@ def test_unknown_target_modules_are_a_config_error(tiny_policy_dir):
     (["--lora-rank", "-1"], "--lora-rank"),
     (["--lora-rank", "8", "--lora-path", "/no/such/adapter"], "--lora-path /no/such/adapter: not a PEFT adapter"),
     (["--lora-rank", "8", "--load-in-4bit", "--zero-stage", "3"], "bitsandbytes' packed 4-bit weights cannot be"),
+    (["--lora-rank", "8", "--enable-ema", "--save-merged"], "--enable-ema with --save-merged"),
 ])
 def test_bad_lora_options_exit_2_before_ray(args, needle, tiny_policy_dir, prompt_file, tmp_path, capsys):
     import ray
