@@ -90,7 +90,8 @@ def ray_address():
 # long module starts last to hold the run open while the other workers idle; unlisted modules are cheap and go last,
 # in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
-    "tests.e2e.test_train_ppo_e2e": 2272, "tests.e2e.test_train_ppo_robust": 1954, "tests.e2e.test_hub_e2e": 552,
+    "tests.e2e.test_train_ppo_e2e": 1000, "tests.e2e.test_train_ppo_resume": 760, "tests.e2e.test_train_ppo_robust": 900,
+    "tests.e2e.test_checkpoint_kills": 1000, "tests.e2e.test_train_ppo_rewards": 600, "tests.e2e.test_hub_e2e": 552,
     "tests.e2e.test_vllm_engine": 451, "tests.e2e.test_agents_e2e": 444, "tests.e2e.test_async_train_e2e": 401,
     "tests.e2e.test_ctrl_c": 387, "tests.e2e.test_cluster_job": 378, "tests.e2e.test_vllm_train_ppo": 305,
     "tests.e2e.test_serve_rm_vllm": 220, "tests.e2e.test_demo": 217, "tests.e2e.test_cluster": 180,

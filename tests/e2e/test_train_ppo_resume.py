@@ -1,0 +1,104 @@
+"""train-ppo runs compared with each other: a resumed run's next step, a run with evaluation, a per-sample
+reward function, each against the run it must equal. The real CLI in a subprocess on the session's Ray cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import torch
+
+from tests.helpers import write_jsonl
+from tests.helpers.train_ppo import base_args, deepspeed_weights, metrics, safetensors_weights, train
+
+
+pytestmark = pytest.mark.slow
+
+# The same reward written for OpenRLHF v0.11, which calls reward_func once per sample: index [0], return scalars.
+REWARD_PER_SAMPLE = '''
+import torch
+
+def reward_func(queries, prompts, labels, **kwargs):
+    response = queries[0][len(prompts[0]):]
+    reward = torch.tensor(response.count("e") / max(1, len(response)))
+    return {"rewards": reward, "scores": reward, "extra_logs": {"label_seen": torch.tensor([1.0])}}
+'''
+
+
+def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_dir, prompt_file, reward_file,
+                                                                       tmp_path, ray_address):
+    """--eval-dataset: eval/* before the first step, every --eval-steps and after the last, from the run's reward
+    (extra_logs included); greedy samples of one prompt agree, so pass@2 equals the mean; and training draws the
+    same samples as a run without evaluation."""
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    extra = ["--advantage-estimator", "group_norm", "--engine", "torch", "--init-kl-coef", "0", "--num-episodes", "3",
+             "--actor-learning-rate", "1e-3"]
+    first = train(base_args(tiny_policy_dir, prompt_file, plain, str(reward_file), ray_address) + extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = train(base_args(tiny_policy_dir, prompt_file, evaluated, str(reward_file), ray_address) + extra + [
+        "--eval-dataset", str(prompt_file), "--eval-max-samples", "3", "--eval-steps", "4", "--eval-temperature", "0",
+        "--eval-n-samples-per-prompt", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = metrics(evaluated)
+    assert [m["step"] for m in records] == [0, 1, 2, 3, 4, 5, 6]
+    with_eval = [m for m in records if "eval/reward" in m]
+    assert [m["step"] for m in with_eval] == [0, 4, 6]
+    for m in with_eval:
+        assert m["eval/pass@2"] == pytest.approx(m["eval/reward"])
+        assert m["eval/label_seen"] == 1.0 and m["eval/response_length"] > 0
+    assert with_eval[0]["eval/reward"] != with_eval[-1]["eval/reward"]  # the policy trained in between
+    assert len(metrics(plain)) == len(records) - 1
+    for a, b in zip(metrics(plain), records[1:]):
+        assert a["step"] == b["step"] and a["reward"] == pytest.approx(b["reward"], rel=1e-6)
+    assert re.search(r"step 4/6 .*eval -?\d", second.stderr)  # the live line shows the held-out reward
+    assert "samples per prompt (--eval-n-samples-per-prompt) will be identical" in " ".join(second.stderr.split())
+
+
+def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+    """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed),
+    with the actor's moving average (--enable-ema) and PPO-ptx's loss (--pretrain-data): the saved policy is the
+    average of the weights after each update, and the resumed run goes on with the saved average."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain = write_jsonl(tmp_path / "pretrain.jsonl", [{"input": f"{a} plus {b} is {a + b}."} for a in range(3)
+                                                         for b in range(3)])
+    extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3", "--enable-ema",
+             "--ema-beta", "0.5", "--pretrain-data", str(pretrain), "--ptx-coef", "0.5"]
+    first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), ray_address) + extra)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(straight / "ckpt" / "global_step1", resumed / "ckpt" / "global_step1")
+    second = train(base_args(tiny_policy_dir, prompt_file, resumed, str(reward_file), ray_address) + extra
+                   + ["--load-checkpoint"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr
+    a, b = metrics(straight)[1], metrics(resumed)[0]
+    assert a["step"] == b["step"] == 2
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length", "actor_grad_norm",
+                "critic_grad_norm", "actor_lr", "actor_ptx_loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert 0 < a["actor_ptx_loss"] < 20
+    # beta 1/2, one update per step: the average is 1/4 w0 + 1/4 w1 + 1/2 w2 (w0 as loaded, wN after step N)
+    w0, saved = safetensors_weights(tiny_policy_dir), safetensors_weights(straight)
+    w1, w2 = (deepspeed_weights(straight / "ckpt" / f"global_step{n}" / "actor") for n in (1, 2))
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(w1[name], w2[name])
+    torch.testing.assert_close(saved[name], 0.25 * w0[name] + 0.25 * w1[name] + 0.5 * w2[name])
+    assert set(saved) == set(w0)
+    for name, tensor in safetensors_weights(resumed).items():  # the resumed average went on from the saved one
+        torch.testing.assert_close(tensor, saved[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_per_sample_reward_func_trains_exactly_as_the_batch_one(tiny_policy_dir, prompt_file, reward_file, tmp_path,
+                                                                  ray_address):
+    """OpenRLHF v0.11's per-sample reward_func (found out by --reward-func-batching auto) gives the same rewards."""
+    per_sample = tmp_path / "per_sample.py"
+    per_sample.write_text(REWARD_PER_SAMPLE)
+    runs = {}
+    for name, reward in (("batch", reward_file), ("per_sample", per_sample)):
+        out = tmp_path / name
+        result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
+                       + ["--engine", "torch", "--seed", "3", "--reward-workers", "2"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = [(m["reward"], m["reward/label_seen"]) for m in metrics(out)]
+    assert runs["per_sample"] == runs["batch"] and len(runs["batch"]) == 2
