@@ -12,15 +12,14 @@ import torch
 
 from rlhfctl.distributed.roles import call
 from rlhfctl.rollout.engine import VLLMEngine
-from tests.helpers.vllm_engines import PROMPTS, engines_beside_actor, engines_follow, hf_greedy, swap_actor, tied_policy
+from tests.helpers.vllm_engines import PROMPTS, engines_beside_actor, engines_follow, hf_greedy, swap_actor
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vllm_policies")
-    return tied_policy(root / "a", 1), tied_policy(root / "b", 2)
+def policies(tied_policies):
+    return tied_policies
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from rlhfctl.distributed.roles import call, get
 from rlhfctl.rollout.engine import VLLMEngine
-from tests.helpers.vllm_engines import PROMPTS, engines_beside_actor, engines_follow, hf_greedy, swap_actor, tied_policy
+from tests.helpers.vllm_engines import PROMPTS, engines_beside_actor, engines_follow, hf_greedy, swap_actor
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +21,8 @@ TP = 2
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tp_policies")
-    return tied_policy(root / "a", 1), tied_policy(root / "b", 2)
+def policies(tied_policies):
+    return tied_policies
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,8 @@ def engines_beside_actor(engine_policy: str, actor_policy: str, data_dir: Path, 
     plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
     rollout = None
     try:
-        actor = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg.model_copy(update={"pretrain": actor_policy})),
-                          1)
+        actor_groups = PolicyGroups.of(cfg.model_copy(update={"pretrain": actor_policy}))
+        actor = RoleGroup("actor", plan, PolicyWorker, actor_groups, 1)
         rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, actor.wait_ready(), pad_token_id=0,
                               backend="gloo").wait_ready()
         yield cfg, rollout, plan
