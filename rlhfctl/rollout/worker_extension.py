@@ -27,6 +27,7 @@ class WeightReloader:
     model_runner: Any  # set by vLLM's worker, which this class is mixed into
     rank: int  # the worker's rank in its engine (its tensor-parallel rank: rlhfctl uses no pipeline parallelism)
     _rlhfctl_group: Any = None
+    _rlhfctl_device: Any = None  # where received tensors are allocated (None: CPU)
 
     def rlhfctl_reload_weights(self, weights: Iterable[tuple[str, Any]]) -> int:
         """Load `weights` into the running model; returns how many tensors were loaded."""
@@ -43,9 +44,13 @@ class WeightReloader:
 
     def rlhfctl_open_weight_sync(self, addr: str, port: int, first_rank: int, world_size: int, backend: str) -> None:
         """Join the weight-sync group as rank `first_rank` + this worker's rank."""
+        import torch
+
         from rlhfctl.rollout.sync_group import open_group
 
         self._rlhfctl_group = open_group(addr, port, first_rank + self.rank, world_size, backend)
+        # NCCL moves GPU tensors only: receive on this worker's GPU (vLLM set it as the current device)
+        self._rlhfctl_device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
 
     def rlhfctl_receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
         """Receive every parameter named in `meta` (name, dtype, shape), whole, from the sync group's rank 0, one at
@@ -56,7 +61,7 @@ class WeightReloader:
 
         def received() -> Iterator[tuple[str, Any]]:
             for name, dtype, shape in meta:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
+                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self._rlhfctl_device)
                 broadcast(self._rlhfctl_group, tensor)
                 yield name, tensor
 
