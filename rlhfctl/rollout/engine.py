@@ -105,7 +105,6 @@ class VLLMEngine:
         gen_eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
         self.eos_token_id = self._generation_eos() or eos or gen_eos
         self.prompts_generated = 0  # prompts this engine has generated for (generate_samples)
-        self._group: Any = None
         self._stream: Optional[_Stream] = None
 
     def _generation_eos(self) -> Any:
