@@ -104,7 +104,7 @@ class VLLMRollout:
         """'vLLM: 2 engines x tensor-parallel 2 = 4 worker processes' (counted: the workers' distinct process ids)."""
         pids = {w["pid"] for shards in get(self.engines.all(VLLMEngine.worker_shards)) for w in shards}
         return (f"vLLM: {len(self.engines)} engine(s) x tensor-parallel {self.vllm.vllm_tensor_parallel_size} = "
-                f"{len(pids)} worker processes")
+                f"{len(pids)} worker process{'es' if len(pids) != 1 else ''}")
 
     def close(self) -> None:
         self.engines.shutdown()
