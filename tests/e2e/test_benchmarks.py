@@ -73,3 +73,14 @@ def test_client_cpu_measures_both_clients_on_one_endpoint():
     assert result["failed"] == {"loadgen": 0, "httpx": 0}
     cpu = result["cpu_us_per_request"]
     assert 0 < cpu["loadgen"] < cpu["httpx"], cpu  # the load generator exists because httpx costs more CPU
+
+
+def test_the_ppo_benchmark_compares_each_tensor_parallel_size_with_the_first():
+    def row(rollout, tp, generate, sync):
+        return {"rollout": rollout, "vllm_tensor_parallel_size": tp, "vllm_engines": 2, "time_generate_s": generate,
+                "time_weight_sync_s": sync, "completions_per_s": 10.0 / generate, "rollout_logprob_diff_max": 1e-5}
+
+    lines = train_ppo.comparisons("a", [row("hf", 1, 4.0, None), row("vllm", 1, 2.0, 0.1), row("vllm", 2, 1.0, 0.3)])
+    assert [line["comparison"] for line in lines] == ["vllm vs hf", "vllm tp2 vs tp1"]
+    assert lines[0]["generate_speedup"] == 2.0
+    assert lines[1]["time_weight_sync_s"] == {"tp1": 0.1, "tp2": 0.3} and lines[1]["generate_speedup"] == 2.0

@@ -7,77 +7,26 @@ run in file order because weight sync changes what the engines hold."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from rlhfctl.distributed.roles import call
 from rlhfctl.rollout.engine import VLLMEngine
+from tests.helpers.vllm_engines import PROMPTS, engines_beside_actor, engines_follow, hf_greedy, swap_actor
 
 pytestmark = pytest.mark.slow
 
-PROMPTS = ["hello world", "the cat sat on the mat and then", "a", "numbers 1 2 3 4"]
-
-
-def _tied_policy(path, seed: int):
-    """A tiny Llama with tied input/output embeddings (vLLM keeps a head of its own: sync must send it)."""
-    from transformers import LlamaForCausalLM
-
-    from rlhfctl.models.tiny import TinyArch
-
-    arch = TinyArch(hidden_size=64, num_layers=2, num_heads=2, seed=seed)
-    tokenizer = arch.tokenizer()
-    config = arch.llama_config(tokenizer)
-    config.tie_word_embeddings = True
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vllm_policies")
-    return _tied_policy(root / "a", 1), _tied_policy(root / "b", 2)
+def policies(tied_policies):
+    return tied_policies
 
 
 @pytest.fixture(scope="module")
 def setup(policies, tmp_path_factory, ray_address):
-    """Two engines on policy A and actor workers holding policy B (`actor_b`) and A (`actor_a`), on the session's
-    Ray cluster."""
-    from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
-    from rlhfctl.config.slices import PolicyGroups, SamplingGroups
-    from rlhfctl.distributed.placement import place, release
-    from rlhfctl.distributed.roles import RoleGroup
-    from rlhfctl.ppo.workers import PolicyWorker
-    from rlhfctl.rollout.vllm_rollout import VLLMRollout
-
-    a, b = policies
-    data = tmp_path_factory.mktemp("vllm_data") / "p.jsonl"
-    data.write_text('{"input": "x"}\n')
-    cfg = TrainPPOConfig(pretrain=a, prompt_data=str(data), remote_rm_url="http://127.0.0.1:1/get_reward",
-                         ray_address=ray_address,
-                         vllm_num_engines=2, vllm_gpu_memory_utilization=0.005, enforce_eager=True, engine="torch",
-                         prompt_max_len=16, generate_max_len=8, temperature=0.7, eval_temperature=0, init_kl_coef=0,
-                         advantage_estimator="group_norm", n_samples_per_prompt=2, rollout_batch_size=2,
-                         micro_rollout_batch_size=2, train_batch_size=4, micro_train_batch_size=2)
-    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
-    actor_b = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg.model_copy(update={"pretrain": b})), 1)
-    rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, actor_b.wait_ready(), pad_token_id=0,
-                          backend="gloo").wait_ready()
-    try:
-        yield cfg, rollout, plan
-    finally:
-        rollout.close()
-        release(plan)  # and disconnects: place() joined the cluster
-
-
-def hf_greedy(path: str, prompts: list[str], cfg):
-    from rlhfctl.models.actor import generate, load_policy, load_tokenizer
-
-    return generate(load_policy(path), load_tokenizer(path), prompts, max_new_tokens=cfg.generate_max_len,
-                    temperature=0, prompt_max_len=cfg.prompt_max_len)
+    """Two engines on policy A and an actor worker holding policy B, on the session's Ray cluster."""
+    with engines_beside_actor(policies[0], policies[1], tmp_path_factory.mktemp("vllm_data"), ray_address) as out:
+        yield out
 
 
 def engine_samples(rollout, prompts, n: int, step: int = 0, evaluation: bool = False):
@@ -156,34 +105,17 @@ def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, p
     of what they sample are B's (as the actor recomputes them); a second actor, with A, syncs back through Ray's
     object store. (Greedy text equality after training is checked on the trained arithmetic policy in
     test_vllm_train_ppo.py: a random tiny model's near-tied logits make greedy tokens fragile.)"""
-    from rlhfctl.config import VLLMArgs
-    from rlhfctl.config.slices import PolicyGroups
-    from rlhfctl.distributed.roles import RoleGroup, get
-    from rlhfctl.models.actor import action_log_probs, load_policy
-    from rlhfctl.ppo.workers import PolicyWorker
+    from rlhfctl.models.actor import load_policy
 
     cfg, rollout, plan = setup
     models = {name: load_policy(path) for name, path in zip("ab", policies)}
-
-    def engines_match(name: str) -> list[bool]:
-        out = []
-        for engine in rollout.engines.workers:
-            s = get(call(engine, VLLMEngine.generate_samples, PROMPTS, ["l"] * 4, 2, 7, False, 0, 0))
-            mask = s.action_mask.bool()
-            actor = action_log_probs(models[name], s.sequences, s.attention_mask, mask.shape[1], cfg.temperature)
-            out.append(torch.allclose(s.rollout_log_probs[mask], actor[mask], atol=1e-4))
-        return out
-
-    assert engines_match("a") == [True, True] and engines_match("b") == [False, False]
+    assert engines_follow(rollout, models["a"], cfg) == [True, True]
+    assert engines_follow(rollout, models["b"], cfg) == [False, False]
     seconds = rollout.sync_weights()
     assert seconds is not None and seconds > 0
-    assert engines_match("b") == [True, True] and engines_match("a") == [False, False]
+    assert engines_follow(rollout, models["b"], cfg) == [True, True]
+    assert engines_follow(rollout, models["a"], cfg) == [False, False]
 
-    rollout.actor.shutdown()  # its placement bundle goes to the next actor
-    actor_a = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg), 1).wait_ready()
-    try:
-        rollout.actor, rollout.vllm = actor_a, cfg.slice(VLLMArgs).model_copy(update={"vllm_sync_with_ray": True})
-        rollout.sync_weights()
-        assert engines_match("a") == [True, True]
-    finally:
-        actor_a.shutdown()
+    swap_actor(rollout, plan, cfg, policies[0], sync_with_ray=True)
+    rollout.sync_weights()
+    assert engines_follow(rollout, models["a"], cfg) == [True, True]

@@ -1,7 +1,9 @@
 """train-ppo with vLLM rollouts, end to end: the real CLI in a subprocess on the arithmetic example (its trained
-policy and reward_func.py), one vLLM engine, IS correction on. Held-out accuracy rises as with HF generate, the
-engine's log-probs agree with the actor's every step (so every weight sync landed), time/weight_sync is logged,
-and the engine's final greedy answers (the last evaluation, after the last sync) are the trained policy's HF ones."""
+policy and reward_func.py), one vLLM engine of tensor-parallel size 2 (two worker processes, each with half of the
+sharded weights), IS correction on. Held-out accuracy rises as with HF generate, the engine's log-probs agree with
+the actor's every step in fp32 (so every weight sync reached both workers), time/weight_sync is logged, and the
+engine's final greedy answers (the last evaluation, after the last sync) are the trained policy's HF ones.
+(--vllm-tensor-parallel-size 1 engines run train-ppo in test_hub_e2e.py and test_async_train_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ ARITH = ARITHMETIC
 def test_ppo_with_vllm_rollouts_learns_and_keeps_the_engine_in_sync(tmp_path, ray_address):
     out = tmp_path / "out"
     args = ["--config", str(ARITH / "train_reward_func_file.yaml"), "--vllm-num-engines", "1", "--enforce-eager",
+            "--vllm-tensor-parallel-size", "2",
             "--vllm-gpu-memory-utilization", "0.01", "--max-samples", "384", "--num-episodes", "1",
             "--eval-steps", "-1", "--eval-max-samples", "100", "--actor-learning-rate", "2e-4",
             "--enable-vllm-is-correction", "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
             "--ray-address", ray_address]
     result = run_rlhfctl("train-ppo", *args, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "vLLM: 1 engine(s) x tensor-parallel 2 = 2 worker processes" in result.stderr
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in steps if m["step"] > 0]
     assert [m["step"] for m in train] == list(range(1, 13))

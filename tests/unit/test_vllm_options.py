@@ -84,6 +84,14 @@ def test_engines_are_a_placed_role_and_colocate_by_their_gpus():
                  micro_train_batch_size=1, colocate_all_models=True)
     plan = plan_of(hybrid, use_gpus=True)
     assert plan.roles["vllm"].group == "actor" and plan.bundles == {"actor": 4}
+    # engine i's TP workers take bundles 2i, 2i+1 (its Ray executor's); the engine actor itself holds no GPU
+    assert [plan.roles["vllm"].bundle_index(i) for i in (0, 1)] == [0, 2]
+    assert plan.roles["vllm"].resources(True) == {"num_gpus": 0, "num_cpus": 0}
+    # engines of their own: N one-GPU (or one-CPU) bundles per engine, so placement asks for N per engine
+    tp = plan_of(cfg(vllm_num_engines=2, vllm_tensor_parallel_size=2), use_gpus=False)
+    assert tp.bundles == {"actor": 1, "vllm": 4} and tp.total() == {"CPU": 5.0}
+    assert [tp.roles["vllm"].bundle_index(i) for i in (0, 1)] == [0, 2]
+    assert tp.roles["vllm"].resources(False) == {"num_gpus": 0, "num_cpus": 1.0}
     with pytest.raises(ConfigError, match="vllm asks for 2 GPUs but is colocated with actor, which asks for 4; "
                                           "colocated roles need the same --vllm-num-engines x"):
         bad = hybrid.model_copy(update={"vllm_tensor_parallel_size": 1})
