@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import yaml
 from torch.testing import assert_close
 
 from rlhfctl.config import PtxArgs
 from rlhfctl.ppo.functional import ema_update_, ptx_loss
 from tests.helpers import run_cli, write_jsonl
+from tests.helpers.dist import own_process_group  # noqa: F401 - autouse fixture
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 TRAIN = ["train-ppo", "--pretrain", "p", "--prompt-data", "d.jsonl", "--remote-rm-url", "http://x"]
@@ -56,23 +56,13 @@ def test_ema_update_moves_beta_of_the_way_to_keep_and_the_rest_to_the_weights():
 
 
 # ------------------------------------------------------------------------------------------------ PolicyEMA
-@pytest.fixture(scope="module")
-def _own_process_group():
-    """A DeepSpeed engine initialises a one-process group here; drop it afterwards if this module made it."""
-    had = dist.is_available() and dist.is_initialized()
-    yield
-    if not had and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _whole(engine) -> dict[str, torch.Tensor]:
     with engine.gathered_params():
         return {n: p.detach().float().clone() for n, p in engine.unwrapped.named_parameters()}
 
 
 @pytest.mark.parametrize("kind, stage", [("torch", 0), ("deepspeed", 3)], ids=["torch", "ds-z3"])
-def test_the_saved_policy_is_the_average_of_the_weights_after_each_update(kind, stage, tiny_policy_dir, tmp_path,
-                                                                         _own_process_group):
+def test_the_saved_policy_is_the_average_of_the_weights_after_each_update(kind, stage, tiny_policy_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from rlhfctl.distributed.engine_factory import build_engine
