@@ -93,6 +93,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.config import (EvalArgs, LoggingArgs, ModelLoadArgs, PlacementArgs, PPOArgs, PretrainArgs,
                                 RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
+    from rlhfctl.ppo.profile import StepProfiler
     from rlhfctl.ppo.roles import Roles
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -192,7 +193,9 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         trainer = PPOTrainer(roles, rollout or HFRollout(roles.actor, tokenizer.pad_token_id), reward, prompts,
                              eval_prompts, tracker, checkpoints, tokenizer.pad_token_id,
                              train=cfg.slice(TrainArgs), ppo=cfg.slice(PPOArgs), rollout=cfg.slice(RolloutArgs),
-                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs))
+                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs),
+                             profiler=StepProfiler(groups | ({"vllm": rollout.engines} if rollout else {}))
+                             if cfg.profile else None)
         tracker.note(f"placement: {describe_places(groups)}")
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))

@@ -1,7 +1,8 @@
 """train-ppo with vLLM rollouts, end to end: the real CLI in a subprocess on the arithmetic example (its trained
 policy and reward_func.py), one vLLM engine, IS correction on. Held-out accuracy rises as with HF generate, the
 engine's log-probs agree with the actor's every step (so every weight sync landed), time/weight_sync is logged,
-and the engine's final greedy answers (the last evaluation, after the last sync) are the trained policy's HF ones."""
+and the engine's final greedy answers (the last evaluation, after the last sync) are the trained policy's HF ones.
+With --profile each step also says where its time went: every role's compute per phase, within the phase's time."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_ppo_with_vllm_rollouts_learns_and_keeps_the_engine_in_sync(tmp_path, ra
     args = ["--config", str(ARITH / "train_reward_func_file.yaml"), "--vllm-num-engines", "1", "--enforce-eager",
             "--vllm-gpu-memory-utilization", "0.01", "--max-samples", "384", "--num-episodes", "1",
             "--eval-steps", "-1", "--eval-max-samples", "100", "--actor-learning-rate", "2e-4",
-            "--enable-vllm-is-correction", "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
+            "--enable-vllm-is-correction", "--profile", "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
             "--ray-address", ray_address]
     result = run_rlhfctl("train-ppo", *args, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -35,6 +36,13 @@ def test_ppo_with_vllm_rollouts_learns_and_keeps_the_engine_in_sync(tmp_path, ra
     for m in train:
         assert m["rollout/logprob_diff_max"] < 1e-3, m  # the engine samples with the actor's current weights
         assert m["time/weight_sync"] > 0 and "actor_vllm_kl" in m  # IS correction read the engine's log-probs
+        # --profile: each role's compute in the step, never more than the phase it ran in took in the driver
+        assert 0 < m["profile/vllm/generate_samples"] <= m["time/generate"], m
+        assert 0 < m["profile/vllm/tokenize"] < m["profile/vllm/generate_samples"], m
+        assert 0 < m["profile/actor/log_probs"] <= m["time/make_experience"] + m["time/reward"], m
+        assert 0 < m["profile/actor/train"] <= m["time/train"], m
+        assert 0 < m["profile/vllm/receive_weights"] <= m["time/weight_sync"], m
+        assert all(m[f"profile/overhead/{p}"] >= 0 for p in ("generate", "experience", "train", "weight_sync")), m
 
     sys.path.insert(0, str(ARITH))
     from evaluate import accuracy  # the HF greedy answers of the saved (trained) policy
