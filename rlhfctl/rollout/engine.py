@@ -171,17 +171,15 @@ class VLLMEngine:
         self._group = open_group(addr, port, self.rank + 1, world_size, backend)
 
     def receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
-        """Receive every parameter named in `meta` (name, dtype, shape) from the group, one at a time, into the
-        running model; returns how many were loaded."""
-        import torch
-
-        from rlhfctl.rollout.sync_group import broadcast
+        """Receive every parameter named in `meta` (name, dtype, shape) from the group, a bucket at a time
+        (sync_group.buckets), into the running model; returns how many were loaded."""
+        from rlhfctl.rollout.sync_group import broadcast, bucket_buffer, buckets, unflatten
 
         def received() -> Iterator[tuple[str, Any]]:
-            for name, dtype, shape in meta:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
-                broadcast(self._group, tensor)
-                yield name, tensor
+            for bucket in buckets(meta):
+                flat = bucket_buffer(meta, bucket)
+                broadcast(self._group, flat)
+                yield from unflatten(meta, bucket, flat)
 
         return self._reload(received())
 
