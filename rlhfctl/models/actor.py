@@ -146,8 +146,13 @@ def generate(
 ) -> Rollout:
     """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker).
 
-    A temperature of 0 decodes greedily (evaluation)."""
-    input_ids, prompt_mask = tokenize_prompts(tokenizer, prompts, prompt_max_len)
+    A temperature of 0 decodes greedily (evaluation). A prompt repeated for its group's samples is tokenized
+    once."""
+    unique = list(dict.fromkeys(prompts))
+    ids, mask = tokenize_prompts(tokenizer, unique, prompt_max_len)
+    row_of = {prompt: i for i, prompt in enumerate(unique)}
+    rows = torch.tensor([row_of[p] for p in prompts], dtype=torch.long)
+    input_ids, prompt_mask = ids[rows], mask[rows]
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
         else tokenizer.eos_token_id
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 \
