@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from rlhfctl.errors import UsageError
+from rlhfctl.rollout.sync_group import BUCKET_BYTES
 
 if TYPE_CHECKING:
     from rlhfctl.config import VLLMArgs
@@ -170,13 +171,13 @@ class VLLMEngine:
 
         self._group = open_group(addr, port, self.rank + 1, world_size, backend)
 
-    def receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
+    def receive_weights(self, meta: list[tuple[str, str, list[int]]], bucket_bytes: int = BUCKET_BYTES) -> int:
         """Receive every parameter named in `meta` (name, dtype, shape) from the group, a bucket at a time
-        (sync_group.buckets), into the running model; returns how many were loaded."""
+        (sync_group.buckets, cut as the sender cuts them), into the running model; returns how many were loaded."""
         from rlhfctl.rollout.sync_group import broadcast, bucket_buffer, buckets, unflatten
 
         def received() -> Iterator[tuple[str, Any]]:
-            for bucket in buckets(meta):
+            for bucket in buckets(meta, bucket_bytes):
                 flat = bucket_buffer(meta, bucket)
                 broadcast(self._group, flat)
                 yield from unflatten(meta, bucket, flat)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from rlhfctl.rollout.sync_group import BUCKET_BYTES
+
 RAY_BUCKET_BYTES = 64 << 20  # tensors per object-store transfer: few round trips, little held at once
 
 
@@ -72,13 +74,13 @@ class WeightSender:
 
             self._sync_group = open_group(addr, port, 0, world_size, backend)
 
-    def broadcast_weights(self) -> None:
+    def broadcast_weights(self, bucket_bytes: int = BUCKET_BYTES) -> None:
         """Send every parameter to the engines over the sync group, in buckets (sync_group.buckets) copied into one
         flat buffer each as the parameters are gathered; the engines run receive_weights meanwhile."""
         from rlhfctl.rollout.sync_group import broadcast, bucket_buffer, buckets
 
         meta = self.weight_meta()
-        plan = buckets(meta)
+        plan = buckets(meta, bucket_bytes)
         params = self.named_full_params()
         for bucket in plan:
             flat = bucket_buffer(meta, bucket) if self.rank == 0 else None
