@@ -19,8 +19,12 @@ from typing import Literal
 Backend = Literal["hf", "vllm"]
 
 # (policy parameters, response tokens, HF seconds / (vLLM generate + sync) seconds): > 1 where vLLM is faster.
+# benchmarks/rollout_crossover.py --sizes 128x4,256x4,512x8 --lengths 4,32,128 --repeats 3 (4 prompts x 8, one
+# thread each; load average 70-110 from other jobs, so each figure is the best of 3 turns).
 MEASURED: tuple[tuple[int, int, float], ...] = (
     (1_364_352, 4, 0.61), (1_364_352, 32, 0.86), (1_364_352, 128, 0.99),
+    (4_825_856, 4, 0.86), (4_825_856, 32, 1.07), (4_825_856, 128, 1.24),
+    (34_821_632, 4, 1.43), (34_821_632, 32, 1.24), (34_821_632, 128, 1.43),
 )
 
 
