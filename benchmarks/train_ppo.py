@@ -13,7 +13,8 @@ engines (--vllm-engines, one CPU each), and a third line compares generation tim
 TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
 
 `--setting demo` runs the README demo's training (examples/arithmetic/train_reward_func_file.yaml: 32 prompts x 8,
-the shipped 1 M-parameter policy, 4 new tokens), the reward_func.py called in the driver instead of over HTTP.
+the shipped 1 M-parameter policy, 4 new tokens; --actor-workers of them), the reward_func.py called in the driver
+instead of over HTTP.
 `--profile` runs train-ppo with --profile and adds `profile`: per phase its wall seconds, its share of the step,
 the busiest worker's compute and the rest (Ray calls, serialization, waiting), and each role's compute per method
 (tokenization included), all means over the timed steps.
@@ -73,7 +74,7 @@ def demo_config(args: argparse.Namespace, out: Path, rollout: str) -> Any:
         "pretrain": str(ARITH / "policy"), "prompt_data": str(ARITH / "train.jsonl"),
         "eval_dataset": str(ARITH / "test.jsonl"), "remote_rm_url": str(ARITH / "reward_func.py"),
         "save_path": str(out), "ckpt_path": str(out / "ckpt"), "num_episodes": 1, "max_samples": 32 * args.steps,
-        "eval_steps": 10_000, "profile": args.profile,
+        "eval_steps": 10_000, "profile": args.profile, "actor_num_gpus_per_node": args.actor_workers,
         **(VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines} if rollout == "vllm" else {}),
     }, config_file=ARITH / "train_reward_func_file.yaml")
 
