@@ -173,7 +173,7 @@ def weight_sync(timed: list[dict]) -> dict:
             "time_weight_sync_note": "no weight sync: HF generate on the actor workers (no vLLM engines)"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=["a", "b", "demo", "both"], default="both",
                         help="both: (a) and (b); demo: the README demo's training")
@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="run with train-ppo --profile and add where each step's time goes")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-ppo-"))
     root.mkdir(parents=True, exist_ok=True)
     rollouts = ["hf", "vllm"] if args.rollout == "both" else [args.rollout]
