@@ -25,7 +25,7 @@ from pathlib import Path
 ARITH = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
 sys.path.insert(0, str(ARITH))
 
-from demo import VARIANTS, run_demo, vllm_installed  # noqa: E402
+from demo import VARIANTS, run_demo  # noqa: E402
 
 
 def _run(args: argparse.Namespace, root: Path, seed: int, reward_func: Path | None) -> dict:
@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace, root: Path, seed: int, reward_func: Path | No
                        reward_func=reward_func, echo=False, rollout=args.rollout)
     evals = [accuracy for _, accuracy in summary["curve"]["eval_accuracy"]]  # none when a reward model scores
     return {**{k: summary[k] for k in ("seed", "accuracy_before", "accuracy_after", "gain_points", "steps",
-                                       "rl_seconds", "total_seconds", "held_out_rows")},
+                                       "rl_seconds", "rl_seconds_to_90", "total_seconds", "held_out_rows", "rollout")},
             "evaluations": len(evals), "eval_accuracy_range": [min(evals), max(evals)] if evals else None}
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control")
     parser.add_argument("--workdir", type=Path, default=None, help="keep every run's outputs here")
     parser.add_argument("--rollout", choices=("auto", "vllm", "hf"), default="auto",
-                        help="rollouts on one vLLM engine or HF generate (default: vLLM where installed)")
+                        help="rollouts on one vLLM engine or HF generate (default: auto, as the demo chooses)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     root = (args.workdir or Path(tempfile.mkdtemp(prefix="rlhfctl-bench-demo-"))).resolve()
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         "gain_points": gains, "gain_points_mean": round(statistics.mean(gains), 1),
         "gain_points_spread": round(max(gains) - min(gains), 1),
         "gain_points_std": round(statistics.stdev(gains), 2) if len(gains) > 1 else 0.0,
-        "rl_seconds": [r["rl_seconds"] for r in runs], "total_seconds": [r["total_seconds"] for r in runs],
-        "steps": runs[0]["steps"], "seeds": seeds, "rollout": args.rollout if args.rollout != "auto" else (
-            "vllm" if vllm_installed() else "hf"),
+        "rl_seconds": [r["rl_seconds"] for r in runs], "rl_seconds_to_90": [r["rl_seconds_to_90"] for r in runs],
+        "total_seconds": [r["total_seconds"] for r in runs],
+        "steps": runs[0]["steps"], "seeds": seeds, "rollout": runs[0]["rollout"],
     }
     if not VARIANTS[args.variant].reward_func:
         result["control"] = f"none: {args.variant} has no reward_func to shuffle"

@@ -14,9 +14,17 @@ engines run once per --vllm-tensor-parallel-sizes entry (default 1 and 2: each e
 processes holding half the weights each), and a line compares generation and weight-sync time of TP=N vs TP=1.
 TRL's GRPOTrainer on setting (a): benchmarks/trl_grpo.py.
 
+`--setting demo` runs the README demo's training (examples/arithmetic/train_reward_func_file.yaml: 32 prompts x 8,
+the shipped 1 M-parameter policy, 4 new tokens; --actor-workers of them), the reward_func.py called in the driver
+instead of over HTTP.
+`--profile` runs train-ppo with --profile and adds `profile`: per phase its wall seconds, its share of the step,
+the busiest worker's compute and the rest (Ray calls, serialization, waiting), and each role's compute per method
+(tokenization included), all means over the timed steps.
+
     python benchmarks/train_ppo.py                      # both settings: HF, vLLM TP=1 and vLLM TP=2
     python benchmarks/train_ppo.py --setting a --rollout vllm --vllm-tensor-parallel-sizes 1,2
     python benchmarks/train_ppo.py --setting a --actor-workers 2 --engine deepspeed
+    python benchmarks/train_ppo.py --setting demo --profile --vllm-engines 1   # where a demo step's time goes
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -40,7 +49,8 @@ def reward_func(queries, prompts, labels, **kwargs):
     return [r.count("e") / max(1, len(r)) for r in responses]
 '''
 
-SETTINGS = {"a": 2, "b": 64}  # prompts per step; 8 samples each
+SETTINGS = {"a": 2, "b": 64, "demo": 32}  # prompts per step; 8 samples each
+ARITH = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
 # vLLM engines (one CPU each here): a KV cache of ~1% of RAM each, no torch.compile warm-up
 VLLM_OPTIONS = {"vllm_gpu_memory_utilization": 0.01, "enforce_eager": True}
 
@@ -59,39 +69,43 @@ def build_inputs(root: Path, prompts_per_step: int, steps: int) -> tuple[Path, P
     return policy, prompts, reward
 
 
-def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = "hf", tp: int = 1) -> dict:
+def vllm_options(args: argparse.Namespace, rollout: str, tp: int) -> dict:
+    return VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp} \
+        if rollout == "vllm" else {}
+
+
+def demo_config(args: argparse.Namespace, out: Path, rollout: str, tp: int) -> Any:
+    """The README demo's training options, the reward_func.py called in the driver, --steps steps."""
     from rlhfctl.config import resolve
+
+    return resolve("train-ppo", {
+        "pretrain": str(ARITH / "policy"), "prompt_data": str(ARITH / "train.jsonl"),
+        "eval_dataset": str(ARITH / "test.jsonl"), "remote_rm_url": str(ARITH / "reward_func.py"),
+        "save_path": str(out), "ckpt_path": str(out / "ckpt"), "num_episodes": 1, "max_samples": 32 * args.steps,
+        "eval_steps": 10_000, "profile": args.profile, "actor_num_gpus_per_node": args.actor_workers,
+        **vllm_options(args, rollout, tp),
+    }, config_file=ARITH / "train_reward_func_file.yaml")
+
+
+def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = "hf", tp: int = 1) -> dict:
     from rlhfctl.ppo.run import train_ppo
 
     n_prompts = SETTINGS[name]
-    samples = n_prompts * 8
-    policy, prompts, reward = build_inputs(root, n_prompts, args.steps)
     out = root / f"out_{name}_{time.time_ns()}"
-    micro_train = min(samples // args.actor_workers, args.micro_train_batch_size)
-    cfg = resolve("train-ppo", {
-        "pretrain": str(policy), "prompt_data": str(prompts), "remote_rm_url": str(reward),
-        "save_path": str(out), "ckpt_path": str(out / "ckpt"),
-        "advantage_estimator": "group_norm", "init_kl_coef": 0.01, "max_epochs": 1,
-        "rollout_batch_size": n_prompts, "n_samples_per_prompt": 8,
-        "micro_rollout_batch_size": max(1, min(n_prompts // args.actor_workers, args.micro_rollout_prompts)),
-        "generate_max_len": 32, "prompt_max_len": 64, "train_batch_size": samples,
-        "micro_train_batch_size": micro_train, "engine": args.engine, "zero_stage": args.zero_stage,
-        "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
-        "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
-        **(VLLM_OPTIONS | {"vllm_num_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp}
-           if rollout == "vllm" else {}),
-    })
+    cfg = demo_config(args, out, rollout, tp) if name == "demo" else setting_config(name, args, root, out, rollout, tp)
     load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     train_ppo(cfg)
     wall = time.perf_counter() - started
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "time/step" in s]  # evaluation-only lines carry no step
     timed = steps[1:] or steps  # the first step pays for lazy initialisation
     total = sum(s["time/step"] for s in timed)
-    phases = {p: sum(s[f"time/{p}"] for s in timed) / len(timed)
+    phases = {p: sum(s.get(f"time/{p}", 0.0) for s in timed) / len(timed)
               for p in ("generate", "reward", "make_experience", "train")}
     return {
-        "setting": name, "rollout": rollout, "prompts_per_step": n_prompts, "samples_per_prompt": 8, "new_tokens": 32,
+        "setting": name, "rollout": rollout, "prompts_per_step": n_prompts, "samples_per_prompt": 8,
+        "new_tokens": cfg.generate_max_len,
         "completions_per_s": round(sum(s["samples"] for s in timed) / total, 2),
         "completions_per_s_median_step": round(statistics.median(s["samples"] / s["time/step"] for s in timed), 2),
         "time_per_step_s": round(total / len(timed), 4),
@@ -101,12 +115,60 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
         "mean_response_tokens": round(sum(s["response_length"] for s in timed) / len(timed), 1),
         **({"vllm_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp, "rollout_logprob_diff_max": max(
             s["rollout/logprob_diff_max"] for s in timed)} if rollout == "vllm" else {}),
-        "steps_timed": len(timed), "engine": args.engine, "actor_workers": args.actor_workers,
-        "ref_workers": args.actor_workers, "colocate_actor_ref": args.colocate,
+        **({"profile": profile_summary(timed)} if args.profile else {}),
+        "steps_timed": len(timed), "engine": cfg.engine, "actor_workers": cfg.actor_num_gpus_per_node,
+        "ref_workers": cfg.ref_num_gpus_per_node if cfg.init_kl_coef else 0, "colocate_actor_ref": args.colocate,
         "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }
+
+
+def profile_summary(timed: list[dict]) -> dict:
+    """Means over the timed steps of --profile's figures, per phase and per role (see the module's docstring)."""
+    from rlhfctl.ppo.profile import phase_walls
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(timed), 4)
+
+    step = sum(s["time/step"] for s in timed) / len(timed)
+    walls = [phase_walls(s) for s in timed]
+    phases = {}
+    for phase in sorted({p for w in walls for p in w}):
+        wall = mean([w.get(phase, 0.0) for w in walls])
+        overhead = mean([s.get(f"profile/overhead/{phase}", 0.0) for s in timed])
+        phases[phase] = {"wall_s": wall, "share_of_step": round(wall / step, 3),
+                         "compute_s": round(wall - overhead, 4), "overhead_s": overhead}
+    keys = sorted({k for s in timed for k in s if k.startswith("profile/") and "/overhead/" not in k})
+    roles: dict[str, dict[str, float]] = {}
+    for key in keys:
+        _, role, method = key.split("/", 2)
+        roles.setdefault(role, {})[method] = mean([s.get(key, 0.0) for s in timed])
+    accounted = sum(p["wall_s"] for p in phases.values())
+    return {"step_s": round(step, 4), "phases": phases, "driver_rest_s": round(step - accounted, 4),
+            "compute_by_role_s": roles}
+
+
+def setting_config(name: str, args: argparse.Namespace, root: Path, out: Path, rollout: str, tp: int) -> Any:
+    """The issue's settings (a) and (b)."""
+    from rlhfctl.config import resolve
+
+    n_prompts = SETTINGS[name]
+    samples = n_prompts * 8
+    policy, prompts, reward = build_inputs(root, n_prompts, args.steps)
+    micro_train = min(samples // args.actor_workers, args.micro_train_batch_size)
+    return resolve("train-ppo", {
+        "pretrain": str(policy), "prompt_data": str(prompts), "remote_rm_url": str(reward),
+        "save_path": str(out), "ckpt_path": str(out / "ckpt"),
+        "advantage_estimator": "group_norm", "init_kl_coef": 0.01, "max_epochs": 1,
+        "rollout_batch_size": n_prompts, "n_samples_per_prompt": 8,
+        "micro_rollout_batch_size": max(1, min(n_prompts // args.actor_workers, args.micro_rollout_prompts)),
+        "generate_max_len": 32, "prompt_max_len": 64, "train_batch_size": samples,
+        "micro_train_batch_size": micro_train, "engine": args.engine, "zero_stage": args.zero_stage,
+        "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
+        "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
+        "profile": args.profile, **vllm_options(args, rollout, tp),
+    })
 
 
 def weight_sync(timed: list[dict]) -> dict:
@@ -153,9 +215,10 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setting", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--setting", choices=["a", "b", "demo", "both"], default="both",
+                        help="both: (a) and (b); demo: the README demo's training")
     parser.add_argument("--steps", type=int, default=6, help="rollout steps per setting (the first is warm-up)")
     parser.add_argument("--engine", choices=["torch", "deepspeed"], default="torch")
     parser.add_argument("--zero-stage", type=int, default=0)
@@ -169,8 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vllm-engines", type=int, default=2, help="vLLM engines with --rollout vllm/both")
     parser.add_argument("--vllm-tensor-parallel-sizes", type=_sizes, default=[1, 2],
                         help="comma-separated TP sizes; the vLLM rollout runs once per size (compared to the first)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run with train-ppo --profile and add where each step's time goes")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-ppo-"))
     root.mkdir(parents=True, exist_ok=True)
     rollouts = [("hf", 1)] if args.rollout in ("hf", "both") else []

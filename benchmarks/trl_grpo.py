@@ -8,6 +8,10 @@ thread). The rates are measured over the steps after the first (warm-up), as tra
 dependency: `pip install -e ".[bench]"`.
 
     python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
+    python benchmarks/trl_grpo.py --vs-train-ppo        # train-ppo's setting (a) too, HF and one vLLM engine, ratios
+
+With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) (2 actor workers of one thread each;
+HF generate, then one vLLM engine) and prints a last line with train-ppo's completions/s over TRL's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train_ppo import REWARD, SETTINGS, build_inputs  # the same policy, prompts and reward (benchmarks/)
+from train_ppo import REWARD, SETTINGS, build_inputs, make_parser, run_setting  # the same setting (benchmarks/)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SAMPLES_PER_PROMPT = 8
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps (the first is warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the one TRL process")
+    parser.add_argument("--vs-train-ppo", action="store_true",
+                        help="run train_ppo.py's setting (a) in this invocation too and print the ratios")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     if args.steps < 2 or args.threads < 1:
@@ -123,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rlhfctl-bench-trl-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args, root)), flush=True)
+    trl = run(args, root)
+    print(json.dumps(trl), flush=True)
+    if args.vs_train_ppo:
+        ours = make_parser().parse_args(["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"])
+        rows = {rollout: run_setting("a", ours, root, rollout) for rollout in ("hf", "vllm")}
+        for row in rows.values():
+            print(json.dumps(row), flush=True)
+        print(json.dumps({"setting": "a", "comparison": "train-ppo vs TRL GRPOTrainer", **{
+            f"ratio_{rollout}": round(row["completions_per_s"] / trl["completions_per_s"], 2)
+            for rollout, row in rows.items()}}), flush=True)
     return 0
 
 

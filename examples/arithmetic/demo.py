@@ -203,6 +203,17 @@ def learning_curve(metrics: list[dict[str, float]], accuracy_key: str = "eval/ex
             "eval_accuracy": series(accuracy_key)}
 
 
+def rl_seconds_to(metrics: list[dict[str, float]], accuracy: float) -> Optional[float]:
+    """Seconds of RL (steps and evaluations, as rl_seconds counts them) until held-out exact match first reached
+    `accuracy`; None when it never did."""
+    seconds = 0.0
+    for m in metrics:
+        seconds += m.get("time/step", 0.0) + m.get("time/evaluate", 0.0)
+        if m.get("eval/exact_match") is not None and m["eval/exact_match"] >= accuracy:
+            return round(seconds, 1)
+    return None
+
+
 def plot(curve: dict[str, list], before: float, after: float, title: str, out: Path) -> Optional[Path]:
     """demo.png: reward by step (top) and held-out exact match by step (bottom); None without matplotlib."""
     try:
@@ -272,11 +283,12 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     """Every stage of the demo; returns the summary (also written to OUT/summary.json). `echo`: the stages print
     on the demo's output, else into OUT/STAGE.log. `live` (a terminal): train-ppo's output goes to
     OUT/train-ppo.log and the demo shows one progress bar instead. `rollout`: "vllm", "hf" (Hugging Face generate
-    on the actor), or "auto" (vLLM where it is installed)."""
+    on the actor), or "auto" (vLLM where it is installed and faster for this policy: rlhfctl/rollout/choice.py)."""
     from evaluate import accuracy
     from transformers.utils import logging as hf_logging
 
     from rlhfctl.config import read_config_file
+    from rlhfctl.rollout.choice import faster_rollout_for
 
     hf_logging.disable_progress_bar()
 
@@ -297,7 +309,8 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     if steps is not None:
         run_args += ["--num-episodes", "1", "--max-samples", str(steps * int(options["rollout_batch_size"])),
                      "--eval-steps", str(max(1, min(int(options.get("eval_steps", steps)), steps)))]
-    use_vllm = rollout == "vllm" or (rollout == "auto" and vllm_installed())
+    use_vllm = rollout == "vllm" or (rollout == "auto" and vllm_installed() and faster_rollout_for(
+        ROOT / str(options["pretrain"]), int(options["generate_max_len"])) == "vllm")
     if use_vllm:
         run_args += VLLM_ARGS
     summary: dict[str, Any] = {"variant": variant, "reward": spec.what, "seed": seed, "out": str(out),
@@ -343,6 +356,7 @@ def run_demo(variant: str = "reward-func-server", *, out: Path, seed: int = 1, s
     trained = [m for m in metrics if "time/step" in m]
     summary.update(steps=len(trained), samples=int(sum(m["samples"] for m in trained)),
                    rl_seconds=round(sum(m["time/step"] + m.get("time/evaluate", 0.0) for m in trained), 1),
+                   rl_seconds_to_90=rl_seconds_to(metrics, 0.9),
                    held_out_rows=len(test_data.read_text().splitlines()))
     curve = learning_curve(metrics, spec.accuracy_key)
     summary["curve"] = curve
@@ -368,6 +382,8 @@ def print_table(summary: dict[str, Any]) -> None:
     table.add_row("training", f"{summary['steps']} PPO steps, {summary['samples']} samples, "
                               f"{summary['rl_seconds']:.0f} s in RL steps ({summary['total_seconds']:.0f} s in all), "
                               f"rollouts on {'vLLM' if summary['rollout'] == 'vllm' else 'HF generate'}")
+    if summary.get("rl_seconds_to_90") is not None:
+        table.add_row("90% held out", f"after {summary['rl_seconds_to_90']:.0f} s of RL")
     if summary.get("server_url"):
         table.add_row("reward server", f"{summary['server_url']}, stopped (exit {summary['server_exit_code']})")
     outputs = ["policy/ (metrics.jsonl)", *(["demo.png"] if summary["plot"] else []), "summary.json", *summary["logs"]]
@@ -389,7 +405,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="another reward function for the reward_func variants (e.g. shuffled_reward_func.py)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line, not a table")
     parser.add_argument("--rollout", choices=("auto", "vllm", "hf"), default="auto",
-                        help="generate on one vLLM engine or with HF generate (default: vLLM where installed)")
+                        help="generate on one vLLM engine or with HF generate (default: auto, whichever is faster "
+                             "for the policy where vLLM is installed, as benchmarks/rollout_crossover.py measured)")
     args = parser.parse_args(argv)
     if args.reward_func is not None and not args.reward_func.is_file():
         parser.error(f"--reward-func {args.reward_func}: no such file")

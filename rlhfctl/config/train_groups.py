@@ -264,6 +264,9 @@ class LoggingArgs(Group):
         None, "Log to Weights & Biases: an API key, or 'offline' (WANDB_MODE=offline works too).", secret=True
     )
     use_tensorboard: Optional[str] = opt(None, "Write TensorBoard logs to this folder.")
+    profile: bool = opt(
+        False, "Log where each step's time goes (profile/* in metrics.jsonl): each role's compute per method and "
+        "each phase's overhead (Ray calls, serialization); costs one Ray call per worker around each step.")
 
 
 class EvalArgs(Group):

@@ -93,7 +93,16 @@ class WorkerActor:
 
     def apply(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`method(worker, *args, **kwargs)`: the driver passes the worker class's method itself."""
-        return self._guarded(method.__name__, method, self.worker, *args, **kwargs)
+        from rlhfctl.distributed import busy
+
+        with busy.timed(method.__name__):
+            return self._guarded(method.__name__, method, self.worker, *args, **kwargs)
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent in each worker method (and timed part) since the last call (--profile)."""
+        from rlhfctl.distributed import busy
+
+        return busy.take()
 
     def _guarded(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run fn; an unexpected exception becomes a one-line WorkerError naming role, rank and exception."""
@@ -169,6 +178,10 @@ class RoleGroup(Generic[W]):
         """Start `method(*args)` on worker `rank` (its share of a batch); returns the future."""
         self._check(method)
         return call(self.workers[rank], method, *args, **kwargs)
+
+    def busy_seconds(self) -> list[Any]:
+        """Each worker's busy_seconds() (futures): its compute per method since the last ask."""
+        return [w.busy_seconds.remote() for w in self.workers]
 
     def _check(self, method: Callable[..., Any]) -> None:
         """A method of another class (the critic's `values` sent to the reference) fails here, in the driver."""

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from rlhfctl.distributed.busy import timed
 from rlhfctl.errors import ConfigError
 from rlhfctl.models.quiet import quiet_transformers
 
@@ -114,10 +115,11 @@ def tokenize_prompts(tokenizer: Any, prompts: list[str], prompt_max_len: int) ->
     """Left-padded prompt ids and mask, each prompt cut to its last `prompt_max_len` tokens.
 
     Prompts are already formatted (chat template applied), so no special tokens are added again."""
-    enc = tokenizer(
-        prompts, return_tensors="pt", padding=True, truncation=True, max_length=prompt_max_len,
-        add_special_tokens=False,
-    )
+    with timed("tokenize"):
+        enc = tokenizer(
+            prompts, return_tensors="pt", padding=True, truncation=True, max_length=prompt_max_len,
+            add_special_tokens=False,
+        )
     return enc["input_ids"], enc["attention_mask"]
 
 
@@ -144,8 +146,13 @@ def generate(
 ) -> Rollout:
     """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker).
 
-    A temperature of 0 decodes greedily (evaluation)."""
-    input_ids, prompt_mask = tokenize_prompts(tokenizer, prompts, prompt_max_len)
+    A temperature of 0 decodes greedily (evaluation). A prompt repeated for its group's samples is tokenized
+    once."""
+    unique = list(dict.fromkeys(prompts))
+    ids, mask = tokenize_prompts(tokenizer, unique, prompt_max_len)
+    row_of = {prompt: i for i, prompt in enumerate(unique)}
+    rows = torch.tensor([row_of[p] for p in prompts], dtype=torch.long)
+    input_ids, prompt_mask = ids[rows], mask[rows]
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
         else tokenizer.eos_token_id
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 \
@@ -160,8 +167,9 @@ def generate(
     responses = responses.masked_fill(action_mask == 0, tokenizer.pad_token_id)
     sequences = torch.cat([input_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, action_mask], dim=1)
-    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    queries = decode_queries(tokenizer, input_ids, prompt_mask, responses, action_mask, eos)
+    with timed("tokenize"):
+        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        queries = decode_queries(tokenizer, input_ids, prompt_mask, responses, action_mask, eos)
     return Rollout(sequences, attention_mask, action_mask, texts, queries, truncated)
 
 

@@ -96,6 +96,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.config import (EvalArgs, LoggingArgs, LoRAArgs, ModelLoadArgs, PlacementArgs, PPOArgs,
                                 PretrainArgs, PtxArgs, RolloutArgs, RunArgs, TrainArgs, VLLMArgs)
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
+    from rlhfctl.ppo.profile import StepProfiler
     from rlhfctl.ppo.roles import Roles
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
@@ -206,7 +207,9 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         trainer = PPOTrainer(roles, rollout or HFRollout(roles.actor, tokenizer.pad_token_id), reward, prompts,
                              eval_prompts, tracker, checkpoints, tokenizer.pad_token_id,
                              train=cfg.slice(TrainArgs), ppo=cfg.slice(PPOArgs), rollout=cfg.slice(RolloutArgs),
-                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs))
+                             logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs),
+                             profiler=StepProfiler(groups | ({"vllm": rollout.engines} if rollout else {}))
+                             if cfg.profile else None)
         tracker.note(f"placement: {describe_places(groups)}")
         if rollout is not None:
             tracker.note(rollout.describe())

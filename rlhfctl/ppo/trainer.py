@@ -27,6 +27,7 @@ from rlhfctl.ppo.evaluation import Evaluation
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.failures import Failures, NonFiniteBatch
 from rlhfctl.ppo.nonfinite import NonFiniteUpdate, check_experience, check_rewards
+from rlhfctl.ppo.profile import StepProfiler
 from rlhfctl.ppo.roles import Forwards, Roles, Update, collect
 from rlhfctl.ppo.rollouts import (FilteredRollouts, FilterOptions, PromptBatches, Rollouts, SamplesGenerator, Score,
                                   SyncRollouts)
@@ -52,7 +53,7 @@ class PPOTrainer:
     def __init__(self, roles: Roles, backend: Rollout, reward: Optional[RewardSource], prompts: list[PromptExample],
                  eval_prompts: Optional[list[PromptExample]], tracker: Tracker, checkpoints: CheckpointManager,
                  pad_token_id: int, *, train: TrainArgs, ppo: PPOArgs, rollout: RolloutArgs, logging: LoggingArgs,
-                 evaluation: EvalArgs, run: RunArgs) -> None:
+                 evaluation: EvalArgs, run: RunArgs, profiler: Optional[StepProfiler] = None) -> None:
         self.roles = roles
         self.backend = backend
         self.tracker = tracker
@@ -76,6 +77,7 @@ class PPOTrainer:
         self.evaluation = Evaluation(eval_prompts or [], self.generator, self.scorer, evaluation, self.total_steps)
         self.rollouts: Rollouts = Rollouts()  # opened by fit() at the step it starts from
         self._update: Optional[Update] = None  # this step's update, from its start until the step is counted
+        self.profiler = profiler  # --profile
 
     # ------------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
@@ -147,6 +149,8 @@ class PPOTrainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """One PPO step: the rollouts' scored batch, its experience, the actor and critic updates, the weight sync."""
+        if self.profiler is not None:
+            self.profiler.start()
         t_start = t_ready = time.perf_counter()
         samples: Optional[Samples] = None
         timings: dict[str, float] = {}
@@ -183,6 +187,8 @@ class PPOTrainer:
             skipped = sum(metrics.pop(f"{role}_nonfinite_skipped", 0.0) for role in ("actor", "critic"))
             metrics["nonfinite_skipped"] = skipped
             self.state.nonfinite_skipped += int(skipped)
+        if self.profiler is not None:
+            metrics.update(self.profiler.finish(timings))
         return metrics
 
     def make_experience(self, samples: Samples, rewards: RewardBatch, forwards: Forwards

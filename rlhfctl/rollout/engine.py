@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from rlhfctl.errors import UsageError
 from rlhfctl.rollout.worker_extension import STREAM_END
+from rlhfctl.rollout.sync_group import BUCKET_BYTES
 
 if TYPE_CHECKING:
     from rlhfctl.config import VLLMArgs
@@ -191,10 +192,11 @@ class VLLMEngine:
         self.llm.collective_rpc("rlhfctl_open_weight_sync",
                                 args=(addr, port, 1 + self.rank * self.tp, world_size, backend))
 
-    def receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
-        """Every worker receives every parameter named in `meta` (name, dtype, shape) from the group and loads its
-        shard; returns how many tensors each loaded."""
-        counts = self.llm.collective_rpc("rlhfctl_receive_weights", args=(meta,))
+    def receive_weights(self, meta: list[tuple[str, str, list[int]]], bucket_bytes: int = BUCKET_BYTES) -> int:
+        """Every worker receives every parameter named in `meta` (name, dtype, shape) from the group, a bucket at a
+        time (sync_group.buckets, cut as the sender cuts them), and loads its shard; returns how many tensors each
+        loaded."""
+        counts = self.llm.collective_rpc("rlhfctl_receive_weights", args=(meta, bucket_bytes))
         self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
         return int(counts[0])
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from rlhfctl.distributed.busy import timed
 from rlhfctl.models.actor import _ends_with_eos, decode_queries, response_action_mask
 from rlhfctl.rewards.base import RewardBatch
 
@@ -118,7 +119,8 @@ def build_samples(tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.T
         rollout_log_probs = rollout_log_probs * action_mask
     sequences = torch.cat([prompt_ids, responses], dim=1)
     attention_mask = torch.cat([prompt_mask, action_mask], dim=1)
-    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-    queries = decode_queries(tokenizer, prompt_ids, prompt_mask, responses, action_mask, eos_token_id)
+    with timed("tokenize"):
+        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        queries = decode_queries(tokenizer, prompt_ids, prompt_mask, responses, action_mask, eos_token_id)
     return Samples(sequences, attention_mask, action_mask, prompts, labels, texts, truncated, rollout_log_probs,
                    queries=queries)

@@ -13,6 +13,7 @@ from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError
 from rlhfctl.rollout.samples import Samples
 from rlhfctl.rollout.engine import VLLMEngine
+from rlhfctl.rollout.sync_group import BUCKET_BYTES
 from rlhfctl.rollout.weight_sync import WeightSender
 from rlhfctl.shards import contiguous_shards
 
@@ -90,14 +91,15 @@ class VLLMRollout:
                                                [p.label for p in batch[s]], n, step, evaluation, round, s.start))
         return Samples.concat(get(futures), self.pad_token_id)
 
-    def sync_weights(self) -> Optional[float]:
-        """Every actor rank gathers, rank 0 sends, every engine loads; the seconds it took."""
+    def sync_weights(self, bucket_bytes: int = BUCKET_BYTES) -> Optional[float]:
+        """Every actor rank gathers, rank 0 sends (over the group: `bucket_bytes` per broadcast), every engine
+        loads; the seconds it took."""
         t0 = time.perf_counter()
         if self.vllm.vllm_sync_with_ray:
             get(self.actor.all(WeightSender.send_weights_ray, self.engines.workers))
         else:
-            get(self.actor.all(WeightSender.broadcast_weights)
-                + self.engines.all(VLLMEngine.receive_weights, self._meta))
+            get(self.actor.all(WeightSender.broadcast_weights, bucket_bytes)
+                + self.engines.all(VLLMEngine.receive_weights, self._meta, bucket_bytes))
         return time.perf_counter() - t0
 
     def describe(self) -> str:

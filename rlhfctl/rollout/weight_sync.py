@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from rlhfctl.models.lora import SyncTensor, base_of, full_shape, merged_tensors
+from rlhfctl.rollout.sync_group import BUCKET_BYTES
 
 RAY_BUCKET_BYTES = 64 << 20  # tensors per object-store transfer: few round trips, little held at once
 
@@ -60,13 +61,26 @@ class WeightSender:
 
             self._sync_group = open_group(addr, port, 0, world_size, backend)
 
-    def broadcast_weights(self) -> None:
-        """Send every parameter to the engines over the sync group (they run receive_weights meanwhile)."""
-        from rlhfctl.rollout.sync_group import broadcast
+    def broadcast_weights(self, bucket_bytes: int = BUCKET_BYTES) -> None:
+        """Send every parameter to the engines over the sync group, in buckets (sync_group.buckets) copied into one
+        flat buffer each as the parameters are gathered; the engines run receive_weights meanwhile."""
+        from rlhfctl.rollout.sync_group import broadcast, bucket_buffer, buckets
 
-        for _, tensor in self.named_full_params():
-            if self.rank == 0:
-                broadcast(self._sync_group, tensor.detach().contiguous())
+        meta = self.weight_meta()
+        plan = buckets(meta, bucket_bytes)
+        params = self.named_full_params()
+        for bucket in plan:
+            flat = bucket_buffer(meta, bucket) if self.rank == 0 else None
+            offset = 0
+            for _ in bucket:
+                _, tensor = next(params)
+                if flat is not None:
+                    flat[offset:offset + tensor.numel()].copy_(tensor.detach().reshape(-1))
+                offset += tensor.numel()
+            if flat is not None:
+                broadcast(self._sync_group, flat)
+        for _ in params:  # none left; ends the last gather on every rank
+            pass
 
     def send_weights_ray(self, engines: list[Any]) -> None:
         """Send every parameter through Ray's object store, in buckets of about RAY_BUCKET_BYTES; each bucket is

@@ -52,18 +52,17 @@ class WeightReloader:
         # NCCL moves GPU tensors only: receive on this worker's GPU (vLLM set it as the current device)
         self._rlhfctl_device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
 
-    def rlhfctl_receive_weights(self, meta: list[tuple[str, str, list[int]]]) -> int:
-        """Receive every parameter named in `meta` (name, dtype, shape), whole, from the sync group's rank 0, one at
-        a time, into the running model; returns how many were loaded."""
-        import torch
-
-        from rlhfctl.rollout.sync_group import broadcast
+    def rlhfctl_receive_weights(self, meta: list[tuple[str, str, list[int]]], bucket_bytes: int) -> int:
+        """Receive every parameter named in `meta` (name, dtype, shape), whole, from the sync group's rank 0, a
+        bucket at a time (sync_group.buckets, cut as the sender cuts them), into the running model; returns how many
+        were loaded."""
+        from rlhfctl.rollout.sync_group import broadcast, bucket_buffer, buckets, unflatten
 
         def received() -> Iterator[tuple[str, Any]]:
-            for name, dtype, shape in meta:
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self._rlhfctl_device)
-                broadcast(self._rlhfctl_group, tensor)
-                yield name, tensor
+            for bucket in buckets(meta, bucket_bytes):
+                flat = bucket_buffer(meta, bucket, self._rlhfctl_device)
+                broadcast(self._rlhfctl_group, flat)
+                yield from unflatten(meta, bucket, flat)
 
         return self.rlhfctl_reload_weights(received())
 

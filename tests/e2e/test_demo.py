@@ -121,6 +121,16 @@ def test_a_short_demo_runs_every_stage(tmp_path, ray_address, monkeypatch):
     AutoModelForCausalLM.from_pretrained(out / "policy")
 
 
+def test_seconds_to_90_percent_count_steps_and_evaluations_until_the_first_evaluation_there():
+    metrics = [{"step": 0, "eval/exact_match": 0.4, "time/evaluate": 1.0},
+               {"step": 1, "time/step": 2.0}, {"step": 2, "time/step": 2.0, "eval/exact_match": 0.85,
+                                                "time/evaluate": 1.0},
+               {"step": 3, "time/step": 2.0, "eval/exact_match": 0.9, "time/evaluate": 1.0},
+               {"step": 4, "time/step": 2.0, "eval/exact_match": 0.95, "time/evaluate": 1.0}]
+    assert demo.rl_seconds_to(metrics, 0.9) == 9.0  # 1 + 2 + (2 + 1) + (2 + 1)
+    assert demo.rl_seconds_to(metrics[:3], 0.9) is None
+
+
 # ------------------------------------------------------------------------------------------------ the live bar
 def test_the_bar_shows_step_reward_and_held_out_accuracy():
     view = TrainView(total=250)

@@ -99,6 +99,18 @@ def test_generate_left_pads_truncates_from_left_and_log_probs_match_a_plain_forw
     assert len(out.responses) == 2
 
 
+def test_generate_lays_out_a_group_s_repeated_prompt_as_it_lays_out_each_prompt(tiny_policy_dir):
+    """A group's prompt is tokenized once for its samples: each row's prompt part is that prompt's own tokens."""
+    from rlhfctl.models.actor import generate, load_policy, load_tokenizer, tokenize_prompts
+
+    tok = load_tokenizer(str(tiny_policy_dir))
+    prompts = ["hi", "one two three", "hi", "one two three", "hi"]
+    out = generate(load_policy(str(tiny_policy_dir)).eval(), tok, prompts, max_new_tokens=3, prompt_max_len=8)
+    ids, mask = tokenize_prompts(tok, prompts, 8)
+    width = ids.shape[1]
+    assert torch.equal(out.sequences[:, :width], ids) and torch.equal(out.attention_mask[:, :width], mask)
+
+
 def test_same_seed_same_samples(tiny_policy_dir):
     from rlhfctl.models.actor import generate, load_policy, load_tokenizer
 
