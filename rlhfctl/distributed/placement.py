@@ -232,7 +232,9 @@ def start_ray(cfg: PlacementArgs, cpu_bundles_needed: int) -> bool:
         return True
     gpus = local_gpus()
     num_cpus = max(os.cpu_count() or 1, cpu_bundles_needed if gpus == 0 else 0)
-    ray.init(num_cpus=num_cpus, num_gpus=gpus, include_dashboard=False, **common)
+    # address="local": a new Ray of this run's own, even where `ray start` left its address file behind (Ray would
+    # otherwise try to join that cluster, alive or not); a cluster to join is named by --ray-address or RAY_ADDRESS.
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=gpus, include_dashboard=False, **common)
     return True
 
 

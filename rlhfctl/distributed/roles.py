@@ -87,8 +87,13 @@ class WorkerActor:
 
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
-    def init_worker(self, worker_cls: type, env: dict[str, str], *args: Any, **kwargs: Any) -> None:
-        os.environ.update(env)
+    def init_worker(self, worker_cls: type, rendezvous: tuple[str, int], rank: int, world: int, *args: Any,
+                    **kwargs: Any) -> None:
+        """Build the worker; `rendezvous` is worker 0's (address, port), handed over by Ray as an object reference
+        that resolves once worker 0 has started."""
+        addr, port = rendezvous
+        os.environ.update({"MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": "0",
+                           "WORLD_SIZE": str(world)})
         self.worker = self._guarded("starting", worker_cls, *args, **kwargs)
 
     def apply(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -148,13 +153,11 @@ class RoleGroup(Generic[W]):
         self.places: list[WorkerPlace] = []
         self._where = [w.where.remote() for w in self.workers]
         self._bundles = [role_plan.bundle_index(rank) for rank in range(world)]
-        addr, port = get(self.workers[0].rendezvous.remote())
-        # Workers build their models in parallel (and join one process group); wait_ready() collects them.
-        self._ready = [
-            w.init_worker.remote(worker_cls, {"MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank),
-                                              "LOCAL_RANK": "0", "WORLD_SIZE": str(world)}, *args, **kwargs)
-            for rank, w in enumerate(self.workers)
-        ]
+        # Nothing here waits: the workers build their models in parallel (and join one process group) once worker
+        # 0's rendezvous resolves, while the driver goes on to start the other roles; wait_ready() collects them.
+        rendezvous = self.workers[0].rendezvous.remote()
+        self._ready = [w.init_worker.remote(worker_cls, rendezvous, rank, world, *args, **kwargs)
+                       for rank, w in enumerate(self.workers)]
 
     def wait_ready(self) -> "RoleGroup[W]":
         """Block until every worker has built its model and engine (raises what a worker raised); each worker's node

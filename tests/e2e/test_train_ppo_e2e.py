@@ -6,10 +6,15 @@ the learning test starts its own local Ray, as a user's run does.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+from rlhfctl.net import free_port
+from tests.helpers import ENV
 from tests.helpers.train_ppo import assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics, train
 
 
@@ -17,12 +22,19 @@ pytestmark = pytest.mark.slow
 
 
 def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
-    """group_norm, torch engine, a local Ray started by the run: the reward goes up over 21 steps."""
+    """group_norm, torch engine, a local Ray started by the run: the reward goes up over 21 steps. The address file
+    of a `ray start` cluster that died without `ray stop` lies in Ray's folder: the run starts its own Ray anyway."""
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address=None)
     args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm", "--engine", "torch",
              "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7"]
-    result = train(args)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths live under it
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    try:
+        result = train(args, env={**ENV, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = assert_reward_rises(out, 21)
     assert all(m["reward/label_seen"] == 1.0 for m in steps)  # the labels reached the reward_func

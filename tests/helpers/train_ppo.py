@@ -33,9 +33,9 @@ def base_args(policy: Path, prompts: Path, out: Path, reward: str, ray_address: 
     return args + (["--ray-address", ray_address] if ray_address else [])
 
 
-def train(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    """`rlhfctl train-ppo ARGS` run to its end."""
-    return run_rlhfctl("train-ppo", *args, timeout=timeout)
+def train(args: list[str], timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`rlhfctl train-ppo ARGS` run to its end (in `env`, default the tests' ENV)."""
+    return run_rlhfctl("train-ppo", *args, timeout=timeout, env=env)
 
 
 def start_training(args: list[str]) -> subprocess.Popen:
