@@ -71,9 +71,9 @@ def max_model_len(path: str, wanted: int) -> int:
 
 
 def executor_options(tp: int, use_gpus: bool, placement: RolePlan, rank: int) -> dict[str, Any]:
-    """vLLM's options for an engine of `tp` workers: in this process for 1; else vLLM's multiprocessing executor
-    without GPUs (a process per worker, each on the CPU thread(s) it inherits), or on GPUs its Ray executor, whose
-    workers take this engine's `tp` one-GPU bundles of the placement group the engine actor runs in."""
+    """vLLM's options for an engine of `tp` workers: in the engine core's process for 1; else vLLM's multiprocessing
+    executor without GPUs (a process per worker, each on the CPU thread(s) it inherits), or on GPUs its Ray executor,
+    whose workers take this engine's `tp` one-GPU bundles of the placement group the engine actor runs in."""
     if tp == 1:
         return {}
     if not use_gpus:

@@ -49,8 +49,9 @@ def test_a_generation_in_flight_is_aborted_inside_the_engine(setup):
     assert len(get(call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT, 4)]))[0]["token_ids"]) == 4
 
 
-def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup):
+def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup, tied_policies):
     _, rollout, _ = setup
+    policies = tied_policies
     engine = rollout.engines.workers[0]
     t0 = time.perf_counter()
     [unpaused] = get(call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT, TOKENS)]))  # policy A
@@ -63,15 +64,27 @@ def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup):
     [paused] = get(future)
     assert paused["policy_versions"] == 2 and len(paused["token_ids"]) == TOKENS
 
-    tokens = paused["token_ids"]
-    agree = common_prefix(tokens, unpaused["token_ids"])
-    assert 0 < agree < TOKENS, "the sync should land mid-generation and change what follows"
-    # The split lies at or just before the first disagreement (B may happen to pick A's token a few times). After
-    # it, the tokens are B's greedy continuation of the prefix (the engine now holds B).
-    splits = list(range(max(1, agree - 3), agree + 1))
-    continuations = get(call(engine, VLLMEngine.generate_requests,
-                             [greedy(engine, PROMPT + tokens[:s], TOKENS - s) for s in splits]))
-    split = next((s for s, c in zip(splits, continuations) if c["token_ids"] == tokens[s:]), None)
-    assert split is not None, "the tokens after the sync are not policy B's continuation"
-    # tokens sampled before the sync keep policy A's log-probs (what vLLM reported when it sampled them)
-    assert paused["logprobs"][:split] == pytest.approx(unpaused["logprobs"][:split], abs=1e-4)
+    # Which policy sampled each token, read from the log-probs the engine reported (a random tiny policy's greedy
+    # text may fall into a loop that both policies continue, so the tokens alone may not show the switch).
+    tokens, reported = paused["token_ids"], paused["logprobs"]
+    by_a, by_b = (policy_log_probs(path, PROMPT, tokens) for path in policies)
+    from_a = [abs(x - y) < 1e-3 for x, y in zip(reported, by_a)]
+    split = next((i for i, same in enumerate(from_a) if not same), TOKENS)
+    assert 0 < split < TOKENS, f"the sync should land mid-generation (first token not A's: {split} of {TOKENS})"
+    assert tokens[:split] == unpaused["token_ids"][:split]  # before the sync: policy A's greedy tokens, A's log-probs
+    assert reported[:split] == pytest.approx(unpaused["logprobs"][:split], abs=1e-4)
+    assert reported[split:] == pytest.approx(by_b[split:], abs=1e-3)  # after it: every token sampled by policy B
+    # and B's greedy continuation of that prefix (the engine now holds B)
+    [continuation] = get(call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT + tokens[:split],
+                                                                             TOKENS - split)]))
+    assert continuation["token_ids"] == tokens[split:]
+
+
+def policy_log_probs(path: str, prompt: list[int], tokens: list[int]) -> list[float]:
+    """The log-prob of each of `tokens` after `prompt` under the HF policy at `path` (greedy: temperature 1)."""
+    import torch
+
+    from rlhfctl.models.actor import action_log_probs, load_policy
+
+    sequence = torch.tensor([prompt + tokens])
+    return action_log_probs(load_policy(path), sequence, torch.ones_like(sequence), len(tokens), 1.0)[0].tolist()
