@@ -312,10 +312,17 @@ class VLLMEngine:
 
 
 async def _start(args: Any) -> Any:
-    """AsyncLLM, built on the loop it will run on (its output handler is a task of that loop)."""
+    """AsyncLLM, built on the loop it will run on (its output handler is a task of that loop). The engine core is a
+    process of its own, outside the actor's Ray context: a Ray executor (TP on GPUs) is handed the actor's placement
+    group explicitly, as it could not find it from there."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(args)
+    config = args.create_engine_config()
+    if args.distributed_executor_backend == "ray":
+        import ray
+
+        config.parallel_config.placement_group = ray.util.get_current_placement_group()
+    return AsyncLLM.from_vllm_config(config, disable_log_stats=args.disable_log_stats)
 
 
 class _Stream:
