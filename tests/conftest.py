@@ -92,9 +92,10 @@ def ray_address():
 MODULE_SECONDS = {
     "tests.e2e.test_train_ppo_e2e": 1000, "tests.e2e.test_train_ppo_resume": 760, "tests.e2e.test_train_ppo_robust": 900,
     "tests.e2e.test_checkpoint_kills": 1000, "tests.e2e.test_train_ppo_rewards": 600, "tests.e2e.test_hub_e2e": 552,
-    "tests.e2e.test_vllm_engine": 451, "tests.e2e.test_agents_e2e": 444, "tests.e2e.test_async_train_e2e": 401,
+    "tests.e2e.test_vllm_engine": 451, "tests.e2e.test_agents_e2e": 444, "tests.e2e.test_async_train_e2e": 550,
     "tests.e2e.test_ctrl_c": 387, "tests.e2e.test_cluster_job": 378, "tests.e2e.test_vllm_train_ppo": 305,
     "tests.e2e.test_serve_rm_vllm": 220, "tests.e2e.test_demo": 217, "tests.e2e.test_cluster": 180,
+    "tests.e2e.test_vllm_partial_rollout": 120,
     "tests.e2e.test_packing_e2e": 168, "tests.e2e.test_serve_rm_cli": 107, "tests.unit.test_reward_pool": 89,
     "tests.e2e.test_bench_rm": 67, "tests.unit.test_hub": 60, "tests.e2e.test_serve_rm_worker": 51,
     "tests.unit.test_engine": 49, "tests.e2e.test_sandbox": 47,

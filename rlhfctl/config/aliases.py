@@ -67,9 +67,6 @@ NO_SLEEP = ("no effect: the hybrid engine (vLLM engines sleeping while training 
             "their memory")
 DS_TUNING = "no effect: a DeepSpeed/GPU performance setting rlhfctl does not expose; training is unchanged"
 NOT_BUILT = "is not built yet"
-PARTIAL_ROLLOUT = ("partial rollouts (a weight sync that pauses the engines mid-generation and resumes the same "
-                   "requests) are not built: the engines run vllm.LLM's blocking generate in a one-call-at-a-time Ray "
-                   "actor, so weights change only between batches; --async-train overlaps whole batches instead")
 
 
 def _placement() -> dict[str, Entry]:
@@ -99,7 +96,7 @@ TRAIN_PPO: dict[str, Entry] = {
     **_spell("algo.advantage.is_correction_type", entry=alias("vllm_is_correction_type")),
     **_spell("train.async_enable", entry=switch("async_train")),
     **_spell("train.async_queue_size", entry=alias("async_queue_size")),
-    **_spell("partial_rollout", "train.partial_rollout_enable", entry=refuse(PARTIAL_ROLLOUT, 0)),
+    **_spell("train.partial_rollout_enable", entry=switch("partial_rollout")),
     **_spell("eval.steps", entry=alias("eval_steps")),
     **_spell("ckpt.save_steps", entry=alias("save_steps")),
     **_spell("logger.logging_steps", entry=alias("logging_steps")),

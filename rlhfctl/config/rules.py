@@ -289,10 +289,10 @@ def _vllm_problems(cfg: TrainPPOConfig) -> list[str]:
 
 
 def _async_problems(cfg: TrainPPOConfig) -> list[str]:
-    """--async-train overlaps the vLLM engines' generation with the actor's training; without engines the actor
-    workers would do both, one after the other."""
+    """--async-train overlaps the engines' generation with training (without engines the actors would do both)."""
     if not cfg.async_train:
-        return [] if cfg.async_queue_size == 1 else ["--async-queue-size has no effect without --async-train"]
+        return ([] if cfg.async_queue_size == 1 else ["--async-queue-size has no effect without --async-train"]) + (
+            ["--partial-rollout needs --async-train (else no sync lands mid-generation)"] * cfg.partial_rollout)
     if not cfg.vllm_num_engines:
         return ["--async-train needs --vllm-num-engines >= 1: with Hugging Face generate the actor workers both "
                 "generate and train, so generation cannot overlap training"]

@@ -144,6 +144,11 @@ class TrainArgs(Group):
         1, "Rollout batches generated ahead of training with --async-train: the most updates a sample's policy "
         "may lag behind the one it trains.", ge=1
     )
+    partial_rollout: bool = opt(
+        False, "With --async-train: a weight sync no longer waits for the generation in flight; the engines pause "
+        "it, load the new weights and resume it, so a sample's later tokens come from the newer policy (its earlier "
+        "tokens keep the log-probs they were sampled with; rollout/partial_samples counts the split samples)."
+    )
 
 
 class LoRAArgs(Group):

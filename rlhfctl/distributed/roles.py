@@ -127,7 +127,10 @@ class RoleGroup(Generic[W]):
     """The `num_workers` Ray actors of one role, each hosting a `worker_cls` object, placed on their placement
     group's bundles."""
 
-    def __init__(self, role: str, plan: PlacementPlan, worker_cls: type[W], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, role: str, plan: PlacementPlan, worker_cls: type[W], *args: Any, max_concurrency: int = 1,
+                 **kwargs: Any) -> None:
+        """`max_concurrency`: how many calls a worker runs at once, each on its own thread (1: one after another;
+        more only for a worker whose methods are safe to run side by side, as the vLLM engine's)."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -147,7 +150,7 @@ class RoleGroup(Generic[W]):
                 placement_group_bundle_index=role_plan.bundle_index(rank),
             )
             self.workers.append(remote_cls.options(
-                scheduling_strategy=strategy, name=None, max_concurrency=1, **resources
+                scheduling_strategy=strategy, name=None, max_concurrency=max_concurrency, **resources
             ).remote(threads, base_env, role))
         world = len(self.workers)
         self.places: list[WorkerPlace] = []

@@ -5,9 +5,21 @@ in a queue of --async-queue-size; the driver trains on what it takes from the qu
 policy version it was generated with (the number of steps whose updates the engines held), and the producer starts
 step s only once the engines hold version >= s - queue_size, so no sample lags its training step by more than
 --async-queue-size updates (rollout/policy_version_lag). Weight sync and generation never overlap: both take the
-engine lock, so a version is exact. A failure in the producer (a reward that fails, an engine error) is carried to
+engine lock, so a version is exact.
+
+--partial-rollout (OpenRLHF's partial_rollout): the sync does not take the engine lock, so it lands while the
+producer's generation is in flight; each engine pauses its requests, loads the new weights and resumes them
+(rollout/engine.py), so a long generation never holds the next update back. A sample's tokens then come from up to
+a few consecutive policy versions: rollout/policy_version is the version the batch STARTED with (the oldest policy
+any of its tokens came from, so rollout/policy_version_lag stays an upper bound and the staleness bound holds as
+before), rollout/partial_samples counts the samples a sync split, rollout/policy_version_span is the most versions
+within one sample. Tokens sampled before a sync keep the log-probs the engine reported when it sampled them, so
+--enable-vllm-is-correction weighs each token by the policy that really produced it.
+
+A failure in the producer (a reward that fails, an engine error) is carried to
 the driver with the batch it belongs to and raised there, where the synchronous loop raises it. At a stop (Ctrl-C,
-an error) the rollout in flight is dropped: a resumed run generates it again from the checkpoint's step.
+an error) the rollout in flight is dropped and its requests are aborted inside the engines: a resumed run generates
+it again from the checkpoint's step.
 """
 
 from __future__ import annotations
@@ -18,6 +30,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
+
+import torch
 
 from rlhfctl.errors import RewardError
 from rlhfctl.rollout.samples import Samples
@@ -50,8 +64,12 @@ class AsyncRollouts(Rollouts):
     the reward-failure policy in the driver, at the step the failure belongs to."""
 
     def __init__(self, inner: Callable[[Score], Rollouts], scorer: Scorer, first_step: int, total_steps: int,
-                 queue_size: int) -> None:
+                 queue_size: int, partial: bool = False, abort: Callable[[], None] = lambda: None) -> None:
+        """`partial`: --partial-rollout (the sync lands mid-generation); `abort` aborts the engines' generation in
+        flight (at stop)."""
         self.scorer = scorer
+        self.partial = partial
+        self.abort = abort
         self.inner = inner(self._score)
         self.queue_size = queue_size
         self.total_steps = total_steps
@@ -155,6 +173,8 @@ class AsyncRollouts(Rollouts):
         batch.timings["time/rollout_wait"] = time.perf_counter() - t0
         batch.metrics["rollout/policy_version"] = float(ready.version)
         batch.metrics["rollout/policy_version_lag"] = float(step - ready.version)
+        if self.partial and batch.samples.version_span is not None:
+            batch.metrics.update(version_span_metrics(batch.samples.version_span))
         return batch
 
     def updated(self, step: int, since: float, sync: Optional[Sync]) -> dict[str, float]:
@@ -162,7 +182,8 @@ class AsyncRollouts(Rollouts):
         once the rollout in flight is done, and let the producer go on. Returns time/weight_sync and time/overlap:
         the seconds since `since` (when this step's rollout was ready) the engines spent generating ahead."""
         out = {"time/overlap": self._overlap(since, time.perf_counter())}
-        with self.engine_lock:
+        # --partial-rollout: the engines pause the generation in flight for the sync instead of it waiting
+        with contextlib.nullcontext() if self.partial else self.engine_lock:
             seconds = sync() if sync is not None else None
             with self._changed:
                 self._version = step + 1
@@ -187,5 +208,13 @@ class AsyncRollouts(Rollouts):
     def stop(self) -> None:
         """Stop the producer; a rollout in flight is dropped (the thread exits once its call returns or fails)."""
         self._stop.set()
+        self.abort()  # the producer's generation in flight stops inside the engines, not only here
         with self._changed:
             self._changed.notify_all()
+
+
+def version_span_metrics(version_span: torch.Tensor) -> dict[str, float]:
+    """rollout/partial_samples: samples whose tokens came from more than one policy version (a sync split them);
+    rollout/policy_version_span: the most policy versions within one sample."""
+    return {"rollout/partial_samples": float((version_span > 1).sum()),
+            "rollout/policy_version_span": float(version_span.max())}

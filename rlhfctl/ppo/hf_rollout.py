@@ -28,5 +28,8 @@ class HFRollout:
     def sync_weights(self) -> Optional[float]:
         return None
 
+    def abort(self) -> None:
+        """Nothing to abort: HF generate runs only while the trainer waits for it (no --async-train)."""
+
     def close(self) -> None:
         pass

@@ -145,7 +145,8 @@ class PPOTrainer:
         from rlhfctl.ppo.async_loop import AsyncRollouts
 
         return AsyncRollouts(rollouts, self.scorer, self.state.step, self.total_steps,
-                             self.train_args.async_queue_size)
+                             self.train_args.async_queue_size, self.train_args.partial_rollout,
+                             self.generator.backend.abort)
 
     def train_step(self, step: int) -> dict[str, float]:
         """One PPO step: the rollouts' scored batch, its experience, the actor and critic updates, the weight sync."""

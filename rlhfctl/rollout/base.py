@@ -21,6 +21,10 @@ class Rollout(Protocol):
         """Bring the generator's weights up to the actor's; seconds taken, or None when it IS the actor."""
         ...
 
+    def abort(self) -> None:
+        """Abort the generation in flight, whose caller was stopped (a no-op where there is nothing to abort)."""
+        ...
+
     def close(self) -> None:
         ...
 

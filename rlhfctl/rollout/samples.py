@@ -39,6 +39,9 @@ class Samples:
     # --agent-func-path: the rewards the environment gave each episode (and agent/* episode statistics); the
     # response part then holds policy turns (action_mask 1) and environment replies (action_mask 0, attention 1).
     environment: Optional[RewardBatch] = None
+    # [B] long: how many policy versions sampled the row's tokens (vLLM engines; 2+ when a weight sync landed
+    # mid-generation, --partial-rollout). None where generation never overlaps a sync (HF generate, agents).
+    version_span: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -54,7 +57,9 @@ class Samples:
                        [x for p in parts for x in p.labels], [x for p in parts for x in p.responses], truncated,
                        rollout, queries=[x for p in parts for x in p.queries],
                        environment=None if any(p.environment is None for p in parts) else RewardBatch.concat(
-                           [p.environment for p in parts if p.environment is not None]))
+                           [p.environment for p in parts if p.environment is not None]),
+                       version_span=None if any(p.version_span is None for p in parts) else torch.cat(
+                           [p.version_span for p in parts]))
 
     def select(self, index: list[int]) -> "Samples":
         """The rows `index`, in that order (widths kept)."""
@@ -64,7 +69,8 @@ class Samples:
                        [self.prompts[i] for i in index], [self.labels[i] for i in index],
                        [self.responses[i] for i in index], pick(self.truncated), pick(self.rollout_log_probs),
                        queries=[self.queries[i] for i in index] if self.queries else [],
-                       environment=None if self.environment is None else select_rewards(self.environment, index))
+                       environment=None if self.environment is None else select_rewards(self.environment, index),
+                       version_span=pick(self.version_span))
 
 
 def select_rewards(batch: RewardBatch, index: list[int]) -> RewardBatch:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rlhfctl.config.slices import SamplingGroups
     from rlhfctl.ppo.workers import PolicyWorker
 
+ENGINE_CONCURRENCY = 8  # calls one engine actor runs at once (generation, sync, abort, agent batches)
 # Multi-turn episodes on the engines (rlhfctl/agents): (engine handles, prompts, n, evaluation) -> Samples.
 Episodes = Callable[[list[Any], list[PromptExample], int, bool], Samples]
 
@@ -67,7 +68,11 @@ class VLLMRollout:
         self.actor = actor
         self.pad_token_id = pad_token_id
         self.backend = backend
-        self.engines = RoleGroup("vllm", plan, VLLMEngine, sampling, vllm, plan.roles["vllm"], plan.use_gpus)
+        # Several calls at once per engine actor (threads that each wait on the engine's event loop): a weight sync
+        # or an abort runs while a generation is in flight, agent batches stream in side by side. A threaded actor
+        # rather than an async one: WorkerActor's methods are synchronous for every role.
+        self.engines = RoleGroup("vllm", plan, VLLMEngine, sampling, vllm, plan.roles["vllm"], plan.use_gpus,
+                                 max_concurrency=ENGINE_CONCURRENCY)
         self._meta: Optional[list[Any]] = None
 
     def wait_ready(self) -> "VLLMRollout":
@@ -101,6 +106,10 @@ class VLLMRollout:
             get(self.actor.all(WeightSender.broadcast_weights, bucket_bytes)
                 + self.engines.all(VLLMEngine.receive_weights, self._meta, bucket_bytes))
         return time.perf_counter() - t0
+
+    def abort(self) -> None:
+        """Abort every engine's generation in flight (its caller was stopped: Ctrl-C, an error); waits for none."""
+        self.engines.all(VLLMEngine.abort_requests)
 
     def describe(self) -> str:
         """'vLLM: 2 engines x tensor-parallel 2 = 4 worker processes' (counted: the workers' distinct process ids)."""

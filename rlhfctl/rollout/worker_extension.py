@@ -1,7 +1,7 @@
 """What rlhfctl adds to vLLM's worker (`worker_extension_cls`): weight sync that reaches every worker of an engine.
 
 An engine of tensor-parallel size N has N workers (processes of vLLM's multiprocessing executor without GPUs, Ray
-actors of its Ray executor on GPUs, or the engine's own process when N = 1); the engine calls these methods on all
+actors of its Ray executor on GPUs, or the engine core's process when N = 1); the engine calls these methods on all
 of them with `collective_rpc`. Each worker receives whole tensors and loads them through vLLM's weight loaders,
 which keep the worker's shard (its rows of a column-parallel weight, its columns of a row-parallel one).
 

@@ -107,11 +107,9 @@ class VLLMBackend(ABC):
 
     async def last(self, outputs: AsyncIterator[Any]) -> Any:
         """The final output of one vLLM request's stream."""
-        final = None
-        async for final in outputs:
-            pass
-        assert final is not None, "vLLM answered a request with no output"
-        return final
+        from rlhfctl.rollout.async_host import final_output
+
+        return await final_output(outputs)
 
     # ------------------------------------------------------------------------------------------------ Scorer
     def start(self) -> None:

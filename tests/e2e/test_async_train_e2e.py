@@ -67,3 +67,28 @@ def test_async_run_overlaps_logs_its_lag_and_stops_on_a_reward_failure(tmp_path,
     assert ("step 4: the reward failed, so the run stops (a failure is never a reward of 0). Checkpoint of step 3 "
             "saved in") in err, err[-3000:]
     assert "KeyError" in err and "no rule for this batch" in err
+
+
+def test_partial_rollout_run_splits_samples_at_weight_syncs_and_finishes(tmp_path, ray_address, tied_policies,
+                                                                          prompt_file):
+    """--partial-rollout: an untrained tiny policy rarely says EOS, so each step's 200-token generation outlasts the
+    previous step's training and every sync lands while it runs; the run logs the split samples and finishes."""
+    reward = tmp_path / "reward_func.py"
+    reward.write_text("def reward_func(queries, prompts, labels, **kwargs):\n"
+                      "    return [float(len(q) % 7) for q in queries]\n")
+    out = tmp_path / "out"
+    result = run_rlhfctl("train-ppo", "--pretrain", tied_policies[0], "--prompt-data", str(prompt_file),
+                         "--input-key", "input", "--label-key", "answer", "--remote-rm-url", str(reward),
+                         "--save-path", str(out), "--max-samples", "2", "--num-episodes", "3",
+                         "--rollout-batch-size", "2", "--n-samples-per-prompt", "2", "--micro-rollout-batch-size", "2",
+                         "--train-batch-size", "4", "--micro-train-batch-size", "4", "--generate-max-len", "200",
+                         "--prompt-max-len", "16", "--advantage-estimator", "group_norm", "--engine", "torch",
+                         "--init-kl-coef", "0", "--vllm-num-engines", "1", "--async-train", "--partial-rollout",
+                         "--enable-vllm-is-correction", "--placement-timeout", "120", "--ray-address", ray_address,
+                         timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = metrics(out)
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    assert sum(m["rollout/partial_samples"] for m in steps) > 0
+    assert max(m["rollout/policy_version_span"] for m in steps) >= 2
+    assert all("actor_vllm_kl" in m for m in steps)  # the IS correction saw the split samples' log-probs

@@ -99,8 +99,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '0.0 --init_kl_coef 1e-5 --use_kl_loss --kl_estimator k2 --enable_vllm_is_correction '
      '--vllm_is_correction_type icepop --use_tensorboard ${SAVE_PATH}/runs --logging_steps 1 --eval_steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.10.1.post2',
-     ('--partial_rollout', '--ring_attn_size',
-     '--ring_head_stride'),
+     ('--ring_attn_size', '--ring_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
      '--max_ckpt_num 3 --save_steps 10 --agent_func_path ${AGENT_FUNC_PATH} --prompt_data ${DATASET_PATH} '
@@ -233,7 +232,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_type icepop --logger.tensorboard_dir ${SAVE_PATH}/runs --logger.logging_steps '
      '1 --eval.steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.11.0',
-     ('--train.partial_rollout_enable', '--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
+     ('--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '

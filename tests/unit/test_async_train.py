@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from rlhfctl.errors import RewardError
@@ -30,6 +31,9 @@ def base(tmp_path, policy, prompts) -> list[str]:
      {"async_train": True, "async_queue_size": 3}),
     (["--vllm.num_engines", "1", "--train.async_enable", "--train.async_queue_size", "2"],
      {"async_train": True, "async_queue_size": 2}),
+    (["--vllm_num_engines", "1", "--async_train", "--partial_rollout"], {"async_train": True, "partial_rollout": True}),
+    (["--vllm.num_engines", "1", "--train.async_enable", "--train.partial_rollout_enable"],
+     {"async_train": True, "partial_rollout": True}),
 ])
 def test_openrlhf_spellings_turn_async_training_on(args, field_values, tiny_policy_dir, prompt_file, tmp_path, capsys):
     code, out, err = run_cli([*base(tmp_path, tiny_policy_dir, prompt_file), *args, "--print-config"], capsys)
@@ -44,7 +48,8 @@ def test_openrlhf_spellings_turn_async_training_on(args, field_values, tiny_poli
     (["--vllm-num-engines", "1", "--async-train", "--async-queue-size", "0"], "async-queue-size"),
     (["--vllm-num-engines", "1", "--async-train", "--async-queue-size", "two"], "async-queue-size"),
     (["--vllm-num-engines", "1", "--async-queue-size", "2"], "--async-queue-size has no effect without --async-train"),
-    (["--vllm-num-engines", "1", "--async-train", "--partial_rollout"], "partial rollouts"),
+    (["--vllm-num-engines", "1", "--partial-rollout"], "--partial-rollout needs --async-train"),
+    (["--vllm_num_engines", "1", "--partial_rollout"], "--partial-rollout needs --async-train"),
 ])
 def test_bad_async_options_exit_2_naming_the_option(args, needle, tiny_policy_dir, prompt_file, tmp_path, capsys):
     code, _, err = run_cli([*base(tmp_path, tiny_policy_dir, prompt_file), *args, "--print-config"], capsys)
@@ -69,7 +74,8 @@ class FakeEngines:
         if step == self.block_at:
             self.release.wait(10)
         time.sleep(self.generate_seconds)
-        return SimpleNamespace(step=step)
+        # policy versions per sample, as the vLLM engines report them: the second sample was split by a sync
+        return SimpleNamespace(step=step, version_span=torch.tensor([1, 2, 1]))
 
 
 class FakeScorer:
@@ -108,9 +114,9 @@ class FakeRollouts(Rollouts):
 
 
 def producer_of(engines: FakeEngines, first_step: int, total_steps: int, queue_size: int,
-                interleaved: bool = False) -> AsyncRollouts:
+                interleaved: bool = False, partial: bool = False, abort=lambda: None) -> AsyncRollouts:
     return AsyncRollouts(lambda score: FakeRollouts(engines, score, interleaved), FakeScorer(engines), first_step,
-                         total_steps, queue_size)
+                         total_steps, queue_size, partial, abort)
 
 
 def drive(producer: AsyncRollouts, steps: int, train_seconds: float) -> list[tuple[int, float, float]]:
@@ -195,6 +201,26 @@ def test_weight_sync_waits_for_the_generation_in_flight():
     finally:
         engines.release.set()
         producer.stop()
+
+
+def test_partial_rollout_syncs_while_a_generation_runs_and_counts_split_samples():
+    """--partial-rollout: the sync does not wait for the generation in flight (the engines pause and resume it);
+    each step logs its split samples and the most versions in one sample; stop() aborts the engines' generation."""
+    engines = FakeEngines(block_at=1)
+    aborted = []
+    producer = producer_of(engines, 0, 3, 1, partial=True, abort=lambda: (aborted.append(True), engines.release.set()))
+    try:
+        first = producer.next(0)
+        deadline = time.time() + 5
+        while 1 not in engines.started and time.time() < deadline:
+            time.sleep(0.01)
+        synced = []
+        producer.updated(0, 0.0, sync=lambda: synced.append(True))  # returns while step 1's generation is blocked
+        assert synced and not engines.release.is_set()
+    finally:
+        producer.stop()
+    assert aborted and engines.release.is_set()
+    assert (first.metrics["rollout/partial_samples"], first.metrics["rollout/policy_version_span"]) == (1.0, 2.0)
 
 
 def test_stop_drops_the_rollout_in_flight():
