@@ -214,8 +214,11 @@ def test_a_busy_replica_stays_in_and_a_4xx_is_not_failed_over():
         client = RemoteReward([full.url, good.url], health_interval=60)
         assert client.score(["a", "b"]).rewards == [1.0, 1.0]
         assert client.replicas.states()[0].up  # a full queue is busy, not down
+        before = len(busy_calls)
         client.score(["a", "b"])
-        assert len(busy_calls) == 2
+        # still in the rotation: the next batch tries it again (a retry may land on it more than once: both replicas
+        # idle is a tie that the first wins)
+        assert len(busy_calls) > before and client.replicas.states()[0].up
         client.close()
         client = RemoteReward([bad_request.url, good.url], health_interval=60)
         with pytest.raises(RewardError, match="HTTP 422"):
