@@ -125,6 +125,11 @@ class VLLMEngine:
         self._updating = False  # between a sync's pause and its resume: new requests sample with the next version
         self._request_ids = itertools.count()
         self._generations: set[asyncio.Task] = set()  # in flight, for abort_requests
+        # Open except while a sync that found nothing in flight loads weights: requests wait for it here (the
+        # engine itself is not paused: pausing and resuming its scheduler would cost each sync a round trip more).
+        self._weights_loaded = asyncio.Event()
+        self._weights_loaded.set()
+        self._engine_paused = False
         self._stream: Optional[_Stream] = None
 
     def _generation_eos(self) -> Any:
@@ -233,6 +238,7 @@ class VLLMEngine:
     async def _request(self, prompt: Any, params: Any) -> tuple[Any, int]:
         """One request's final output, and the policy versions it spanned: a request added during a sync is
         scheduled after the resume, with the new weights only."""
+        await self._weights_loaded.wait()
         first = self.version + (1 if self._updating else 0)
         out = await final_output(self.llm.generate(prompt, params, request_id=f"{self.rank}-{next(self._request_ids)}"))
         return out, self.version - first + 1
@@ -267,16 +273,27 @@ class VLLMEngine:
         return int(self.host.run(update())[0])
 
     async def _pause(self) -> None:
-        """Freeze the requests in flight and drop every cached KV block (computed by the weights about to go)."""
+        """Freeze the requests in flight and drop every cached KV block (computed by the weights about to go). With
+        nothing in flight (every sync without --partial-rollout) new requests wait at the gate instead."""
         self._updating = True
-        await self.llm.pause_generation(mode="keep", clear_cache=True)
+        self._engine_paused = bool(self._generations)
+        if self._engine_paused:
+            await self.llm.pause_generation(mode="keep", clear_cache=True)
+        else:
+            self._weights_loaded.clear()
 
     async def _resume(self) -> None:
         """The new weights are loaded: one more policy version; the frozen requests go on (their prefixes are
         recomputed first)."""
         self.version += 1
         self._updating = False
-        await self.llm.resume_generation()
+        if self._engine_paused:
+            await self.llm.resume_generation()
+        else:
+            try:
+                await self.llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+            finally:
+                self._weights_loaded.set()
 
     def begin_weight_stream(self) -> None:
         """Pause generation and start loading the weights push_weights will hand over (the --vllm-sync-with-ray
