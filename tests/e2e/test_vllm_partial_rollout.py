@@ -14,7 +14,7 @@ import pytest
 
 from rlhfctl.distributed.roles import call, get
 from rlhfctl.rollout.engine import GenerationAborted, VLLMEngine
-from tests.helpers.vllm_engines import engines_beside_actor
+from tests.helpers.vllm_engines import engines_beside_actor, swap_actor
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_a_generation_in_flight_is_aborted_inside_the_engine(setup):
 
 
 def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup, tied_policies):
-    _, rollout, _ = setup
+    cfg, rollout, plan = setup
     policies = tied_policies
     engine = rollout.engines.workers[0]
     t0 = time.perf_counter()
@@ -58,10 +58,21 @@ def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup, tie
     seconds = time.perf_counter() - t0
     assert unpaused["finish_reason"] == "length" and unpaused["policy_versions"] == 1
 
-    future = call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT, TOKENS)])
-    time.sleep(0.3 * seconds)  # well inside the generation
-    rollout.sync_weights()  # actor B -> engine, while the request runs
-    [paused] = get(future)
+    # The sync must reach the engine while the request runs. How long a generation and a sync take varies with the
+    # machine's load, so a sync that came too late (the request had finished: one policy version) is tried again,
+    # sooner, from policy A again (a new actor worker cannot join the gloo group: later syncs go through Ray's
+    # object store, which pauses generation the same way).
+    for attempt, fraction in enumerate((0.3, 0.1, 0.03)):
+        if attempt:
+            swap_actor(rollout, plan, cfg, policies[0], sync_with_ray=True)
+            rollout.sync_weights()  # the engine back on A, with nothing in flight
+            swap_actor(rollout, plan, cfg, policies[1], sync_with_ray=True)
+        future = call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT, TOKENS)])
+        time.sleep(fraction * seconds)  # inside the generation
+        rollout.sync_weights()  # actor B -> engine, while the request runs
+        [paused] = get(future)
+        if paused["policy_versions"] == 2:
+            break
     assert paused["policy_versions"] == 2 and len(paused["token_ids"]) == TOKENS
 
     # Which policy sampled each token, read from the log-probs the engine reported (a random tiny policy's greedy
