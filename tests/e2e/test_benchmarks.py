@@ -38,6 +38,7 @@ def test_every_benchmark_has_help(script):
     ("reward_cache.py", ["--prompts", "50"]),
     ("sandbox.py", ["--workers", "0"]),
     ("lora.py", ["--steps", "1"]),
+    ("engine_start.py", ["--repeats", "0"]),
 ])
 def test_bad_options_exit_2_with_a_message(script, args):
     done = _run(script, *args)
