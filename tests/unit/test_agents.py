@@ -228,14 +228,11 @@ def test_episodes_overlap_in_time_and_their_turns_share_generate_calls(policy, t
     path = str(write(tmp_path, SLOW_ENV, "slow_env.py"))
     model, tokenizer = policy
     engine = HFEngine(model, tokenizer)
-    t0 = time.perf_counter()
     episodes = play(path, policy, [f"What is {i} + {i}?" for i in range(8)], engine=engine)
-    elapsed = time.perf_counter() - t0
     spans = next(m for n, m in sys.modules.items() if n.startswith("rlhfctl_agent_") and hasattr(m, "SPANS")).SPANS
     assert len(episodes) == 8 and len(spans) == 8
     latest_start, earliest_end = max(s for s, _ in spans), min(e for _, e in spans)
     assert latest_start < earliest_end  # all 8 environments were waiting at the same moment
-    assert elapsed < 8 * 0.3
     assert engine.requests == 8 and engine.batches < 8  # concurrent turns went to the model together
     assert all(e.env_seconds >= 0.3 for e in episodes)
     capped = HFEngine(model, tokenizer, max_batch=3)  # --micro-rollout-batch-size x n bounds one generate call

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -54,12 +54,15 @@ def test_help_is_fast_and_imports_nothing_heavy(args):
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print('HEAVY', heavy, 'SECONDS', time.perf_counter() - t, file=sys.stderr)"
     )
-    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY [] " in proc.stderr, proc.stderr
-    assert wall < 5, f"--help took {wall:.2f}s"  # the 1 s target is measured by benchmarks/cli_startup.py
+    # CPU seconds, which the machine's load leaves alone (wall time does not); the 1 s wall target is measured by
+    # benchmarks/cli_startup.py
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert cpu < 3, f"--help used {cpu:.2f} s of CPU"
 
 
 # ------------------------------------------------------------------------------------------ seed command lines

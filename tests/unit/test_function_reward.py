@@ -231,7 +231,7 @@ def test_timeout_stops_waiting(tmp_path, source):
     reward = FunctionReward(write(tmp_path, source), timeout=0.2)
     start = time.perf_counter()
     fault = fault_of(reward.score, ["a", "b"], ["a", "b"], ["a", "b"])
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 4  # not the call's 5 s
     assert fault.kind == "timeout" and "timeout of 0.2s on a batch of 2" in str(fault)
     reward.close()
 

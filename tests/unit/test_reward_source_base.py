@@ -90,7 +90,7 @@ def test_reading_a_remote_sources_capabilities_makes_no_request():
     client = RemoteReward("http://192.0.2.1:9/get_reward", timeout=5, max_retries=0)  # TEST-NET-1: never answers
     started = time.monotonic()
     assert (client.cacheable, client.pairwise, client.concurrency, client.health()) == (False, False, None, {})
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5  # a request would wait out the 5 s timeout
     client.close()
 
 

@@ -37,6 +37,16 @@ def reward_func(queries, prompts, labels, **kwargs):
         return [float("nan") if "nan" in q else 0.0 for q in queries]
     if any("sleep" in q for q in queries):
         time.sleep(0.6)
+    for q in queries:
+        if q.startswith("meet:"):  # a call that waits up to 3 s for a second call to start, logging when it ran
+            spans = q[len("meet:"):]
+            started = time.time()
+            with open(spans, "a") as f:
+                f.write(f"start {started}\\n")
+            while time.time() < started + 3 and open(spans).read().count("start") < 2:
+                time.sleep(0.01)
+            with open(spans, "a") as f:
+                f.write(f"end {time.time()}\\n")
     return {
         "rewards": [1.0 if l and q.endswith(l) else 0.0 for q, l in zip(queries, labels)],
         "extra_logs": {"prompt_len": [float(len(p)) for p in prompts]},
@@ -156,19 +166,21 @@ def test_health_is_ok_with_the_workers_it_was_given(func_file):
 
 
 @pytest.mark.parametrize("workers,concurrent", [(1, False), (2, True)])
-def test_reward_workers_is_how_many_calls_run_at_once(func_file, workers, concurrent):
+def test_reward_workers_is_how_many_calls_run_at_once(func_file, workers, concurrent, tmp_path):
+    spans = tmp_path / "spans"
     with serve(func_file, reward_workers=workers) as handle:
         answers = []
         threads = [threading.Thread(target=lambda: answers.append(httpx.post(
-            handle.url, json={"query": ["sleep"]}, timeout=30))) for _ in range(2)]
-        started = time.perf_counter()
+            handle.url, json={"query": [f"meet:{spans}"]}, timeout=30))) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        took = time.perf_counter() - started
     assert [a.status_code for a in answers] == [200, 200]
-    assert (took < 1.1) == concurrent, took  # each call sleeps 0.6 s
+    # Each call waits (up to 3 s) for the other to start: two workers run both at once, one runs them in turn.
+    times = {kind: [float(t) for k, t in (line.split() for line in spans.read_text().splitlines()) if k == kind]
+             for kind in ("start", "end")}
+    assert (max(times["start"]) < min(times["end"])) == concurrent, times
 
 
 def test_remote_reward_shows_the_functions_message_at_once_without_retrying(func_file):
