@@ -338,7 +338,7 @@ def test_open_loop_and_duration(failing_server, capsys):
     level = result["levels"][0]
     check_level_arithmetic(level, 1, 100)
     assert level["request_rate"] == 200
-    assert 0.25 < level["duration"] < 2.0  # 100 Poisson arrivals at 200/s: about 0.5 s
+    assert 0.25 < level["duration"] < 5.0  # 100 Poisson arrivals at 200/s: about 0.5 s (slower on a loaded machine)
     result = run_json(["--url", url, "--concurrency", "2", "--duration", "0.5", "--warmup", "0",
                        "--max-error-rate", "1"], capsys)
     level = result["levels"][0]
