@@ -136,7 +136,7 @@ def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(killed_run, 
     out = tmp_path / "out"
     ckpt = out / "ckpt"
     shutil.copytree(killed_run.saved_copy, out)
-    assert len(killed_run.kept) == 1
+    assert killed_run.killed and len(killed_run.kept) == 1, killed_run
     good = killed_run.kept[0]  # step 1, or a later one if the shared run's kill missed step 2's save
     assert _complete_steps(ckpt) == [good]
     bad = tmp_path / "raises.py"
