@@ -73,14 +73,11 @@ def _interrupt(args: list[str], marks: Path, hold: dict[str, str], reached: Call
     finally:
         if ours is not None:
             signal.signal(signal.SIGINT, ours)
-    T0 = time.monotonic()
     try:
         _wait_for(proc, reached, what)
-        T1 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         (marks / "release").touch()
         _, err = proc.communicate(timeout=WAIT_S)
-        print(f"\nRUN {what}: reached {T1-T0:.1f}s, exit after {time.monotonic()-T1:.1f}s", flush=True)
     finally:
         if proc.poll() is None:
             proc.kill()
