@@ -1,12 +1,18 @@
 """A kill -9 at any point of a checkpoint save leaves a checkpoint that resumes, and a resumed run that fails never
-writes over the only good one. The real CLI in a subprocess, real Ray and DeepSpeed, tiny models."""
+writes over the only good one. The real CLI in a subprocess, real Ray and DeepSpeed, tiny models.
+
+Both tests start from one run (`killed_run`), killed while its workers write a checkpoint: the first test goes on
+from that run's own folder, leftovers of the killed save included; the second from a copy of its complete
+checkpoint. A train-ppo run costs ~10 s of process starts before its first step, so sharing the first one matters."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,19 +57,56 @@ def _kill_when(args: list[str], condition, timeout: float = 180) -> bool:
             proc.wait(timeout=30)
 
 
-def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(tiny_policy_dir, prompt_file, reward_file,
-                                                                        tmp_path, ray_address):
-    """DeepSpeed ZeRO-2, a save every step, one checkpoint kept (so every save also deletes one): killed while the
-    workers write, right after a new checkpoint is renamed into place (pruning under way), and while a resumed run
-    saves; each time the newest complete checkpoint is whole and --load-checkpoint resumes from it."""
-    out = tmp_path / "out"
-    ckpt = out / "ckpt"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+def _args(policy: Path, prompts: Path, reward: Path, out: Path, ray_address: str) -> list[str]:
+    """DeepSpeed ZeRO-2 (the default engine), 2 steps per episode, a save every step, one checkpoint kept (so every
+    save also deletes one). No critic or reference worker: their saves go the same way as the actor's."""
+    return base_args(policy, prompts, out, str(reward), ray_address) + [
         "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--save-steps", "1", "--max-ckpt-num", "1",
         "--num-episodes", "100"]
+
+
+@dataclass
+class KilledRun:
+    """The shared first run, killed -9 while its workers wrote the checkpoint after step `kept`'s (`killed`: it was
+    killed, not ended first)."""
+
+    out: Path  # the run's --save-path (its --ckpt-path is out/ckpt), leftovers of the killed save included
+    killed: bool
+    kept: list[int]  # the complete checkpoints it left
+    saved_copy: Path  # a --save-path holding only its complete checkpoint and metrics.jsonl, taken at once
+
+
+@pytest.fixture(scope="module")
+def killed_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_address) -> KilledRun:
+    """One run killed while the workers write step 2's checkpoint (step 1's is the one to keep; a later step's if
+    the kill missed step 2's save). `out` is the first test's to go on from; the second copies `saved_copy`, taken
+    before anything else touched `out`. The copy holds the complete checkpoint only: the killed run's workers may
+    still be writing its hidden folder."""
+    root = tmp_path_factory.mktemp("killed_run")
+    out, copy = root / "out", root / "saved"
+    ckpt = out / "ckpt"
+    killed = _kill_when(_args(tiny_policy_dir, prompt_file, reward_file, out, ray_address),
+                        lambda: bool(_complete_steps(ckpt)) and _save_under_way(ckpt))
+    kept = _complete_steps(ckpt) if killed else []
+    copy.mkdir()
+    for step in kept:
+        shutil.copytree(ckpt / f"global_step{step}", copy / "ckpt" / f"global_step{step}")
+    if (out / "metrics.jsonl").is_file():
+        shutil.copy(out / "metrics.jsonl", copy / "metrics.jsonl")
+    return KilledRun(out, killed, kept, copy)
+
+
+def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(killed_run, tiny_policy_dir, prompt_file,
+                                                                        reward_file, ray_address):
+    """Killed while the workers write (`killed_run`), right after a new checkpoint is renamed into place (pruning
+    under way), and while a resumed run saves; each time the newest complete checkpoint is whole and
+    --load-checkpoint resumes from it."""
+    out = killed_run.out
+    ckpt = out / "ckpt"
+    args = _args(tiny_policy_dir, prompt_file, reward_file, out, ray_address)
     # 1. while the workers write step 2's checkpoint (step 1's is the one to keep)
-    assert _kill_when(args, lambda: bool(_complete_steps(ckpt)) and _save_under_way(ckpt))
-    kept = _complete_steps(ckpt)
+    assert killed_run.killed
+    kept = killed_run.kept
     assert kept and kept[-1] >= 1
     # 2. a resumed run killed the moment a newer checkpoint is in place (the old one is being pruned)
     assert _kill_when(args + ["--load-checkpoint"], lambda: (_complete_steps(ckpt) or [0])[-1] > kept[-1])
@@ -85,28 +128,32 @@ def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(tiny_pol
     assert [p.name for p in ckpt.iterdir()] == [f"global_step{2 * (last // 2 + 1)}"]
 
 
-def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(tiny_policy_dir, prompt_file, reward_file,
-                                                                    tmp_path, ray_address):
-    """Step 1 is saved; a resumed run's reward fails at step 2, so it saves step 1 again, over the only good
-    checkpoint. It is killed during that save: step 1's checkpoint is still there, whole, and resumes."""
+def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(killed_run, tiny_policy_dir, prompt_file,
+                                                                    reward_file, tmp_path, ray_address):
+    """Step 1 is saved (`killed_run`'s checkpoint); a resumed run's reward fails at step 2, so it saves step 1
+    again, over the only good checkpoint. It is killed during that save: step 1's checkpoint is still there, whole,
+    and resumes."""
     out = tmp_path / "out"
     ckpt = out / "ckpt"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
-        "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--max-samples", "2", "--save-steps", "1"]
-    first = train(args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert _complete_steps(ckpt) == [1]
+    shutil.copytree(killed_run.saved_copy, out)
+    assert killed_run.killed and len(killed_run.kept) == 1, killed_run
+    good = killed_run.kept[0]  # step 1, or a later one if the shared run's kill missed step 2's save
+    assert _complete_steps(ckpt) == [good]
     bad = tmp_path / "raises.py"
     bad.write_text(REWARD_THAT_RAISES)
-    resumed = [a if a != str(reward_file) else str(bad) for a in args] + ["--load-checkpoint", "--num-episodes", "2"]
-    saving = lambda: _save_under_way(ckpt) or not (ckpt / "global_step1" / "trainer_state.json").is_file()  # noqa: E731
+    end = 2 * (good // 2 + 1)  # the end of the episode after step `good`: a step is left to fail, then to train
+    resumed = _args(tiny_policy_dir, prompt_file, bad, out, ray_address)[:-2] + [
+        "--load-checkpoint", "--num-episodes", str(end // 2)]
+    saving = lambda: (_save_under_way(ckpt)  # noqa: E731
+                      or not (ckpt / f"global_step{good}" / "trainer_state.json").is_file())
     assert _kill_when(resumed, saving)
-    assert _complete_steps(ckpt) == [1]
+    assert _complete_steps(ckpt) == [good]
     # Not killed, the same run stops with the reward's message and still leaves step 1 whole.
     result = train(resumed)
     assert result.returncode == 1 and "the grader is down" in result.stderr
-    assert "Checkpoint of step 1 saved in" in " ".join(result.stderr.split())
-    assert _complete_steps(ckpt) == [1] and [p.name for p in ckpt.iterdir()] == ["global_step1"]
-    again = train(args[:-2] + ["--save-steps", "1", "--load-checkpoint", "--num-episodes", "2"])
+    assert f"Checkpoint of step {good} saved in" in " ".join(result.stderr.split())
+    assert _complete_steps(ckpt) == [good] and [p.name for p in ckpt.iterdir()] == [f"global_step{good}"]
+    again = train(_args(tiny_policy_dir, prompt_file, reward_file, out, ray_address)[:-2] + [
+        "--load-checkpoint", "--num-episodes", str(end // 2)])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert [m["step"] for m in metrics(out)] == [1, 2]
+    assert [m["step"] for m in metrics(out)] == list(range(1, end + 1))
