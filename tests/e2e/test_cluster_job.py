@@ -82,6 +82,8 @@ def test_ray_job_submit_runs_train_ppo_and_reports_its_metrics(job_cluster, tiny
     """The seed's `-- python3 -m rlhfctl train-ppo` form trains; the `-- rlhfctl` script form is the failing job's
     below (one training job is enough to show the cluster side)."""
     entrypoint = ["python3", "-m", "rlhfctl"]
+    # The actor alone on the worker node (group_norm, --init-kl-coef 0, --engine torch: no critic, reference or
+    # DeepSpeed start): its checkpoint part, written there, is the cluster side this test is about.
     # The working dir uploaded to the cluster: a checkout (this package, its .gitignore) with a virtualenv in it,
     # which Ray (.venv by default since 2.5x) and the .gitignore keep out of the upload.
     work = tmp_path / "repo"
@@ -97,7 +99,7 @@ def test_ray_job_submit_runs_train_ppo_and_reports_its_metrics(job_cluster, tiny
                                 "--n-samples-per-prompt", "2", "--micro-rollout-batch-size", "1",
                                 "--train-batch-size", "4", "--micro-train-batch-size", "2", "--generate-max-len", "4",
                                 "--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch",
-                                "--save-steps", "1"],
+                                "--init-kl-coef", "0", "--save-steps", "1"],
                   work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     submitted = job_id(done.stdout + done.stderr)

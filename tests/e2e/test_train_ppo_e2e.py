@@ -22,12 +22,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
-    """group_norm, torch engine, a local Ray started by the run: the reward goes up over 21 steps. The address file
-    of a `ray start` cluster that died without `ray stop` lies in Ray's folder: the run starts its own Ray anyway."""
+    """group_norm, torch engine, no KL term (so no critic or reference worker: the actor alone learns), a local Ray
+    started by the run: the reward goes up over 21 steps. The address file of a `ray start` cluster that died without
+    `ray stop` lies in Ray's folder: the run starts its own Ray anyway. (The KL against a reference is measured and
+    logged in test_train_ppo_resume.py.)"""
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address=None)
     args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm", "--engine", "torch",
-             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7"]
+             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7",
+             "--init-kl-coef", "0"]
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths live under it
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
@@ -56,8 +59,9 @@ def test_two_data_parallel_actor_workers(zero_stage, tiny_policy_dir, prompt_fil
 
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
+    # the actor's two DeepSpeed workers alone: group_norm and --init-kl-coef 0 start no critic and no reference
     args += ["--advantage-estimator", "group_norm", "--actor-num-gpus-per-node", "2", "--zero-stage",
-             str(zero_stage), "--actor-learning-rate", "1e-3"]
+             str(zero_stage), "--actor-learning-rate", "1e-3", "--init-kl-coef", "0"]
     result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(metrics(out)) == 2 and "value_loss" not in metrics(out)[-1]  # no critic without gae
