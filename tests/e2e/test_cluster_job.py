@@ -82,8 +82,6 @@ def test_ray_job_submit_runs_train_ppo_and_reports_its_metrics(job_cluster, tiny
     """The seed's `-- python3 -m rlhfctl train-ppo` form trains; the `-- rlhfctl` script form is the failing job's
     below (one training job is enough to show the cluster side)."""
     entrypoint = ["python3", "-m", "rlhfctl"]
-    # The actor alone on the worker node (group_norm, --init-kl-coef 0, --engine torch: no critic, reference or
-    # DeepSpeed start): its checkpoint part, written there, is the cluster side this test is about.
     # The working dir uploaded to the cluster: a checkout (this package, its .gitignore) with a virtualenv in it,
     # which Ray (.venv by default since 2.5x) and the .gitignore keep out of the upload.
     work = tmp_path / "repo"
@@ -93,6 +91,8 @@ def test_ray_job_submit_runs_train_ppo_and_reports_its_metrics(job_cluster, tiny
     (work / ".venv" / "lib" / "libbig.so").write_bytes(os.urandom(8 << 20))
     (work / "reward_func.py").write_text("def reward_func(q, p, l, **k):\n    return [float(len(x) % 3) for x in q]\n")
     out = tmp_path / "out"
+    # The actor alone on the worker node (group_norm, --init-kl-coef 0, --engine torch: no critic, reference or
+    # DeepSpeed start): its checkpoint part, written there, is the cluster side this test is about.
     done = submit(job_cluster, [*entrypoint, "train-ppo", "--pretrain", str(tiny_policy_dir), "--prompt-data",
                                 str(prompt_file), "--input-key", "input", "--label-key", "answer", "--remote-rm-url",
                                 "reward_func.py", "--save-path", str(out), "--rollout-batch-size", "2",
