@@ -22,12 +22,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
-    """group_norm, torch engine, a local Ray started by the run: the reward goes up over 21 steps. The address file
-    of a `ray start` cluster that died without `ray stop` lies in Ray's folder: the run starts its own Ray anyway."""
+    """group_norm, torch engine, no KL term (so no critic or reference worker: the actor alone learns), a local Ray
+    started by the run: the reward goes up over 21 steps. The address file of a `ray start` cluster that died without
+    `ray stop` lies in Ray's folder: the run starts its own Ray anyway. (The KL against a reference is measured and
+    logged in test_train_ppo_resume.py.)"""
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address=None)
     args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm", "--engine", "torch",
-             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7"]
+             "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7",
+             "--init-kl-coef", "0"]
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths live under it
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
@@ -48,17 +51,31 @@ def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, rew
     assert not (out / "ckpt").exists() and "checkpoint of step" not in result.stderr
 
 
-@pytest.mark.parametrize("zero_stage", [2])  # ZeRO-3 with two actor workers: the seed command test
-def test_two_data_parallel_actor_workers(zero_stage, tiny_policy_dir, prompt_file, reward_file, tmp_path,
-                                         ray_address):
+@pytest.fixture(scope="module")
+def two_actor_workers_combined_reward(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_address):
+    """One run for two tests (its start is most of its cost): two data-parallel actor workers under ZeRO-2 (ZeRO-3
+    with two actor workers: the seed command test), trained on --reward's weighted sum of a reward_func.py and a
+    custom-code reward model. group_norm and --init-kl-coef 0: no critic, no reference. Returns the run's result and
+    its output folder."""
+    from rlhfctl.models.tiny_kinds import make_count_model
+
+    tmp = tmp_path_factory.mktemp("two_actor_workers")
+    rm = make_count_model(tmp / "rm", count_char="e")
+    out = tmp / "out"
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
+    at = args.index("--remote-rm-url")
+    args[at:at + 2] = ["--reward", f"acc={reward_file}:1.0", "--reward", f"rm={rm}:0.5", "--trust-remote-code",
+                       "--reward-cache-size", "64"]
+    args += ["--advantage-estimator", "group_norm", "--actor-num-gpus-per-node", "2", "--zero-stage", "2",
+             "--actor-learning-rate", "1e-3", "--init-kl-coef", "0"]
+    return train(args), out
+
+
+def test_two_data_parallel_actor_workers(two_actor_workers_combined_reward, tiny_policy_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
-    args += ["--advantage-estimator", "group_norm", "--actor-num-gpus-per-node", "2", "--zero-stage",
-             str(zero_stage), "--actor-learning-rate", "1e-3"]
-    result = train(args)
+    result, out = two_actor_workers_combined_reward
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(metrics(out)) == 2 and "value_loss" not in metrics(out)[-1]  # no critic without gae
     trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
@@ -95,21 +112,14 @@ def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path,
     assert unparsed and 0 <= unparsed[0] <= 1  # every answer scored: a number it wrote, or the fallback, counted
 
 
-def test_combined_cached_reward(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+def test_combined_cached_reward(two_actor_workers_combined_reward):
     """--reward: a reward_func.py plus a custom-code reward model (issue 15): the total is their weighted sum, each
     is logged as reward/NAME, the cache's hit rate as reward/cache_hit_rate, the model's code announced once."""
-    from rlhfctl.models.tiny_kinds import make_count_model
-
-    rm = make_count_model(tmp_path / "rm", count_char="e")
-    out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
-    at = args.index("--remote-rm-url")
-    args[at:at + 2] = ["--reward", f"acc={reward_file}:1.0", "--reward", f"rm={rm}:0.5", "--trust-remote-code",
-                       "--reward-cache-size", "64"]
-    result = train(args + ["--max-samples", "2", "--advantage-estimator", "group_norm", "--engine", "torch",
-                           "--init-kl-coef", "0"])
+    result, out = two_actor_workers_combined_reward
     assert result.returncode == 0, result.stderr[-3000:]
-    (m,) = metrics(out)  # one step: 2 prompts x 4 samples
-    assert m["reward"] == pytest.approx(m["reward/acc"] + 0.5 * m["reward/rm"], abs=1e-5)
-    assert m["reward/acc/label_seen"] == 1.0 and 0.0 <= m["reward/cache_hit_rate"] <= 1.0
+    steps = metrics(out)  # two steps of 2 prompts x 4 samples
+    assert len(steps) == 2
+    for m in steps:
+        assert m["reward"] == pytest.approx(m["reward/acc"] + 0.5 * m["reward/rm"], abs=1e-5)
+        assert m["reward/acc/label_seen"] == 1.0 and 0.0 <= m["reward/cache_hit_rate"] <= 1.0
     assert result.stderr.count("--trust-remote-code: running the Python code in") == 1
