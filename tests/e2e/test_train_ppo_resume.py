@@ -1,5 +1,7 @@
 """train-ppo runs compared with each other: a resumed run's next step, a run with evaluation, a per-sample
 reward function, each against the run it must equal. The real CLI in a subprocess on the session's Ray cluster.
+One run, with evaluation and the per-sample reward (`evaluated_run`), serves the tests of both, against one plain
+run (`plain_run`): a run costs its process starts (seconds each), its steps hardly anything.
 """
 
 from __future__ import annotations
@@ -27,20 +29,42 @@ def reward_func(queries, prompts, labels, **kwargs):
 '''
 
 
-def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_dir, prompt_file, reward_file,
-                                                                       tmp_path, ray_address):
+# Both runs of the evaluation and per-sample tests. Neither the reference nor the critic is what they are about:
+# group_norm and no KL term leave the actor alone (with --engine torch: no DeepSpeed start).
+PLAIN = ["--advantage-estimator", "group_norm", "--engine", "torch", "--init-kl-coef", "0", "--num-episodes", "3",
+         "--actor-learning-rate", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_address):
+    """OUT of a 6-step run (PLAIN) with the batch reward_func in one worker, no evaluation. Read-only."""
+    out = tmp_path_factory.mktemp("plain") / "out"
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + PLAIN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tiny_policy_dir, prompt_file, tmp_path_factory, ray_address):
+    """(OUT, stderr) of plain_run's run with --eval-dataset, scored by the same reward written per-sample
+    (REWARD_PER_SAMPLE) in two workers: one run that the evaluation test and the per-sample test both compare with
+    plain_run, as each changes nothing that plain_run's rewards depend on. Read-only."""
+    root = tmp_path_factory.mktemp("evaluated")
+    per_sample = root / "per_sample.py"
+    per_sample.write_text(REWARD_PER_SAMPLE)
+    out = root / "out"
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(per_sample), ray_address) + PLAIN + [
+        "--reward-workers", "2", "--eval-dataset", str(prompt_file), "--eval-max-samples", "3", "--eval-steps", "4",
+        "--eval-temperature", "0", "--eval-n-samples-per-prompt", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stderr
+
+
+def test_eval_dataset_measures_the_policy_without_changing_training(plain_run, evaluated_run):
     """--eval-dataset: eval/* before the first step, every --eval-steps and after the last, from the run's reward
     (extra_logs included); greedy samples of one prompt agree, so pass@2 equals the mean; and training draws the
     same samples as a run without evaluation."""
-    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
-    extra = ["--advantage-estimator", "group_norm", "--engine", "torch", "--init-kl-coef", "0", "--num-episodes", "3",
-             "--actor-learning-rate", "1e-3"]
-    first = train(base_args(tiny_policy_dir, prompt_file, plain, str(reward_file), ray_address) + extra)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = train(base_args(tiny_policy_dir, prompt_file, evaluated, str(reward_file), ray_address) + extra + [
-        "--eval-dataset", str(prompt_file), "--eval-max-samples", "3", "--eval-steps", "4", "--eval-temperature", "0",
-        "--eval-n-samples-per-prompt", "2"])
-    assert second.returncode == 0, second.stderr[-3000:]
+    evaluated, stderr = evaluated_run
     records = metrics(evaluated)
     assert [m["step"] for m in records] == [0, 1, 2, 3, 4, 5, 6]
     with_eval = [m for m in records if "eval/reward" in m]
@@ -49,11 +73,11 @@ def test_eval_dataset_measures_the_policy_without_changing_training(tiny_policy_
         assert m["eval/pass@2"] == pytest.approx(m["eval/reward"])
         assert m["eval/label_seen"] == 1.0 and m["eval/response_length"] > 0
     assert with_eval[0]["eval/reward"] != with_eval[-1]["eval/reward"]  # the policy trained in between
-    assert len(metrics(plain)) == len(records) - 1
-    for a, b in zip(metrics(plain), records[1:]):
+    assert len(metrics(plain_run)) == len(records) - 1
+    for a, b in zip(metrics(plain_run), records[1:]):
         assert a["step"] == b["step"] and a["reward"] == pytest.approx(b["reward"], rel=1e-6)
-    assert re.search(r"step 4/6 .*eval -?\d", second.stderr)  # the live line shows the held-out reward
-    assert "samples per prompt (--eval-n-samples-per-prompt) will be identical" in " ".join(second.stderr.split())
+    assert re.search(r"step 4/6 .*eval -?\d", stderr)  # the live line shows the held-out reward
+    assert "samples per prompt (--eval-n-samples-per-prompt) will be identical" in " ".join(stderr.split())
 
 
 def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
@@ -89,16 +113,10 @@ def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_fi
         torch.testing.assert_close(tensor, saved[name], rtol=1e-4, atol=1e-6)
 
 
-def test_a_per_sample_reward_func_trains_exactly_as_the_batch_one(tiny_policy_dir, prompt_file, reward_file, tmp_path,
-                                                                  ray_address):
-    """OpenRLHF v0.11's per-sample reward_func (found out by --reward-func-batching auto) gives the same rewards."""
-    per_sample = tmp_path / "per_sample.py"
-    per_sample.write_text(REWARD_PER_SAMPLE)
-    runs = {}
-    for name, reward in (("batch", reward_file), ("per_sample", per_sample)):
-        out = tmp_path / name
-        result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
-                       + ["--engine", "torch", "--seed", "3", "--reward-workers", "2"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = [(m["reward"], m["reward/label_seen"]) for m in metrics(out)]
-    assert runs["per_sample"] == runs["batch"] and len(runs["batch"]) == 2
+def test_a_per_sample_reward_func_trains_exactly_as_the_batch_one(plain_run, evaluated_run):
+    """OpenRLHF v0.11's per-sample reward_func (found out by --reward-func-batching auto), in two worker processes,
+    gives the batch one's rewards (plain_run, one worker) at every step (evaluated_run's training steps: evaluation
+    changes none of them, test_eval_dataset_measures_the_policy_without_changing_training)."""
+    runs = {name: [(m["reward"], m["reward/label_seen"]) for m in metrics(folder) if m["step"] > 0]
+            for name, folder in (("batch", plain_run), ("per_sample", evaluated_run[0]))}
+    assert runs["per_sample"] == runs["batch"] and len(runs["batch"]) == 6

@@ -76,11 +76,13 @@ def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray
 
 def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, prompt_file, reward_file, tmp_path,
                                                             ray_address):
+    """--freezing-actor-steps 1: step 1 trains the critic alone, step 2 both (GSPO's sequence-level ratio, dual
+    clip). No KL term: the reference is not what this is about, and its worker would only cost a process start."""
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
         "--advantage-estimator", "gae", "--policy-loss-type", "gspo", "--dual-clip", "3", "--freezing-actor-steps", "1",
-        "--engine",
-        "torch", "--actor-learning-rate", "1e-3", "--lr-scheduler", "linear", "--lr-warmup-ratio", "0"]
+        "--engine", "torch", "--init-kl-coef", "0", "--actor-learning-rate", "1e-3", "--lr-scheduler", "linear",
+        "--lr-warmup-ratio", "0"]
     result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = metrics(out)
@@ -132,8 +134,10 @@ def test_a_hung_reward_func_stops_the_run_at_the_reward_timeout(tiny_policy_dir,
     reward = tmp_path / "hangs.py"
     reward.write_text(REWARD_THAT_HANGS)
     out = tmp_path / "out"
+    # group_norm, no KL term: the hang is in the reward, so the critic and reference would only cost process starts
     result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
-                   + ["--engine", "torch", "--reward-timeout", "2"])
+                   + ["--engine", "torch", "--advantage-estimator", "group_norm", "--init-kl-coef", "0",
+                      "--reward-timeout", "2"])
     assert result.returncode == 1
     assert "hangs.py:reward_func: took longer than the timeout of 2s on a batch of 8" in result.stderr
     assert "step 1:" in result.stderr and "--reward-timeout" in result.stderr

@@ -37,7 +37,9 @@ def _assert_one_line_error(result, code):
 # ------------------------------------------------------------------------------------------------ Ray errors
 def test_a_critic_pretrain_typo_raised_in_the_worker_reads_as_in_process(tiny_policy_dir, prompt_file, reward_file,
                                                                         tmp_path, ray_address):
+    # gae: the critic's worker is the one that raises; no KL term, so no reference worker starts for nothing
     result = train(_args(tiny_policy_dir, prompt_file, tmp_path / "out", str(reward_file), ray_address,
+                         "--advantage-estimator", "gae", "--init-kl-coef", "0",
                          "--critic-pretrain", str(tmp_path / "no_such_critic")))
     line = _assert_one_line_error(result, 2)
     assert f"--critic-pretrain {tmp_path / 'no_such_critic'}: no such folder" in line
@@ -138,7 +140,7 @@ def test_a_nan_from_a_reward_server_stops_or_is_skipped_as_a_local_one(tiny_poli
     or, with --skip-nonfinite-batches, skips the batch and counts it: the same as for a local reward model."""
     out = tmp_path / "out"
     result = train(_args(tiny_policy_dir, prompt_file, out, nan_reward_server, ray_address,
-                         "--advantage-estimator", "group_norm", "--actor-learning-rate", "1e-2",
+                         "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--actor-learning-rate", "1e-2",
                          *(["--skip-nonfinite-batches"] if skip else [])))
     text = " ".join(result.stderr.split())
     if skip:
