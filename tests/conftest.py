@@ -90,15 +90,15 @@ def ray_address():
 # long module starts last to hold the run open while the other workers idle; unlisted modules are cheap and go last,
 # in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
-    "tests.e2e.test_train_ppo_e2e": 1000, "tests.e2e.test_train_ppo_resume": 760, "tests.e2e.test_train_ppo_robust": 900,
-    "tests.e2e.test_checkpoint_kills": 1000, "tests.e2e.test_train_ppo_rewards": 600, "tests.e2e.test_hub_e2e": 552,
-    "tests.e2e.test_vllm_engine": 451, "tests.e2e.test_agents_e2e": 444, "tests.e2e.test_async_train_e2e": 550,
-    "tests.e2e.test_ctrl_c": 387, "tests.e2e.test_cluster_job": 378, "tests.e2e.test_vllm_train_ppo": 305,
-    "tests.e2e.test_serve_rm_vllm": 220, "tests.e2e.test_demo": 217, "tests.e2e.test_cluster": 180,
-    "tests.e2e.test_vllm_partial_rollout": 120,
-    "tests.e2e.test_packing_e2e": 168, "tests.e2e.test_serve_rm_cli": 107, "tests.unit.test_reward_pool": 89,
-    "tests.e2e.test_bench_rm": 67, "tests.unit.test_hub": 60, "tests.e2e.test_serve_rm_worker": 51,
-    "tests.unit.test_engine": 49, "tests.e2e.test_sandbox": 47,
+    "tests.e2e.test_hub_e2e": 194, "tests.e2e.test_checkpoint_kills": 177, "tests.e2e.test_async_train_e2e": 153,
+    "tests.e2e.test_ctrl_c": 136, "tests.e2e.test_train_ppo_resume": 134, "tests.e2e.test_train_ppo_robust": 133,
+    "tests.e2e.test_vllm_train_ppo": 131, "tests.e2e.test_train_ppo_rewards": 121, "tests.e2e.test_vllm_engine": 106,
+    "tests.e2e.test_vllm_partial_rollout": 102, "tests.e2e.test_train_ppo_e2e": 99, "tests.e2e.test_cluster_job": 98,
+    "tests.e2e.test_cluster": 90, "tests.e2e.test_vllm_tensor_parallel": 75, "tests.e2e.test_lora_train_ppo": 67,
+    "tests.e2e.test_serve_rm_vllm_judge": 55, "tests.e2e.test_demo": 43, "tests.e2e.test_serve_rm_vllm": 41,
+    "tests.unit.test_reward_pool": 40, "tests.e2e.test_bench_rm": 38, "tests.e2e.test_packing_e2e": 37,
+    "tests.e2e.test_sandbox": 31, "tests.e2e.test_agents_e2e": 30, "tests.unit.test_engine": 26,
+    "tests.unit.test_check_reward": 22, "tests.unit.test_hub": 22, "tests.unit.test_judge": 21,
 }
 
 
