@@ -18,6 +18,7 @@ from rlhfctl.ppo.scoring import Scorer
 from rlhfctl.rewards.contract import RewardFault
 from rlhfctl.rewards.pool import FunctionPool
 from tests.helpers import run_cli, write
+from tests.helpers.meeting import MEET, overlapped
 
 QUERIES = ["What is 2+2? 4", "What is 3+3? 7", "Say hi: hi", "What is 5+5? 10"]
 PROMPTS = ["What is 2+2?", "What is 3+3?", "Say hi:", "What is 5+5?"]
@@ -158,16 +159,9 @@ def test_the_trainer_names_the_failing_sample_of_the_whole_batch(tmp_path):
     assert info.value.index == 3 and "ZeroDivisionError" in str(info.value)
 
 
-# Each call waits (up to 3 s) for another call to start, and logs when it started and ended.
-MEETING = """import time
+MEETING = MEET + """
 def reward_func(q, p, l):
-    spans, started = q[0], time.time()
-    with open(spans, "a") as f:
-        f.write(f"start {started}\\n")
-    while time.time() < started + 3 and open(spans).read().count("start") < 2:
-        time.sleep(0.01)
-    with open(spans, "a") as f:
-        f.write(f"end {time.time()}\\n")
+    meet(q[0])
     return [0.0] * len(q)
 """
 
@@ -177,9 +171,7 @@ def test_workers_run_chunks_at_once(tmp_path, workers, at_once):
     spans = str(tmp_path / "spans")
     with FunctionPool(write(tmp_path, MEETING), workers=workers) as pool:
         pool.score_chunks([spans] * 4, [""] * 4, [""] * 4, 2)
-    times = {kind: [float(t) for k, t in (line.split() for line in open(spans).read().splitlines()) if k == kind]
-             for kind in ("start", "end")}
-    assert (max(times["start"]) < min(times["end"])) == at_once, times
+    assert overlapped(spans) == at_once, open(spans).read()
 
 
 # ------------------------------------------------------------------------------------------------ options

@@ -17,8 +17,9 @@ from rlhfctl.errors import RewardError
 from rlhfctl.rewards.remote import RemoteReward
 from rlhfctl.serving.app import create_app
 from rlhfctl.serving.server import open_source, serve_in_thread
+from tests.helpers.meeting import MEET, overlapped
 
-REWARD_FUNC = '''
+REWARD_FUNC = MEET + '''
 import asyncio
 import os
 import time
@@ -38,15 +39,8 @@ def reward_func(queries, prompts, labels, **kwargs):
     if any("sleep" in q for q in queries):
         time.sleep(0.6)
     for q in queries:
-        if q.startswith("meet:"):  # a call that waits up to 3 s for a second call to start, logging when it ran
-            spans = q[len("meet:"):]
-            started = time.time()
-            with open(spans, "a") as f:
-                f.write(f"start {started}\\n")
-            while time.time() < started + 3 and open(spans).read().count("start") < 2:
-                time.sleep(0.01)
-            with open(spans, "a") as f:
-                f.write(f"end {time.time()}\\n")
+        if q.startswith("meet:"):  # tests/helpers/meeting.py
+            meet(q[len("meet:"):])
     return {
         "rewards": [1.0 if l and q.endswith(l) else 0.0 for q, l in zip(queries, labels)],
         "extra_logs": {"prompt_len": [float(len(p)) for p in prompts]},
@@ -177,10 +171,7 @@ def test_reward_workers_is_how_many_calls_run_at_once(func_file, workers, concur
         for t in threads:
             t.join()
     assert [a.status_code for a in answers] == [200, 200]
-    # Each call waits (up to 3 s) for the other to start: two workers run both at once, one runs them in turn.
-    times = {kind: [float(t) for k, t in (line.split() for line in spans.read_text().splitlines()) if k == kind]
-             for kind in ("start", "end")}
-    assert (max(times["start"]) < min(times["end"])) == concurrent, times
+    assert overlapped(spans) == concurrent, spans.read_text()  # two workers run both at once, one in turn
 
 
 def test_remote_reward_shows_the_functions_message_at_once_without_retrying(func_file):
