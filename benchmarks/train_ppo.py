@@ -117,6 +117,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
             s["rollout/logprob_diff_max"] for s in timed)} if rollout == "vllm" else {}),
         **({"profile": profile_summary(timed)} if args.profile else {}),
         "steps_timed": len(timed), "engine": cfg.engine, "actor_workers": cfg.actor_num_gpus_per_node,
+        "roles_in": "driver" if "in_driver" in json.loads((out / "placement.json").read_text()) else "ray",
         "ref_workers": cfg.ref_num_gpus_per_node if cfg.init_kl_coef else 0, "colocate_actor_ref": args.colocate,
         "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),

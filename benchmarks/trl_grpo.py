@@ -8,10 +8,12 @@ thread). The rates are measured over the steps after the first (warm-up), as tra
 dependency: `pip install -e ".[bench]"`.
 
     python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
-    python benchmarks/trl_grpo.py --vs-train-ppo        # train-ppo's setting (a) too, HF and one vLLM engine, ratios
+    python benchmarks/trl_grpo.py --vs-train-ppo        # train-ppo's setting (a) too, three ways, ratios
 
-With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) (2 actor workers of one thread each;
-HF generate, then one vLLM engine) and prints a last line with train-ppo's completions/s over TRL's.
+With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) three ways: HF generate on 2 Ray actor
+workers of one thread each ("hf"), the same with one vLLM engine ("vllm"), and HF generate with one actor and one
+reference in this process, as TRL runs (--actor-workers 1: the roles run in the driver; "hf_in_driver"). A last
+line gives train-ppo's completions/s over TRL's for each.
 """
 
 from __future__ import annotations
@@ -132,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     trl = run(args, root)
     print(json.dumps(trl), flush=True)
     if args.vs_train_ppo:
-        ours = make_parser().parse_args(["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"])
-        rows = {rollout: run_setting("a", ours, root, rollout) for rollout in ("hf", "vllm")}
+        common = ["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"]
+        ours, in_driver = make_parser().parse_args(common), make_parser().parse_args(common + ["--actor-workers", "1"])
+        rows = {"hf": run_setting("a", ours, root, "hf"), "vllm": run_setting("a", ours, root, "vllm"),
+                "hf_in_driver": run_setting("a", in_driver, root, "hf")}
         for row in rows.values():
             print(json.dumps(row), flush=True)
         print(json.dumps({"setting": "a", "comparison": "train-ppo vs TRL GRPOTrainer", **{
-            f"ratio_{rollout}": round(row["completions_per_s"] / trl["completions_per_s"], 2)
-            for rollout, row in rows.items()}}), flush=True)
+            f"ratio_{name}": round(row["completions_per_s"] / trl["completions_per_s"], 2)
+            for name, row in rows.items()}}), flush=True)
     return 0
 
 

@@ -81,6 +81,7 @@ class PlacementPlan:
     use_gpus: bool
     groups: dict[str, Any] = field(default_factory=dict)  # name -> ray PlacementGroup, once placed
     started_ray: bool = False  # this process started Ray, so release() stops it
+    in_driver: bool = False  # the roles run in the driver's process, without Ray (plan_in_driver)
 
     @property
     def bundles(self) -> dict[str, int]:
@@ -186,6 +187,37 @@ def cluster_address(cfg: PlacementArgs) -> Optional[str]:
     if os.environ.get(JOB_CONFIG_ENV):
         return "auto"
     return None
+
+
+def why_not_in_driver(cfg: PlacementArgs, roles: list[str]) -> Optional[str]:
+    """Why the roles cannot all run in the driver's process (None: they can)."""
+    if cluster_address(cfg) is not None:
+        return "the run joins a Ray cluster (--ray-address, RAY_ADDRESS or a Ray job)"
+    if cfg.vllm_num_engines:
+        return "vLLM engines run as Ray actors (--vllm-num-engines)"
+    wide = [r for r in roles if role_shape(cfg, r) != (1, 1)]
+    if wide:
+        return f"{', '.join(wide)} asks for more than one worker"
+    if local_gpus() > 0:
+        return "this machine has GPUs, which Ray gives to the roles one by one"
+    return None
+
+
+def plan_in_driver(cfg: PlacementArgs, vllm: VLLMArgs, roles: list[str]) -> Optional[PlacementPlan]:
+    """The plan for roles in the driver's process (distributed/in_driver.py), or None for Ray workers:
+    --role-workers driver, or auto where the run can (one worker per role, this machine's CPUs, no cluster, no vLLM
+    engines). Asked for where it cannot, it is refused with the reason."""
+    if cfg.role_workers == "ray":
+        return None
+    why = why_not_in_driver(cfg, roles)
+    if why is not None:
+        if cfg.role_workers == "driver":
+            raise ConfigError(f"--role-workers driver: the roles cannot run in the driver's process: {why} "
+                              "(use --role-workers ray or auto)")
+        return None
+    plan = plan_roles(cfg, vllm, roles, use_gpus=False, one_node=True)
+    plan.in_driver = True
+    return plan
 
 
 def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -322,6 +354,8 @@ def _first_line(exc: BaseException) -> str:
 
 def release(plan: PlacementPlan) -> None:
     """Give the placement groups back, and disconnect from (or stop, if local) the Ray this process started."""
+    if plan.in_driver:
+        return
     import ray
     from ray.util.placement_group import remove_placement_group
 

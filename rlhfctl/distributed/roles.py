@@ -72,6 +72,7 @@ class WorkerActor:
 
         torch.set_num_threads(max(1, num_threads))
         self.worker: Any = None
+        self.busy: dict[str, float] = {}  # seconds per method since the last busy_seconds()
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a free port, for rank 0 to host torch.distributed's rendezvous."""
@@ -87,27 +88,28 @@ class WorkerActor:
 
         return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
-    def init_worker(self, worker_cls: type, rendezvous: tuple[str, int], rank: int, world: int, *args: Any,
-                    **kwargs: Any) -> None:
+    def init_worker(self, worker_cls: type, rendezvous: Optional[tuple[str, int]], rank: int, world: int,
+                    *args: Any, **kwargs: Any) -> None:
         """Build the worker; `rendezvous` is worker 0's (address, port), handed over by Ray as an object reference
-        that resolves once worker 0 has started."""
-        addr, port = rendezvous
-        os.environ.update({"MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": "0",
-                           "WORLD_SIZE": str(world)})
+        that resolves once worker 0 has started (None: a world of one, in the driver's process)."""
+        if rendezvous is not None:
+            addr, port = rendezvous
+            os.environ.update({"MASTER_ADDR": addr, "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": "0",
+                               "WORLD_SIZE": str(world)})
         self.worker = self._guarded("starting", worker_cls, *args, **kwargs)
 
     def apply(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`method(worker, *args, **kwargs)`: the driver passes the worker class's method itself."""
         from rlhfctl.distributed import busy
 
-        with busy.timed(method.__name__):
+        with busy.recording(self.busy), busy.timed(method.__name__):
             return self._guarded(method.__name__, method, self.worker, *args, **kwargs)
 
     def busy_seconds(self) -> dict[str, float]:
         """Seconds spent in each worker method (and timed part) since the last call (--profile)."""
         from rlhfctl.distributed import busy
 
-        return busy.take()
+        return busy.take(self.busy)
 
     def _guarded(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run fn; an unexpected exception becomes a one-line WorkerError naming role, rank and exception."""
@@ -178,11 +180,14 @@ class RoleGroup(Generic[W]):
     def all(self, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs) -> list[Any]:
         """Start `method(*args)` on every worker; returns the futures (`get` them)."""
         self._check(method)
-        return [call(w, method, *args, **kwargs) for w in self.workers]
+        return [self._start(rank, method, args, kwargs) for rank in range(len(self.workers))]
 
     def on(self, rank: int, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs) -> Any:
         """Start `method(*args)` on worker `rank` (its share of a batch); returns the future."""
         self._check(method)
+        return self._start(rank, method, args, kwargs)
+
+    def _start(self, rank: int, method: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
         return call(self.workers[rank], method, *args, **kwargs)
 
     def busy_seconds(self) -> list[Any]:
@@ -209,8 +214,34 @@ def call(handle: Any, method: Method[W, P, R], *args: P.args, **kwargs: P.kwargs
     return handle.apply.remote(method, *args, **kwargs)
 
 
+class Done:
+    """The future of a call that already ran in this process (roles in the driver, distributed/in_driver.py): its
+    result or the exception it raised, and whether a Ctrl-C came while it ran (delivered by `get`, as a Ctrl-C
+    during ray.get would be, so the call's work is kept whole)."""
+
+    def __init__(self, value: Any = None, error: Optional[BaseException] = None, interrupted: bool = False) -> None:
+        self.value, self.error, self.interrupted = value, error, interrupted
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def get(futures: Any) -> Any:
-    """ray.get (imported lazily), with a worker's error re-raised as the user would see it in-process."""
+    """ray.get (imported lazily), with a worker's error re-raised as the user would see it in-process; calls that ran
+    in this process (Done) give their result, and a Ctrl-C that came during one of them is raised here."""
+    items = futures if isinstance(futures, list) else [futures]
+    if not items:
+        return []
+    if any(isinstance(f, Done) for f in items):
+        interrupted = [f for f in items if isinstance(f, Done) and f.interrupted]
+        for f in interrupted:
+            f.interrupted = False
+        if interrupted:
+            raise KeyboardInterrupt
+        out = [f.result() if isinstance(f, Done) else get(f) for f in items]
+        return out if isinstance(futures, list) else out[0]
     import ray
 
     try:

@@ -87,8 +87,9 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last step's metrics."""
     from rlhfctl.config.rules import check_eval, check_sizes
     from rlhfctl.data import load_prompts
-    from rlhfctl.distributed.placement import cluster_address, local_gpus, place, release
-    from rlhfctl.distributed.roles import RoleGroup, describe_places, placement_report
+    from rlhfctl.distributed.in_driver import in_driver_report, start_role
+    from rlhfctl.distributed.placement import cluster_address, local_gpus, place, plan_in_driver, release
+    from rlhfctl.distributed.roles import describe_places, placement_report
     from rlhfctl.models.actor import load_tokenizer
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
     from rlhfctl.ppo.model_options import check_four_bit, note_offload
@@ -169,26 +170,28 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     tracker = None
     rollout = None
     try:
-        plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
+        plan = plan_in_driver(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed) or \
+            place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
         if joining:
             check_four_bit(cfg.slice(ModelLoadArgs), cfg.slice(LoRAArgs), roles_needed, has_gpus=plan.use_gpus,
                            where="the Ray cluster")
         note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
         backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if cfg.vllm_num_engines else ""
         # each role gets the typed groups it reads (config/slices.py), pickled to every one of its workers
-        groups = {"actor": RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg), updates)}
+        groups = {"actor": start_role("actor", plan, PolicyWorker, PolicyGroups.of(cfg), updates)}
         if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
             rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, groups["actor"],
                                   tokenizer.pad_token_id, backend, episodes=agent_episodes(cfg))
         if "ref" in roles_needed:
-            groups["ref"] = RoleGroup("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg))
+            groups["ref"] = start_role("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg))
         if "critic" in roles_needed:
-            groups["critic"] = RoleGroup("critic", plan, CriticWorker, CriticGroups.of(cfg), updates)
+            groups["critic"] = start_role("critic", plan, CriticWorker, CriticGroups.of(cfg), updates)
         if "reward" in roles_needed:
-            groups["reward"] = RoleGroup("reward", plan, RewardModelWorker, RewardModelGroups.of(cfg))
+            groups["reward"] = start_role("reward", plan, RewardModelWorker, RewardModelGroups.of(cfg))
         for group in groups.values():
             group.wait_ready()
-        _record_placement(cfg.save_path, placement_report(plan, groups))
+        _record_placement(cfg.save_path, in_driver_report(groups) if plan.in_driver else
+                          placement_report(plan, groups))
         if "reward" in groups:
             reward = RoleReward(groups["reward"], f"reward model {cfg.reward_pretrain}", pairwise=cfg.pairwise)
         notes: list[str] = []
@@ -210,7 +213,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                              logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs),
                              profiler=StepProfiler(groups | ({"vllm": rollout.engines} if rollout else {}))
                              if cfg.profile else None)
-        tracker.note(f"placement: {describe_places(groups)}")
+        tracker.note(f"placement: {', '.join(groups)} in the driver's process (no Ray; --role-workers ray for "
+                     "Ray workers)" if plan.in_driver else f"placement: {describe_places(groups)}")
         if rollout is not None:
             tracker.note(rollout.describe())
         if resume_from is not None:

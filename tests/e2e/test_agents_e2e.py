@@ -40,19 +40,19 @@ class AgentExecutor(AgentExecutorBase):
 '''
 
 
-def _args(policy, prompts, out, agent, ray_address, *extra):
+def _args(policy, prompts, out, agent, *extra):
     return ["--pretrain", str(policy), "--prompt-data", str(prompts), "--input-key", "input", "--label-key",
             "answer", "--agent-func-path", str(agent), "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
             "--rollout-batch-size", "2", "--n-samples-per-prompt", "4", "--micro-rollout-batch-size", "2",
             "--train-batch-size", "8", "--micro-train-batch-size", "4", "--generate-max-len", "6",
             "--prompt-max-len", "64", "--advantage-estimator", "group_norm", "--init-kl-coef", "0",
-            "--engine", "torch", "--placement-timeout", "60", "--ray-address", ray_address, *extra]
+            "--engine", "torch", "--placement-timeout", "60", *extra]
 
 
-def test_an_openrlhf_multi_turn_agent_func_trains(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+def test_an_openrlhf_multi_turn_agent_func_trains(tiny_policy_dir, prompt_file, tmp_path):
     agent = openrlhf_agent("v0.10", tmp_path)
     out = tmp_path / "out"
-    result = train(_args(tiny_policy_dir, prompt_file, out, agent, ray_address, "--max-samples", "4"))
+    result = train(_args(tiny_policy_dir, prompt_file, out, agent, "--max-samples", "4"))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(out)
     assert [m["step"] for m in rows] == [1, 2]
@@ -64,10 +64,10 @@ def test_an_openrlhf_multi_turn_agent_func_trains(tiny_policy_dir, prompt_file, 
 
 
 def test_a_single_turn_executor_trains_then_its_failure_stops_after_a_checkpoint(tiny_policy_dir, prompt_file,
-                                                                                 tmp_path, ray_address):
+                                                                                 tmp_path):
     agent = write(tmp_path, SINGLE_TURN, "single_turn.py")
     out = tmp_path / "out"
-    result = train(_args(tiny_policy_dir, prompt_file, out, agent, ray_address, "--save-steps", "1"))
+    result = train(_args(tiny_policy_dir, prompt_file, out, agent, "--save-steps", "1"))
     assert result.returncode == 1, result.stderr[-3000:]
     err = " ".join(result.stderr.split())
     assert "step 3: an agent episode failed, so the run stops" in err

@@ -1,5 +1,6 @@
 """A kill -9 at any point of a checkpoint save leaves a checkpoint that resumes, and a resumed run that fails never
-writes over the only good one. The real CLI in a subprocess, real Ray and DeepSpeed, tiny models.
+writes over the only good one. The real CLI in a subprocess, real DeepSpeed, tiny models; the roles in the
+run's own process, as on a machine without GPUs (so the kill takes the writing workers with it).
 
 Both tests start from one run (`killed_run`), killed while its workers write a checkpoint: the first test goes on
 from that run's own folder, leftovers of the killed save included; the second from a copy of its complete
@@ -57,10 +58,10 @@ def _kill_when(args: list[str], condition, timeout: float = 180) -> bool:
             proc.wait(timeout=30)
 
 
-def _args(policy: Path, prompts: Path, reward: Path, out: Path, ray_address: str) -> list[str]:
+def _args(policy: Path, prompts: Path, reward: Path, out: Path) -> list[str]:
     """DeepSpeed ZeRO-2 (the default engine), 2 steps per episode, a save every step, one checkpoint kept (so every
     save also deletes one). No critic or reference worker: their saves go the same way as the actor's."""
-    return base_args(policy, prompts, out, str(reward), ray_address) + [
+    return base_args(policy, prompts, out, str(reward), None) + [
         "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--save-steps", "1", "--max-ckpt-num", "1",
         "--num-episodes", "100"]
 
@@ -77,7 +78,7 @@ class KilledRun:
 
 
 @pytest.fixture(scope="module")
-def killed_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_address) -> KilledRun:
+def killed_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory) -> KilledRun:
     """One run killed while the workers write step 2's checkpoint (step 1's is the one to keep; a later step's if
     the kill missed step 2's save). `out` is the first test's to go on from; the second copies `saved_copy`, taken
     before anything else touched `out`. The copy holds the complete checkpoint only: the killed run's workers may
@@ -85,7 +86,7 @@ def killed_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_
     root = tmp_path_factory.mktemp("killed_run")
     out, copy = root / "out", root / "saved"
     ckpt = out / "ckpt"
-    killed = _kill_when(_args(tiny_policy_dir, prompt_file, reward_file, out, ray_address),
+    killed = _kill_when(_args(tiny_policy_dir, prompt_file, reward_file, out),
                         lambda: bool(_complete_steps(ckpt)) and _save_under_way(ckpt))
     kept = _complete_steps(ckpt) if killed else []
     copy.mkdir()
@@ -97,13 +98,13 @@ def killed_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_
 
 
 def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(killed_run, tiny_policy_dir, prompt_file,
-                                                                        reward_file, ray_address):
+                                                                        reward_file):
     """Killed while the workers write (`killed_run`), right after a new checkpoint is renamed into place (pruning
     under way), and while a resumed run saves; each time the newest complete checkpoint is whole and
     --load-checkpoint resumes from it."""
     out = killed_run.out
     ckpt = out / "ckpt"
-    args = _args(tiny_policy_dir, prompt_file, reward_file, out, ray_address)
+    args = _args(tiny_policy_dir, prompt_file, reward_file, out)
     # 1. while the workers write step 2's checkpoint (step 1's is the one to keep)
     assert killed_run.killed
     kept = killed_run.kept
@@ -129,7 +130,7 @@ def test_kill_9_at_any_point_of_a_save_leaves_a_checkpoint_that_resumes(killed_r
 
 
 def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(killed_run, tiny_policy_dir, prompt_file,
-                                                                    reward_file, tmp_path, ray_address):
+                                                                    reward_file, tmp_path):
     """Step 1 is saved (`killed_run`'s checkpoint); a resumed run's reward fails at step 2, so it saves step 1
     again, over the only good checkpoint. It is killed during that save: step 1's checkpoint is still there, whole,
     and resumes."""
@@ -142,7 +143,7 @@ def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(killed_run, 
     bad = tmp_path / "raises.py"
     bad.write_text(REWARD_THAT_RAISES)
     end = 2 * (good // 2 + 1)  # the end of the episode after step `good`: a step is left to fail, then to train
-    resumed = _args(tiny_policy_dir, prompt_file, bad, out, ray_address)[:-2] + [
+    resumed = _args(tiny_policy_dir, prompt_file, bad, out)[:-2] + [
         "--load-checkpoint", "--num-episodes", str(end // 2)]
     saving = lambda: (_save_under_way(ckpt)  # noqa: E731
                       or not (ckpt / f"global_step{good}" / "trainer_state.json").is_file())
@@ -153,7 +154,7 @@ def test_a_resumed_run_whose_reward_fails_keeps_the_good_checkpoint(killed_run, 
     assert result.returncode == 1 and "the grader is down" in result.stderr
     assert f"Checkpoint of step {good} saved in" in " ".join(result.stderr.split())
     assert _complete_steps(ckpt) == [good] and [p.name for p in ckpt.iterdir()] == [f"global_step{good}"]
-    again = train(_args(tiny_policy_dir, prompt_file, reward_file, out, ray_address)[:-2] + [
+    again = train(_args(tiny_policy_dir, prompt_file, reward_file, out)[:-2] + [
         "--load-checkpoint", "--num-episodes", str(end // 2)])
     assert again.returncode == 0, again.stderr[-3000:]
     assert [m["step"] for m in metrics(out)] == list(range(1, end + 1))

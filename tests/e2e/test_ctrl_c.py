@@ -1,8 +1,10 @@
 """Ctrl-C at every moment of a train-ppo step: the run saves a checkpoint, exits 130, and --load-checkpoint resumes
 at the saved step.
 
-One chain of real runs on one Ray cluster: each run is interrupted at one moment (a SIGINT sent by this test once
-the run is observably there), and the next run resumes from its checkpoint. The run holds at the moment until the
+One chain of real runs: each run is interrupted at one moment (a SIGINT sent by this test once the run is
+observably there), and the next run resumes from its checkpoint. The first run's actor is a Ray worker of the
+session's cluster, interrupted while its update is under way in that worker; the others run the actor in their own
+process, as a run on a machine without GPUs does, and the first of them resumes from the Ray run's checkpoint. The run holds at the moment until the
 signal arrives, so the test does not depend on how fast the machine is: a hook of the trainer (RLHFCTL_PHASE_FILE,
 RLHFCTL_PHASE_HOLD; rlhfctl/ppo/moments.py) for generation, training, the weight sync and saving, and the
 reward_func itself for scoring and evaluation. The first run is started with SIGINT ignored, as a script's
@@ -94,7 +96,7 @@ def _saved_step(err: str) -> int:
 
 
 def test_ctrl_c_at_each_moment_saves_a_checkpoint_that_resumes(tiny_policy_dir, prompt_file, tmp_path,
-                                                               ray_address):  # noqa: F811
+                                                               ray_address):
     from rlhfctl.ppo.checkpoint import CheckpointManager
 
     reward, eval_file, out, marks = tmp_path / "reward.py", tmp_path / "eval.jsonl", tmp_path / "out", tmp_path / "m"
@@ -102,7 +104,7 @@ def test_ctrl_c_at_each_moment_saves_a_checkpoint_that_resumes(tiny_policy_dir, 
     eval_file.write_text("".join(json.dumps({"input": q, "answer": "eval"}) + "\n" for q in ("2 + 2?", "3 + 1?")))
     marks.mkdir()
     # 4 prompts, 2 per step: 8 steps; a resumable checkpoint every 2 steps; an evaluation after every step
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), None) + [
         "--advantage-estimator", "group_norm", "--engine", "torch", "--num-episodes", "4", "--init-kl-coef", "0",
         "--save-steps", "2", "--eval-dataset", str(eval_file), "--eval-steps", "1", "--eval-temperature", "0"]
 
@@ -123,8 +125,10 @@ def test_ctrl_c_at_each_moment_saves_a_checkpoint_that_resumes(tiny_policy_dir, 
              (at("6 save"), 6)]  # the roles are writing step 6's checkpoint
     resumed_at = None
     for (hold, reached, what), expected in chain:
-        err = _interrupt(args + (["--load-checkpoint"] if resumed_at is not None else []), marks, hold, reached, what,
-                         background=resumed_at is None)
+        on_ray = ["--ray-address", ray_address, "--role-workers", "ray"] if resumed_at is None else []
+        err = _interrupt(args + on_ray + (["--load-checkpoint"] if resumed_at is not None else []), marks, hold,
+                         reached, what, background=resumed_at is None)
+        assert ("placement: actor 0 on " if on_ray else "placement: actor in the driver's process") in err
         if resumed_at is not None:
             assert f"global_step{resumed_at} at step {resumed_at}" in " ".join(err.split()), err[-3000:]
         assert _saved_step(err) == expected, f"{what}: {err[-3000:]}"

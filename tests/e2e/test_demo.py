@@ -88,9 +88,8 @@ def test_shuffled_reward_keeps_the_payout_but_not_who_gets_it():
 
 # ------------------------------------------------------------------------------------------------ the demo
 @pytest.mark.slow
-def test_a_short_demo_runs_every_stage(tmp_path, ray_address, monkeypatch):
+def test_a_short_demo_runs_every_stage(tmp_path):
     """The README's command with its output in a log (as in CI): each stage prints there, train-ppo a line per step."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_address)  # its train-ppo joins the session's cluster, as in a Ray job
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, str(ARITH / "demo.py"), "--steps", "2", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)

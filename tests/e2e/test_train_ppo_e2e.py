@@ -1,20 +1,15 @@
 """train-ppo end to end: the real CLI in a subprocess, real Ray, DeepSpeed and serve-rm, tiny models, 1-20 steps.
 
-Most runs join the session's Ray cluster (tests/conftest.py, 8 logical CPUs), which saves a cluster start per run;
-the learning test starts its own local Ray, as a user's run does.
+A run of one worker per role runs them in its own process, as a user's run on a machine without GPUs does; a run
+of several workers joins the session's Ray cluster (tests/conftest.py, 8 logical CPUs), which saves a cluster start.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from rlhfctl.net import free_port
-from tests.helpers import ENV
 from tests.helpers.train_ppo import assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics, train
 
 
@@ -22,30 +17,27 @@ pytestmark = pytest.mark.slow
 
 
 def test_learns_from_a_reward_func_with_labels(tiny_policy_dir, prompt_file, reward_file, tmp_path):
-    """group_norm, torch engine, no KL term (so no critic or reference worker: the actor alone learns), a local Ray
-    started by the run: the reward goes up over 21 steps. The address file of a `ray start` cluster that died without
-    `ray stop` lies in Ray's folder: the run starts its own Ray anyway. (The KL against a reference is measured and
-    logged in test_train_ppo_resume.py.)"""
+    """group_norm, torch engine, no KL term (so no critic or reference worker: the actor alone learns), run as a user
+    runs it on a machine without GPUs: the actor in the driver's process, no Ray. The reward goes up over 21 steps.
+    (The KL against a reference is measured and logged in test_train_ppo_resume.py, which also compares a run's
+    Ray workers with the driver.)"""
+    from rlhfctl.distributed.in_driver import driver_threads
+
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address=None)
     args += ["--max-samples", "6", "--num-episodes", "7", "--advantage-estimator", "group_norm", "--engine", "torch",
              "--actor-learning-rate", "5e-3", "--lr-warmup-ratio", "0", "--generate-max-len", "16", "--seed", "7",
              "--init-kl-coef", "0"]
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths live under it
-    (ray_tmp / "ray").mkdir()
-    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
-    try:
-        result = train(args, env={**ENV, "RAY_TMPDIR": str(ray_tmp)})
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = assert_reward_rises(out, 21)
     assert all(m["reward/label_seen"] == 1.0 for m in steps)  # the labels reached the reward_func
     for key in ("kl", "policy_loss", "time/generate", "time/reward", "time/make_experience", "time/train",
                 "samples_per_s", "actor_grad_norm"):
         assert key in steps[-1]
-    assert steps[-1]["actor_torch_threads"] == 1.0  # read back from the worker: one thread per CPU it owns
-    assert "no GPUs in the Ray cluster" in result.stderr
+    assert steps[-1]["actor_torch_threads"] == driver_threads()  # the roles take turns on every core
+    assert "placement: actor in the driver's process" in result.stderr
+    assert "no GPUs in the Ray cluster" not in result.stderr
     assert_loads_as_causal_lm(out)
     # --save-steps -1 (the default): the policy is saved, but no resumable checkpoint unless asked for
     assert not (out / "ckpt").exists() and "checkpoint of step" not in result.stderr
@@ -96,10 +88,10 @@ def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_po
     assert "within 3s" in text and "critic 16" in text and "8 CPU" in text
 
 
-def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path):
     """--judge-model scores in the driver; generate mode's unparsed count reaches the metrics."""
     out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, "unused", ray_address)
+    args = base_args(tiny_policy_dir, prompt_file, out, "unused", None)
     del args[args.index("--remote-rm-url"):args.index("--remote-rm-url") + 2]
     args += ["--judge-model", str(tiny_policy_dir), "--judge-mode", "generate", "--judge-max-new-tokens", "2",
              "--judge-fallback-reward", "-1", "--max-samples", "2", "--engine", "torch", "--advantage-estimator",

@@ -1,18 +1,22 @@
 """train-ppo runs compared with each other: a resumed run's next step, a run with evaluation, a per-sample
-reward function, each against the run it must equal. The real CLI in a subprocess on the session's Ray cluster.
-One run, with evaluation and the per-sample reward (`evaluated_run`), serves the tests of both, against one plain
-run (`plain_run`): a run costs its process starts (seconds each), its steps hardly anything.
+reward function, Ray workers against the driver's process, each against the run it must equal. The real CLI in a
+subprocess, its roles in its own process (one worker each, no GPUs) unless a test asks for Ray workers. One run,
+with evaluation and the per-sample reward (`evaluated_run`), serves the tests of both, against one plain run
+(`plain_run`): a run costs its process starts (seconds each), its steps hardly anything.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import write_jsonl
+from rlhfctl.net import free_port
+from tests.helpers import ENV, write_jsonl
 from tests.helpers.train_ppo import base_args, deepspeed_weights, metrics, safetensors_weights, train
 
 
@@ -36,16 +40,16 @@ PLAIN = ["--advantage-estimator", "group_norm", "--engine", "torch", "--init-kl-
 
 
 @pytest.fixture(scope="module")
-def plain_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory, ray_address):
+def plain_run(tiny_policy_dir, prompt_file, reward_file, tmp_path_factory):
     """OUT of a 6-step run (PLAIN) with the batch reward_func in one worker, no evaluation. Read-only."""
     out = tmp_path_factory.mktemp("plain") / "out"
-    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + PLAIN)
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward_file), None) + PLAIN)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
 
 @pytest.fixture(scope="module")
-def evaluated_run(tiny_policy_dir, prompt_file, tmp_path_factory, ray_address):
+def evaluated_run(tiny_policy_dir, prompt_file, tmp_path_factory):
     """(OUT, stderr) of plain_run's run with --eval-dataset, scored by the same reward written per-sample
     (REWARD_PER_SAMPLE) in two workers: one run that the evaluation test and the per-sample test both compare with
     plain_run, as each changes nothing that plain_run's rewards depend on. Read-only."""
@@ -53,7 +57,7 @@ def evaluated_run(tiny_policy_dir, prompt_file, tmp_path_factory, ray_address):
     per_sample = root / "per_sample.py"
     per_sample.write_text(REWARD_PER_SAMPLE)
     out = root / "out"
-    result = train(base_args(tiny_policy_dir, prompt_file, out, str(per_sample), ray_address) + PLAIN + [
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(per_sample), None) + PLAIN + [
         "--reward-workers", "2", "--eval-dataset", str(prompt_file), "--eval-max-samples", "3", "--eval-steps", "4",
         "--eval-temperature", "0", "--eval-n-samples-per-prompt", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,7 +84,31 @@ def test_eval_dataset_measures_the_policy_without_changing_training(plain_run, e
     assert "samples per prompt (--eval-n-samples-per-prompt) will be identical" in " ".join(stderr.split())
 
 
-def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path, ray_address):
+def test_ray_workers_train_as_the_driver_does(plain_run, tiny_policy_dir, prompt_file, reward_file, tmp_path):
+    """plain_run's run with --role-workers ray: a local Ray started by the run (as a user's run with the option
+    does; the address file of a `ray start` cluster that died without `ray stop` lies in Ray's folder, and the run
+    starts its own Ray anyway), its actor a Ray worker on one thread. Every step's metrics equal the driver's."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths live under it
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    out = tmp_path / "out"
+    try:
+        result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward_file), None) + PLAIN
+                       + ["--role-workers", "ray"], env={**ENV, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no GPUs in the Ray cluster" in result.stderr and "placement: actor 0 on " in result.stderr
+    on_ray, in_driver = metrics(out), metrics(plain_run)
+    assert [m["step"] for m in on_ray] == [m["step"] for m in in_driver] == list(range(1, 7))
+    for a, b in zip(on_ray, in_driver):
+        for key in ("reward", "policy_loss", "response_length", "actor_grad_norm", "actor_lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    assert on_ray[-1]["actor_torch_threads"] == 1.0  # read back from the worker: one thread per CPU it owns
+    assert in_driver[-1]["actor_torch_threads"] >= 1.0
+
+
+def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_file, tmp_path):
     """Two steps straight, against one step, a checkpoint, and a resumed second step (actor + critic, DeepSpeed),
     with the actor's moving average (--enable-ema) and PPO-ptx's loss (--pretrain-data): the saved policy is the
     average of the weights after each update, and the resumed run goes on with the saved average."""
@@ -89,10 +117,10 @@ def test_resume_gives_the_same_next_step(tiny_policy_dir, prompt_file, reward_fi
                                                          for b in range(3)])
     extra = ["--advantage-estimator", "gae", "--save-steps", "1", "--actor-learning-rate", "1e-3", "--enable-ema",
              "--ema-beta", "0.5", "--pretrain-data", str(pretrain), "--ptx-coef", "0.5"]
-    first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), ray_address) + extra)
+    first = train(base_args(tiny_policy_dir, prompt_file, straight, str(reward_file), None) + extra)
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(straight / "ckpt" / "global_step1", resumed / "ckpt" / "global_step1")
-    second = train(base_args(tiny_policy_dir, prompt_file, resumed, str(reward_file), ray_address) + extra
+    second = train(base_args(tiny_policy_dir, prompt_file, resumed, str(reward_file), None) + extra
                    + ["--load-checkpoint"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr

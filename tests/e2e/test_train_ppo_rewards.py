@@ -1,5 +1,5 @@
 """train-ppo with DAPO/GSPO-era policy options, and with rewards that fail: a server that dies, a function that
-raises or hangs. The real CLI in a subprocess on the session's Ray cluster.
+raises or hangs. The real CLI in a subprocess, its roles in its own process (one worker each, no GPUs).
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def reward_func(queries, prompts, labels, **kwargs):
 '''
 
 
-def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path):
     """dr_grpo with the KL as a k3 loss, entropy, clip-higher, CISPO, Dr.GRPO's loss normaliser, no std
     norm, dynamic filtering on the reward's scores, overlong and stop-properly penalties, IS correction (identity with
     HF generation) and a constant learning rate, in one real run."""
     reward = tmp_path / "reward_scores.py"
     reward.write_text(REWARD_WITH_SCORES)
     out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), None) + [
         "--max-samples", "6", "--advantage-estimator", "dr_grpo", "--engine", "torch", "--actor-learning-rate", "1e-3",
         "--use_kl_loss", "--kl_estimator", "k3", "--init-kl-coef", "0.05", "--entropy_loss_coef", "0.01",
         "--eps_clip_low_high", "0.2,0.28", "--policy_loss_type", "cispo",
@@ -74,12 +74,11 @@ def test_dapo_style_options_together(tiny_policy_dir, prompt_file, tmp_path, ray
     assert "every IS weight is 1" in " ".join(result.stderr.split())
 
 
-def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, prompt_file, reward_file, tmp_path,
-                                                            ray_address):
+def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, prompt_file, reward_file, tmp_path):
     """--freezing-actor-steps 1: step 1 trains the critic alone, step 2 both (GSPO's sequence-level ratio, dual
     clip). No KL term: the reference is not what this is about, and its worker would only cost a process start."""
     out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), None) + [
         "--advantage-estimator", "gae", "--policy-loss-type", "gspo", "--dual-clip", "3", "--freezing-actor-steps", "1",
         "--engine", "torch", "--init-kl-coef", "0", "--actor-learning-rate", "1e-3", "--lr-scheduler", "linear",
         "--lr-warmup-ratio", "0"]
@@ -91,10 +90,10 @@ def test_gspo_with_a_critic_warmed_up_by_freezing_the_actor(tiny_policy_dir, pro
 
 
 def test_a_reward_server_that_dies_stops_the_run_after_a_checkpoint(tiny_policy_dir, prompt_file, reward_file,
-                                                                   tmp_path, ray_address):
+                                                                   tmp_path):
     server, url, _ = start_server("--reward-func", str(reward_file))
     out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, url, ray_address) + [
+    args = base_args(tiny_policy_dir, prompt_file, out, url, None) + [
         "--advantage-estimator", "group_norm", "--engine", "torch", "--num-episodes", "500", "--init-kl-coef", "0",
         "--rm-max-retries", "2", "--rm-retry-backoff", "0.05", "--rm-timeout", "5"]
     proc = start_training(args)
@@ -114,12 +113,11 @@ def test_a_reward_server_that_dies_stops_the_run_after_a_checkpoint(tiny_policy_
     assert all(m["reward"] is not None for m in metrics(out))
 
 
-def test_a_reward_func_that_raises_stops_with_the_sample_and_traceback(tiny_policy_dir, prompt_file, tmp_path,
-                                                                      ray_address):
+def test_a_reward_func_that_raises_stops_with_the_sample_and_traceback(tiny_policy_dir, prompt_file, tmp_path):
     reward = tmp_path / "bad_reward.py"
     reward.write_text(REWARD_THAT_RAISES)
     out = tmp_path / "out"
-    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address) + [
+    args = base_args(tiny_policy_dir, prompt_file, out, str(reward), None) + [
         "--max-samples", "6", "--rollout-batch-size", "6", "--advantage-estimator", "group_norm", "--engine", "torch",
         "--init-kl-coef", "0"]
     result = train(args)
@@ -130,12 +128,12 @@ def test_a_reward_func_that_raises_stops_with_the_sample_and_traceback(tiny_poli
     assert metrics(out) == []
 
 
-def test_a_hung_reward_func_stops_the_run_at_the_reward_timeout(tiny_policy_dir, prompt_file, tmp_path, ray_address):
+def test_a_hung_reward_func_stops_the_run_at_the_reward_timeout(tiny_policy_dir, prompt_file, tmp_path):
     reward = tmp_path / "hangs.py"
     reward.write_text(REWARD_THAT_HANGS)
     out = tmp_path / "out"
     # group_norm, no KL term: the hang is in the reward, so the critic and reference would only cost process starts
-    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), ray_address)
+    result = train(base_args(tiny_policy_dir, prompt_file, out, str(reward), None)
                    + ["--engine", "torch", "--advantage-estimator", "group_norm", "--init-kl-coef", "0",
                       "--reward-timeout", "2"])
     assert result.returncode == 1

@@ -1,6 +1,7 @@
 """train-ppo fails loudly and never loses work: NaN/inf stop the run with a checkpoint of the last good step (or are
 skipped), and errors raised inside Ray workers read as in-process (kill -9 during saves: test_checkpoint_kills.py).
-The real CLI in a subprocess, real Ray and DeepSpeed, tiny models."""
+The real CLI in a subprocess, real Ray and DeepSpeed, tiny models; the runs that are not about Ray workers run
+their roles in their own process."""
 
 from __future__ import annotations
 
@@ -85,9 +86,9 @@ def _rm_args(policy, prompts, out, rm, ray_address, *extra):
 
 
 def test_a_nan_reward_from_a_local_model_stops_with_the_last_good_checkpoint(tiny_policy_dir, prompt_file,
-                                                                           nan_reward_model, tmp_path, ray_address):
+                                                                           nan_reward_model, tmp_path):
     out = tmp_path / "out"
-    result = train(_rm_args(tiny_policy_dir, prompt_file, out, nan_reward_model, ray_address))
+    result = train(_rm_args(tiny_policy_dir, prompt_file, out, nan_reward_model, None))
     line = _assert_one_line_error(result, 1)
     assert "step 1: reward of sample 0 is nan, so the run stops before training on it" in line
     text = " ".join(result.stderr.split())
@@ -103,9 +104,9 @@ def test_a_nan_reward_from_a_local_model_stops_with_the_last_good_checkpoint(tin
 
 
 def test_skip_nonfinite_batches_skips_an_inf_reward_and_counts_it(tiny_policy_dir, prompt_file, inf_reward_model,
-                                                                  tmp_path, ray_address):
+                                                                  tmp_path):
     out = tmp_path / "out"
-    result = train(_rm_args(tiny_policy_dir, prompt_file, out, inf_reward_model, ray_address,
+    result = train(_rm_args(tiny_policy_dir, prompt_file, out, inf_reward_model, None,
                             "--skip-nonfinite-batches", "--actor-learning-rate", "1e-2"))
     assert result.returncode == 0, result.stderr[-3000:]
     steps = metrics(out)
@@ -135,11 +136,11 @@ def nan_reward_server(tmp_path_factory):
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_nan_from_a_reward_server_stops_or_is_skipped_as_a_local_one(tiny_policy_dir, prompt_file,
-                                                                        nan_reward_server, tmp_path, ray_address, skip):
+                                                                        nan_reward_server, tmp_path, skip):
     """serve-rm's 422 names the sample; train-ppo stops before training on it (a checkpoint of the last good step)
     or, with --skip-nonfinite-batches, skips the batch and counts it: the same as for a local reward model."""
     out = tmp_path / "out"
-    result = train(_args(tiny_policy_dir, prompt_file, out, nan_reward_server, ray_address,
+    result = train(_args(tiny_policy_dir, prompt_file, out, nan_reward_server, None,
                          "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--actor-learning-rate", "1e-2",
                          *(["--skip-nonfinite-batches"] if skip else [])))
     text = " ".join(result.stderr.split())
@@ -161,11 +162,11 @@ def test_a_nan_from_a_reward_server_stops_or_is_skipped_as_a_local_one(tiny_poli
 
 
 def test_a_diverging_update_is_never_applied_and_its_state_not_saved(tiny_policy_dir, prompt_file, reward_file,
-                                                                      tmp_path, ray_address):
+                                                                      tmp_path):
     """A learning rate of 1e30: the first update of step 1 blows the weights up, the second one's loss is NaN.
     The run stops naming it; the diverged weights are not saved as a checkpoint."""
     out = tmp_path / "out"
-    result = train(_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address,
+    result = train(_args(tiny_policy_dir, prompt_file, out, str(reward_file), None,
                          "--advantage-estimator", "group_norm", "--init-kl-coef", "0", "--train-batch-size", "4",
                          "--actor-learning-rate", "1e30", "--lr-warmup-ratio", "0"))
     line = _assert_one_line_error(result, 1)
