@@ -90,15 +90,15 @@ def ray_address():
 # long module starts last to hold the run open while the other workers idle; unlisted modules are cheap and go last,
 # in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
-    "tests.e2e.test_hub_e2e": 194, "tests.e2e.test_checkpoint_kills": 177, "tests.e2e.test_async_train_e2e": 153,
-    "tests.e2e.test_ctrl_c": 136, "tests.e2e.test_train_ppo_resume": 134, "tests.e2e.test_train_ppo_robust": 133,
-    "tests.e2e.test_vllm_train_ppo": 131, "tests.e2e.test_train_ppo_rewards": 121, "tests.e2e.test_vllm_engine": 106,
-    "tests.e2e.test_vllm_partial_rollout": 102, "tests.e2e.test_train_ppo_e2e": 99, "tests.e2e.test_cluster_job": 98,
-    "tests.e2e.test_cluster": 90, "tests.e2e.test_vllm_tensor_parallel": 75, "tests.e2e.test_lora_train_ppo": 67,
-    "tests.e2e.test_serve_rm_vllm_judge": 55, "tests.e2e.test_demo": 43, "tests.e2e.test_serve_rm_vllm": 41,
-    "tests.unit.test_reward_pool": 40, "tests.e2e.test_bench_rm": 38, "tests.e2e.test_packing_e2e": 37,
-    "tests.e2e.test_sandbox": 31, "tests.e2e.test_agents_e2e": 30, "tests.unit.test_engine": 26,
-    "tests.unit.test_check_reward": 22, "tests.unit.test_hub": 22, "tests.unit.test_judge": 21,
+    "tests.e2e.test_async_train_e2e": 254, "tests.e2e.test_hub_e2e": 246, "tests.e2e.test_vllm_train_ppo": 122,
+    "tests.e2e.test_vllm_tensor_parallel": 109, "tests.e2e.test_lora_train_ppo": 104,
+    "tests.e2e.test_vllm_engine": 97, "tests.e2e.test_ctrl_c": 88, "tests.e2e.test_cluster_job": 79,
+    "tests.e2e.test_cluster": 75, "tests.e2e.test_train_ppo_robust": 70, "tests.e2e.test_vllm_partial_rollout": 67,
+    "tests.e2e.test_serve_rm_vllm_judge": 67, "tests.e2e.test_checkpoint_kills": 65,
+    "tests.e2e.test_train_ppo_resume": 62, "tests.e2e.test_packing_e2e": 56, "tests.e2e.test_train_ppo_e2e": 47,
+    "tests.unit.test_reward_pool": 42, "tests.e2e.test_serve_rm_vllm": 41, "tests.e2e.test_train_ppo_rewards": 41,
+    "tests.e2e.test_bench_rm": 34, "tests.unit.test_engine": 34, "tests.e2e.test_demo": 32, "tests.unit.test_hub": 29,
+    "tests.e2e.test_agents_e2e": 26, "tests.e2e.test_sandbox": 24, "tests.unit.test_check_reward": 21,
 }
 
 
