@@ -34,8 +34,9 @@ class PlacementArgs(Group):
         60.0, "Seconds to wait for the cluster to place the roles before failing with what is missing.", gt=0
     )
     role_workers: Literal["auto", "ray", "driver"] = opt(
-        "auto", "Where the roles' workers run: ray (a Ray actor each), driver (in this process, no Ray: one worker "
-        "per role on this machine's CPUs, without vLLM engines), or auto (driver where it can, else ray).")
+        "auto", "Where the roles' workers run: ray (a Ray actor each), driver (in this process: one worker per "
+        "role on this machine's CPUs; vLLM engines stay Ray actors), or auto (driver where it can without a "
+        "cluster to join, else ray).")
 
     @property
     def actor_world_size(self) -> int:

@@ -1,5 +1,5 @@
-"""Roles in the driver's own process: a run of one worker per role on this machine's CPUs, without vLLM engines,
-needs no Ray (--role-workers auto|driver).
+"""Roles in the driver's own process: a run of one worker per role on this machine's CPUs needs no Ray worker for them
+(--role-workers auto|driver); vLLM engines, when asked for, stay Ray actors.
 
 Such a run on Ray pays for a process per role (each imports torch, transformers and DeepSpeed: about 5 CPU seconds)
 and for a Ray round trip, with pickled tensors, per call; its workers then take turns on the same cores anyway. Here
@@ -66,6 +66,9 @@ class DriverRoleGroup(RoleGroup[W]):
 
     def busy_seconds(self) -> list[Any]:
         return [self._run(host.busy_seconds) for host in self.workers]
+
+    def rendezvous(self) -> tuple[str, int]:
+        return self.workers[0].rendezvous()
 
     def shutdown(self) -> None:
         self.workers = []

@@ -189,35 +189,42 @@ def cluster_address(cfg: PlacementArgs) -> Optional[str]:
     return None
 
 
-def why_not_in_driver(cfg: PlacementArgs, roles: list[str]) -> Optional[str]:
-    """Why the roles cannot all run in the driver's process (None: they can)."""
-    if cluster_address(cfg) is not None:
-        return "the run joins a Ray cluster (--ray-address, RAY_ADDRESS or a Ray job)"
-    if cfg.vllm_num_engines:
-        return "vLLM engines run as Ray actors (--vllm-num-engines)"
-    wide = [r for r in roles if role_shape(cfg, r) != (1, 1)]
+def why_not_in_driver(cfg: PlacementArgs, roles: list[str], asked: bool = False) -> Optional[str]:
+    """Why the roles (all but the vLLM engines) cannot run in the driver's process (None: they can). Unasked
+    (auto), only where the run is on this machine alone: no cluster to join."""
+    wide = [r for r in roles if r != "vllm" and role_shape(cfg, r) != (1, 1)]
     if wide:
         return f"{', '.join(wide)} asks for more than one worker"
     if local_gpus() > 0:
         return "this machine has GPUs, which Ray gives to the roles one by one"
+    if not asked and cluster_address(cfg) is not None:
+        return "the run joins a Ray cluster (--ray-address, RAY_ADDRESS or a Ray job)"
     return None
 
 
 def plan_in_driver(cfg: PlacementArgs, vllm: VLLMArgs, roles: list[str]) -> Optional[PlacementPlan]:
-    """The plan for roles in the driver's process (distributed/in_driver.py), or None for Ray workers:
-    --role-workers driver, or auto where the run can (one worker per role, this machine's CPUs, no cluster, no vLLM
-    engines). Asked for where it cannot, it is refused with the reason."""
+    """The plan for the roles in the driver's process (distributed/in_driver.py), or None for Ray workers:
+    --role-workers driver, or auto where the run can (one worker per role, this machine's CPUs, no cluster). vLLM
+    engines stay Ray actors (place() them apart: a local Ray, or the cluster with --role-workers driver). Asked for
+    where it cannot be, it is refused with the reason."""
     if cfg.role_workers == "ray":
         return None
-    why = why_not_in_driver(cfg, roles)
+    why = why_not_in_driver(cfg, roles, asked=cfg.role_workers == "driver")
     if why is not None:
         if cfg.role_workers == "driver":
             raise ConfigError(f"--role-workers driver: the roles cannot run in the driver's process: {why} "
                               "(use --role-workers ray or auto)")
         return None
-    plan = plan_roles(cfg, vllm, roles, use_gpus=False, one_node=True)
+    plan = plan_roles(cfg, vllm, [r for r in roles if r != "vllm"], use_gpus=False, one_node=True)
     plan.in_driver = True
     return plan
+
+
+def check_engines_beside_driver(roles: PlacementPlan, engines: PlacementPlan) -> None:
+    """Roles in the driver send their weights from this machine's CPU: engines on GPUs would need them on GPUs."""
+    if roles.in_driver and engines.use_gpus:
+        raise ConfigError("--role-workers driver: the vLLM engines run on the cluster's GPUs, and the roles in the "
+                          "driver's process have none to send them weights from (use --role-workers ray or auto)")
 
 
 def check_reachable(address: str, flag: str, timeout: float = CONNECT_TIMEOUT_S) -> None:

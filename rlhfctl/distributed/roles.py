@@ -194,6 +194,10 @@ class RoleGroup(Generic[W]):
         """Each worker's busy_seconds() (futures): its compute per method since the last ask."""
         return [w.busy_seconds.remote() for w in self.workers]
 
+    def rendezvous(self) -> tuple[str, int]:
+        """Worker 0's node address and a free port there, for a group it hosts (the weight sync's)."""
+        return get(self.workers[0].rendezvous.remote())
+
     def _check(self, method: Callable[..., Any]) -> None:
         """A method of another class (the critic's `values` sent to the reference) fails here, in the driver."""
         if getattr(self.worker_cls, method.__name__, None) is not method:

@@ -88,7 +88,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.config.rules import check_eval, check_sizes
     from rlhfctl.data import load_prompts
     from rlhfctl.distributed.in_driver import in_driver_report, start_role
-    from rlhfctl.distributed.placement import cluster_address, local_gpus, place, plan_in_driver, release
+    from rlhfctl.distributed.placement import (check_engines_beside_driver, cluster_address, local_gpus, place,
+                                               plan_in_driver, release)
     from rlhfctl.distributed.roles import describe_places, placement_report
     from rlhfctl.models.actor import load_tokenizer
     from rlhfctl.ppo.checkpoint import CheckpointManager, TrainerState
@@ -166,21 +167,24 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
         open_combined(cfg.reward, SourceGroups.of(cfg)) if cfg.reward else \
         open_judge_in_driver(cfg) if cfg.judge else None
-    plan = None
+    plan = engines_plan = None
     tracker = None
     rollout = None
     try:
         plan = plan_in_driver(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed) or \
             place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), roles_needed)
-        if joining:
+        if cfg.vllm_num_engines:  # in-driver roles: the engines alone on Ray
+            engines_plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["vllm"]) if plan.in_driver else plan
+            check_engines_beside_driver(plan, engines_plan)
+        if joining and not plan.in_driver:
             check_four_bit(cfg.slice(ModelLoadArgs), cfg.slice(LoRAArgs), roles_needed, has_gpus=plan.use_gpus,
                            where="the Ray cluster")
         note_offload(cfg.slice(PlacementArgs), cfg.slice(ModelLoadArgs), roles_needed, has_gpus=plan.use_gpus)
-        backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if cfg.vllm_num_engines else ""
+        backend = sync_backend(cfg.slice(VLLMArgs), plan.use_gpus) if engines_plan else ""
         # each role gets the typed groups it reads (config/slices.py), pickled to every one of its workers
         groups = {"actor": start_role("actor", plan, PolicyWorker, PolicyGroups.of(cfg), updates)}
-        if cfg.vllm_num_engines:  # engines load their model while the other roles load theirs
-            rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, groups["actor"],
+        if engines_plan is not None:  # engines load their model while the other roles load theirs
+            rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), engines_plan, groups["actor"],
                                   tokenizer.pad_token_id, backend, episodes=agent_episodes(cfg))
         if "ref" in roles_needed:
             groups["ref"] = start_role("ref", plan, ReferenceWorker, ReferenceGroups.of(cfg))
@@ -213,8 +217,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                              logging=cfg.slice(LoggingArgs), evaluation=cfg.slice(EvalArgs), run=cfg.slice(RunArgs),
                              profiler=StepProfiler(groups | ({"vllm": rollout.engines} if rollout else {}))
                              if cfg.profile else None)
-        tracker.note(f"placement: {', '.join(groups)} in the driver's process (no Ray; --role-workers ray for "
-                     "Ray workers)" if plan.in_driver else f"placement: {describe_places(groups)}")
+        tracker.note(f"placement: {', '.join(groups)} in the driver's process (no Ray worker; --role-workers ray "
+                     "for Ray workers)" if plan.in_driver else f"placement: {describe_places(groups)}")
         if rollout is not None:
             tracker.note(rollout.describe())
         if resume_from is not None:
@@ -234,5 +238,5 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             reward.close()
         if rollout is not None:
             rollout.close()
-        if plan is not None:
-            release(plan)
+        for placed in {id(p): p for p in (plan, engines_plan) if p is not None}.values():
+            release(placed)

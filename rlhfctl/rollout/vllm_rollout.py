@@ -80,10 +80,12 @@ class VLLMRollout:
         self.engines.wait_ready()
         self._meta = get(self.actor.on(0, WeightSender.weight_meta))
         if not self.vllm.vllm_sync_with_ray:
-            addr, port = get(self.actor.workers[0].rendezvous.remote())
+            addr, port = self.actor.rendezvous()
             world = 1 + len(self.engines) * self.vllm.vllm_tensor_parallel_size  # every engine's every worker
-            get(self.actor.all(WeightSender.init_weight_sync, addr, port, world, self.backend)
-                + self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend))
+            # The engines' side of a collective starts first: an actor in the driver's process runs its side when
+            # called, and would wait there for engines not yet asked to join.
+            engines = self.engines.all(VLLMEngine.init_weight_sync, addr, port, world, self.backend)
+            get(self.actor.all(WeightSender.init_weight_sync, addr, port, world, self.backend) + engines)
         return self
 
     def generate(self, batch: list[PromptExample], n: int, step: int, evaluation: bool, round: int) -> Samples:
@@ -103,8 +105,8 @@ class VLLMRollout:
         if self.vllm.vllm_sync_with_ray:
             get(self.actor.all(WeightSender.send_weights_ray, self.engines.workers))
         else:
-            get(self.actor.all(WeightSender.broadcast_weights, bucket_bytes)
-                + self.engines.all(VLLMEngine.receive_weights, self._meta, bucket_bytes))
+            engines = self.engines.all(VLLMEngine.receive_weights, self._meta, bucket_bytes)
+            get(self.actor.all(WeightSender.broadcast_weights, bucket_bytes) + engines)
         return time.perf_counter() - t0
 
     def abort(self) -> None:

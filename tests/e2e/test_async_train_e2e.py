@@ -50,7 +50,7 @@ def args(policy: str, prompts: Path, reward: Path, out: Path, address: str) -> l
             "--advantage-estimator", "group_norm", "--engine", "torch", "--actor-learning-rate", "1e-3",
             "--lr-scheduler", "constant", "--init-kl-coef", "0", "--vllm-num-engines", "1", "--async-train",
             "--partial-rollout", "--enable-vllm-is-correction", "--placement-timeout", "120",
-            "--ray-address", address]
+            "--ray-address", address, "--role-workers", "driver"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_lora_run_keeps_vllm_in_sync_and_saves_an_adapter_peft_loads(tmp_path, r
             "--vllm-gpu-memory-utilization", "0.01", "--max-samples", "128", "--num-episodes", "1",
             "--eval-steps", "-1", "--eval-max-samples", "100", "--lora-rank", "16", "--lora-alpha", "32",
             "--actor-learning-rate", "1e-3", "--init-kl-coef", "0.001", "--save-path", str(out),
-            "--ckpt-path", str(out / "ckpt"), "--ray-address", ray_address]
+            "--ckpt-path", str(out / "ckpt"), "--ray-address", ray_address, "--role-workers", "driver"]
     result = run_rlhfctl("train-ppo", *args, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

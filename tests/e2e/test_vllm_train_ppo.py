@@ -28,7 +28,7 @@ def test_ppo_with_vllm_rollouts_learns_and_keeps_the_engine_in_sync(tmp_path, ra
             "--vllm-gpu-memory-utilization", "0.01", "--max-samples", "384", "--num-episodes", "1",
             "--eval-steps", "-1", "--eval-max-samples", "100", "--actor-learning-rate", "2e-4",
             "--enable-vllm-is-correction", "--profile", "--save-path", str(out), "--ckpt-path", str(out / "ckpt"),
-            "--ray-address", ray_address]
+            "--ray-address", ray_address, "--role-workers", "driver"]
     result = run_rlhfctl("train-ppo", *args, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vLLM: 1 engine(s) x tensor-parallel 2 = 2 worker processes" in result.stderr

@@ -37,12 +37,14 @@ def tied_policy(path: Path, seed: int) -> str:
 @contextlib.contextmanager
 def engines_beside_actor(engine_policy: str, actor_policy: str, data_dir: Path, ray_address: str,
                          **options: Any) -> Iterator[tuple[Any, Any, Any]]:
-    """(config, VLLMRollout, placement plan): engines built from `engine_policy`, weight sync joined with one actor
-    worker holding `actor_policy`; `options` are train-ppo options (vllm_num_engines, ...)."""
+    """(config, VLLMRollout, the actor's placement plan): engines built from `engine_policy` on the session's
+    cluster, weight sync joined with one actor worker holding `actor_policy`, in this process as train-ppo's
+    --role-workers driver runs it (a new actor worker then costs a model load, not a process); `options` are
+    train-ppo options (vllm_num_engines, ...)."""
     from rlhfctl.config import PlacementArgs, TrainPPOConfig, VLLMArgs
     from rlhfctl.config.slices import PolicyGroups, SamplingGroups
-    from rlhfctl.distributed.placement import place, release
-    from rlhfctl.distributed.roles import RoleGroup
+    from rlhfctl.distributed.in_driver import start_role
+    from rlhfctl.distributed.placement import place, plan_in_driver, release
     from rlhfctl.ppo.workers import PolicyWorker
     from rlhfctl.rollout.vllm_rollout import VLLMRollout
 
@@ -53,15 +55,16 @@ def engines_beside_actor(engine_policy: str, actor_policy: str, data_dir: Path, 
         ray_address=ray_address, vllm_num_engines=2, vllm_gpu_memory_utilization=0.005, enforce_eager=True,
         engine="torch", prompt_max_len=16, generate_max_len=8, temperature=0.7, eval_temperature=0, init_kl_coef=0,
         advantage_estimator="group_norm", n_samples_per_prompt=2, rollout_batch_size=2, micro_rollout_batch_size=2,
-        train_batch_size=4, micro_train_batch_size=2), **options})
-    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
+        train_batch_size=4, micro_train_batch_size=2, role_workers="driver"), **options})
+    actor_plan = plan_in_driver(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["actor", "vllm"])
+    plan = place(cfg.slice(PlacementArgs), cfg.slice(VLLMArgs), ["vllm"])
     rollout = None
     try:
         actor_groups = PolicyGroups.of(cfg.model_copy(update={"pretrain": actor_policy}))
-        actor = RoleGroup("actor", plan, PolicyWorker, actor_groups, 1)
+        actor = start_role("actor", actor_plan, PolicyWorker, actor_groups, 1)
         rollout = VLLMRollout(SamplingGroups.of(cfg), cfg.slice(VLLMArgs), plan, actor.wait_ready(), pad_token_id=0,
                               backend="gloo").wait_ready()
-        yield cfg, rollout, plan
+        yield cfg, rollout, actor_plan
     finally:
         if rollout is not None:
             rollout.close()
@@ -69,16 +72,16 @@ def engines_beside_actor(engine_policy: str, actor_policy: str, data_dir: Path, 
 
 
 def swap_actor(rollout: Any, plan: Any, cfg: Any, policy: str, sync_with_ray: bool) -> Any:
-    """Replace the rollout's actor worker by one holding `policy` (its placement bundle goes to the new one);
+    """Replace the rollout's actor worker by one holding `policy` (in this process, like the one it replaces);
     weight sync then goes through Ray's object store when `sync_with_ray`. Returns the new actor group."""
     from rlhfctl.config import VLLMArgs
     from rlhfctl.config.slices import PolicyGroups
-    from rlhfctl.distributed.roles import RoleGroup
+    from rlhfctl.distributed.in_driver import start_role
     from rlhfctl.ppo.workers import PolicyWorker
 
     rollout.actor.shutdown()
-    rollout.actor = RoleGroup("actor", plan, PolicyWorker, PolicyGroups.of(cfg.model_copy(update={"pretrain": policy})),
-                              1).wait_ready()
+    rollout.actor = start_role("actor", plan, PolicyWorker,
+                               PolicyGroups.of(cfg.model_copy(update={"pretrain": policy})), 1).wait_ready()
     rollout.vllm = cfg.slice(VLLMArgs).model_copy(update={"vllm_sync_with_ray": sync_with_ray})
     return rollout.actor
 

@@ -17,7 +17,7 @@ import pytest
 from rlhfctl.config import PlacementArgs, VLLMArgs
 from rlhfctl.distributed import busy
 from rlhfctl.distributed.in_driver import DriverRoleGroup, start_role
-from rlhfctl.distributed.placement import plan_in_driver
+from rlhfctl.distributed.placement import check_engines_beside_driver, plan_in_driver
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError, WorkerError
 from tests.helpers import ENV, ROOT
@@ -62,16 +62,18 @@ def no_cluster(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def plan(**placement):
-    return plan_in_driver(PlacementArgs(**placement), VLLMArgs(), ["actor", "ref"])
+def plan(roles=("actor", "ref"), **placement):
+    return plan_in_driver(PlacementArgs(**placement), VLLMArgs(), list(roles))
 
 
-def test_auto_runs_one_worker_per_role_without_a_cluster_or_engines_in_the_driver(no_cluster, monkeypatch):
+def test_auto_runs_one_worker_per_role_on_this_machine_in_the_driver(no_cluster, monkeypatch):
     assert plan().in_driver and plan(role_workers="driver").in_driver
     assert plan(role_workers="ray") is None
-    assert plan(ray_address="10.0.0.1:6379") is None
-    assert plan(vllm_num_engines=1) is None
     assert plan(actor_num_gpus_per_node=2) is None
+    with_engines = plan(["actor", "vllm"], vllm_num_engines=2)  # the engines stay Ray actors: placed apart
+    assert with_engines.in_driver and set(with_engines.roles) == {"actor"}
+    assert plan(ray_address="10.0.0.1:6379") is None  # a cluster: Ray workers, unless asked
+    assert plan(ray_address="10.0.0.1:6379", role_workers="driver").in_driver  # the engines on the cluster
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert plan() is None
 
@@ -79,13 +81,19 @@ def test_auto_runs_one_worker_per_role_without_a_cluster_or_engines_in_the_drive
 @pytest.mark.parametrize("placement, why", [
     ({"actor_num_gpus_per_node": 2}, "actor asks for more than one worker"),
     ({"ref_num_nodes": 2}, "ref asks for more than one worker"),
-    ({"vllm_num_engines": 1}, "vLLM engines run as Ray actors"),
-    ({"ray_address": "10.0.0.1:6379"}, "joins a Ray cluster"),
 ])
 def test_asking_for_the_driver_where_it_cannot_be_says_why(no_cluster, placement, why):
     with pytest.raises(ConfigError, match="--role-workers driver: the roles cannot run in the driver's process") as e:
         plan(role_workers="driver", **placement)
     assert why in str(e.value)
+
+
+def test_roles_in_the_driver_cannot_send_weights_to_engines_on_gpus(no_cluster):
+    roles, engines = plan(), plan(["actor"], role_workers="driver")
+    check_engines_beside_driver(roles, engines)  # both on CPUs
+    engines.use_gpus = True
+    with pytest.raises(ConfigError, match="the vLLM engines run on the cluster's GPUs"):
+        check_engines_beside_driver(roles, engines)
 
 
 def test_a_driver_worker_answers_through_get_one_call_at_a_time(no_cluster):
