@@ -85,20 +85,21 @@ def ray_address():
     cluster.stop()
 
 
-# Seconds each module took in one full run (3 workers on 2 cores, loaded; only the order matters). xdist hands out
+# Seconds each module took in full runs (the mean of two; 3 workers on 2 cores, loaded; only the order matters). xdist hands out
 # whole modules (--dist loadfile, --no-loadscope-reorder) in collection order, so the costliest start first and no
 # long module starts last to hold the run open while the other workers idle; unlisted modules are cheap and go last,
 # in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
-    "tests.e2e.test_async_train_e2e": 254, "tests.e2e.test_hub_e2e": 246, "tests.e2e.test_vllm_train_ppo": 122,
-    "tests.e2e.test_vllm_tensor_parallel": 109, "tests.e2e.test_lora_train_ppo": 104,
-    "tests.e2e.test_vllm_engine": 97, "tests.e2e.test_ctrl_c": 88, "tests.e2e.test_cluster_job": 79,
-    "tests.e2e.test_cluster": 75, "tests.e2e.test_train_ppo_robust": 70, "tests.e2e.test_vllm_partial_rollout": 67,
-    "tests.e2e.test_serve_rm_vllm_judge": 67, "tests.e2e.test_checkpoint_kills": 65,
-    "tests.e2e.test_train_ppo_resume": 62, "tests.e2e.test_packing_e2e": 56, "tests.e2e.test_train_ppo_e2e": 47,
-    "tests.unit.test_reward_pool": 42, "tests.e2e.test_serve_rm_vllm": 41, "tests.e2e.test_train_ppo_rewards": 41,
-    "tests.e2e.test_bench_rm": 34, "tests.unit.test_engine": 34, "tests.e2e.test_demo": 32, "tests.unit.test_hub": 29,
-    "tests.e2e.test_agents_e2e": 26, "tests.e2e.test_sandbox": 24, "tests.unit.test_check_reward": 21,
+    "tests.e2e.test_async_train_e2e": 186, "tests.e2e.test_hub_e2e": 183, "tests.e2e.test_vllm_train_ppo": 164,
+    "tests.e2e.test_cluster_job": 129, "tests.e2e.test_train_ppo_e2e": 107, "tests.e2e.test_cluster": 89,
+    "tests.e2e.test_vllm_tensor_parallel": 87, "tests.e2e.test_train_ppo_resume": 82,
+    "tests.e2e.test_checkpoint_kills": 72, "tests.e2e.test_vllm_engine": 72, "tests.e2e.test_train_ppo_robust": 60,
+    "tests.e2e.test_lora_train_ppo": 60, "tests.e2e.test_ctrl_c": 57, "tests.e2e.test_serve_rm_vllm_judge": 54,
+    "tests.e2e.test_train_ppo_rewards": 50, "tests.e2e.test_vllm_partial_rollout": 48,
+    "tests.e2e.test_packing_e2e": 48, "tests.e2e.test_serve_rm_vllm": 46, "tests.e2e.test_demo": 45,
+    "tests.unit.test_engine": 39, "tests.unit.test_reward_pool": 37, "tests.e2e.test_bench_rm": 35,
+    "tests.unit.test_hub": 34, "tests.unit.test_judge": 26, "tests.e2e.test_sandbox": 25,
+    "tests.e2e.test_agents_e2e": 22, "tests.unit.test_check_reward": 22,
 }
 
 
