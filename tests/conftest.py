@@ -85,10 +85,10 @@ def ray_address():
     cluster.stop()
 
 
-# Seconds each module took in full runs (the mean of two; 3 workers on 2 cores, loaded; only the order matters). xdist hands out
-# whole modules (--dist loadfile, --no-loadscope-reorder) in collection order, so the costliest start first and no
-# long module starts last to hold the run open while the other workers idle; unlisted modules are cheap and go last,
-# in their usual order. Re-measure with --durations=0 when a module's cost changes much.
+# Seconds each module took in full runs (the mean of two; 3 workers on 2 cores, loaded; only the order matters).
+# xdist hands out whole modules (--dist loadfile, --no-loadscope-reorder) in collection order, so the costliest start
+# first and no long module starts last to hold the run open while the other workers idle; unlisted modules are cheap
+# and go last, in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
     "tests.e2e.test_async_train_e2e": 186, "tests.e2e.test_hub_e2e": 183, "tests.e2e.test_vllm_train_ppo": 164,
     "tests.e2e.test_cluster_job": 129, "tests.e2e.test_train_ppo_e2e": 107, "tests.e2e.test_cluster": 89,
