@@ -20,7 +20,7 @@ from rlhfctl.distributed.in_driver import DriverRoleGroup, start_role
 from rlhfctl.distributed.placement import check_engines_beside_driver, plan_in_driver
 from rlhfctl.distributed.roles import RoleGroup, get
 from rlhfctl.errors import ConfigError, WorkerError
-from tests.helpers import ENV, ROOT
+from tests.helpers import ENV, ROOT, run_cli
 
 
 class Counter:
@@ -159,3 +159,9 @@ def test_roles_in_the_driver_never_import_ray():
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "False"
+
+
+def test_a_bad_role_workers_value_exits_2_naming_the_choices(capsys):
+    code, _, err = run_cli(["train-ppo", "--pretrain", "p", "--prompt-data", "d.jsonl", "--remote-rm-url",
+                            "http://h/get_reward", "--role-workers", "gpu"], capsys)
+    assert code == 2 and "--role-workers: Input should be 'auto', 'ray' or 'driver' (got 'gpu')" in err
