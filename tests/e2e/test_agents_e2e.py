@@ -1,4 +1,4 @@
-"""train-ppo --agent-func-path end to end: the real CLI in a subprocess, real Ray and DeepSpeed, the tiny policy.
+"""train-ppo --agent-func-path end to end: the real CLI in a subprocess (its actor in its own process), the tiny policy.
 A multi-turn agent_func.py written for OpenRLHF v0.10 (`from openrlhf.utils.agent import ...` as written) trains;
 a single-turn executor written to OpenRLHF v0.10's contract trains 2 steps, then its failure stops the run after a
 checkpoint, naming the episode."""
