@@ -4,6 +4,7 @@ end-to-end runs that can share it."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -73,33 +74,59 @@ def pairwise_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """One Ray cluster (8 logical CPUs, no GPU) for the session, started by `ray start` in processes of its own:
-    train-ppo runs join it with --ray-address instead of starting a local Ray each, and a test that drives Ray in
-    this process joins it with ray.init(address=...) (and ray.shutdown() after). Tests that need a topology of their
-    own (several nodes, a job server) start their own cluster."""
-    from tests.helpers.ray_cluster import start_cluster
+def ray_address(tmp_path_factory, worker_id):
+    """One Ray cluster for the whole test run (no GPU), started by `ray start` in processes of its own: train-ppo
+    runs join it with --ray-address instead of starting a local Ray each, and a test that drives Ray in this process
+    joins it with ray.init(address=...) (and ray.shutdown() after). Under xdist the first worker that asks starts it
+    and the others join it (an idle Ray cluster costs about 4 CPU seconds a minute, and 8 to start); the controller
+    stops it at the end (pytest_sessionfinish). Tests that need a topology of their own (several nodes, a job
+    server) start their own cluster."""
+    from filelock import FileLock
 
-    cluster = start_cluster([("node_session", 8)], fast_node_loss=False)
-    yield cluster.address
-    cluster.stop()
+    from tests.helpers.ray_cluster import SESSION_CPUS, LocalCluster, start_cluster
+
+    if worker_id == "master":  # not under xdist: this process owns it
+        cluster = start_cluster([("node_session", SESSION_CPUS)], fast_node_loss=False)
+        yield cluster.address
+        cluster.stop()
+        return
+    shared = _shared_cluster_file(tmp_path_factory.getbasetemp().parent)
+    with FileLock(str(shared) + ".lock"):
+        if not shared.exists():
+            shared.write_text(start_cluster([("node_session", SESSION_CPUS)], fast_node_loss=False).to_json())
+        address = LocalCluster.from_json(shared.read_text()).address
+    yield address
 
 
-# Seconds each module took in full runs (the mean of two; 3 workers on 2 cores, loaded; only the order matters).
+def _shared_cluster_file(root: Path) -> Path:
+    """Where the xdist workers find the shared cluster: the run's temp root, the parent of each worker's basetemp."""
+    return root / "ray_session_cluster.json"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The xdist controller, once every worker is done: stop the Ray cluster the workers shared."""
+    if hasattr(session.config, "workerinput"):
+        return
+    shared = _shared_cluster_file(session.config._tmp_path_factory.getbasetemp())
+    if shared.exists():
+        from tests.helpers.ray_cluster import LocalCluster
+
+        LocalCluster.from_json(shared.read_text()).stop()
+
+
+# Seconds each module took in a full run (3 workers on 2 cores, loaded; only the order matters).
 # xdist hands out whole modules (--dist loadfile, --no-loadscope-reorder) in collection order, so the costliest start
 # first and no long module starts last to hold the run open while the other workers idle; unlisted modules are cheap
 # and go last, in their usual order. Re-measure with --durations=0 when a module's cost changes much.
 MODULE_SECONDS = {
-    "tests.e2e.test_async_train_e2e": 186, "tests.e2e.test_hub_e2e": 183, "tests.e2e.test_vllm_train_ppo": 164,
-    "tests.e2e.test_cluster_job": 129, "tests.e2e.test_train_ppo_e2e": 107, "tests.e2e.test_cluster": 89,
-    "tests.e2e.test_vllm_tensor_parallel": 87, "tests.e2e.test_train_ppo_resume": 82,
-    "tests.e2e.test_checkpoint_kills": 72, "tests.e2e.test_vllm_engine": 72, "tests.e2e.test_train_ppo_robust": 60,
-    "tests.e2e.test_lora_train_ppo": 60, "tests.e2e.test_ctrl_c": 57, "tests.e2e.test_serve_rm_vllm_judge": 54,
-    "tests.e2e.test_train_ppo_rewards": 50, "tests.e2e.test_vllm_partial_rollout": 48,
-    "tests.e2e.test_packing_e2e": 48, "tests.e2e.test_serve_rm_vllm": 46, "tests.e2e.test_demo": 45,
-    "tests.unit.test_engine": 39, "tests.unit.test_reward_pool": 37, "tests.e2e.test_bench_rm": 35,
-    "tests.unit.test_hub": 34, "tests.unit.test_judge": 26, "tests.e2e.test_sandbox": 25,
-    "tests.e2e.test_agents_e2e": 22, "tests.unit.test_check_reward": 22,
+    "tests.e2e.test_async_train_e2e": 167, "tests.e2e.test_vllm_train_ppo": 136, "tests.e2e.test_hub_e2e": 132,
+    "tests.e2e.test_cluster_job": 82, "tests.e2e.test_vllm_engine": 75, "tests.e2e.test_lora_train_ppo": 70,
+    "tests.e2e.test_vllm_tensor_parallel": 63, "tests.e2e.test_cluster": 56, "tests.e2e.test_serve_rm_vllm_judge": 54,
+    "tests.e2e.test_train_ppo_resume": 35, "tests.e2e.test_serve_rm_vllm": 34, "tests.unit.test_hub": 31,
+    "tests.e2e.test_packing_e2e": 30, "tests.e2e.test_train_ppo_e2e": 27, "tests.unit.test_judge": 26,
+    "tests.e2e.test_train_ppo_robust": 24, "tests.e2e.test_demo": 23, "tests.e2e.test_bench_rm": 21,
+    "tests.unit.test_reward_pool": 20, "tests.unit.test_engine": 19, "tests.e2e.test_ctrl_c": 16,
+    "tests.e2e.test_sandbox": 14,
 }
 
 

@@ -1,5 +1,5 @@
 """A kill -9 at any point of a checkpoint save leaves a checkpoint that resumes, and a resumed run that fails never
-writes over the only good one. The real CLI in a subprocess, real DeepSpeed, tiny models; the roles in the
+writes over the only good one. The real CLI in a process of its own, real DeepSpeed, tiny models; the roles in the
 run's own process, as on a machine without GPUs (so the kill takes the writing workers with it).
 
 Both tests start from one run (`killed_run`), killed while its workers write a checkpoint: the first test goes on
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ENV, rlhfctl
+from tests.helpers.forked import ForkedRun
 from tests.helpers.train_ppo import base_args, metrics, train
 
 
@@ -41,8 +40,7 @@ def _complete_steps(ckpt: Path) -> list[int]:
 
 def _kill_when(args: list[str], condition, timeout: float = 180) -> bool:
     """Start train-ppo, SIGKILL it the moment `condition()` holds; True if it did (False: it ended first)."""
-    proc = subprocess.Popen(rlhfctl("train-ppo", *args), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = ForkedRun(["train-ppo", *args])
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and proc.poll() is None:

@@ -1,7 +1,7 @@
 """Ctrl-C at every moment of a train-ppo step: the run saves a checkpoint, exits 130, and --load-checkpoint resumes
 at the saved step.
 
-One chain of real runs: each run is interrupted at one moment (a SIGINT sent by this test once the run is
+One chain of real runs, each a process of its own (forked: tests/helpers/forked.py): each run is interrupted at one moment (a SIGINT sent by this test once the run is
 observably there), and the next run resumes from its checkpoint. The first run's actor is a Ray worker of the
 session's cluster, interrupted while its update is under way in that worker; the others run the actor in their own
 process, as a run on a machine without GPUs does, and the first of them resumes from the Ray run's checkpoint. The run holds at the moment until the
@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,7 +23,8 @@ from typing import Callable
 import pytest
 
 from tests.helpers import ENV
-from tests.helpers.train_ppo import base_args, metrics
+from tests.helpers.forked import ForkedRun
+from tests.helpers.train_ppo import base_args, metrics, train
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +50,10 @@ def reward_func(queries, prompts, labels, **kwargs):
 WAIT_S = 240  # only a guard against a hang: every wait below ends on an event of the run
 
 
-def _wait_for(proc: subprocess.Popen, event: Callable[[], bool], what: str) -> None:
+def _wait_for(proc: ForkedRun, event: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not event():
-        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}"
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}: {proc.output()[1][-3000:]}"
         assert time.monotonic() < deadline, f"no {what} within {WAIT_S}s"
         time.sleep(0.05)
 
@@ -68,13 +67,7 @@ def _interrupt(args: list[str], marks: Path, hold: dict[str, str], reached: Call
     env = {**ENV, **hold, "RLHFCTL_PHASE_FILE": str(marks / "phases"), "CTRL_C_MARKS": str(marks)}
     (marks / "release").unlink(missing_ok=True)
     (marks / "scoring").unlink(missing_ok=True)
-    ours = signal.signal(signal.SIGINT, signal.SIG_IGN) if background else None  # a child inherits SIG_IGN
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "rlhfctl", "train-ppo", *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    finally:
-        if ours is not None:
-            signal.signal(signal.SIGINT, ours)
+    proc = ForkedRun(["train-ppo", *args], env=env, sigint_ignored=background)
     try:
         _wait_for(proc, reached, what)
         proc.send_signal(signal.SIGINT)
@@ -137,8 +130,7 @@ def test_ctrl_c_at_each_moment_saves_a_checkpoint_that_resumes(tiny_policy_dir, 
         assert json.loads((latest / "trainer_state.json").read_text())["step"] == expected
         resumed_at = expected
 
-    last = subprocess.run([sys.executable, "-m", "rlhfctl", "train-ppo", *args, "--load-checkpoint"], env=ENV,
-                          capture_output=True, text=True, timeout=WAIT_S)
+    last = train(args + ["--load-checkpoint"], timeout=WAIT_S)
     assert last.returncode == 0, last.stderr[-3000:]
     assert f"global_step{resumed_at} at step {resumed_at}" in " ".join(last.stderr.split())
     steps = [m["step"] for m in metrics(out)]

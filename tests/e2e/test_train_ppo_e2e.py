@@ -1,7 +1,7 @@
 """train-ppo end to end: the real CLI in a subprocess, real Ray, DeepSpeed and serve-rm, tiny models, 1-20 steps.
 
 A run of one worker per role runs them in its own process, as a user's run on a machine without GPUs does; a run
-of several workers joins the session's Ray cluster (tests/conftest.py, 8 logical CPUs), which saves a cluster start.
+of several workers joins the session's Ray cluster (tests/conftest.py), which saves a cluster start.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.helpers.ray_cluster import SESSION_CPUS
 from tests.helpers.train_ppo import assert_loads_as_causal_lm, assert_reward_rises, base_args, metrics, train
 
 
@@ -79,13 +80,13 @@ def test_an_unsatisfiable_placement_fails_in_time_naming_ask_and_cluster(tiny_po
                                                                         tmp_path, ray_address):
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address) + [
-        "--critic-num-gpus-per-node", "16", "--placement-timeout", "3", "--train-batch-size", "64"]  # 64 = 4 x 16
+        "--critic-num-gpus-per-node", "32", "--placement-timeout", "3", "--train-batch-size", "128"]  # 4 x 32
     start = time.time()
     result = train(args)
     assert result.returncode == 1
     assert time.time() - start < 60
     text = " ".join(result.stderr.split())
-    assert "within 3s" in text and "critic 16" in text and "8 CPU" in text
+    assert "within 3s" in text and "critic 32" in text and f"{SESSION_CPUS} CPU" in text
 
 
 def test_a_local_llm_judge_is_the_reward(tiny_policy_dir, prompt_file, tmp_path):

@@ -29,5 +29,11 @@ def rlhfctl(*args: str) -> list[str]:
 
 def run_rlhfctl(*args: str, timeout: float = 240, env: dict[str, str] | None = None,
                 **kwargs: Any) -> subprocess.CompletedProcess:
-    """`rlhfctl ARGS` run to its end in a subprocess (output captured as text; `kwargs` go to subprocess.run)."""
+    """`rlhfctl ARGS` run to its end in a process of its own, output captured as text: forked from the preloaded
+    forkserver (tests.helpers.forked) in the tests' ENV, or a new interpreter where `env` differs (it may change
+    what an import reads) or `kwargs` (for subprocess.run) ask for more than a working directory."""
+    if env is None and set(kwargs) <= {"cwd"}:
+        from tests.helpers.forked import ForkedRun
+
+        return ForkedRun(list(args), cwd=kwargs.get("cwd")).result(timeout)
     return subprocess.run(rlhfctl(*args), env=env or ENV, capture_output=True, text=True, timeout=timeout, **kwargs)

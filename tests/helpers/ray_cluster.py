@@ -21,6 +21,7 @@ from pathlib import Path
 from tests.helpers.env import ENV
 
 RAY = str(Path(sys.executable).with_name("ray"))
+SESSION_CPUS = 24  # logical CPUs of the tests' shared cluster (tests/conftest.py): 8 for each of 3 xdist workers
 
 
 def free_ports(n: int) -> list[int]:
@@ -63,6 +64,16 @@ class LocalCluster:
     fast_node_loss: bool = True
     ports: list[int] = field(default_factory=list)  # spare free ports: node managers, agents, the client server
     nodes: list[Node] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """What another process needs to join this cluster and to stop it (nodes and spare ports stay here)."""
+        return json.dumps({"temp_dir": str(self.temp_dir), "gcs_port": self.gcs_port,
+                           "dashboard_port": self.dashboard_port, "with_dashboard": self.with_dashboard})
+
+    @classmethod
+    def from_json(cls, text: str) -> "LocalCluster":
+        fields = json.loads(text)
+        return cls(Path(fields["temp_dir"]), fields["gcs_port"], fields["dashboard_port"], fields["with_dashboard"])
 
     @property
     def address(self) -> str:

@@ -1,4 +1,4 @@
-"""train-ppo end to end: a small run's arguments, the run as a subprocess, and what it wrote (metrics, models)."""
+"""train-ppo end to end: a small run's arguments, the run in a process of its own, and what it wrote (metrics, models)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.helpers.cli import rlhfctl, run_rlhfctl
-from tests.helpers.env import ENV
+from tests.helpers.cli import run_rlhfctl
+from tests.helpers.forked import ForkedRun
 
 # A reward_func.py that checks the labels reached it and rewards the share of "e" in a response.
 REWARD_WITH_LABELS = '''
@@ -38,10 +38,10 @@ def train(args: list[str], timeout: float = 240, env: dict[str, str] | None = No
     return run_rlhfctl("train-ppo", *args, timeout=timeout, env=env)
 
 
-def start_training(args: list[str]) -> subprocess.Popen:
-    """`rlhfctl train-ppo ARGS` started (stdout and stderr piped), for a test that acts while it runs."""
-    return subprocess.Popen(rlhfctl("train-ppo", *args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def start_training(args: list[str]) -> ForkedRun:
+    """`rlhfctl train-ppo ARGS` started in a process of its own (forked, as run_rlhfctl's), for a test that acts
+    while it runs: poll(), send_signal(), kill(), communicate() as a subprocess.Popen's."""
+    return ForkedRun(["train-ppo", *args])
 
 
 def metrics(out: Path) -> list[dict]:
