@@ -39,6 +39,7 @@ def test_every_benchmark_has_help(script):
     ("sandbox.py", ["--workers", "0"]),
     ("lora.py", ["--steps", "1"]),
     ("engine_start.py", ["--repeats", "0"]),
+    ("partial_rollout.py", ["--steps", "2"]),
 ])
 def test_bad_options_exit_2_with_a_message(script, args):
     done = _run(script, *args)
