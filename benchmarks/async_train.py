@@ -32,10 +32,22 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "arithmetic"
 
 
-def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
+def train_in_process(options: dict) -> tuple[list[dict], float, float]:
+    """train-ppo with these options in this process: (each step's metrics, wall seconds, the 1-minute load average
+    at its start)."""
     from rlhfctl.config import resolve
     from rlhfctl.ppo.run import train_ppo
 
+    cfg = resolve("train-ppo", options)
+    load_at_start = os.getloadavg()[0]
+    started = time.perf_counter()
+    train_ppo(cfg)
+    wall = time.perf_counter() - started
+    steps = [json.loads(line) for line in (Path(cfg.save_path) / "metrics.jsonl").read_text().splitlines()]
+    return steps, wall, load_at_start
+
+
+def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
     out = root / f"out_{mode}_{time.time_ns()}"
     samples = args.prompts_per_step * 8
     options = {
@@ -52,12 +64,7 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> dict:
         options["enforce_eager"] = True
     if mode == "async":
         options.update(async_train=True, async_queue_size=args.queue_size)
-    cfg = resolve("train-ppo", options)
-    load_at_start = os.getloadavg()[0]
-    started = time.perf_counter()
-    train_ppo(cfg)
-    wall = time.perf_counter() - started
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps, wall, load_at_start = train_in_process(options)
     timed = steps[1:]  # the first step pays for lazy initialisation (and, async, for the first rollout alone)
     total = sum(s["time/step"] for s in timed)
 

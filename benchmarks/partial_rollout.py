@@ -44,8 +44,7 @@ PROMPTS_PER_STEP, SAMPLES_PER_PROMPT = 2, 4
 
 
 def run(partial: bool, args: argparse.Namespace, root: Path, policy: Path, prompts: Path, reward: Path) -> dict:
-    from rlhfctl.config import resolve
-    from rlhfctl.ppo.run import train_ppo
+    from async_train import train_in_process  # benchmarks/ is this script's folder
 
     out = root / f"out_{'partial' if partial else 'async'}_{time.time_ns()}"
     samples = PROMPTS_PER_STEP * SAMPLES_PER_PROMPT
@@ -60,12 +59,7 @@ def run(partial: bool, args: argparse.Namespace, root: Path, policy: Path, promp
         "enforce_eager": True, "async_train": True, "async_queue_size": 1, "partial_rollout": partial,
         "enable_vllm_is_correction": True,
     }
-    cfg = resolve("train-ppo", options)
-    load_at_start = os.getloadavg()[0]
-    started = time.perf_counter()
-    train_ppo(cfg)
-    wall = time.perf_counter() - started
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps, wall, load_at_start = train_in_process(options)
     window = min(args.reward_window, len(steps) // 2)
     return {
         "mode": "async+partial_rollout" if partial else "async", "steps": len(steps),
