@@ -17,15 +17,19 @@ import torch
 from rlhfctl.agents.sampling import CompletionOutput, Logprob, RequestOutput, read_params
 
 _request_ids = itertools.count()
+_request_keys = itertools.count()
 
 
 class BatchingEngine:
     """Queues the generation requests of concurrent episodes and sends those queued meanwhile as one batch to
-    `_run_batch` (a subclass: HF generate here, vLLM engine actors in vllm_engine.py)."""
+    `_run_batch` (a subclass: HF generate here, vLLM engine actors in vllm_engine.py). Each request has a key; an
+    episode that stops waiting while its request is in a batch under way (its --agent-timeout, a failure) hands that
+    key to `_abort`, so an engine that can stops generating it."""
 
     def __init__(self, max_batch: Optional[int] = None) -> None:
         self.max_batch = max_batch  # most requests per batch (memory); None: all that are queued
-        self._pending: list[tuple[list[int], dict[str, Any], asyncio.Future]] = []
+        self._pending: list[tuple[int, list[int], dict[str, Any], asyncio.Future]] = []
+        self._in_flight: set[int] = set()  # keys of the requests in the batch under way
         self._task: Optional[asyncio.Task] = None
         self.batches = 0  # batches sent, for the tests and metrics
         self.requests = 0
@@ -36,13 +40,24 @@ class BatchingEngine:
             raise ValueError("multi_modal_data: vision-language prompts are not supported")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._pending.append(([int(t) for t in prompt_token_ids], read_params(sampling_params), future))
+        key = next(_request_keys)
+        self._pending.append((key, [int(t) for t in prompt_token_ids], read_params(sampling_params), future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._serve())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if key in self._in_flight:
+                self._abort(key)
+            raise
 
-    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+    async def _run_batch(self, requests: list[tuple[int, list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+        """Per (key, prompt token ids, sampling parameters): its completions."""
         raise NotImplementedError
+
+    def _abort(self, key: int) -> None:
+        """Stop generating request `key` of the batch under way, if the engine can (HF generate cannot drop one row
+        of a batch: its episode's result is discarded instead)."""
 
     async def _serve(self) -> None:
         while self._pending:
@@ -50,19 +65,23 @@ class BatchingEngine:
                 await asyncio.sleep(0)
             cut = self.max_batch or len(self._pending)
             batch, self._pending = self._pending[:cut], self._pending[cut:]
-            batch = [item for item in batch if not item[2].done()]  # an episode that timed out is not generated for
+            batch = [item for item in batch if not item[3].done()]  # an episode that timed out is not generated for
             if not batch:
                 continue
+            keys = {key for key, _, _, _ in batch}
+            self._in_flight |= keys
             try:
-                outputs = await self._run_batch([(ids, params) for ids, params, _ in batch])
+                outputs = await self._run_batch([(key, ids, params) for key, ids, params, _ in batch])
             except Exception as exc:  # the model failed: every waiting episode hears it
-                for _, _, future in batch:
+                for _, _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._in_flight -= keys
             self.batches += 1
             self.requests += len(batch)
-            for (ids, _, future), outs in zip(batch, outputs):
+            for (_, ids, _, future), outs in zip(batch, outputs):
                 if not future.done():
                     future.set_result(RequestOutput(str(next(_request_ids)), ids, outs))
 
@@ -75,8 +94,9 @@ class HFEngine(BatchingEngine):
         self.model = model
         self.tokenizer = tokenizer
 
-    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
-        return await asyncio.to_thread(generate_batch, self.model, self.tokenizer, requests)
+    async def _run_batch(self, requests: list[tuple[int, list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+        return await asyncio.to_thread(generate_batch, self.model, self.tokenizer,
+                                       [(ids, params) for _, ids, params in requests])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -29,17 +29,19 @@ class VLLMRequestEngine(BatchingEngine):
     def __init__(self, engines: list[Any]) -> None:
         super().__init__()
         self.engines = engines
+        self._names: dict[int, list[str]] = {}  # a request key -> the engines' request ids of its n completions
 
-    async def _run_batch(self, requests: list[tuple[list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
+    async def _run_batch(self, requests: list[tuple[int, list[int], dict[str, Any]]]) -> list[list[CompletionOutput]]:
         rows = []  # (request index, output index, the engine's request dict)
-        for i, (ids, p) in enumerate(requests):
+        for i, (key, ids, p) in enumerate(requests):
             if p["top_k"]:
                 raise ValueError(f"sampling_params.top_k={p['top_k']}: the vLLM engines' request API takes "
                                  "max_tokens, temperature and top_p only")
+            self._names[key] = [f"agent-{key}-{k}" for k in range(p["n"])]
             for k in range(p["n"]):
                 rows.append((i, k, {"prompt_token_ids": ids, "max_tokens": p["max_tokens"] or 1,
                                     "temperature": p["temperature"], "top_p": p["top_p"],
-                                    "logprobs": p["logprobs"] is not None}))
+                                    "logprobs": p["logprobs"] is not None, "request_id": self._names[key][k]}))
         shards = [s for s in contiguous_shards(len(rows), len(self.engines)) if s.stop > s.start]
         import ray
 
@@ -51,6 +53,9 @@ class VLLMRequestEngine(BatchingEngine):
                                              for engine, s in zip(self.engines, shards)])
         except ray.exceptions.RayError as exc:  # an engine's error as the user would read it in-process
             raise unwrap_remote_error(exc) from None
+        finally:
+            for key, _, _ in requests:
+                self._names.pop(key, None)
         results: list[list[CompletionOutput]] = [[] for _ in requests]
         for (i, k, _), out in zip(rows, [a for part in answers for a in part]):
             logprobs = None
@@ -59,6 +64,17 @@ class VLLMRequestEngine(BatchingEngine):
             results[i].append(CompletionOutput(index=k, text=out["text"], token_ids=list(out["token_ids"]),
                                                logprobs=logprobs, finish_reason=out["finish_reason"]))
         return results
+
+    def _abort(self, key: int) -> None:
+        """Every engine is told (a request's rows may be on any of them; an engine ignores names it does not hold);
+        nothing waits for the answer."""
+        from rlhfctl.distributed.roles import call
+        from rlhfctl.rollout.engine import VLLMEngine
+
+        names = self._names.get(key)
+        if names:
+            for engine in self.engines:
+                call(engine, VLLMEngine.abort_request_ids, names)
 
 
 def vllm_sampling_params(rollout: RolloutArgs, temperature: float, logprobs: Optional[int]) -> Any:

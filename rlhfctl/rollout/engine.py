@@ -125,6 +125,10 @@ class VLLMEngine:
         self._updating = False  # between a sync's pause and its resume: new requests sample with the next version
         self._request_ids = itertools.count()
         self._generations: set[asyncio.Task] = set()  # in flight, for abort_requests
+        # generate_requests' requests that carry a caller's "request_id": their generation (None while it waits for
+        # a sync to end), and those abort_request_ids stopped
+        self._named: dict[str, Optional[asyncio.Task]] = {}
+        self._aborted: set[str] = set()
         # Open except while a sync that found nothing in flight loads weights: requests wait for it here (the
         # engine itself is not paused: pausing and resuming its scheduler would cost each sync a round trip more).
         self._weights_loaded = asyncio.Event()
@@ -187,7 +191,8 @@ class VLLMEngine:
         """One completion per request, each with its own sampling parameters (the agent API's entry point).
 
         A request: {"prompt_token_ids": [int, ...], "max_tokens": int, "temperature": float = 1.0,
-        "top_p": float = 1.0, "logprobs": bool = False, "seed": int | None}. Returns per request, in order:
+        "top_p": float = 1.0, "logprobs": bool = False, "seed": int | None, "request_id": str | None (a name the
+        caller may abort it by, abort_request_ids)}. Returns per request, in order:
         {"token_ids": [int, ...], "text": str, "logprobs": [float, ...] | None (the sampled tokens' log-probs,
         after temperature), "finish_reason": "stop" (EOS or a stop token) | "length" (max_tokens) | "abort",
         "policy_versions": int (how many policy versions sampled its tokens: 2 or more when a weight sync landed
@@ -196,17 +201,25 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts, params = [], []
+        prompts, params, names = [], [], []
         for index, req in enumerate(requests):
+            name = req.get("request_id")
+            if name is not None and not isinstance(name, str):
+                raise UsageError(f"request {index}: request_id must be a string, got {name!r}")
+            names.append(name)
             prompts.append(TokensPrompt(prompt_token_ids=_token_ids(req, index)))
             params.append(SamplingParams(
                 n=1, max_tokens=_number(req, index, "max_tokens", int, self.sampling.rollout.generate_max_len, low=1),
                 temperature=_number(req, index, "temperature", float, 1.0, low=0.0),
                 top_p=_number(req, index, "top_p", float, 1.0, low=0.0, high=1.0),
                 logprobs=0 if req.get("logprobs") else None, seed=req.get("seed")))
-        outs, spans = self._run_generation(prompts, params) if prompts else ([], [])
+        outs, spans = self._run_generation(prompts, params, names) if prompts else ([], [])
         results = []
         for req, out, span in zip(requests, outs, spans):
+            if out is None:  # aborted by its name: nothing of it is kept
+                results.append({"token_ids": [], "text": "", "logprobs": [] if req.get("logprobs") else None,
+                                "finish_reason": "abort", "policy_versions": span})
+                continue
             c = out.outputs[0]
             results.append({"token_ids": list(c.token_ids), "text": c.text,
                             "logprobs": _sampled_log_probs(c) if req.get("logprobs") else None,
@@ -214,16 +227,18 @@ class VLLMEngine:
                             "policy_versions": span})
         return results
 
-    def _run_generation(self, prompts: list[Any], params: list[Any]) -> tuple[list[Any], list[int]]:
-        """Every request at once on the engine's loop (vLLM batches them continuously): the final outputs in order,
-        and per request how many policy versions sampled its tokens."""
+    def _run_generation(self, prompts: list[Any], params: list[Any], names: Optional[list[Optional[str]]] = None
+                        ) -> tuple[list[Any], list[int]]:
+        """Every request at once on the engine's loop (vLLM batches them continuously): the final outputs in order
+        (None for one aborted by its name), and per request how many policy versions sampled its tokens."""
         from vllm.sampling_params import RequestOutputKind
 
         for p in params:
             p.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request: nothing streamed to no one
 
         async def all_requests() -> list[tuple[Any, int]]:
-            task = asyncio.ensure_future(asyncio.gather(*[self._request(x, p) for x, p in zip(prompts, params)]))
+            task = asyncio.ensure_future(asyncio.gather(*[self._request(x, p, name) for x, p, name in
+                                                          zip(prompts, params, names or [None] * len(prompts))]))
             self._generations.add(task)
             try:
                 return await task
@@ -235,13 +250,46 @@ class VLLMEngine:
         answers = self.host.run(all_requests())
         return [out for out, _ in answers], [span for _, span in answers]
 
-    async def _request(self, prompt: Any, params: Any) -> tuple[Any, int]:
-        """One request's final output, and the policy versions it spanned: a request added during a sync is
-        scheduled after the resume, with the new weights only."""
-        await self._weights_loaded.wait()
-        first = self.version + (1 if self._updating else 0)
-        out = await final_output(self.llm.generate(prompt, params, request_id=f"{self.rank}-{next(self._request_ids)}"))
-        return out, self.version - first + 1
+    async def _request(self, prompt: Any, params: Any, name: Optional[str] = None) -> tuple[Any, int]:
+        """One request's final output (None once abort_request_ids named it), and the policy versions it spanned:
+        a request added during a sync is scheduled after the resume, with the new weights only."""
+        if name is not None:
+            self._named[name] = None
+        try:
+            await self._weights_loaded.wait()
+            first = self.version + (1 if self._updating else 0)
+            if name in self._aborted:
+                return None, 1
+            generation = asyncio.ensure_future(final_output(self.llm.generate(
+                prompt, params, request_id=f"{self.rank}-{next(self._request_ids)}")))
+            if name is not None:
+                self._named[name] = generation
+            try:
+                out = await generation
+            except asyncio.CancelledError:
+                if name is None or name not in self._aborted:
+                    raise
+                return None, self.version - first + 1  # this request alone was aborted: the others go on
+            return out, self.version - first + 1
+        finally:
+            if name is not None:
+                self._named.pop(name, None)
+                self._aborted.discard(name)
+
+    def abort_request_ids(self, names: list[str]) -> int:
+        """Abort the named generate_requests requests inside the engine (an agent episode that timed out or failed);
+        each answers finish_reason "abort", and the requests sent with them go on. Names not in flight are ignored.
+        Returns how many it aborted."""
+        async def cancel() -> int:
+            hit = [name for name in names if name in self._named]
+            for name in hit:
+                self._aborted.add(name)
+                generation = self._named[name]
+                if generation is not None:
+                    generation.cancel()  # a cancelled AsyncLLM.generate aborts its request in the engine core
+            return len(hit)
+
+        return self.host.run(cancel())
 
     def abort_requests(self) -> int:
         """Abort every generation in flight inside the engine (their callers get GenerationAborted); how many."""

@@ -107,6 +107,8 @@ def test_generate_requests_answers_each_request_with_its_own_parameters(setup):
         get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1]}, {"prompt_token_ids": []}]))
     with pytest.raises(UsageError, match="request 0: top_p must be in"):
         get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1], "top_p": 2}]))
+    with pytest.raises(UsageError, match="request 0: request_id must be a string"):
+        get(call(engine, VLLMEngine.generate_requests, [{"prompt_token_ids": [1], "request_id": 5}]))
 
 
 def test_weight_sync_makes_every_engine_compute_what_the_actor_computes(setup, policies):
@@ -149,6 +151,20 @@ def test_a_generation_in_flight_is_aborted_inside_the_engine(setup):
         get(future)
     # the engine serves the next request at once: nothing of the aborted one is left running
     assert len(get(call(engine, VLLMEngine.generate_requests, [greedy(engine, PROMPT, 4)]))[0]["token_ids"]) == 4
+
+
+def test_a_request_aborted_by_its_id_ends_alone(setup):
+    """An agent episode that times out aborts its own request inside the engine, by the id it was sent with; the
+    requests sent with it (other episodes' turns) go on to their end."""
+    _, rollout, _ = setup
+    engine = rollout.engines.workers[0]
+    future = call(engine, VLLMEngine.generate_requests, [{**greedy(engine, PROMPT, TOKENS), "request_id": name}
+                                                         for name in ("episode-1", "episode-2")])
+    time.sleep(0.2)
+    assert get(call(engine, VLLMEngine.abort_request_ids, ["episode-1", "not-in-flight"])) == 1
+    aborted, other = get(future)
+    assert aborted["finish_reason"] == "abort" and aborted["token_ids"] == [] and aborted["logprobs"] == []
+    assert other["finish_reason"] == "length" and len(other["token_ids"]) == TOKENS
 
 
 def test_a_sync_mid_generation_switches_the_policy_from_that_token_on(setup, tied_policies):

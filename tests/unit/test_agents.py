@@ -240,6 +240,48 @@ def test_episodes_overlap_in_time_and_their_turns_share_generate_calls(policy, t
     assert capped.requests == 8 and capped.batches >= 3
 
 
+def test_an_episode_that_stops_waiting_aborts_only_its_own_request(policy):
+    """A request whose episode stops waiting (its --agent-timeout) while its batch is under way is handed to the
+    engine's abort (vLLM engines abort it inside the engine); one that had not reached a batch is never sent; the
+    other requests of the batch are answered."""
+    model, tokenizer = policy
+
+    class SlowEngine(HFEngine):
+        def __init__(self) -> None:
+            super().__init__(model, tokenizer)
+            self.sent: list[list[int]] = []  # the keys of each batch
+            self.aborted: list[int] = []
+
+        async def _run_batch(self, requests):
+            self.sent.append([key for key, _, _ in requests])
+            await asyncio.sleep(0.3)
+            return await super()._run_batch(requests)
+
+        def _abort(self, key: int) -> None:
+            self.aborted.append(key)
+
+    engine = SlowEngine()
+    ids = tokenizer("What is 1 + 1?")["input_ids"]
+
+    async def episodes():
+        params = SamplingParams(max_tokens=2, temperature=0)
+        timed_out = asyncio.ensure_future(engine.generate(ids, params))
+        waits = asyncio.ensure_future(engine.generate(ids, params))
+        await asyncio.sleep(0.1)  # both are in the batch under way
+        timed_out.cancel()
+        answer = await waits
+        never_sent = asyncio.ensure_future(engine.generate(ids, params))
+        await asyncio.sleep(0)
+        never_sent.cancel()  # still queued: nothing to abort
+        await asyncio.sleep(0.05)
+        return answer
+
+    answer = asyncio.run(episodes())
+    assert len(engine.sent) == 1 and len(engine.sent[0]) == 2  # one batch: the queued request was never sent
+    assert engine.aborted == [engine.sent[0][0]]
+    assert len(answer.outputs[0].token_ids) == 2
+
+
 def test_an_episode_past_agent_timeout_is_named(policy, tmp_path):
     path = str(write(tmp_path, HANGS, "agent_func.py"))
     t0 = time.perf_counter()
