@@ -22,3 +22,10 @@ def chunks(n: int, size: int) -> list[slice]:
     if size < 1:
         raise ValueError(f"size must be >= 1, not {size}")
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def data_parallel_shards(n: int, workers: int, ring: int = 1) -> list[slice]:
+    """Each worker's rows of range(n): contiguous shards, one per ring of `ring` consecutive workers
+    (--ring-attn-size: the workers of a ring hold the same rows and split their tokens)."""
+    shards = contiguous_shards(n, workers // ring)
+    return [shards[rank // ring] for rank in range(workers)]

@@ -1,10 +1,10 @@
-"""Cross-field checks of how the actor is trained beyond the PPO loss: PPO-ptx (--pretrain-data with --ptx-coef) and
-LoRA adapters. rules.py adds these to train-ppo's problems and unused options."""
+"""Cross-field checks of how the actor is trained beyond the PPO loss: PPO-ptx (--pretrain-data with --ptx-coef),
+LoRA adapters and ring attention. rules.py adds these to train-ppo's problems and unused options."""
 
 from __future__ import annotations
 
 from rlhfctl.config.fields import flag_name
-from rlhfctl.config.train_groups import LoRAArgs, PtxArgs
+from rlhfctl.config.train_groups import LoRAArgs, PtxArgs, TrainArgs
 
 
 def ptx_problems(ptx: PtxArgs) -> list[str]:
@@ -42,4 +42,25 @@ def lora_problems(lora: LoRAArgs, *, four_bit_zero3: bool, ema: bool) -> list[st
     if ema and lora.save_merged:
         problems.append("--enable-ema with --save-merged: the merged weights would come from the live adapter, not "
                         "its moving average; drop --save-merged to save the averaged adapter")
+    return problems
+
+
+def data_parallel_problems(train: TrainArgs, worlds: dict[int, str]) -> list[str]:
+    """The trained roles' workers (`worlds`: count -> whose) split each step's batch: in whole micro-batches per
+    data-parallel rank, and with --ring-attn-size in whole rings of packed rows."""
+    ring, problems = train.ring_attn_size, []
+    if ring == 1 and train.ring_head_stride != 1:
+        problems.append("--ring-head-stride has no effect without --ring-attn-size > 1")
+    if ring > 1 and not train.packing_samples:
+        problems.append(f"--ring-attn-size {ring} splits packed rows: add --packing-samples")
+    for world, whose in worlds.items():
+        if world % ring:
+            problems.append(f"--ring-attn-size {ring} does not divide the {world} workers{whose or ' of the actor'}")
+            continue
+        world //= ring  # a ring's workers share one micro-batch
+        step = train.micro_train_batch_size * world
+        if train.train_batch_size % step:
+            problems.append(f"--train-batch-size ({train.train_batch_size}) must be a multiple of "
+                            f"--micro-train-batch-size ({train.micro_train_batch_size}) x data-parallel size{whose} "
+                            f"({world}) = {step}")
     return problems

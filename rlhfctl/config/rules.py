@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from rlhfctl.config.fields import Group, flag_name
 from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, ModelLoadArgs, RemoteRewardArgs,
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
-from rlhfctl.config.train_groups import LoRAArgs, VLLMArgs
+from rlhfctl.config.train_groups import LoRAArgs, TrainArgs, VLLMArgs
 from rlhfctl.config.verify_rules import Terms, bench_sandbox_problems, builtin_problems
-from rlhfctl.config.actor_rules import lora_problems, ptx_problems, ptx_unused
+from rlhfctl.config.actor_rules import lora_problems, ptx_problems, ptx_unused, data_parallel_problems
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import has_function_term, has_judge_term, has_kind_term, has_model_term
 
@@ -211,12 +211,7 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     worlds = {cfg.actor_world_size: ""}
     if cfg.advantage_estimator == "gae":  # the critic trains on the same batches with workers of its own
         worlds.setdefault(cfg.critic_num_nodes * cfg.critic_num_gpus_per_node, " (the critic's)")
-    for world, whose in worlds.items():
-        step = cfg.micro_train_batch_size * world
-        if cfg.train_batch_size % step:
-            problems.append(f"--train-batch-size ({cfg.train_batch_size}) must be a multiple of "
-                            f"--micro-train-batch-size ({cfg.micro_train_batch_size}) x data-parallel size{whose} "
-                            f"({world}) = {step}")
+    problems += data_parallel_problems(cfg.slice(TrainArgs), worlds)
     if cfg.save_steps == 0 or cfg.save_steps < -1:
         problems.append(f"--save-steps must be a positive number of steps, or -1 (got {cfg.save_steps})")
     if cfg.eval_steps == 0 or cfg.eval_steps < -1:

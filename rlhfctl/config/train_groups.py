@@ -139,6 +139,15 @@ class TrainArgs(Group):
         False, "Pack a micro-batch's samples into one row without padding (positions restart per sample, attention "
         "stays within it); flash-attention's varlen kernel with --flash-attn on a GPU."
     )
+    ring_attn_size: int = opt(
+        1, "Ring attention: split each packed micro-batch's tokens over this many workers of the actor (and "
+        "critic), which hold the same data and exchange keys and values at each layer, so a sample too long for "
+        "one worker's activations trains (needs --packing-samples; data-parallel size is workers / this).", ge=1
+    )
+    ring_head_stride: int = opt(
+        1, "With --ring-attn-size: key/value heads gathered per exchange (a divisor of the model's key/value "
+        "heads); larger means fewer, bigger exchanges and more memory.", ge=1
+    )
     async_train: bool = opt(
         False, "Generate and score the next steps' rollouts on the vLLM engines while this step trains (needs "
         "--vllm-num-engines >= 1); a sample's policy then lags by up to --async-queue-size updates "

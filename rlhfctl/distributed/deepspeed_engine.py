@@ -54,15 +54,17 @@ class DeepSpeedTrainingEngine(TrainingEngine):
                  lr_scheduler: str,
                  max_norm: float, zero_stage: int, adam_offload: bool, bf16: bool, micro_train_batch_size: int,
                  train_batch_size: int, weight_decay: float, betas: tuple[float, float],
-                 ds_config_overrides: dict[str, Any] | None) -> None:
+                 ds_config_overrides: dict[str, Any] | None, ring_attn_size: int = 1) -> None:
         deepspeed = _import_deepspeed()
         self._deepspeed = deepspeed
         self.rank, self.world_size = init_distributed(default_backend())
         self.kind, self.zero_stage, self.bf16 = "deepspeed", zero_stage, bf16
         self.gradient_accumulation_steps = accumulation_steps(micro_train_batch_size, train_batch_size,
-                                                               self.world_size)
+                                                               self.world_size // ring_attn_size)
         offload = self._use_offload(adam_offload, zero_stage)
-        config = self._config(zero_stage, offload, bf16, max_norm, micro_train_batch_size, train_batch_size)
+        # DeepSpeed counts a batch over every rank; the R ranks of a ring share theirs (models/ring_attention.py)
+        config = self._config(zero_stage, offload, bf16, max_norm, micro_train_batch_size,
+                              train_batch_size * ring_attn_size)
         _merge(config, ds_config_overrides or {})
         if bf16:
             to_bf16(model)

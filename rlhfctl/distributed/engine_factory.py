@@ -23,12 +23,14 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
                  zero_stage: int = 2, adam_offload: bool = False,
                  bf16: bool = False, gradient_checkpointing: bool = False, micro_train_batch_size: int = 1,
                  train_batch_size: int = 1, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
-                 ds_config_overrides: dict[str, Any] | None = None) -> TrainingEngine:
+                 ds_config_overrides: dict[str, Any] | None = None, ring_attn_size: int = 1) -> TrainingEngine:
     """Wrap `model` (put in train mode) for training; see the module docstring for the call sequence.
 
     `kind="torch"` ignores zero_stage and adam_offload. `betas` default to OpenRLHF's (0.9, 0.95).
     `ds_config_overrides` is merged into the DeepSpeed config (e.g. {"zero_optimization":
-    {"stage3_param_persistence_threshold": 0}}). Distributed set-up: see `init_distributed`.
+    {"stage3_param_persistence_threshold": 0}}). Distributed set-up: see `init_distributed`. With
+    `ring_attn_size` R, rings of R workers share each micro-batch (models/ring_attention.py): the data-parallel
+    size that --train-batch-size is divided by is the world over R.
     """
     if kind not in ("deepspeed", "torch"):
         raise ConfigError(f"engine must be 'deepspeed' or 'torch', not {kind!r}")
@@ -55,6 +57,7 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
             bf16=bf16,
             micro_train_batch_size=micro_train_batch_size, train_batch_size=train_batch_size,
             weight_decay=weight_decay, betas=betas, ds_config_overrides=ds_config_overrides,
+            ring_attn_size=ring_attn_size,
         )
     distributed = dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = init_distributed(default_backend()) if distributed else (0, 1)
@@ -63,6 +66,7 @@ def build_engine(model: nn.Module, *, kind: EngineKind, learning_rate: float, to
     return TorchTrainingEngine(
         model, learning_rate=learning_rate, total_steps=total_steps, warmup_ratio=warmup_ratio,
         lr_scheduler=lr_scheduler, max_norm=max_norm, bf16=bf16,
-        gradient_accumulation_steps=accumulation_steps(micro_train_batch_size, train_batch_size, world),
+        gradient_accumulation_steps=accumulation_steps(micro_train_batch_size, train_batch_size,
+                                                       world // ring_attn_size),
         weight_decay=weight_decay, betas=betas, rank=rank, world_size=world,
     )

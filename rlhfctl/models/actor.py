@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ from torch import Tensor
 from rlhfctl.distributed.busy import timed
 from rlhfctl.errors import ConfigError
 from rlhfctl.models.quiet import quiet_transformers
+
+if TYPE_CHECKING:
+    from rlhfctl.models.ring_attention import RingGroup
 
 _flash_warned = False
 
@@ -190,13 +193,18 @@ def position_ids(attention_mask: Tensor) -> Tensor:
 
 def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
                      temperature: float = 1.0, return_entropy: bool = False,
-                     packed: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                     packed: bool = False, ring: RingGroup | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """log pi(a_t | s_t) of the last `num_actions` tokens of each sequence, [B, num_actions].
 
     The logits are divided by the sampling temperature, as OpenRLHF does, so the ratio compares the
     distribution the samples were drawn from. `return_entropy` also returns the entropy of that distribution at
     each of those positions, [B, num_actions] (for --entropy-loss-coef). `packed` runs the rows as one packed row
-    without padding (--packing-samples, models/packing.py): the same values, 0 on response padding."""
+    without padding (--packing-samples, models/packing.py): the same values, 0 on response padding. With `ring`
+    this worker runs its share of that row (--ring-attn-size, models/ring_attention.py) and the ring's values are
+    gathered, so every worker of the ring returns the whole result."""
+    if packed and ring is not None:
+        return _ring_action_log_probs(model, sequences, attention_mask, num_actions, temperature, return_entropy,
+                                      ring)
     targets = sequences[:, -num_actions:]
     restore = (lambda t: t)  # noqa: E731
     if packed:  # logits of the real action tokens only, [N, V]; back to [B, A] at the end
@@ -216,6 +224,29 @@ def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_
     if not return_entropy:
         return log_probs
     return log_probs, restore(entropy_from_logits(logits))
+
+
+def _ring_action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
+                           temperature: float, return_entropy: bool,
+                           ring: RingGroup) -> Tensor | tuple[Tensor, Tensor]:
+    """action_log_probs on a ring: each worker turns its tokens' logits into one log-prob (and entropy) per token,
+    so only those numbers, not [tokens, vocabulary] logits, are gathered."""
+    from rlhfctl.models import packing
+    from rlhfctl.models.packing import ring_forward
+
+    rows = packing.pack(sequences, attention_mask, num_actions)
+    out, part = ring_forward(model, rows, ring)
+    logits = out.logits[0].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    local = torch.gather(logits.log_softmax(-1), -1, part.next_tokens.unsqueeze(-1)).squeeze(-1)
+
+    def at_actions(per_token: Tensor) -> Tensor:
+        return packing.scatter_actions(packing.gather_actions(part.gather_tokens(per_token).unsqueeze(0), rows), rows)
+
+    if not return_entropy:
+        return at_actions(local)
+    return at_actions(local), at_actions(entropy_from_logits(logits))
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,9 @@ from rlhfctl.errors import ConfigError
 
 from rlhfctl.models.actor import attn_implementation, position_ids
 from rlhfctl.models.quiet import quiet_transformers
+
+if TYPE_CHECKING:
+    from rlhfctl.models.ring_attention import RingGroup
 
 
 def critic_source(critic_pretrain: str | None, reward_pretrain: str | None, pretrain: str | None) -> str:
@@ -89,13 +93,22 @@ class Critic(nn.Module):
                 nn.init.normal_(head.weight, std=1.0 / (hidden + 1))
         return cls(backbone, head)
 
-    def forward(self, sequences: Tensor, attention_mask: Tensor, num_actions: int, packed: bool = False) -> Tensor:
+    def forward(self, sequences: Tensor, attention_mask: Tensor, num_actions: int, packed: bool = False,
+                ring: RingGroup | None = None) -> Tensor:
         """`packed`: the rows run as one packed row without padding (--packing-samples); the same values, 0 on
-        response padding."""
+        response padding. With `ring`, this worker's share of that row (--ring-attn-size), the ring's values
+        gathered."""
         if packed:
             from rlhfctl.models import packing
 
             rows = packing.pack(sequences, attention_mask, num_actions)
+            if ring is not None:
+                from rlhfctl.models.packing import ring_forward
+
+                out, part = ring_forward(self.backbone, rows, ring)
+                local = self.value_head(out.last_hidden_state[0]).squeeze(-1).float()
+                values = packing.gather_actions(part.gather_tokens(local).unsqueeze(0), rows)
+                return packing.scatter_actions(values, rows)
             hidden = self.backbone(**packing.forward_kwargs(self.backbone, rows)).last_hidden_state
             values = self.value_head(packing.gather_actions(hidden, rows)).squeeze(-1).float()
             return packing.scatter_actions(values, rows)

@@ -9,7 +9,8 @@ dense block-diagonal mask over T tokens costs T^2 attention, more than the padde
 `sdpa_varlen` runs causal sdpa on each sample's slice instead (sum of length^2, no mask), installed as transformers'
 "sdpa" attention; a call without `cu_seq_lens_q` (padded batches, generate) goes to transformers' own sdpa unchanged.
 `gather_actions`/`scatter_actions` map per-token outputs back to the padded [B, A] layout the losses read, so nothing
-downstream changes.
+downstream changes. With --ring-attn-size, `ring_forward` runs a worker's share of the row and the ring's attention
+(models/ring_attention.py) comes in through the same attention functions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from rlhfctl.errors import ConfigError
+from rlhfctl.models.ring_attention import RingChunk, RingGroup, gather, ring_attention
 
 
 @dataclass
@@ -65,7 +67,7 @@ def forward_kwargs(model: Any, packed: PackedRows) -> dict[str, Any]:
     so asking for it on tensors elsewhere is an error that says so rather than a crash inside the kernel."""
     kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,
                               "attention_mask": None, "use_cache": False}
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    impl = attention_name(model)
     if impl == "sdpa":
         install_sdpa_varlen()
         kwargs.update(cu_seq_lens_q=packed.cu_seqlens, max_length_q=packed.max_seqlen)
@@ -78,6 +80,12 @@ def forward_kwargs(model: Any, packed: PackedRows) -> dict[str, Any]:
         kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=packed.max_seqlen,
                       max_length_k=packed.max_seqlen)
     return kwargs
+
+
+def attention_name(model: Any) -> str | None:
+    """The attention implementation of an HF model, or of the one a DeepSpeed engine wraps (`.module`)."""
+    inner = getattr(model, "module", model)
+    return getattr(getattr(inner, "config", None), "_attn_implementation", None)
 
 
 def gather_actions(outputs: Tensor, packed: PackedRows) -> Tensor:
@@ -93,37 +101,111 @@ def scatter_actions(values: Tensor, packed: PackedRows) -> Tensor:
     return out
 
 
-_sdpa_varlen_installed = False
+@dataclass(frozen=True)
+class RingShard:
+    """This worker's share of a packed row: the model's keyword arguments and how to gather outputs back."""
+
+    chunk: RingChunk
+    kwargs: dict[str, Any]
+    next_tokens: Tensor  # [length]: the token after each of this worker's tokens in the row (what its output predicts)
+    total: int  # real tokens in the row (the padding that makes it divide by R is dropped after gathering)
+
+    def gather_tokens(self, local: Tensor) -> Tensor:
+        """[length, ...] per-token outputs of this worker -> [total, ...] for the whole row (differentiable)."""
+        return gather(local, self.chunk.ring, 0)[: self.total]
 
 
-def install_sdpa_varlen() -> None:
-    """Make transformers' "sdpa" attention run packed rows sample by sample (`sdpa_varlen`); idempotent."""
-    global _sdpa_varlen_installed
-    if _sdpa_varlen_installed:
+def shard(rows: PackedRows, ring: RingGroup) -> RingShard:
+    """Cut `rows` (one packed row) into R equal spans, padding its end; this worker's span as model arguments.
+
+    The padding is a sample of its own (pad id 0, positions from 0), so no real token attends to it."""
+    ids, positions = rows.input_ids[0], rows.position_ids[0]
+    total = ids.numel()
+    length = -(-total // ring.size)
+    pad = length * ring.size - total
+    bounds = rows.cu_seqlens.tolist()
+    if pad:
+        ids = torch.cat([ids, ids.new_zeros(pad)])
+        positions = torch.cat([positions, torch.arange(pad, dtype=positions.dtype, device=positions.device)])
+        bounds.append(total + pad)
+    start = ring.rank * length
+    chunk = RingChunk(ring, tuple(bounds), start, length)
+    kwargs = {"input_ids": ids[start:start + length].unsqueeze(0),
+              "position_ids": positions[start:start + length].unsqueeze(0),
+              "attention_mask": None, "use_cache": False, "ring_chunk": chunk}
+    following = torch.cat([ids[1:], ids.new_zeros(1)])[start:start + length]
+    return RingShard(chunk, kwargs, following, total)
+
+
+def ring_forward(model: Any, rows: PackedRows, ring: RingGroup) -> tuple[Any, RingShard]:
+    """Run `model` (an HF model or its base) on this worker's share of `rows`; its output and the shard.
+
+    The ring's attention goes in through transformers' attention functions; a model whose code does not call them
+    (its own attention) would attend within this worker's span alone, so that is an error, not a wrong result."""
+    impl = attention_name(model)
+    if impl not in ("sdpa", "flash_attention_2"):
+        raise ConfigError(f"--ring-attn-size splits attention through transformers' sdpa or flash-attention "
+                          f"functions; this model uses {impl!r} attention")
+    install_sdpa_varlen(impl)
+    part = shard(rows, ring)
+    out = model(**part.kwargs)
+    if not part.chunk.calls:
+        raise ConfigError(f"--ring-attn-size: {type(model).__name__}'s attention does not call transformers' "
+                          "attention functions, so its tokens cannot be split over a ring (use --ring-attn-size 1)")
+    return out, part
+
+
+_installed: set[str] = set()
+
+
+def install_sdpa_varlen(name: str = "sdpa") -> None:
+    """Route transformers' `name` attention ("sdpa", or "flash_attention_2" on GPUs) through `packed_attention`;
+    idempotent. Calls without a packed row's or a ring's arguments go to the original function unchanged."""
+    if name in _installed:
         return
     from transformers import AttentionInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    AttentionInterface.register("sdpa", sdpa_varlen)
-    _sdpa_varlen_installed = True
+    original = ALL_ATTENTION_FUNCTIONS[name]
+
+    def attention(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                  **kwargs: Any) -> tuple[Tensor, Any]:
+        return packed_attention(original, module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(name, attention)
+    _installed.add(name)
 
 
-def sdpa_varlen(module: Any, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-                dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
-                **kwargs: Any) -> tuple[Tensor, None]:
-    """transformers' sdpa attention; for one packed row with `cu_seq_lens_q`, causal sdpa over each sample's slice.
+def packed_attention(original: Any, module: Any, query: Tensor, key: Tensor, value: Tensor,
+                     attention_mask: Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     is_causal: bool | None = None, **kwargs: Any) -> tuple[Tensor, Any]:
+    """A ring's share of a row (`ring_chunk`: models/ring_attention.py); else for one packed row with
+    `cu_seq_lens_q` on sdpa, causal sdpa over each sample's slice (`sdpa_varlen`); else `original`.
 
-    query/key/value are [1, heads, T, head_dim]; the result is [1, T, heads, head_dim], as sdpa_attention_forward
-    returns it."""
+    query/key/value are [1, heads, T, head_dim]; the result is [1, T, heads, head_dim], as transformers' attention
+    functions return it."""
+    chunk = kwargs.pop("ring_chunk", None)
+    if chunk is not None:
+        return ring_attention(module, query, key, value, chunk, dropout=dropout, scaling=scaling), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    cu = kwargs.pop("cu_seq_lens_q", None)
+    if original is sdpa_attention_forward and kwargs.get("cu_seq_lens_q") is not None and query.shape[0] == 1 \
+            and query.shape[2] == key.shape[2]:
+        return sdpa_varlen(module, query, key, value, dropout=dropout, scaling=scaling, **kwargs), None
+    return original(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                    is_causal=is_causal, **kwargs)
+
+
+def sdpa_varlen(module: Any, query: Tensor, key: Tensor, value: Tensor, dropout: float = 0.0,
+                scaling: float | None = None, **kwargs: Any) -> Tensor:
+    """Causal sdpa over each sample's slice of one packed row (`cu_seq_lens_q`)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.pop("cu_seq_lens_q")
     for name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
         kwargs.pop(name, None)
-    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
     bounds = cu.tolist()
     parts = [sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None,
                                     dropout=dropout, scaling=scaling, is_causal=True, **kwargs)[0]
              for s, e in zip(bounds[:-1], bounds[1:])]
-    return torch.cat(parts, dim=1), None
+    return torch.cat(parts, dim=1)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rlhfctl.rollout.samples import Samples, join_sequences, pad_right
-from rlhfctl.shards import contiguous_shards
+from rlhfctl.shards import data_parallel_shards
 
 __all__ = ["ACTION_FIELDS", "Experience", "Samples"]  # Samples: what a rollout returns (rollout/samples.py)
 
@@ -79,9 +79,10 @@ class Experience:
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         return [self.select(order[i:i + size]) for i in range(0, n, size)]
 
-    def shard(self, rank: int, world_size: int) -> "Experience":
-        """This data-parallel rank's contiguous share of the rows (sizes differ by at most one)."""
-        rows = contiguous_shards(len(self), world_size)[rank]
+    def shard(self, rank: int, world_size: int, ring: int = 1) -> "Experience":
+        """This worker's contiguous share of the rows (sizes differ by at most one), the same for the `ring`
+        consecutive workers of a ring (--ring-attn-size)."""
+        rows = data_parallel_shards(len(self), world_size, ring)[rank]
         return self.select(list(range(rows.start, rows.stop)))
 
     @staticmethod

@@ -8,19 +8,24 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from rlhfctl.distributed.roles import Method, RoleGroup, get
+from rlhfctl.models.ring_attention import role_ring
 from rlhfctl.ppo.experience import Experience, Samples
 from rlhfctl.ppo.nonfinite import NonFiniteUpdate
 from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
-from rlhfctl.shards import contiguous_shards
+from rlhfctl.shards import data_parallel_shards
 
 W = TypeVar("W")
 
 
-def _sharded_forward(group: RoleGroup[W], method: Method[W, [Any, Any, int], Any], samples: Samples) -> list[Any]:
-    """Start `method(sequences, attention_mask, num_actions)` on each worker with its rows of `samples`."""
+def _sharded_forward(group: RoleGroup[W], method: Method[W, [Any, Any, int], Any], samples: Samples,
+                     ring: int, followers: list[Any]) -> list[Any]:
+    """Start `method(sequences, attention_mask, num_actions)` on each worker with its rows of `samples`; the
+    futures of each ring's first worker (the others return the same values: their futures go to `followers`)."""
     num_actions = samples.action_mask.shape[1]
-    return [group.on(rank, method, samples.sequences[s], samples.attention_mask[s], num_actions)
-            for rank, s in enumerate(contiguous_shards(len(samples), len(group)))]
+    futures = [group.on(rank, method, samples.sequences[s], samples.attention_mask[s], num_actions)
+               for rank, s in enumerate(data_parallel_shards(len(samples), len(group), ring))]
+    followers += [f for rank, f in enumerate(futures) if rank % ring]
+    return futures[::ring]
 
 
 def collect(futures: list[Any]) -> list[Any]:
@@ -42,6 +47,7 @@ class Forwards:
     log_probs: list[Any]
     ref_log_probs: list[Any]
     values: list[Any]
+    followers: list[Any]  # the other workers of each ring (--ring-attn-size): waited for, their values unused
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Roles:
     critic: Optional[RoleGroup[CriticWorker]] = None
     reward: Optional[RoleGroup[RewardModelWorker]] = None
     ref_in_actor: bool = False  # LoRA: the actor's base with the adapter off is the reference (no ref workers)
+    ring: int = 1  # --ring-attn-size: the actor's and critic's workers share rows in rings of this many
 
     @property
     def trained(self) -> set[str]:
@@ -70,19 +77,25 @@ class Roles:
         return {"actor"} | ({"critic"} if self.critic is not None else set())
 
     def forwards(self, samples: Samples) -> Forwards:
+        followers: list[Any] = []
         return Forwards(
-            _sharded_forward(self.actor, PolicyWorker.log_probs, samples),
-            _sharded_forward(self.ref, ReferenceWorker.log_probs, samples) if self.ref is not None else
-            _sharded_forward(self.actor, PolicyWorker.ref_log_probs, samples) if self.ref_in_actor else [],
-            _sharded_forward(self.critic, CriticWorker.values, samples) if self.critic is not None else [])
+            _sharded_forward(self.actor, PolicyWorker.log_probs, samples, self.ring, followers),
+            _sharded_forward(self.ref, ReferenceWorker.log_probs, samples, role_ring(self.ring, len(self.ref)),
+                             followers) if self.ref is not None else
+            _sharded_forward(self.actor, PolicyWorker.ref_log_probs, samples, self.ring, followers)
+            if self.ref_in_actor else [],
+            _sharded_forward(self.critic, CriticWorker.values, samples, self.ring, followers)
+            if self.critic is not None else [],
+            followers)
 
     def train(self, experience: Experience, step: int, actor_frozen: bool) -> Update:
-        """Actor and critic train at the same time, each worker on its data-parallel shard of the batch."""
-        actor, critic = self.actor, self.critic
+        """Actor and critic train at the same time, each worker on its data-parallel shard of the batch (the
+        workers of a ring on the same one)."""
+        actor, critic, ring = self.actor, self.critic, self.ring
         return Update(
-            [] if actor_frozen else [actor.on(r, PolicyWorker.train, experience.shard(r, len(actor)), step)
+            [] if actor_frozen else [actor.on(r, PolicyWorker.train, experience.shard(r, len(actor), ring), step)
                                      for r in range(len(actor))],
-            [] if critic is None else [critic.on(r, CriticWorker.train, experience.shard(r, len(critic)), step)
+            [] if critic is None else [critic.on(r, CriticWorker.train, experience.shard(r, len(critic), ring), step)
                                        for r in range(len(critic))])
 
     def save_checkpoint(self, folder: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 
 from rlhfctl.config.reward_groups import SourceGroups
@@ -39,6 +39,17 @@ def model_fields_used(cfg: TrainPPOConfig, roles: list[str]) -> list[str]:
     if cfg.judge_model:
         fields.append("judge_model")
     return [f for f in dict.fromkeys(fields) if f]
+
+
+def describe_rings(groups: dict[str, Any], ring: int, head_stride: int) -> str:
+    """'ring attention: actor 4 workers = 2 ring(s) of 2 (data-parallel 2), ref 1 worker(s), rows whole, ...; 2
+    key/value head(s) per exchange'."""
+    from rlhfctl.models.ring_attention import role_ring
+
+    parts = [f"{name} {len(groups[name])} workers = {len(groups[name]) // ring} ring(s) of {ring} (data-parallel "
+             f"{len(groups[name]) // ring})" if role_ring(ring, len(groups[name])) > 1 else
+             f"{name} {len(groups[name])} worker(s), rows whole" for name in ("actor", "ref", "critic") if name in groups]
+    return f"ring attention: {', '.join(parts)}; {head_stride} key/value head(s) per exchange"
 
 
 def _record_placement(save_path: str, report: dict) -> None:
@@ -162,6 +173,10 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                        where="this machine")
     if cfg.vllm_num_engines:
         check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
+    if cfg.ring_attn_size > 1:
+        from rlhfctl.models.ring_attention import check_head_stride
+
+        check_head_stride(cfg.pretrain, cfg.ring_head_stride)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
@@ -205,7 +220,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             warnings.warn(note, stacklevel=2)
         if rollout is not None:
             rollout.wait_ready()
-        roles = Roles(**groups, ref_in_actor=cfg.init_kl_coef > 0 and cfg.slice(LoRAArgs).reference_is_base)
+        roles = Roles(**groups, ref_in_actor=cfg.init_kl_coef > 0 and cfg.slice(LoRAArgs).reference_is_base,
+                      ring=cfg.ring_attn_size)
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
         tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,
@@ -221,6 +237,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
                      "for Ray workers)" if plan.in_driver else f"placement: {describe_places(groups)}")
         if rollout is not None:
             tracker.note(rollout.describe())
+        if cfg.ring_attn_size > 1:
+            tracker.note(describe_rings(groups, cfg.ring_attn_size, cfg.ring_head_stride))
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
             tracker.note(f"resumed from {resume_from} at step {trainer.state.step}")

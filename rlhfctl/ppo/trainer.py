@@ -201,6 +201,7 @@ class PPOTrainer:
         log_probs = torch.cat(get(forwards.log_probs))
         ref_log_probs = torch.cat(get(forwards.ref_log_probs)) if forwards.ref_log_probs else None
         values = torch.cat(get(forwards.values)) if forwards.values else None
+        get(forwards.followers)
         experience, info = build_experience(self.ppo, self.rollout_args, samples, raw, log_probs, ref_log_probs,
                                             values, self.kl_ctl.value)
         info.update(extra_log_means(rewards, "reward/"))

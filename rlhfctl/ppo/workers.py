@@ -23,6 +23,7 @@ from rlhfctl.shards import chunks
 
 if TYPE_CHECKING:
     from rlhfctl.config import ModelLoadArgs, RolloutArgs, RunArgs, TrainArgs
+    from rlhfctl.models.ring_attention import RingGroup
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
 
 
@@ -69,18 +70,43 @@ def _build_engine(model: torch.nn.Module, train: TrainArgs, load: ModelLoadArgs,
         zero_stage=train.zero_stage,
         adam_offload=train.adam_offload, bf16=load.bf16, gradient_checkpointing=train.gradient_checkpointing,
         micro_train_batch_size=train.micro_train_batch_size, train_batch_size=train.train_batch_size,
-        weight_decay=train.weight_decay, betas=tuple(train.adam_betas),
+        weight_decay=train.weight_decay, betas=tuple(train.adam_betas), ring_attn_size=train.ring_attn_size,
     )
 
 
+def _ring(train: TrainArgs) -> RingGroup | None:
+    """This worker's ring (--ring-attn-size > 1, where the role's workers make whole rings), made once the engine
+    has set up torch.distributed (the reference, which has no engine, sets it up here)."""
+    from rlhfctl.models.ring_attention import role_ring
+
+    if role_ring(train.ring_attn_size, rank_and_world()[1]) == 1:
+        return None
+    from rlhfctl.distributed.process_group import default_backend, init_distributed
+    from rlhfctl.models.ring_attention import make_ring_group
+
+    init_distributed(default_backend())
+    return make_ring_group(train.ring_attn_size, train.ring_head_stride)
+
+
 class _TrainedWorker:
-    """What the actor and critic share: an engine, PPO epochs over micro-batches, checkpoints."""
+    """What the actor and critic share: an engine, PPO epochs over micro-batches, checkpoints. The workers of a
+    ring (--ring-attn-size) hold the same rows: one data-parallel rank, its tokens split between them."""
 
     engine: Any
     train_args: TrainArgs
     rollout_args: RolloutArgs
     run: RunArgs
     rank: int
+    world_size: int
+    ring: RingGroup | None = None
+
+    @property
+    def data_parallel_rank(self) -> int:
+        return self.rank // self.train_args.ring_attn_size
+
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // self.train_args.ring_attn_size
     role: str = "model"
     loss_name: str = "loss"
 
@@ -98,7 +124,7 @@ class _TrainedWorker:
             return [MicroBatch(mb, LossWeights(), None)
                     for mb in experience.micro_batches(train.micro_train_batch_size, generator)]
         return dynamic_micro_batches(
-            experience, train.train_batch_size // self.engine.world_size, train.train_max_tokens_per_gpu,
+            experience, train.train_batch_size // self.data_parallel_size, train.train_max_tokens_per_gpu,
             train.packing_samples, self.engine.gradient_accumulation_steps, generator, self.engine.device)
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
@@ -109,7 +135,7 @@ class _TrainedWorker:
         `nonfinite_skipped`; otherwise the step stops here with NonFiniteUpdate, naming the loss or norm."""
         from rlhfctl.ppo.nonfinite import NonFiniteUpdate, first_nonfinite_stat
 
-        generator = torch.Generator().manual_seed(step_seed(self.run.seed, step, self.rank, salt=2))
+        generator = torch.Generator().manual_seed(step_seed(self.run.seed, step, self.data_parallel_rank, salt=2))
         self.engine.module.train()
         records: list[dict[str, float]] = []
         pending: list[dict[str, float]] = []  # micro-batches of the update being accumulated
@@ -181,6 +207,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         model = with_adapters(model, groups.lora, gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
+        self.ring = _ring(groups.train)
         self.ema, self.ptx, self.ptx_coef = None, None, groups.ptx.ptx_coef
         if groups.ema.enable_ema:
             from rlhfctl.ppo.ema import PolicyEMA
@@ -191,7 +218,8 @@ class PolicyWorker(WeightSender, _TrainedWorker):
 
             rollout = groups.sampling.rollout
             self.ptx = PretrainBatches(groups.ptx, self.tokenizer, rollout.prompt_max_len + rollout.generate_max_len,
-                                       groups.train.micro_train_batch_size, self.run.seed, self.rank, self.world_size)
+                                       groups.train.micro_train_batch_size, self.run.seed, self.data_parallel_rank,
+                                       self.data_parallel_size)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], labels: list[str], step: int, evaluation: bool = False,
@@ -230,7 +258,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
 
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
             return action_log_probs(self.engine.module, seqs, mask, width, self.rollout_args.temperature,
-                                    packed=self.train_args.packing_samples)
+                                    packed=self.train_args.packing_samples, ring=self.ring)
 
         return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
 
@@ -254,7 +282,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         with_entropy = ppo.entropy_loss_coef is not None
         out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions,
                                self.rollout_args.temperature, return_entropy=with_entropy,
-                               packed=self.train_args.packing_samples)
+                               packed=self.train_args.packing_samples, ring=self.ring)
         log_probs, entropy = out if with_entropy else (out, None)
         old_log_probs, is_weights, stats = mb.log_probs, None, {}
         if ppo.enable_vllm_is_correction and mb.rollout_log_probs is not None:
@@ -347,6 +375,7 @@ class ReferenceWorker:
             self.model = merge_adapter(self.model, groups.lora.lora_path)
         self.model.requires_grad_(False)
         self.offloader = Offloader(self.model, local_device(), groups.ref_reward_offload)
+        self.ring = _ring(groups.train)
 
     @torch.no_grad()
     def log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
@@ -357,7 +386,8 @@ class ReferenceWorker:
 
             def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
                 return action_log_probs(self.model, seqs.to(device), mask.to(device), width,
-                                        self.rollout_args.temperature, packed=self.train_args.packing_samples).cpu()
+                                        self.rollout_args.temperature, packed=self.train_args.packing_samples,
+                                        ring=self.ring).cpu()
 
             return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask,
                                     num_actions)
@@ -392,11 +422,12 @@ class CriticWorker(_TrainedWorker):
         self.engine = _build_engine(critic, groups.train, groups.load, groups.train.critic_learning_rate,
                                     total_updates)
         self.engine.module.eval()
+        self.ring = _ring(groups.train)
 
     @torch.no_grad()
     def values(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-            return self.engine.module(seqs, mask, width, packed=self.train_args.packing_samples)
+            return self.engine.module(seqs, mask, width, packed=self.train_args.packing_samples, ring=self.ring)
 
         return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
 
@@ -404,7 +435,7 @@ class CriticWorker(_TrainedWorker):
         from rlhfctl.ppo.functional import value_loss
 
         values = self.engine.module(mb.sequences, mb.attention_mask, mb.num_actions,
-                                    packed=self.train_args.packing_samples)
+                                    packed=self.train_args.packing_samples, ring=self.ring)
         loss = value_loss(values, mb.values, mb.returns, mb.action_mask, self.ppo.value_clip)
         return weights.token * loss, {"value_loss": float(loss.detach())}
 

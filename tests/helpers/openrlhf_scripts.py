@@ -83,7 +83,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--enable_vllm_is_correction --vllm_is_truncated_threshold 0.5 5.0 --vllm_is_correction_type icepop '
      '--train_max_tokens_per_gpu 32768 --stop_properly_penalty_coef 0.0'),
     ('train_reinforce_baseline_hybrid_engine.sh@v0.10.1.post2',
-     ('--ring_attn_size', '--ring_head_stride'),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
      '--max_ckpt_num 3 --save_steps 10 --agent_func_path ${AGENT_FUNC_PATH} --prompt_data ${DATASET_PATH} '
@@ -99,7 +99,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '0.0 --init_kl_coef 1e-5 --use_kl_loss --kl_estimator k2 --enable_vllm_is_correction '
      '--vllm_is_correction_type icepop --use_tensorboard ${SAVE_PATH}/runs --logging_steps 1 --eval_steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.10.1.post2',
-     ('--ring_attn_size', '--ring_head_stride'),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray --pretrain '
      '${MODEL_PATH} --load_checkpoint --save_path ${SAVE_PATH} --ckpt_path "${SAVE_PATH}/ckpt" --save_hf_ckpt '
      '--max_ckpt_num 3 --save_steps 10 --agent_func_path ${AGENT_FUNC_PATH} --prompt_data ${DATASET_PATH} '
@@ -212,8 +212,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_threshold 0.5 5.0 --algo.advantage.is_correction_type icepop '
      '--train.max_tokens_per_gpu 32768 --reward.stop_properly_penalty_coef 0.0'),
     ('train_reinforce_baseline_hybrid_engine.sh@v0.11.0',
-     ('--ds.ring_attn_size',
-     '--ds.ring_attn_head_stride'),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '
@@ -232,7 +231,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--algo.advantage.is_correction_type icepop --logger.tensorboard_dir ${SAVE_PATH}/runs --logger.logging_steps '
      '1 --eval.steps -1'),
     ('train_reinforce_baseline_ray_agent_async.sh@v0.11.0',
-     ('--ds.ring_attn_size', '--ds.ring_attn_head_stride'),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" -- python3 -m openrlhf.cli.train_ppo_ray '
      '--actor.model_name_or_path ${MODEL_PATH} --ckpt.load_enable --ckpt.output_dir ${SAVE_PATH} --ckpt.path '
      '"${SAVE_PATH}/ckpt" --ckpt.save_hf --ckpt.max_num 3 --ckpt.save_steps 10 --train.agent_func_path '
@@ -380,7 +379,7 @@ SCRIPTS: list[tuple[str, tuple[str, ...], str]] = [
      '--gradient_checkpointing --packing_samples --vllm_sync_backend nccl --enforce_eager --vllm_enable_sleep '
      '--deepspeed_enable_sleep --use_dynamic_batch --train_max_tokens_per_gpu 16384'),
     ('train_ppo_llama_ray_ring.sh@v0.8.9.post1',
-     ('--ring_attn_size', '--ring_head_stride'),
+     (),
      'ray job submit --address="http://127.0.0.1:8265" --runtime-env-json=\'{"working_dir": "/openrlhf"}\' -- '
      'python3 -m openrlhf.cli.train_ppo_ray --ref_num_nodes 1 --ref_num_gpus_per_node 2 --reward_num_nodes 1 '
      '--reward_num_gpus_per_node 2 --critic_num_nodes 1 --critic_num_gpus_per_node 2 --actor_num_nodes 1 '

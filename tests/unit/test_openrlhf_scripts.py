@@ -149,7 +149,9 @@ def test_options_without_effect_here_warn_once_each_and_run(capsys):
 
 @pytest.mark.parametrize("args, needle", [
     (["--image_key", "images"], "--image_key images: vision-language prompts are not supported"),
-    (["--ring_attn_size", "2"], "ring attention"),
+    (["--ring_attn_size", "2"], "--ring-attn-size 2 splits packed rows: add --packing-samples"),
+    (["--ds.ring_attn_size", "2", "--packing_samples"], "--ring-attn-size 2 does not divide the 1 workers of the actor"),
+    (["--ring_head_stride", "2"], "--ring-head-stride has no effect without --ring-attn-size > 1"),
     (["--partial_rollout"], "--partial-rollout needs --async-train"),
     (["--param_dtype", "fp16"], "fp16 training is not supported"),
     (["--actor.min_lr_ratio", "0.2"], "the cosine schedule ends at 0.1"),
@@ -173,9 +175,9 @@ def test_unsupported_or_contradictory_options_exit_2_naming_them(args, needle, c
 
 
 def test_every_refusal_is_named_in_one_message(capsys):
-    code, _, err = run_cli([*TRAIN, "--ring_head_stride", "2", "--ring_attn_size", "2", "--image_key", "img"], capsys)
+    code, _, err = run_cli([*TRAIN, "--use_ms", "--input_template", "Q: {}", "--image_key", "img"], capsys)
     assert code == 2
-    assert all(option in err for option in ("--ring_head_stride 2", "--ring_attn_size 2", "--image_key img"))
+    assert all(option in err for option in ("--use_ms", "--input_template", "--image_key img"))
 
 
 @pytest.mark.parametrize("args, field, value", [
@@ -239,11 +241,11 @@ def test_yaml_takes_dotted_keys_lists_and_the_same_transforms(tmp_path, capsys):
 def test_yaml_refusal_names_the_file_and_key(tmp_path, capsys):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text("pretrain: p\nprompt_data: d\nremote_rm_url: http://h\nimage_key: img\n"
-                        "ring_attn_size: 2\n")
+                        "input_template: 'Q: {}'\n")
     code, _, err = run_cli(["train-ppo", "--config", str(run_yaml)], capsys)
     assert code == 2
     text = " ".join(err.split())
-    assert str(run_yaml) in text and "image_key" in text and "ring_attn_size 2" in text
+    assert str(run_yaml) in text and "image_key" in text and "input_template" in text
 
 
 def test_yaml_switch_needs_true_or_false(tmp_path, capsys):

@@ -57,6 +57,10 @@ def test_micro_batches_cover_every_row_once_and_shards_split_evenly():
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     assert sorted(float(r) for b in batches for r in b.rewards) == sorted(exp.rewards.tolist())
     assert [len(exp.shard(r, 3)) for r in range(3)] == [3, 3, 4]
+    rings = [exp.shard(r, 4, ring=2) for r in range(4)]  # two rings of two workers: each ring's pair shares rows
+    assert [len(s) for s in rings] == [5, 5, 5, 5]
+    assert torch.equal(rings[0].rewards, rings[1].rewards) and torch.equal(rings[2].rewards, rings[3].rewards)
+    assert torch.equal(torch.cat([rings[0].rewards, rings[2].rewards]), exp.rewards)
 
 
 def test_samples_concat_keeps_texts_in_order():
