@@ -119,6 +119,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
         "steps_timed": len(timed), "engine": cfg.engine, "actor_workers": cfg.actor_num_gpus_per_node,
         "roles_in": "driver" if "in_driver" in json.loads((out / "placement.json").read_text()) else "ray",
         "ref_workers": cfg.ref_num_gpus_per_node if cfg.init_kl_coef else 0, "colocate_actor_ref": args.colocate,
+        "kl": "loss (k3)" if cfg.use_kl_loss else f"reward ({cfg.kl_estimator})",
         "torch_threads_per_worker": int(timed[-1]["actor_torch_threads"]),
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
@@ -169,6 +170,7 @@ def setting_config(name: str, args: argparse.Namespace, root: Path, out: Path, r
         "actor_num_gpus_per_node": args.actor_workers, "ref_num_gpus_per_node": args.actor_workers,
         "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
         "profile": args.profile, **vllm_options(args, rollout, tp),
+        **({"use_kl_loss": True, "kl_estimator": "k3"} if args.kl_loss else {}),
     })
 
 
@@ -233,6 +235,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vllm-engines", type=int, default=2, help="vLLM engines with --rollout vllm/both")
     parser.add_argument("--vllm-tensor-parallel-sizes", type=_sizes, default=[1, 2],
                         help="comma-separated TP sizes; the vLLM rollout runs once per size (compared to the first)")
+    parser.add_argument("--kl-loss", action="store_true",
+                        help="the KL to the reference in the actor's loss (--use-kl-loss, k3: TRL GRPO's objective) "
+                             "instead of the reward; with HF generate the actor's experience forward is then left out")
     parser.add_argument("--profile", action="store_true",
                         help="run with train-ppo --profile and add where each step's time goes")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")

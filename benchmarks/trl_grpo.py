@@ -12,8 +12,10 @@ dependency: `pip install -e ".[bench]"`.
 
 With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) three ways: HF generate on 2 Ray actor
 workers of one thread each ("hf"), the same with one vLLM engine ("vllm"), and HF generate with one actor and one
-reference in this process, as TRL runs (--actor-workers 1: the roles run in the driver; "hf_in_driver"). A last
-line gives train-ppo's completions/s over TRL's for each.
+reference in this process, as TRL runs (--actor-workers 1: the roles run in the driver; "hf_in_driver"), and that
+again with TRL's objective, the KL in the loss (k3) instead of the reward ("hf_in_driver_kl_loss"; one update per
+generation, so as TRL, train-ppo then leaves out the actor's forward before training). A last line gives
+train-ppo's completions/s over TRL's for each.
 """
 
 from __future__ import annotations
@@ -136,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.vs_train_ppo:
         common = ["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"]
         ours, in_driver = make_parser().parse_args(common), make_parser().parse_args(common + ["--actor-workers", "1"])
+        kl_loss = make_parser().parse_args(common + ["--actor-workers", "1", "--kl-loss"])
         rows = {"hf": run_setting("a", ours, root, "hf"), "vllm": run_setting("a", ours, root, "vllm"),
-                "hf_in_driver": run_setting("a", in_driver, root, "hf")}
+                "hf_in_driver": run_setting("a", in_driver, root, "hf"),
+                "hf_in_driver_kl_loss": run_setting("a", kl_loss, root, "hf")}
         for row in rows.values():
             print(json.dumps(row), flush=True)
         print(json.dumps({"setting": "a", "comparison": "train-ppo vs TRL GRPOTrainer", **{

@@ -229,24 +229,28 @@ def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_
 def _ring_action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
                            temperature: float, return_entropy: bool,
                            ring: RingGroup) -> Tensor | tuple[Tensor, Tensor]:
-    """action_log_probs on a ring: each worker turns its tokens' logits into one log-prob (and entropy) per token,
-    so only those numbers, not [tokens, vocabulary] logits, are gathered."""
+    """action_log_probs on a ring: each worker turns its action tokens' logits (the head runs on those alone) into
+    one log-prob (and entropy) per token, so only those numbers, not [tokens, vocabulary] logits, are gathered."""
     from rlhfctl.models import packing
-    from rlhfctl.models.packing import ring_forward
 
     rows = packing.pack(sequences, attention_mask, num_actions)
-    out, part = ring_forward(model, rows, ring)
+    start, length = packing.span(rows, ring)
+    wanted = rows.action_index[rows.action_valid]  # packed places whose output predicts an action token
+    local = (wanted[(wanted >= start) & (wanted < start + length)] - start).unique()
+    out, part = packing.ring_forward(model, rows, ring, logits_to_keep=local)
     logits = out.logits[0].float()
     if temperature != 1.0:
         logits = logits / temperature
-    local = torch.gather(logits.log_softmax(-1), -1, part.next_tokens.unsqueeze(-1)).squeeze(-1)
+    chosen = torch.gather(logits.log_softmax(-1), -1, part.next_tokens[local].unsqueeze(-1)).squeeze(-1)
 
-    def at_actions(per_token: Tensor) -> Tensor:
-        return packing.scatter_actions(packing.gather_actions(part.gather_tokens(per_token).unsqueeze(0), rows), rows)
+    def at_actions(values: Tensor) -> Tensor:
+        per_token = values.new_zeros(length).index_copy(0, local, values)
+        return packing.scatter_actions(packing.gather_actions(part.gather_tokens(per_token).unsqueeze(0), rows),
+                                       rows)
 
     if not return_entropy:
-        return at_actions(local)
-    return at_actions(local), at_actions(entropy_from_logits(logits))
+        return at_actions(chosen)
+    return at_actions(chosen), at_actions(entropy_from_logits(logits))
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

@@ -115,20 +115,25 @@ class RingShard:
         return gather(local, self.chunk.ring, 0)[: self.total]
 
 
+def span(rows: PackedRows, ring: RingGroup) -> tuple[int, int]:
+    """(first token, tokens) of this worker's share of `rows`: R equal spans of the row padded to a multiple of R."""
+    length = -(-rows.input_ids.shape[1] // ring.size)
+    return ring.rank * length, length
+
+
 def shard(rows: PackedRows, ring: RingGroup) -> RingShard:
     """Cut `rows` (one packed row) into R equal spans, padding its end; this worker's span as model arguments.
 
     The padding is a sample of its own (pad id 0, positions from 0), so no real token attends to it."""
     ids, positions = rows.input_ids[0], rows.position_ids[0]
     total = ids.numel()
-    length = -(-total // ring.size)
+    start, length = span(rows, ring)
     pad = length * ring.size - total
     bounds = rows.cu_seqlens.tolist()
     if pad:
         ids = torch.cat([ids, ids.new_zeros(pad)])
         positions = torch.cat([positions, torch.arange(pad, dtype=positions.dtype, device=positions.device)])
         bounds.append(total + pad)
-    start = ring.rank * length
     chunk = RingChunk(ring, tuple(bounds), start, length)
     kwargs = {"input_ids": ids[start:start + length].unsqueeze(0),
               "position_ids": positions[start:start + length].unsqueeze(0),
@@ -137,8 +142,9 @@ def shard(rows: PackedRows, ring: RingGroup) -> RingShard:
     return RingShard(chunk, kwargs, following, total)
 
 
-def ring_forward(model: Any, rows: PackedRows, ring: RingGroup) -> tuple[Any, RingShard]:
-    """Run `model` (an HF model or its base) on this worker's share of `rows`; its output and the shard.
+def ring_forward(model: Any, rows: PackedRows, ring: RingGroup, **extra: Any) -> tuple[Any, RingShard]:
+    """Run `model` (an HF model or its base) on this worker's share of `rows` (with `extra` keyword arguments);
+    its output and the shard.
 
     The ring's attention goes in through transformers' attention functions; a model whose code does not call them
     (its own attention) would attend within this worker's span alone, so that is an error, not a wrong result."""
@@ -148,10 +154,12 @@ def ring_forward(model: Any, rows: PackedRows, ring: RingGroup) -> tuple[Any, Ri
                           f"functions; this model uses {impl!r} attention")
     install_sdpa_varlen(impl)
     part = shard(rows, ring)
-    out = model(**part.kwargs)
-    if not part.chunk.calls:
-        raise ConfigError(f"--ring-attn-size: {type(model).__name__}'s attention does not call transformers' "
-                          "attention functions, so its tokens cannot be split over a ring (use --ring-attn-size 1)")
+    out = model(**part.kwargs, **extra)
+    layers = getattr(model, "module", model).config.to_dict().get("num_hidden_layers")
+    if layers is not None and len(part.chunk.calls) != layers:
+        raise ConfigError(f"--ring-attn-size: {len(part.chunk.calls)} of {type(model).__name__}'s {layers} layers "
+                          "attend through transformers' attention functions; the others (their own attention, or "
+                          "none) would see this worker's tokens alone (use --ring-attn-size 1)")
     return out, part
 
 

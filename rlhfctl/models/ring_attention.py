@@ -109,12 +109,23 @@ class RingChunk:
     calls: list[int] = field(default_factory=list, compare=False)  # layers that attended through the ring
 
 
+# Attention variants a ring would have to carry across its split: refused rather than left out.
+UNSUPPORTED = {"sliding_window": "a sliding window", "softcap": "logit soft-capping", "s_aux": "attention sinks"}
+
+
 def ring_attention(module: Any, query: Tensor, key: Tensor, value: Tensor, chunk: RingChunk,
                    dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> Tensor:
     """Attention of this worker's queries [1, H, L, d] over the ring's keys and values ([1, H_kv, L, d] here),
-    causal within each sample; [1, L, H, d] as transformers' attention functions return it."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    causal within each sample; [1, L, H, d] as transformers' attention functions return it.
 
+    A sample's queries on this worker see its earlier keys whole and their own span causally: a lower-right causal
+    mask, which sdpa takes as a bias without building the [queries, keys] mask where its kernel allows."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    for name, what in UNSUPPORTED.items():
+        if kwargs.get(name) is not None:
+            raise ConfigError(f"--ring-attn-size: this model's attention uses {what}, which ring attention does not "
+                              "carry across the split (use --ring-attn-size 1)")
     kv_heads = key.shape[1]
     per_kv = query.shape[1] // kv_heads
     stride = chunk.ring.head_stride
@@ -131,10 +142,10 @@ def ring_attention(module: Any, query: Tensor, key: Tensor, value: Tensor, chunk
         parts = []
         for s, e in spans:
             q0, q1 = max(s, start), min(e, end)
-            allowed = (torch.arange(s, q1, device=query.device).unsqueeze(0)
-                       <= torch.arange(q0, q1, device=query.device).unsqueeze(1))
-            parts.append(sdpa_attention_forward(
-                module, queries[:, :, q0 - start:q1 - start], keys[:, :, s:q1], values[:, :, s:q1],
-                allowed[None, None], dropout=dropout, scaling=scaling, is_causal=False)[0])
+            out = torch.nn.functional.scaled_dot_product_attention(
+                queries[:, :, q0 - start:q1 - start], keys[:, :, s:q1], values[:, :, s:q1],
+                attn_mask=causal_lower_right(q1 - q0, q1 - s), dropout_p=dropout, scale=scaling,
+                enable_gqa=per_kv > 1)
+            parts.append(out.transpose(1, 2))
         heads.append(torch.cat(parts, dim=1))
     return torch.cat(heads, dim=2)

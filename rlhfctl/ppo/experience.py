@@ -33,7 +33,7 @@ class Experience:
     sequences: Tensor
     attention_mask: Tensor
     action_mask: Tensor
-    log_probs: Tensor
+    log_probs: Optional[Tensor]  # None: the actor's training forward gives them (shaping.old_log_probs_in_training)
     rewards: Tensor
     ref_log_probs: Optional[Tensor] = None
     values: Optional[Tensor] = None

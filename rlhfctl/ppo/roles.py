@@ -70,6 +70,7 @@ class Roles:
     reward: Optional[RoleGroup[RewardModelWorker]] = None
     ref_in_actor: bool = False  # LoRA: the actor's base with the adapter off is the reference (no ref workers)
     ring: int = 1  # --ring-attn-size: the actor's and critic's workers share rows in rings of this many
+    actor_log_probs: bool = True  # False: the actor's training forward gives them (shaping.old_log_probs_in_training)
 
     @property
     def trained(self) -> set[str]:
@@ -79,7 +80,8 @@ class Roles:
     def forwards(self, samples: Samples) -> Forwards:
         followers: list[Any] = []
         return Forwards(
-            _sharded_forward(self.actor, PolicyWorker.log_probs, samples, self.ring, followers),
+            _sharded_forward(self.actor, PolicyWorker.log_probs, samples, self.ring, followers)
+            if self.actor_log_probs else [],
             _sharded_forward(self.ref, ReferenceWorker.log_probs, samples, role_ring(self.ring, len(self.ref)),
                              followers) if self.ref is not None else
             _sharded_forward(self.actor, PolicyWorker.ref_log_probs, samples, self.ring, followers)

@@ -111,6 +111,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     from rlhfctl.config.slices import CriticGroups, PolicyGroups, ReferenceGroups, RewardModelGroups
     from rlhfctl.ppo.profile import StepProfiler
     from rlhfctl.ppo.roles import Roles
+    from rlhfctl.ppo.shaping import old_log_probs_in_training
     from rlhfctl.ppo.trainer import PPOTrainer, steps_per_episode
     from rlhfctl.ppo.workers import CriticWorker, PolicyWorker, ReferenceWorker, RewardModelWorker
     from rlhfctl.models.remote_code import announce
@@ -174,9 +175,13 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
     if cfg.vllm_num_engines:
         check_vllm(cfg.slice(VLLMArgs), cfg.slice(PlacementArgs), cfg.slice(PretrainArgs))
     if cfg.ring_attn_size > 1:
+        from rlhfctl.models.critic import critic_source
         from rlhfctl.models.ring_attention import check_head_stride
 
-        check_head_stride(cfg.pretrain, cfg.ring_head_stride)
+        critic = critic_source(cfg.critic_pretrain, cfg.reward_pretrain, cfg.pretrain) if "critic" in roles_needed \
+            else cfg.pretrain
+        for model in {cfg.pretrain, critic}:  # the critic splits its own heads
+            check_head_stride(model, cfg.ring_head_stride)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \
@@ -221,7 +226,8 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         if rollout is not None:
             rollout.wait_ready()
         roles = Roles(**groups, ref_in_actor=cfg.init_kl_coef > 0 and cfg.slice(LoRAArgs).reference_is_base,
-                      ring=cfg.ring_attn_size)
+                      ring=cfg.ring_attn_size, actor_log_probs=not old_log_probs_in_training(
+                          cfg.slice(TrainArgs), cfg.slice(PPOArgs), cfg.slice(RolloutArgs), cfg.vllm_num_engines or 0))
         run_config = {k: v for k, v in cfg.model_dump().items() if k not in ("use_wandb", "api_key")}
         resume_step = TrainerState.from_file(resume_from / "trainer_state.json").step if resume_from else None
         tracker = Tracker(cfg.save_path, total_steps, resume_step=resume_step,

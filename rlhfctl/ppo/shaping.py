@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rlhfctl.ppo import functional as F
 from rlhfctl.config.groups import RolloutArgs
-from rlhfctl.config.train_groups import PPOArgs
+from rlhfctl.config.train_groups import PPOArgs, TrainArgs
 from rlhfctl.ppo.experience import Experience, Samples
 
 
@@ -38,13 +38,31 @@ def penalised_rewards(ppo: PPOArgs, rollout: RolloutArgs, rewards: Tensor, sampl
     return rewards, info
 
 
-def build_experience(ppo: PPOArgs, rollout: RolloutArgs, samples: Samples, raw_rewards: Tensor, log_probs: Tensor,
-                     ref_log_probs: Optional[Tensor], values: Optional[Tensor],
+def old_log_probs_in_training(train: TrainArgs, ppo: PPOArgs, rollout: RolloutArgs, vllm_engines: int) -> bool:
+    """Whether the actor's log-probs before its update are exactly those its training forward computes, so the
+    experience's own forward of the actor can be left out (as TRL's GRPO does when it trains once per generation).
+
+    That holds when the step is one optimizer update (one epoch, --train-batch-size = the rollout's samples: no
+    micro-batch sees weights another one changed), the actor itself sampled (Hugging Face generate, not vLLM,
+    whose log-probs differ and are compared with the actor's), no earlier policy sampled (not --async-train), and
+    nothing else reads those log-probs before training: the KL in the reward (only --use-kl-loss or no KL), an
+    adaptive KL coefficient, the IS correction, or steps where the actor does not train."""
+    one_update = train.max_epochs == 1 and train.train_batch_size == rollout.rollout_batch_size * rollout.n_samples_per_prompt
+    kl_in_loss_or_none = ppo.use_kl_loss or ppo.init_kl_coef == 0
+    return (one_update and not vllm_engines and not train.async_train and kl_in_loss_or_none
+            and ppo.kl_target is None and not ppo.enable_vllm_is_correction and train.freezing_actor_steps <= 0)
+
+
+def build_experience(ppo: PPOArgs, rollout: RolloutArgs, samples: Samples, raw_rewards: Tensor,
+                     log_probs: Optional[Tensor], ref_log_probs: Optional[Tensor], values: Optional[Tensor],
                      kl_coef: float) -> tuple[Experience, dict[str, float]]:
-    """Experience (advantages, returns, the tensors the actor and critic losses read) and the step's metrics."""
+    """Experience (advantages, returns, the tensors the actor and critic losses read) and the step's metrics.
+    `log_probs` None: the actor's training forward gives them (`old_log_probs_in_training`), and the step's KL
+    metric comes from it too."""
     action_mask = samples.action_mask
     rewards, info = penalised_rewards(ppo, rollout, raw_rewards, samples)
-    kl = F.approx_kl(log_probs, ref_log_probs, action_mask, ppo.kl_estimator) if ref_log_probs is not None else None
+    kl = F.approx_kl(log_probs, ref_log_probs, action_mask, ppo.kl_estimator) \
+        if ref_log_probs is not None and log_probs is not None else None
     kl_in_reward = kl is not None and not ppo.use_kl_loss and kl_coef > 0
     advantages, returns = F.compute_advantages(
         ppo.advantage_estimator, rewards, kl if kl_in_reward else None, action_mask, values=values,
@@ -62,11 +80,13 @@ def build_experience(ppo: PPOArgs, rollout: RolloutArgs, samples: Samples, raw_r
                             advantages=advantages, returns=returns, kl=kl, rollout_log_probs=rollout_log_probs,
                             info={"response_length": lengths},
                             kl_loss_coef=kl_coef if ppo.use_kl_loss else 0.0)
-    seq_kl = F.masked_mean(kl, action_mask, dim=1) if kl is not None else torch.zeros(len(samples))
     info.update({"reward": float(raw_rewards.mean()),
                  "reward_std": float(raw_rewards.std()) if len(raw_rewards) > 1 else 0.0,
-                 "kl": float(seq_kl.mean()), "response_length": float(lengths.mean()),
+                 "response_length": float(lengths.mean()),
                  "advantages_abs": float(F.masked_mean(advantages.abs(), action_mask))})
+    if log_probs is not None:
+        seq_kl = F.masked_mean(kl, action_mask, dim=1) if kl is not None else torch.zeros(len(samples))
+        info["kl"] = float(seq_kl.mean())
     if rewards is not raw_rewards:
         info["reward_penalized"] = float(rewards.mean())
     if values is not None:

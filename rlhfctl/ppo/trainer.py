@@ -180,6 +180,8 @@ class PPOTrainer:
         moments.reached(step + 1, "sync")
         timings.update(self.rollouts.updated(step, t_ready, sync))
 
+        if "kl" not in info:  # no experience forward of the actor: its training forward's KL to the reference
+            info["kl"] = train_metrics.get("actor_kl", 0.0)
         self.kl_ctl.update(info["kl"], len(samples))
         elapsed = time.perf_counter() - t_start
         metrics = {**info, **train_metrics, **timings, "time/step": elapsed, "samples": float(len(samples)),
@@ -198,7 +200,7 @@ class PPOTrainer:
         finding = check_rewards(raw)  # before shaping and clipping, which would turn an inf into a plausible reward
         if finding is not None:
             raise NonFiniteBatch(finding)
-        log_probs = torch.cat(get(forwards.log_probs))
+        log_probs = torch.cat(get(forwards.log_probs)) if forwards.log_probs else None
         ref_log_probs = torch.cat(get(forwards.ref_log_probs)) if forwards.ref_log_probs else None
         values = torch.cat(get(forwards.values)) if forwards.values else None
         get(forwards.followers)

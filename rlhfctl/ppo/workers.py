@@ -49,12 +49,13 @@ def _peak_rss_mb() -> float:
 
 
 def _rollout_forward(train: TrainArgs, rollout: RolloutArgs, forward: Any, sequences: Tensor, attention_mask: Tensor,
-                     num_actions: int) -> Tensor:
+                     num_actions: int, ring: RingGroup | None) -> Tensor:
     """A log-prob or value forward over a rollout batch: --micro-rollout-batch-size x --n-samples-per-prompt rows
     at a time, or within --rollout-max-tokens-per-gpu tokens with --use-dynamic-batch."""
     from rlhfctl.ppo.micro_batching import forward_in_groups, rollout_groups
 
-    budget = (train.rollout_max_tokens_per_gpu or train.train_max_tokens_per_gpu) if train.use_dynamic_batch else None
+    budget = (train.rollout_max_tokens_per_gpu or train.train_max_tokens_per_gpu) * _ring_size(ring) \
+        if train.use_dynamic_batch else None
     rows = rollout.micro_rollout_batch_size * rollout.n_samples_per_prompt
     groups = rollout_groups(attention_mask, num_actions, rows, budget, train.packing_samples)
     return forward_in_groups(forward, sequences, attention_mask, num_actions, groups, trim=budget is not None)
@@ -72,6 +73,11 @@ def _build_engine(model: torch.nn.Module, train: TrainArgs, load: ModelLoadArgs,
         micro_train_batch_size=train.micro_train_batch_size, train_batch_size=train.train_batch_size,
         weight_decay=train.weight_decay, betas=tuple(train.adam_betas), ring_attn_size=train.ring_attn_size,
     )
+
+
+def _ring_size(ring: RingGroup | None) -> int:
+    """Workers a packed row is split over: a token budget per worker covers this many times the row's tokens."""
+    return ring.size if ring is not None else 1
 
 
 def _ring(train: TrainArgs) -> RingGroup | None:
@@ -124,7 +130,8 @@ class _TrainedWorker:
             return [MicroBatch(mb, LossWeights(), None)
                     for mb in experience.micro_batches(train.micro_train_batch_size, generator)]
         return dynamic_micro_batches(
-            experience, train.train_batch_size // self.data_parallel_size, train.train_max_tokens_per_gpu,
+            experience, train.train_batch_size // self.data_parallel_size,
+            train.train_max_tokens_per_gpu * _ring_size(self.ring),
             train.packing_samples, self.engine.gradient_accumulation_steps, generator, self.engine.device)
 
     def train(self, experience: Experience, step: int) -> dict[str, float]:
@@ -260,7 +267,8 @@ class PolicyWorker(WeightSender, _TrainedWorker):
             return action_log_probs(self.engine.module, seqs, mask, width, self.rollout_args.temperature,
                                     packed=self.train_args.packing_samples, ring=self.ring)
 
-        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
+        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions,
+                                self.ring)
 
     @torch.no_grad()
     def ref_log_probs(self, sequences: Tensor, attention_mask: Tensor, num_actions: int) -> Tensor:
@@ -284,7 +292,9 @@ class PolicyWorker(WeightSender, _TrainedWorker):
                                self.rollout_args.temperature, return_entropy=with_entropy,
                                packed=self.train_args.packing_samples, ring=self.ring)
         log_probs, entropy = out if with_entropy else (out, None)
-        old_log_probs, is_weights, stats = mb.log_probs, None, {}
+        # No experience forward (shaping.old_log_probs_in_training): this update's weights sampled the batch.
+        before = mb.log_probs if mb.log_probs is not None else log_probs.detach()
+        old_log_probs, is_weights, stats = before, None, {}
         if ppo.enable_vllm_is_correction and mb.rollout_log_probs is not None:
             stats["vllm_kl"] = float(F.masked_mean(mb.rollout_log_probs - mb.log_probs, mb.action_mask))
             if ppo.policy_loss_type == "gspo":  # GSPO's sequence ratio is taken against the rollout engine
@@ -299,12 +309,15 @@ class PolicyWorker(WeightSender, _TrainedWorker):
                                          loss_agg=loss_agg, max_len=self.rollout_args.generate_max_len,
                                          is_weights=is_weights)
         stats.update(policy_loss=float(loss.detach()), clip_ratio=float(clip_ratio),
-                     ppo_kl=float(F.masked_mean(mb.log_probs - log_probs.detach(), mb.action_mask)))
+                     ppo_kl=float(F.masked_mean(before - log_probs.detach(), mb.action_mask)))
         total = weights.for_mode(loss_agg) * loss
         if ppo.use_kl_loss and mb.ref_log_probs is not None:
             kl = F.kl_loss(log_probs, mb.ref_log_probs, mb.action_mask, ppo.kl_estimator)
             total = total + weights.token * mb.kl_loss_coef * kl
             stats["kl_loss"] = float(kl.detach())
+            if mb.log_probs is None:  # the step's KL metric, as the experience would have measured it
+                stats["kl"] = float(F.masked_mean(F.approx_kl(before, mb.ref_log_probs, mb.action_mask,
+                                                              ppo.kl_estimator), mb.action_mask, dim=1).mean())
         if entropy is not None:
             mean_entropy = F.masked_mean(entropy, mb.action_mask)
             stats["entropy"] = float(mean_entropy.detach())
@@ -390,7 +403,7 @@ class ReferenceWorker:
                                         ring=self.ring).cpu()
 
             return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask,
-                                    num_actions)
+                                    num_actions, self.ring)
 
     def offload_onloads(self) -> int:
         """How many times the weights were moved to the device for a call (--ref-reward-offload)."""
@@ -429,7 +442,8 @@ class CriticWorker(_TrainedWorker):
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
             return self.engine.module(seqs, mask, width, packed=self.train_args.packing_samples, ring=self.ring)
 
-        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions)
+        return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions,
+                                self.ring)
 
     def _loss(self, mb: Experience, weights: LossWeights) -> tuple[Tensor, dict[str, float]]:
         from rlhfctl.ppo.functional import value_loss

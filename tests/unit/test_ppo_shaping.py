@@ -227,3 +227,31 @@ def test_dynamic_sampling_fills_up_with_dropped_groups_after_the_last_round():
 def test_dynamic_sampling_draws_whole_prompts_for_every_worker():
     _, calls = _rollout([POOL[0], POOL[2]], POOL, max_rounds=1, world=2)
     assert len(calls[1][1]) == 2  # two missing groups, two workers: two prompts
+
+
+@pytest.mark.parametrize("changes, skipped", [
+    ({}, True),  # one update of 8 samples, no KL term in the reward (init_kl_coef 0), the actor sampled
+    ({"init_kl_coef": 0.01, "use_kl_loss": True}, True),  # the KL is in the loss: read in training
+    ({"init_kl_coef": 0.01}, False),  # the KL is in the reward: the actor's log-probs shape it
+    ({"max_epochs": 2}, False),  # the second epoch trains on weights the first changed
+    ({"train_batch_size": 4}, False),  # two updates per step
+    ({"vllm_num_engines": 1}, False),  # vLLM sampled: its log-probs are compared with the actor's
+    ({"use_kl_loss": True, "init_kl_coef": 0.01, "kl_target": 0.1}, False),  # an adaptive KL coefficient
+    ({"freezing_actor_steps": 2, "advantage_estimator": "gae"}, False),
+])
+def test_the_experience_forward_of_the_actor_is_left_out_only_where_training_gives_the_same(changes, skipped):
+    from rlhfctl.config import TrainArgs
+    from rlhfctl.ppo.shaping import old_log_probs_in_training
+
+    c = cfg(**{"rollout_batch_size": 2, "n_samples_per_prompt": 4, "init_kl_coef": 0.0, **changes})
+    assert old_log_probs_in_training(c.slice(TrainArgs), c.slice(PPOArgs), c.slice(RolloutArgs),
+                                     c.vllm_num_engines or 0) is skipped
+
+
+def test_without_the_actor_s_log_probs_the_experience_has_no_kl_metric():
+    """The KL metric then comes from the actor's training forward (the trainer takes actor_kl)."""
+    s = samples([[1, 1], [1, 0]])
+    experience, info = shape(cfg(use_kl_loss=True, advantage_estimator="reinforce"), s, torch.tensor([1.0, 0.0]), None,
+                             torch.zeros(2, 2), None, 0.01)
+    assert experience.log_probs is None and "kl" not in info and experience.kl is None
+    assert torch.equal(experience.ref_log_probs, torch.zeros(2, 2))

@@ -84,3 +84,17 @@ def test_a_ring_of_one_is_no_ring():
     from rlhfctl.models.ring_attention import make_ring_group
 
     assert make_ring_group(1, 1) is None
+
+
+@pytest.mark.parametrize("kwarg, what", [("sliding_window", "a sliding window"), ("softcap", "logit soft-capping"),
+                                         ("s_aux", "attention sinks")])
+def test_attention_the_split_cannot_carry_is_refused_before_any_exchange(kwarg, what):
+    """Mistral's window, Gemma's soft-capping, gpt-oss's sinks: an error naming it, not attention without it."""
+    from rlhfctl.errors import ConfigError
+    from rlhfctl.models.ring_attention import RingChunk, RingGroup, ring_attention
+
+    chunk = RingChunk(RingGroup(group=None, size=2, rank=0, head_stride=1), (0, 8), 0, 4)
+    q = k = v = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(ConfigError, match=what):
+        ring_attention(None, q, k, v, chunk, **{kwarg: 4})
+    assert chunk.calls == []

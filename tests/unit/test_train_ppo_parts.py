@@ -488,3 +488,37 @@ def test_an_update_with_a_nan_loss_is_skipped_or_stops_the_step(skip, tiny_polic
     after = worker.engine.unwrapped.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before) and worker.engine.global_step == 1
+
+
+def test_an_update_without_the_experience_forward_is_the_same_update(tiny_policy_dir):
+    """One update per step (shaping.old_log_probs_in_training): the actor trained on an experience without its
+    log-probs (its training forward supplies them) ends with the weights, losses and KL of one trained on the
+    experience's forward of the same weights."""
+    from rlhfctl.config.slices import PolicyGroups
+    from rlhfctl.ppo import functional as F
+    from rlhfctl.ppo.workers import PolicyWorker
+
+    cfg = TrainPPOConfig(pretrain=str(tiny_policy_dir), prompt_data="p.jsonl", remote_rm_url="r.py", engine="torch",
+                         micro_train_batch_size=2, train_batch_size=4, lr_warmup_ratio=0.0, use_kl_loss=True,
+                         kl_estimator="k3", actor_learning_rate=1e-3)
+    trained = []
+    for forward in (True, False):
+        worker = PolicyWorker(PolicyGroups.of(cfg), total_updates=2)
+        exp = _experience(3, 4, 4, 0.0)
+        exp.sequences = exp.sequences % 200 + 5
+        computed = worker.log_probs(exp.sequences, exp.attention_mask, exp.num_actions)
+        exp.ref_log_probs = computed - 0.05 * torch.arange(4.0).view(4, 1)
+        exp.advantages = torch.linspace(-1, 1, 16).view(4, 4)
+        exp.kl_loss_coef = 0.1
+        exp.log_probs = computed if forward else None
+        metrics = worker.train(exp, step=0)
+        trained.append((metrics, worker.engine.unwrapped.state_dict()))
+        if forward:
+            seq_kl = F.masked_mean(F.approx_kl(computed, exp.ref_log_probs, exp.action_mask, "k3"), exp.action_mask, 1)
+    (with_forward, weights_a), (without, weights_b) = trained
+    for name in weights_a:
+        torch.testing.assert_close(weights_b[name], weights_a[name], rtol=1e-5, atol=1e-7)
+    for key in ("policy_loss", "kl_loss", "grad_norm"):
+        assert without[key] == pytest.approx(with_forward[key], rel=1e-5, abs=1e-8), key
+    assert without["kl"] == pytest.approx(float(seq_kl.mean()), rel=1e-5)  # the step's KL metric, from training
+    assert without["ppo_kl"] == 0.0 and "kl" not in with_forward
