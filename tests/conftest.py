@@ -123,7 +123,7 @@ MODULE_SECONDS = {
     "tests.e2e.test_cluster_job": 82, "tests.e2e.test_vllm_engine": 75, "tests.e2e.test_lora_train_ppo": 70,
     "tests.e2e.test_vllm_tensor_parallel": 63, "tests.e2e.test_cluster": 56, "tests.e2e.test_serve_rm_vllm_judge": 54,
     "tests.e2e.test_train_ppo_resume": 35, "tests.e2e.test_serve_rm_vllm": 34, "tests.unit.test_hub": 31,
-    "tests.e2e.test_packing_e2e": 30, "tests.e2e.test_train_ppo_e2e": 60, "tests.unit.test_judge": 26,
+    "tests.e2e.test_packing_e2e": 30, "tests.e2e.test_train_ppo_e2e": 45, "tests.unit.test_judge": 26,
     "tests.e2e.test_train_ppo_robust": 24, "tests.e2e.test_demo": 23, "tests.e2e.test_bench_rm": 21,
     "tests.unit.test_reward_pool": 20, "tests.unit.test_engine": 19, "tests.e2e.test_ctrl_c": 16,
     "tests.e2e.test_sandbox": 14,

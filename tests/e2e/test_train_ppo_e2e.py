@@ -78,20 +78,18 @@ def test_two_data_parallel_actor_workers(two_actor_workers_combined_reward, tiny
 
 def test_ring_attention_splits_each_packed_row_over_a_ring_of_workers(tiny_policy_dir, prompt_file, reward_file,
                                                                       tmp_path, ray_address):
-    """--ring-attn-size 2 as OpenRLHF's long-context scripts use it: 4 actor workers in 2 rings (data-parallel 2),
-    ZeRO-3, --packing-samples, a reference of one worker. At step 1 the actor's log-probs, each packed row split over
-    a ring, equal the reference's, which runs the rows whole (same weights: kl 0); both steps train. The split's
-    outputs and gradients, the critic's too: tests/unit/test_ring_attention.py."""
+    """--ring-attn-size 2 as OpenRLHF's long-context scripts use it: 2 actor workers in one ring, ZeRO-3,
+    --packing-samples, a reference of one worker. At step 1 the actor's log-probs, each packed row split over the
+    ring, equal the reference's, which runs the rows whole (same weights: kl 0); both steps train. The split's
+    outputs and gradients, the critic's too: tests/unit/test_ring_attention.py; rows of several rings:
+    tests/unit/test_train_ppo_parts.py (4 workers, 2 rings, ran by hand with OpenRLHF's launch lines)."""
     out = tmp_path / "out"
     args = base_args(tiny_policy_dir, prompt_file, out, str(reward_file), ray_address)
-    for option, value in (("--rollout-batch-size", "4"), ("--micro-rollout-batch-size", "1"),
-                          ("--train-batch-size", "16"), ("--micro-train-batch-size", "2")):
-        args[args.index(option) + 1] = value
-    args += ["--num-episodes", "2", "--actor-num-gpus-per-node", "4", "--advantage-estimator", "group_norm",
+    args += ["--actor-num-gpus-per-node", "2", "--advantage-estimator", "group_norm",
              "--zero-stage", "3", "--packing-samples", "--ring-attn-size", "2", "--ring-head-stride", "2"]
     result = train(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("ring attention: actor 4 workers = 2 ring(s) of 2 (data-parallel 2), ref 1 worker(s), rows whole; 2 "
+    assert ("ring attention: actor 2 workers = 1 ring(s) of 2 (data-parallel 1), ref 1 worker(s), rows whole; 2 "
             "key/value head(s) per exchange") in " ".join(result.stderr.split())
     steps = metrics(out)
     assert len(steps) == 2
