@@ -116,6 +116,7 @@ def run_setting(name: str, args: argparse.Namespace, root: Path, rollout: str = 
         **({"vllm_engines": args.vllm_engines, "vllm_tensor_parallel_size": tp, "rollout_logprob_diff_max": max(
             s["rollout/logprob_diff_max"] for s in timed)} if rollout == "vllm" else {}),
         **({"profile": profile_summary(timed)} if args.profile else {}),
+        "time_first_step_s": round(steps[0]["time/step"], 2), "torch_compile": cfg.torch_compile,
         "steps_timed": len(timed), "engine": cfg.engine, "actor_workers": cfg.actor_num_gpus_per_node,
         "roles_in": "driver" if "in_driver" in json.loads((out / "placement.json").read_text()) else "ray",
         "ref_workers": cfg.ref_num_gpus_per_node if cfg.init_kl_coef else 0, "colocate_actor_ref": args.colocate,
@@ -171,6 +172,7 @@ def setting_config(name: str, args: argparse.Namespace, root: Path, out: Path, r
         "colocate_actor_ref": args.colocate, "actor_learning_rate": 1e-5, "seed": 0,
         "profile": args.profile, **vllm_options(args, rollout, tp),
         **({"use_kl_loss": True, "kl_estimator": "k3"} if args.kl_loss else {}),
+        **({"torch_compile": True} if args.torch_compile else {}),
     })
 
 
@@ -238,6 +240,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kl-loss", action="store_true",
                         help="the KL to the reference in the actor's loss (--use-kl-loss, k3: TRL GRPO's objective) "
                              "instead of the reward; with HF generate the actor's experience forward is then left out")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="run train-ppo with --torch-compile (the policy's and reference's forward and backward "
+                             "compiled; HF rows also decode with a compiled step; the first, untimed step compiles)")
     parser.add_argument("--profile", action="store_true",
                         help="run with train-ppo --profile and add where each step's time goes")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")

@@ -9,13 +9,17 @@ dependency: `pip install -e ".[bench]"`.
 
     python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
     python benchmarks/trl_grpo.py --vs-train-ppo        # train-ppo's setting (a) too, three ways, ratios
+    python benchmarks/trl_grpo.py --vs-train-ppo --torch-compile   # and both compiled
 
 With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) three ways: HF generate on 2 Ray actor
 workers of one thread each ("hf"), the same with one vLLM engine ("vllm"), and HF generate with one actor and one
 reference in this process, as TRL runs (--actor-workers 1: the roles run in the driver; "hf_in_driver"), and that
 again with TRL's objective, the KL in the loss (k3) instead of the reward ("hf_in_driver_kl_loss"; one update per
 generation, so as TRL, train-ppo then leaves out the actor's forward before training). A last line gives
-train-ppo's completions/s over TRL's for each.
+train-ppo's completions/s over TRL's for each. With --torch-compile TRL runs a second time with torch_compile=True
+(HF Trainer compiles the model, so also the forward HF generate calls), and train-ppo's last row again with
+--torch-compile ("hf_in_driver_kl_loss_compiled"); both first steps compile and are not timed, and a TRL step that
+compiles again is timed as it comes (`completions_per_s_median_step` is the figure a recompile moves less).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def reward_for_trl() -> Any:
     return letter_e
 
 
-def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, root: Path, torch_compile: bool = False) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         num_generations=SAMPLES_PER_PROMPT, max_completion_length=32, temperature=1.0, beta=0.01,
         num_iterations=1, learning_rate=1e-5, max_steps=args.steps, logging_steps=1, save_strategy="no",
         report_to="none", bf16=False, gradient_checkpointing=False, use_cpu=True, seed=0,
-        shuffle_dataset=False, dataloader_num_workers=0, disable_tqdm=True,
+        shuffle_dataset=False, dataloader_num_workers=0, disable_tqdm=True, torch_compile=torch_compile,
     )
     timer = StepTimer()
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy), reward_funcs=reward_for_trl(),
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "time_per_step_s": round(sum(timed) / len(timed), 4),
         "time_per_step_range_s": [round(min(timed), 3), round(max(timed), 3)], "steps_timed": len(timed),
         "mean_response_tokens": round(sum(lengths[1:] or lengths) / max(1, len(lengths[1:] or lengths)), 1),
-        "beta": config.beta, "loss_type": config.loss_type, "trl_version": trl_version(),
+        "beta": config.beta, "loss_type": config.loss_type, "torch_compile": torch_compile,
+        "time_first_step_s": round(timer.times[0], 2), "trl_version": trl_version(),
         "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": 1,
         "cpu_cores": os.cpu_count(), "wall_s_including_startup": round(wall, 1),
         "load_average_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the one TRL process")
     parser.add_argument("--vs-train-ppo", action="store_true",
                         help="run train_ppo.py's setting (a) in this invocation too and print the ratios")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also TRL with torch_compile=True and, with --vs-train-ppo, train-ppo --torch-compile")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     args = parser.parse_args(argv)
     if args.steps < 2 or args.threads < 1:
@@ -135,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     trl = run(args, root)
     print(json.dumps(trl), flush=True)
+    trl_compiled = run(args, root, torch_compile=True) if args.torch_compile else None
+    if trl_compiled is not None:
+        print(json.dumps(trl_compiled), flush=True)
     if args.vs_train_ppo:
         common = ["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"]
         ours, in_driver = make_parser().parse_args(common), make_parser().parse_args(common + ["--actor-workers", "1"])
@@ -142,11 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = {"hf": run_setting("a", ours, root, "hf"), "vllm": run_setting("a", ours, root, "vllm"),
                 "hf_in_driver": run_setting("a", in_driver, root, "hf"),
                 "hf_in_driver_kl_loss": run_setting("a", kl_loss, root, "hf")}
+        if args.torch_compile:
+            compiled = make_parser().parse_args(common + ["--actor-workers", "1", "--kl-loss", "--torch-compile"])
+            rows["hf_in_driver_kl_loss_compiled"] = run_setting("a", compiled, root, "hf")
         for row in rows.values():
             print(json.dumps(row), flush=True)
         print(json.dumps({"setting": "a", "comparison": "train-ppo vs TRL GRPOTrainer", **{
             f"ratio_{name}": round(row["completions_per_s"] / trl["completions_per_s"], 2)
-            for name, row in rows.items()}}), flush=True)
+            for name, row in rows.items()}, **({
+                "ratio_compiled_vs_trl_compiled_median_step": round(
+                    rows["hf_in_driver_kl_loss_compiled"]["completions_per_s_median_step"]
+                    / trl_compiled["completions_per_s_median_step"], 2)} if trl_compiled and args.vs_train_ppo else {})}),
+            flush=True)
     return 0
 
 

@@ -148,10 +148,12 @@ def _model_samples(examples: list[PromptExample], model_dir: str, load: ModelLoa
     import torch
 
     from rlhfctl.models.actor import generate, load_policy, load_tokenizer
+    from rlhfctl.models.compiled import sampler_for
 
     tokenizer = load_tokenizer(model_dir, disable_fast_tokenizer=load.disable_fast_tokenizer)
     model = load_policy(model_dir, bf16=load.bf16, flash_attn=load.flash_attn)
     model.eval()
+    sampler = sampler_for(model, rollout.torch_compile)
     torch.manual_seed(run.seed)
     expanded = [ex for ex in examples for _ in range(rollout.n_samples_per_prompt)]
     samples: list[Sample] = []
@@ -161,6 +163,7 @@ def _model_samples(examples: list[PromptExample], model_dir: str, load: ModelLoa
         generated = generate(
             model, tokenizer, [ex.prompt for ex in chunk], max_new_tokens=rollout.generate_max_len,
             temperature=rollout.temperature, top_p=rollout.top_p, prompt_max_len=rollout.prompt_max_len,
+            sampler=sampler,
         )
         for ex, response, query in zip(chunk, generated.responses, generated.queries):
             samples.append(Sample(len(samples), ex.row, ex.prompt, ex.label, response, query))

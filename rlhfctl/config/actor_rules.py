@@ -1,5 +1,5 @@
 """Cross-field checks of how the actor is trained beyond the PPO loss: PPO-ptx (--pretrain-data with --ptx-coef),
-LoRA adapters and ring attention. rules.py adds these to train-ppo's problems and unused options."""
+LoRA adapters, ring attention and --torch-compile. rules.py adds these to train-ppo's problems and unused options."""
 
 from __future__ import annotations
 
@@ -63,4 +63,19 @@ def data_parallel_problems(train: TrainArgs, worlds: dict[int, str]) -> list[str
             problems.append(f"--train-batch-size ({train.train_batch_size}) must be a multiple of "
                             f"--micro-train-batch-size ({train.micro_train_batch_size}) x data-parallel size{whose} "
                             f"({world}) = {step}")
+    return problems
+
+
+def compile_problems(train: TrainArgs, torch_compile: bool) -> list[str]:
+    """--torch-compile compiles the policy's and reference's forward as the model is; these options run it through
+    what a compiled graph cannot hold."""
+    if not torch_compile:
+        return []
+    problems = []
+    if train.engine == "deepspeed":
+        problems.append("--torch-compile runs with --engine torch: DeepSpeed's hooks on the model's layers stop the "
+                        "compiled graphs; add --engine torch or leave --torch-compile out")
+    if train.ring_attn_size > 1:
+        problems.append("--torch-compile with --ring-attn-size: the ring's collectives run inside the forward; leave "
+                        "one of them out")
     return problems

@@ -296,6 +296,12 @@ class RolloutArgs(Group):
     generate_max_len: int = opt(1024, "Most new tokens per response.", ge=1)
     temperature: float = opt(1.0, "Sampling temperature.", gt=0)
     top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set with this much probability.", gt=0, le=1)
+    torch_compile: bool = opt(
+        False, "Compile with torch.compile (on CPU its C++ kernels are built with g++): Hugging Face generate's "
+        "decode step, with a static KV cache and each distinct prompt's forward once per group, and in train-ppo "
+        "the policy's and reference's forward and backward. The first step compiles (tens of seconds, cached on "
+        "disk), later steps run without Python per layer. vLLM engines compile on their own (unless "
+        "--enforce-eager); --agent-func-path episodes and the critic run as they are.")
 
 
 class RunArgs(Group):

@@ -17,7 +17,8 @@ from rlhfctl.config.groups import (CheckArgs, FunctionNameArgs, JudgeArgs, Model
                                    RewardExecArgs, RewardModelArgs, RewardModelOptions, ServerArgs, VLLMEngineArgs)
 from rlhfctl.config.train_groups import LoRAArgs, TrainArgs, VLLMArgs
 from rlhfctl.config.verify_rules import Terms, bench_sandbox_problems, builtin_problems
-from rlhfctl.config.actor_rules import lora_problems, ptx_problems, ptx_unused, data_parallel_problems
+from rlhfctl.config.actor_rules import (compile_problems, data_parallel_problems, lora_problems, ptx_problems,
+                                        ptx_unused)
 from rlhfctl.errors import ConfigError, UsageError
 from rlhfctl.rewards.terms import has_function_term, has_judge_term, has_kind_term, has_model_term
 
@@ -219,7 +220,8 @@ def train_ppo_problems(cfg: TrainPPOConfig) -> list[str]:
     lo, hi = cfg.reward_clip_range
     if not lo < hi:
         problems.append(f"--reward-clip-range needs LOW < HIGH (got {lo},{hi})")
-    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg) + lora_problems(
+    problems += _algorithm_problems(cfg) + _vllm_problems(cfg) + _async_problems(cfg) \
+        + compile_problems(cfg.slice(TrainArgs), cfg.torch_compile) + lora_problems(
         cfg.slice(LoRAArgs), four_bit_zero3=cfg.load_in_4bit and cfg.engine == "deepspeed" and cfg.zero_stage == 3,
         ema=cfg.enable_ema)
     is_function = (cfg.remote_rm_url is not None and cfg.remote_rm_url.strip().endswith(".py")) \
@@ -367,6 +369,9 @@ def check_reward_unused(cfg: CheckRewardConfig) -> Unused:
     if not has_model_term(cfg.reward):
         rules.append((set(RewardModelOptions.model_fields), "acts on a reward model only, and the reward checked "
                                                             "names none"))
+    if cfg.agent_func_path is not None or not cfg.responses.startswith("model:"):
+        rules.append(({"torch_compile"}, "acts where check-reward samples responses in one shot from a policy "
+                                            "(--responses model:DIR without --agent-func-path) only"))
     return rules
 
 

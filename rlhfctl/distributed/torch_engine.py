@@ -44,8 +44,9 @@ class TorchTrainingEngine(TrainingEngine):
         self._master = ([nn.Parameter(p.detach().float().clone()) for _, p in self._params] if bf16
                         else [p for _, p in self._params])
         named_master = [(n, m) for (n, _), m in zip(self._params, self._master)]
+        # fused: one kernel over all tensors (CPU and CUDA); the per-tensor loop costs 5x as much on small models
         self._optimizer = torch.optim.AdamW(param_groups(named_master, weight_decay), lr=learning_rate,
-                                            betas=betas, eps=1e-8)
+                                            betas=betas, eps=1e-8, fused=True)
         self._scheduler = make_scheduler(self._optimizer, total_steps, warmup_ratio, lr_scheduler)
 
     def _backward(self, loss: torch.Tensor) -> None:

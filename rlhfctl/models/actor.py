@@ -17,9 +17,11 @@ from torch import Tensor
 
 from rlhfctl.distributed.busy import timed
 from rlhfctl.errors import ConfigError
+from rlhfctl.models.capabilities import takes_logits_to_keep
 from rlhfctl.models.quiet import quiet_transformers
 
 if TYPE_CHECKING:
+    from rlhfctl.models.decode import CompiledSampler
     from rlhfctl.models.ring_attention import RingGroup
 
 _flash_warned = False
@@ -146,11 +148,12 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     prompt_max_len: int = 1024,
+    sampler: CompiledSampler | None = None,
 ) -> Rollout:
     """Sample one response per prompt with the KV cache; the global torch RNG drives sampling (seeded per worker).
 
     A temperature of 0 decodes greedily (evaluation). A prompt repeated for its group's samples is tokenized
-    once."""
+    once; with `sampler` (--torch-compile, models/decode.py) its forward also runs once."""
     unique = list(dict.fromkeys(prompts))
     ids, mask = tokenize_prompts(tokenizer, unique, prompt_max_len)
     row_of = {prompt: i for i, prompt in enumerate(unique)}
@@ -160,11 +163,14 @@ def generate(
         else tokenizer.eos_token_id
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 \
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    out = model.generate(
-        input_ids=input_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, use_cache=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sampling,
-    )
-    responses = out[:, input_ids.shape[1]:]
+    if sampler is not None:
+        responses = sampler.sample(ids, mask, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   top_p=top_p, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    else:
+        responses = model.generate(
+            input_ids=input_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, use_cache=True,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sampling,
+        )[:, input_ids.shape[1]:]
     action_mask = response_action_mask(responses, eos)
     truncated = ~_ends_with_eos(responses, action_mask, eos)
     responses = responses.masked_fill(action_mask == 0, tokenizer.pad_token_id)
@@ -215,9 +221,15 @@ def action_log_probs(model: Any, sequences: Tensor, attention_mask: Tensor, num_
         targets = targets[rows.action_valid]
         restore = (lambda t: packing.scatter_actions(t, rows))  # noqa: E731
     else:
-        logits = model(sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                       use_cache=False).logits
-        logits = logits[:, -num_actions - 1:-1].float()
+        from rlhfctl.models import shared_prompt
+
+        positions = position_ids(attention_mask)
+        logits = shared_prompt.action_logits(model, sequences, attention_mask, num_actions, positions)
+        if logits is None:
+            keep = {"logits_to_keep": num_actions + 1} if takes_logits_to_keep(model) else {}
+            logits = model(sequences, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+                           **keep).logits[:, -num_actions - 1:-1]
+        logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     log_probs = restore(torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1))

@@ -182,6 +182,11 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
             else cfg.pretrain
         for model in {cfg.pretrain, critic}:  # the critic splits its own heads
             check_head_stride(model, cfg.ring_head_stride)
+    if cfg.torch_compile:
+        from rlhfctl.models.compiled import check_can_compile
+
+        check_can_compile(cfg.pretrain, samples_with_hf=not cfg.vllm_num_engines and not cfg.agent_func_path,
+                          has_gpus=local_gpus() > 0)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \

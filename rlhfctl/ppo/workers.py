@@ -201,6 +201,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
 
     def __init__(self, groups: PolicyGroups, total_updates: int) -> None:
         from rlhfctl.models.actor import load_policy, load_tokenizer
+        from rlhfctl.models.compiled import forward_for
         from rlhfctl.models.lora import with_adapters
 
         self.sampling, self.ppo, self.lora = groups.sampling, groups.ppo, groups.lora
@@ -214,6 +215,8 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         model = with_adapters(model, groups.lora, gradient_checkpointing=groups.train.gradient_checkpointing)
         self.engine = _build_engine(model, groups.train, load, groups.train.actor_learning_rate, total_updates)
         self.engine.module.eval()
+        self.sampler = None  # built at the first HF generate call (vLLM engines and agents sample elsewhere)
+        self.forward_model = forward_for(self.engine.module, groups.sampling.rollout.torch_compile)
         self.ring = _ring(groups.train)
         self.ema, self.ptx, self.ptx_coef = None, None, groups.ptx.ptx_coef
         if groups.ema.enable_ema:
@@ -247,12 +250,17 @@ class PolicyWorker(WeightSender, _TrainedWorker):
             with self.engine.gathered_params():
                 return agent_rollout(self.sampling.agent, rollout, self.engine.module, self.tokenizer, prompts,
                                      labels, temperature)
+        if self.sampler is None and rollout.torch_compile:
+            from rlhfctl.models.compiled import sampler_for
+
+            self.sampler = sampler_for(self.engine.unwrapped, True)
         parts = []
         with self.engine.gathered_params():
             for chunk in chunks(len(prompts), size):
                 generated = generate(
                     self.engine.module, self.tokenizer, prompts[chunk], max_new_tokens=rollout.generate_max_len,
                     temperature=temperature, top_p=rollout.top_p, prompt_max_len=rollout.prompt_max_len,
+                    sampler=self.sampler,
                 )
                 parts.append(Samples(generated.sequences, generated.attention_mask, generated.action_mask,
                                      prompts[chunk], labels[chunk], generated.responses, generated.truncated,
@@ -264,7 +272,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
         from rlhfctl.models.actor import action_log_probs
 
         def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-            return action_log_probs(self.engine.module, seqs, mask, width, self.rollout_args.temperature,
+            return action_log_probs(self.forward_model, seqs, mask, width, self.rollout_args.temperature,
                                     packed=self.train_args.packing_samples, ring=self.ring)
 
         return _rollout_forward(self.train_args, self.rollout_args, forward, sequences, attention_mask, num_actions,
@@ -288,7 +296,7 @@ class PolicyWorker(WeightSender, _TrainedWorker):
 
         ppo = self.ppo
         with_entropy = ppo.entropy_loss_coef is not None
-        out = action_log_probs(self.engine.module, mb.sequences, mb.attention_mask, mb.num_actions,
+        out = action_log_probs(self.forward_model, mb.sequences, mb.attention_mask, mb.num_actions,
                                self.rollout_args.temperature, return_entropy=with_entropy,
                                packed=self.train_args.packing_samples, ring=self.ring)
         log_probs, entropy = out if with_entropy else (out, None)
@@ -377,6 +385,7 @@ class ReferenceWorker:
     def __init__(self, groups: ReferenceGroups) -> None:
         from rlhfctl.distributed.process_group import local_device
         from rlhfctl.models.actor import load_policy
+        from rlhfctl.models.compiled import forward_for
         from rlhfctl.models.offload import Offloader
 
         self.train_args, self.rollout_args, load = groups.train, groups.rollout, groups.load
@@ -387,6 +396,7 @@ class ReferenceWorker:
 
             self.model = merge_adapter(self.model, groups.lora.lora_path)
         self.model.requires_grad_(False)
+        self.forward_model = forward_for(self.model, groups.rollout.torch_compile)
         self.offloader = Offloader(self.model, local_device(), groups.ref_reward_offload)
         self.ring = _ring(groups.train)
 
@@ -398,7 +408,7 @@ class ReferenceWorker:
             device = next(self.model.parameters()).device
 
             def forward(seqs: Tensor, mask: Tensor, width: int) -> Tensor:
-                return action_log_probs(self.model, seqs.to(device), mask.to(device), width,
+                return action_log_probs(self.forward_model, seqs.to(device), mask.to(device), width,
                                         self.rollout_args.temperature, packed=self.train_args.packing_samples,
                                         ring=self.ring).cpu()
 

@@ -1,0 +1,70 @@
+"""A group's prompt runs through the model once: the action logits of rows that share a prompt.
+
+GRPO-style batches hold n samples of each prompt. The unshared forward computes the prompt's keys and values n times
+over, and in training backpropagates through each copy. Here the distinct prompts run once (logits of their last
+position only), their per-layer keys and values are repeated for each row of the group, and the responses run on
+top of that cache. Under autograd the repeat's backward sums the group's gradients into the one prompt forward, so
+the gradient is the unshared one (to float rounding). What this saves is (n - 1) / n of the prompt's share of the
+tokens, in the experience forward and in training alike.
+
+It applies to causal LMs with a plain per-layer key/value cache (`DynamicLayer`s: no sliding-window layers, no
+recurrent state) outside gradient checkpointing (which turns the cache off while training); elsewhere the caller
+runs the usual forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from rlhfctl.models.capabilities import takes, takes_logits_to_keep, transformers_model
+
+
+def _cache_for(model: Any) -> Optional[Any]:
+    """An empty DynamicCache of plain layers for this model, or None where the model's cache is of another kind."""
+    base = transformers_model(model)
+    if not takes(model, "past_key_values"):
+        return None
+    if torch.is_grad_enabled() and getattr(base, "is_gradient_checkpointing", False):
+        return None
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=base.config)
+    except Exception:  # noqa: BLE001 - a config the cache cannot read: run the usual forward
+        return None
+    return cache if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
+def action_logits(model: Any, sequences: Tensor, attention_mask: Tensor, num_actions: int,
+                  position_ids: Tensor) -> Optional[Tensor]:
+    """[B, num_actions, V] logits that predict the last `num_actions` tokens, each distinct prompt (the first
+    S - num_actions tokens with their mask) run once; None where no two rows share a prompt or the model's cache does
+    not allow it."""
+    prompt_len = sequences.shape[1] - num_actions
+    if prompt_len == 0:
+        return None
+    prompts = torch.cat([sequences[:, :prompt_len], attention_mask[:, :prompt_len].to(sequences.dtype)], dim=1)
+    unique, group = torch.unique(prompts, dim=0, return_inverse=True)
+    if unique.shape[0] == sequences.shape[0]:
+        return None
+    cache = _cache_for(model)
+    if cache is None:
+        return None
+    representative = torch.empty(unique.shape[0], dtype=torch.long, device=group.device).index_copy_(
+        0, group, torch.arange(group.shape[0], device=group.device))  # a row of each distinct prompt
+    keep = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+    head = model(sequences[representative, :prompt_len], attention_mask=attention_mask[representative, :prompt_len],
+                 position_ids=position_ids[representative, :prompt_len], past_key_values=cache, use_cache=True,
+                 **keep).logits[:, -1:]
+    first = head.index_select(0, group)
+    if num_actions == 1:
+        return first
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.index_select(0, group), layer.values.index_select(0, group)
+    rest = model(sequences[:, prompt_len:-1], attention_mask=attention_mask[:, :-1],
+                 position_ids=position_ids[:, prompt_len:-1], past_key_values=cache, use_cache=True).logits
+    return torch.cat([first, rest], dim=1)
