@@ -1,7 +1,8 @@
-"""TRL's GRPOTrainer on train_ppo.py's setting (a): the reference for rlhfctl's completions/s. One JSON line.
+"""TRL's GRPOTrainer on train_ppo.py's setting (a) or (b): the reference for rlhfctl's completions/s. One JSON line.
 
 The same tiny policy (rlhfctl.models.tiny, hidden 256, 4 layers, 4 heads, vocab 2,000), the same prompts and
-reward function as `benchmarks/train_ppo.py --setting a`: 2 prompts x 8 samples per step, 32 new tokens, a
+reward function as `benchmarks/train_ppo.py --setting a` (--setting b: 64 prompts instead of 2, TRL generating
+and training on the 512 samples as one batch): 2 prompts x 8 samples per step, 32 new tokens, a
 reference model for the KL term (beta = init_kl_coef = 0.01), one update per rollout batch, lr 1e-5, fp32, no
 gradient checkpointing. TRL runs in this one process with --threads torch threads (train_ppo.py: 2 workers x 1
 thread). The rates are measured over the steps after the first (warm-up), as train_ppo.py measures them. TRL is an optional
@@ -9,9 +10,10 @@ dependency: `pip install -e ".[bench]"`.
 
     python benchmarks/trl_grpo.py [--steps 6] [--threads 2]
     python benchmarks/trl_grpo.py --vs-train-ppo        # train-ppo's setting (a) too, three ways, ratios
+    python benchmarks/trl_grpo.py --setting b --steps 4 --vs-train-ppo   # 64 prompts x 8
     python benchmarks/trl_grpo.py --vs-train-ppo --torch-compile   # and both compiled
 
-With --vs-train-ppo the same invocation then runs train_ppo.py's setting (a) three ways: HF generate on 2 Ray actor
+With --vs-train-ppo the same invocation then runs train_ppo.py's setting three ways: HF generate on 2 Ray actor
 workers of one thread each ("hf"), the same with one vLLM engine ("vllm"), and HF generate with one actor and one
 reference in this process, as TRL runs (--actor-workers 1: the roles run in the driver; "hf_in_driver"), and that
 again with TRL's objective, the KL in the loss (k3) instead of the reward ("hf_in_driver_kl_loss"; one update per
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace, root: Path, torch_compile: bool = False) -> di
     from trl import GRPOConfig, GRPOTrainer
 
     torch.set_num_threads(args.threads)
-    n_prompts = SETTINGS["a"]
+    n_prompts = SETTINGS[args.setting]
     policy, prompts, _ = build_inputs(root, n_prompts, args.steps)
     rows = [json.loads(line) for line in prompts.read_text().splitlines()]
     dataset = Dataset.from_list([{"prompt": r["input"]} for r in rows])
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace, root: Path, torch_compile: bool = False) -> di
     timed = timer.times[1:] or timer.times  # the first step pays for lazy initialisation
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {
-        "benchmark": "trl_grpo", "setting": "a", "prompts_per_step": n_prompts,
+        "benchmark": "trl_grpo", "setting": args.setting, "prompts_per_step": n_prompts,
         "samples_per_prompt": SAMPLES_PER_PROMPT, "new_tokens": 32,
         "completions_per_s": round(samples * len(timed) / sum(timed), 2),
         "completions_per_s_median_step": round(statistics.median(samples / t for t in timed), 2),
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps (the first is warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the one TRL process")
     parser.add_argument("--vs-train-ppo", action="store_true",
-                        help="run train_ppo.py's setting (a) in this invocation too and print the ratios")
+                        help="run train_ppo.py's setting in this invocation too and print the ratios")
+    parser.add_argument("--setting", choices=["a", "b"], default="a", help="(a) 2 prompts x 8, (b) 64 prompts x 8")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also TRL with torch_compile=True and, with --vs-train-ppo, train-ppo --torch-compile")
     parser.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
@@ -146,18 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     if trl_compiled is not None:
         print(json.dumps(trl_compiled), flush=True)
     if args.vs_train_ppo:
-        common = ["--setting", "a", "--steps", str(args.steps), "--vllm-engines", "1"]
+        common = ["--setting", args.setting, "--steps", str(args.steps), "--vllm-engines", "1"]
         ours, in_driver = make_parser().parse_args(common), make_parser().parse_args(common + ["--actor-workers", "1"])
         kl_loss = make_parser().parse_args(common + ["--actor-workers", "1", "--kl-loss"])
-        rows = {"hf": run_setting("a", ours, root, "hf"), "vllm": run_setting("a", ours, root, "vllm"),
-                "hf_in_driver": run_setting("a", in_driver, root, "hf"),
-                "hf_in_driver_kl_loss": run_setting("a", kl_loss, root, "hf")}
+        rows = {"hf": run_setting(args.setting, ours, root, "hf"), "vllm": run_setting(args.setting, ours, root, "vllm"),
+                "hf_in_driver": run_setting(args.setting, in_driver, root, "hf"),
+                "hf_in_driver_kl_loss": run_setting(args.setting, kl_loss, root, "hf")}
         if args.torch_compile:
             compiled = make_parser().parse_args(common + ["--actor-workers", "1", "--kl-loss", "--torch-compile"])
-            rows["hf_in_driver_kl_loss_compiled"] = run_setting("a", compiled, root, "hf")
+            rows["hf_in_driver_kl_loss_compiled"] = run_setting(args.setting, compiled, root, "hf")
         for row in rows.values():
             print(json.dumps(row), flush=True)
-        print(json.dumps({"setting": "a", "comparison": "train-ppo vs TRL GRPOTrainer", **{
+        print(json.dumps({"setting": args.setting, "comparison": "train-ppo vs TRL GRPOTrainer", **{
             f"ratio_{name}": round(row["completions_per_s"] / trl["completions_per_s"], 2)
             for name, row in rows.items()}, **({
                 "ratio_compiled_vs_trl_compiled_median_step": round(
