@@ -1,8 +1,8 @@
 """TRL's GRPOTrainer on train_ppo.py's setting (a) or (b): the reference for rlhfctl's completions/s. One JSON line.
 
 The same tiny policy (rlhfctl.models.tiny, hidden 256, 4 layers, 4 heads, vocab 2,000), the same prompts and
-reward function as `benchmarks/train_ppo.py --setting a` (--setting b: 64 prompts instead of 2, TRL generating
-and training on the 512 samples as one batch): 2 prompts x 8 samples per step, 32 new tokens, a
+reward function as `benchmarks/train_ppo.py --setting a`: 2 prompts x 8 samples per step (--setting b: 64 prompts
+x 8, which TRL generates and trains on as one batch of 512), 32 new tokens, a
 reference model for the KL term (beta = init_kl_coef = 0.01), one update per rollout batch, lr 1e-5, fp32, no
 gradient checkpointing. TRL runs in this one process with --threads torch threads (train_ppo.py: 2 workers x 1
 thread). The rates are measured over the steps after the first (warm-up), as train_ppo.py measures them. TRL is an optional

@@ -148,8 +148,10 @@ def _model_samples(examples: list[PromptExample], model_dir: str, load: ModelLoa
     import torch
 
     from rlhfctl.models.actor import generate, load_policy, load_tokenizer
-    from rlhfctl.models.compiled import sampler_for
+    from rlhfctl.models.compiled import check_can_compile, sampler_for
 
+    if rollout.torch_compile:
+        check_can_compile(model_dir, samples_with_hf=True, has_gpus=torch.cuda.is_available())
     tokenizer = load_tokenizer(model_dir, disable_fast_tokenizer=load.disable_fast_tokenizer)
     model = load_policy(model_dir, bf16=load.bf16, flash_attn=load.flash_attn)
     model.eval()

@@ -78,4 +78,7 @@ def compile_problems(train: TrainArgs, torch_compile: bool) -> list[str]:
     if train.ring_attn_size > 1:
         problems.append("--torch-compile with --ring-attn-size: the ring's collectives run inside the forward; leave "
                         "one of them out")
+    elif train.packing_samples:
+        problems.append("--torch-compile with --packing-samples: packed attention splits the row per sample in "
+                        "Python, so each packing layout would compile again; leave one of them out")
     return problems

@@ -299,9 +299,9 @@ class RolloutArgs(Group):
     torch_compile: bool = opt(
         False, "Compile with torch.compile (on CPU its C++ kernels are built with g++): Hugging Face generate's "
         "decode step, with a static KV cache and each distinct prompt's forward once per group, and in train-ppo "
-        "the policy's and reference's forward and backward. The first step compiles (tens of seconds, cached on "
-        "disk), later steps run without Python per layer. vLLM engines compile on their own (unless "
-        "--enforce-eager); --agent-func-path episodes and the critic run as they are.")
+        "the policy's forward and backward and the reference's forward. The first step compiles (a minute or more "
+        "on a few cores, cached on disk), later steps run without Python per layer. vLLM engines compile on their "
+        "own (unless --enforce-eager); --agent-func-path episodes and the critic run as they are.")
 
 
 class RunArgs(Group):

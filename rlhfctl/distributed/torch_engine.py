@@ -113,6 +113,8 @@ class TorchTrainingEngine(TrainingEngine):
                 for m, saved in zip(self._master, masters):
                     m.copy_(saved)
         self._optimizer.load_state_dict(state["optimizer"])
+        for group in self._optimizer.param_groups:  # a checkpoint saved before AdamW ran fused carries fused=None
+            group["fused"] = True
         self._scheduler.load_state_dict(state["scheduler"])
         self.global_step, self.micro_step, self._backward_pending = int(state["global_step"]), 0, False
         self._optimizer.zero_grad(set_to_none=True)

@@ -31,22 +31,25 @@ def forward_for(model: Any, torch_compile: bool) -> Any:
     return torch.compile(model, dynamic=True)
 
 
-def check_can_compile(pretrain: str, *, samples_with_hf: bool, has_gpus: bool) -> None:
+def check_can_compile(pretrain: str, *, samples_with_hf: bool, has_gpus: bool,
+                      trust_remote_code: bool = False) -> None:
     """Before any worker starts: a C++ compiler where the kernels are built for CPUs, and, where HF generate
-    samples (no vLLM engines, no agent), a policy the compiled sampler can run."""
+    samples, a policy the compiled sampler can run (its class, cache layers and generation settings)."""
     if not has_gpus and not any(shutil.which(name) for name in COMPILERS):
         raise ConfigError("--torch-compile builds its CPU kernels with a C++ compiler, and none of "
                           f"{', '.join(COMPILERS)} is on PATH; install one (apt install g++) or leave the option out")
-    if samples_with_hf:
-        import transformers
-        from transformers import AutoConfig, GenerationConfig
+    if not samples_with_hf:
+        return
+    import transformers
+    from transformers import AutoConfig, GenerationConfig
 
-        config = AutoConfig.from_pretrained(pretrain)
-        model_class = next((getattr(transformers, name) for name in config.architectures or []
-                            if hasattr(transformers, name)), None)
-        try:
-            generation = GenerationConfig.from_pretrained(pretrain).to_dict()
-        except OSError:  # no generation_config.json: HF generate applies the defaults
-            generation = {}
-        if model_class is not None:
-            check_compilable(model_class, generation)
+    config = AutoConfig.from_pretrained(pretrain, trust_remote_code=trust_remote_code)
+    model_class = next((getattr(transformers, name) for name in config.architectures or []
+                        if hasattr(transformers, name)), None)
+    if model_class is None:  # custom code: the worker checks the class it loads
+        return
+    try:
+        generation = GenerationConfig.from_pretrained(pretrain)
+    except OSError:  # no generation_config.json: HF generate derives one from config.json
+        generation = GenerationConfig.from_model_config(config)
+    check_compilable(model_class, config, generation.to_dict())

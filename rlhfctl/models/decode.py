@@ -28,7 +28,8 @@ _LOGITS_SETTINGS: dict[str, Any] = {
     "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
     "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
     "forced_bos_token_id": None, "forced_eos_token_id": None, "sequence_bias": None,
-    "exponential_decay_length_penalty": None,
+    "exponential_decay_length_penalty": None, "num_beams": 1, "min_p": None, "top_h": None, "typical_p": 1.0,
+    "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "guidance_scale": 1.0, "watermarking_config": None,
 }
 
 
@@ -53,11 +54,8 @@ def next_tokens(logits: Tensor, temperature: float | Tensor, top_p: float) -> Te
         drop_sorted = sorted_probs.cumsum(-1) <= (1 - top_p)
         drop_sorted[..., -1] = False
         probs = probs.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), 0.0)
-    # One uniform per row against the cumulative distribution: the first token whose cumulative probability passes
-    # it (a token of probability 0 never does, being no further than the one before it).
-    cumulative = probs.cumsum(-1)
-    threshold = torch.rand(probs.shape[0], 1, device=probs.device) * cumulative[:, -1:]
-    drawn = (cumulative <= threshold).sum(-1).clamp(max=probs.shape[-1] - 1)
+    # A categorical draw per row as the argmax of probs / Exp(1): a token of probability 0 never wins.
+    drawn = (probs / torch.empty_like(probs).exponential_()).argmax(-1)
     return torch.where(temperature > 0, drawn, logits.argmax(-1)) if isinstance(temperature, Tensor) else drawn
 
 
@@ -67,12 +65,21 @@ def _cache_mask(prompt_mask: Tensor, length: int) -> Tensor:
     return torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], length - prompt_mask.shape[1])], dim=1)
 
 
-def check_compilable(model_class: type, generation: dict[str, Any]) -> None:
-    """Refuse a policy whose class has no static-cache compiled path, or whose generation_config.json asks HF
-    generate for logits processing this sampler does not do."""
+def check_compilable(model_class: type, config: Any, generation: dict[str, Any]) -> None:
+    """Refuse a policy whose class has no static-cache compiled path, whose static cache holds other than plain
+    full-attention layers (sliding windows, linear attention: the prefill copy and the decode mask assume plain
+    ones), or whose generation config asks HF generate for logits processing this sampler does not do."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
     if not getattr(model_class, "_can_compile_fullgraph", False):
         raise ConfigError(f"--torch-compile: {model_class.__name__} does not support a static KV cache under "
                           "torch.compile; leave the option out (HF generate then runs eagerly)")
+    layers = {type(layer).__name__ for layer in StaticCache(config=config, max_cache_len=64).layers}
+    if layers != {StaticLayer.__name__}:
+        raise ConfigError(f"--torch-compile samples over a cache of full-attention layers only; "
+                          f"{model_class.__name__}'s cache has {', '.join(sorted(layers))}; leave the option out "
+                          "(HF generate then runs eagerly)")
     applied = [f"{name}={generation[name]!r}" for name, neutral in _LOGITS_SETTINGS.items()
                if generation.get(name, neutral) not in (neutral, None, 0, [])]
     if applied:
@@ -87,10 +94,13 @@ class CompiledSampler:
     def __init__(self, model: Any) -> None:
         from transformers import StaticCache
 
-        check_compilable(type(model), model.generation_config.to_dict() if model.generation_config else {})
+        from rlhfctl.models.capabilities import transformers_model
+
+        base = transformers_model(model)  # under a PEFT wrapper, the class and configs are its base model's
+        check_compilable(type(base), base.config, base.generation_config.to_dict() if base.generation_config else {})
         self.model = model
         self._static_cache = StaticCache
-        self._caches: dict[tuple[int, int], Any] = {}
+        self._caches: dict[tuple[str, int, int], Any] = {}
         self._step: Callable[..., Tensor] = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
 
     def _decode_step(self, token: Tensor, position: Tensor, cache_position: Tensor, mask: Tensor, cache: Any,
@@ -99,10 +109,14 @@ class CompiledSampler:
                          past_key_values=cache, use_cache=True)
         return next_tokens(out.logits[:, -1], temperature, top_p)
 
-    def _cache(self, batch: int, length: int) -> Any:
-        cache = self._caches.get((batch, length))
+    def _cache(self, use: str, batch: int, length: int) -> Any:
+        """The static cache for `use` ("prefill": one row per distinct prompt, "decode": one per sample), emptied;
+        the two are never the same object, even when every prompt is distinct. Kept for the run: the compiled step
+        is specialised to the decode cache's tensors."""
+        cache = self._caches.get((use, batch, length))
         if cache is None:
-            cache = self._caches[(batch, length)] = self._static_cache(config=self.model.config, max_cache_len=length)
+            cache = self._caches[(use, batch, length)] = self._static_cache(config=self.model.config,
+                                                                           max_cache_len=length)
         else:
             cache.reset()
         return cache
@@ -111,12 +125,15 @@ class CompiledSampler:
         """The prompts' forward, each distinct prompt once, into a cache of one row per sample: [B, V] logits of
         the last prompt position, and that cache. A group's n samples share their prompt's keys and values."""
         from rlhfctl.models.actor import position_ids
+        from rlhfctl.models.capabilities import takes_logits_to_keep
 
-        unique = self._cache(prompt_ids.shape[0], length)
+        unique = self._cache("prefill", prompt_ids.shape[0], length)
+        keep = {"logits_to_keep": 1} if takes_logits_to_keep(self.model) else {}
         out = self.model(input_ids=prompt_ids, position_ids=position_ids(prompt_mask),
                          attention_mask=_cache_mask(prompt_mask, length), past_key_values=unique,
-                         cache_position=torch.arange(prompt_ids.shape[1], device=prompt_ids.device), use_cache=True)
-        cache = self._cache(rows.shape[0], length)
+                         cache_position=torch.arange(prompt_ids.shape[1], device=prompt_ids.device), use_cache=True,
+                         **keep)
+        cache = self._cache("decode", rows.shape[0], length)
         for src, dst in zip(unique.layers, cache.layers):
             if not dst.is_initialized:
                 dst.lazy_initialization(src.keys.index_select(0, rows), src.values.index_select(0, rows))
@@ -131,14 +148,15 @@ class CompiledSampler:
         """[B, R] response ids, R <= max_new_tokens, for sample b of left-padded prompt `rows[b]` (prompt_ids is
         [U, P], one row per distinct prompt): as `generate` returns them, pads after a row's EOS, and no more steps
         once every row has ended."""
+        device, origin = next(self.model.parameters()).device, prompt_ids.device
+        prompt_ids, prompt_mask, rows = prompt_ids.to(device), prompt_mask.to(device), rows.to(device)
         prompt_len = prompt_ids.shape[1]
         length = cache_length(prompt_len, max_new_tokens)
         logits, cache = self._prefill(prompt_ids, prompt_mask, rows, length)
         token = next_tokens(logits, temperature, top_p)
-        temperature_t = torch.tensor(float(temperature), device=prompt_ids.device)  # an input: one graph for all
+        temperature_t = torch.tensor(float(temperature), device=device)  # an input: one graph for all
         mask = _cache_mask(prompt_mask, length).index_select(0, rows)
         position = (prompt_mask.long().sum(-1, keepdim=True) - 1).clamp(min=0).index_select(0, rows)
-        device = prompt_ids.device
         eos = torch.tensor([] if eos_token_id is None else eos_token_id if isinstance(eos_token_id, list)
                            else [eos_token_id], dtype=torch.long, device=device)
         done = torch.zeros(rows.shape[0], dtype=torch.bool, device=device)
@@ -152,5 +170,5 @@ class CompiledSampler:
             position = position + 1
             token = self._step(token[:, None], position, torch.tensor([prompt_len + i], device=device), mask, cache,
                                temperature_t, top_p)
-        return torch.stack(tokens, dim=1)
+        return torch.stack(tokens, dim=1).to(origin)
 

@@ -8,8 +8,9 @@ the gradient is the unshared one (to float rounding). What this saves is (n - 1)
 tokens, in the experience forward and in training alike.
 
 It applies to causal LMs with a plain per-layer key/value cache (`DynamicLayer`s: no sliding-window layers, no
-recurrent state) outside gradient checkpointing (which turns the cache off while training); elsewhere the caller
-runs the usual forward.
+recurrent state) and position-independent rotary frequencies (not dynamic-NTK or LongRoPE scaling), outside training
+with gradient checkpointing (which turns the cache off) or dropout (one mask would serve the group's rows); elsewhere
+the caller runs the usual forward.
 """
 
 from __future__ import annotations
@@ -22,13 +23,27 @@ from torch import Tensor
 from rlhfctl.models.capabilities import takes, takes_logits_to_keep, transformers_model
 
 
+def _rope_types(config: Any) -> set[str]:
+    """The rotary scaling kinds a config names (transformers 5's rope_parameters, per layer type or not; before it,
+    rope_scaling)."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    parts = [rope, *(v for v in rope.values() if isinstance(v, dict))] if isinstance(rope, dict) else []
+    return {p["rope_type"] for p in parts if isinstance(p.get("rope_type"), str)}
+
+
+def _has_dropout(model: Any) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
 def _cache_for(model: Any) -> Optional[Any]:
     """An empty DynamicCache of plain layers for this model, or None where the model's cache is of another kind."""
     base = transformers_model(model)
     if not takes(model, "past_key_values"):
         return None
-    if torch.is_grad_enabled() and getattr(base, "is_gradient_checkpointing", False):
-        return None
+    if base.training and (getattr(base, "is_gradient_checkpointing", False) or _has_dropout(model)):
+        return None  # checkpointing layers turn the cache off; dropout would mask a group's rows alike
+    if _rope_types(base.config) & {"dynamic", "longrope"}:
+        return None  # their frequencies follow each call's longest position
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -60,6 +75,8 @@ def action_logits(model: Any, sequences: Tensor, attention_mask: Tensor, num_act
     head = model(sequences[representative, :prompt_len], attention_mask=attention_mask[representative, :prompt_len],
                  position_ids=position_ids[representative, :prompt_len], past_key_values=cache, use_cache=True,
                  **keep).logits[:, -1:]
+    if cache.get_seq_length() != prompt_len:  # a forward that kept no cache (custom code): run the usual one
+        return None
     first = head.index_select(0, group)
     if num_actions == 1:
         return first

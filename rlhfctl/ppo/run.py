@@ -186,7 +186,7 @@ def train_ppo(cfg: TrainPPOConfig) -> dict[str, float]:
         from rlhfctl.models.compiled import check_can_compile
 
         check_can_compile(cfg.pretrain, samples_with_hf=not cfg.vllm_num_engines and not cfg.agent_func_path,
-                          has_gpus=local_gpus() > 0)
+                          has_gpus=local_gpus() > 0, trust_remote_code=cfg.trust_remote_code)
     if "reward" in roles_needed:
         announce(cfg.reward_pretrain, cfg.trust_remote_code)  # before any worker loads it
     reward = open_reward(cfg.remote_rm_url, SourceGroups.of(cfg)) if cfg.remote_rm_url else \

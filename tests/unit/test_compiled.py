@@ -60,14 +60,21 @@ def test_compiled_sampler_decodes_as_hf_generate_and_follows_weight_updates(poli
     ours = generate(model, tokenizer, prompts, max_new_tokens=12, temperature=0.0, sampler=sampler)
     assert torch.equal(ours.sequences, hf.sequences) and torch.equal(ours.action_mask, hf.action_mask)
     assert ours.responses == hf.responses and ours.queries == hf.queries
+    # One sample per prompt (n = 1, evaluation): each prompt's forward is its row's own.
+    alone = generate(model, tokenizer, PROMPTS, max_new_tokens=12, temperature=0.0, sampler=sampler)
+    assert torch.equal(alone.sequences, hf.sequences[::3])
 
-    # An EOS that greedy decoding reaches mid-response: both stop that row there and pad after it.
-    eos = int(hf.sequences[0, -12 + 4])
-    model.generation_config.eos_token_id = eos
-    with torch.no_grad():  # an optimizer's in-place update: the compiled graph reads the new weights
-        model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+    # An optimizer's in-place update: the compiled graph reads the new weights without compiling again.
+    before = hf.sequences
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
     hf = generate(model, tokenizer, prompts, max_new_tokens=12, temperature=0.0)
-    ours = generate(model, tokenizer, prompts, max_new_tokens=12, temperature=0.0, sampler=sampler)
+    assert not torch.equal(hf.sequences, before), "the update should change the greedy tokens"
+    # An EOS that greedy decoding reaches mid-response: both stop that row there and pad after it.
+    model.generation_config.eos_token_id = int(hf.sequences[0, -12 + 4])
+    hf = generate(model, tokenizer, prompts, max_new_tokens=12, temperature=0.0)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        ours = generate(model, tokenizer, prompts, max_new_tokens=12, temperature=0.0, sampler=sampler)
     assert hf.action_mask.sum() < hf.action_mask.numel(), "the EOS should end some response early"
     assert torch.equal(ours.sequences, hf.sequences) and torch.equal(ours.action_mask, hf.action_mask)
 
@@ -79,8 +86,22 @@ def test_compiled_sampler_decodes_as_hf_generate_and_follows_weight_updates(poli
 def test_refuses_a_policy_whose_generation_config_changes_the_logits(policy):
     _, model = policy
     model.generation_config.repetition_penalty = 1.3
-    with pytest.raises(ConfigError, match="repetition_penalty=1.3"):
+    model.generation_config.min_p = 0.05
+    with pytest.raises(ConfigError, match="repetition_penalty=1.3, min_p=0.05"):
         CompiledSampler(model)
+
+
+def test_takes_a_lora_policy_and_refuses_a_sliding_window_cache(policy):
+    from peft import LoraConfig, get_peft_model
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, model = policy
+    CompiledSampler(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])))  # its base's class and config
+    window = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                              sliding_window=8))
+    with pytest.raises(ConfigError, match="StaticSlidingWindowLayer"):
+        CompiledSampler(window)
 
 
 # ------------------------------------------------------------------------------------------------ forwards
@@ -138,8 +159,8 @@ def test_compiled_forward_gives_the_eager_log_probs_and_gradients(one_layer_dir)
     for g, w in zip(torch.autograd.grad((got * valid).sum(), list(model.parameters())), want):
         assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
     longer = torch.cat([sequences, sequences[:, -2:]], 1), torch.cat([mask, mask[:, -2:]], 1)
-    assert torch.allclose(action_log_probs(compiled, *longer, actions + 2).detach(),
-                          action_log_probs(model, *longer, actions + 2).detach(), atol=1e-5)  # the same graph
+    got = action_log_probs(compiled, *longer, actions + 2).detach()  # another length (dynamic shapes)
+    assert torch.allclose(got, action_log_probs(model, *longer, actions + 2).detach(), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -154,6 +175,7 @@ def train_args(tmp_path, policy, prompts) -> list[str]:
     (["--torch_compile", "--engine", "deepspeed", "--zero-stage", "1"], "--torch-compile runs with --engine torch"),
     (["--torch-compile", "--engine", "torch", "--packing-samples", "--ring-attn-size", "2",
       "--actor-num-gpus-per-node", "2"], "--torch-compile with --ring-attn-size"),
+    (["--torch-compile", "--engine", "torch", "--packing-samples"], "--torch-compile with --packing-samples"),
 ])
 def test_torch_compile_refuses_what_it_cannot_compile(args, needle, tiny_policy_dir, prompt_file, tmp_path, capsys):
     code, _, err = run_cli([*train_args(tmp_path, tiny_policy_dir, prompt_file), *args, "--print-config"], capsys)
