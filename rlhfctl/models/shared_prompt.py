@@ -23,10 +23,10 @@ from torch import Tensor
 from rlhfctl.models.capabilities import takes, takes_logits_to_keep, transformers_model
 
 
-def _rope_types(config: Any) -> set[str]:
+def _rope_types(hf_config: Any) -> set[str]:
     """The rotary scaling kinds a config names (transformers 5's rope_parameters, per layer type or not; before it,
     rope_scaling)."""
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
     parts = [rope, *(v for v in rope.values() if isinstance(v, dict))] if isinstance(rope, dict) else []
     return {p["rope_type"] for p in parts if isinstance(p.get("rope_type"), str)}
 
